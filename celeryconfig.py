@@ -1,0 +1,62 @@
+"""Celery settings for workers, beat and the gateway's producer, derived from the settings module.
+
+Check that it imports with ``python -m celeryconfig``.
+"""
+
+from __future__ import annotations
+
+from integration.routing import DEFAULT_QUEUE, route_task, task_queues
+from integration.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.broker
+broker_connection_retry_on_startup = True
+# A publish must never hang the gateway (celery #3957, #4296): bounded connect and retries.
+broker_connection_timeout = _settings.publish_timeout_seconds
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout_seconds,
+    "socket_timeout": _settings.publish_timeout_seconds,
+    "socket_connect_timeout": _settings.publish_timeout_seconds,
+    "confirm_publish": True,  # RabbitMQ: wait for the broker's confirm before reporting success
+}
+task_publish_retry_policy = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+
+# JSON only: a pickled message pushed into the broker is never deserialized.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+
+# Results live in the status store, so Celery's result backend is not needed.
+task_ignore_result = True
+result_backend = None
+
+# No loss: ack after the task ran; a killed child's message is redelivered, not acked.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+task_queues = task_queues()
+task_default_queue = DEFAULT_QUEUE
+task_routes = (route_task,)
+
+# Flower and celery events: workers report every task; "sent" events cost a publish each.
+worker_send_task_events = True
+task_send_sent_event = _settings.send_sent_event
+
+if _settings.worker_concurrency:
+    worker_concurrency = _settings.worker_concurrency
+
+timezone = "UTC"
+enable_utc = True
+
+if __name__ == "__main__":
+    print(f"celeryconfig OK: broker {broker_url.split('@')[-1]}, queues "
+          + ", ".join(q.name for q in task_queues))

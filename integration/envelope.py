@@ -1,0 +1,70 @@
+"""The message envelope: CloudEvents 1.0 attributes plus ``correlationid`` and ``causationid``."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+#: CloudEvents extension attribute names: lower-case ASCII letters and digits, at most 20.
+EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+MAX_EXTENSIONS = 16
+MAX_EXTENSION_VALUE_LENGTH = 1024
+#: Ids travel in URLs and Redis keys, so they are restricted to URL-safe characters.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+def new_id() -> str:
+    """A fresh message id."""
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """One message. Unknown attributes are allowed only as valid CloudEvents extensions."""
+
+    model_config = ConfigDict(extra="allow", str_max_length=4096)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=new_id, pattern=ID_PATTERN)
+    source: str = Field(min_length=1, max_length=512)
+    type: str = Field(min_length=1, max_length=128)
+    time: AwareDatetime = Field(default_factory=utc_now)
+    subject: str | None = Field(None, max_length=512)
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str | None = Field(None, max_length=1024)
+    data: dict[str, Any] = Field(default_factory=dict)
+    correlationid: str | None = Field(None, pattern=ID_PATTERN)
+    causationid: str | None = Field(None, pattern=ID_PATTERN)
+
+    @model_validator(mode="after")
+    def _check_extensions(self) -> Envelope:
+        extra = self.model_extra or {}
+        if len(extra) > MAX_EXTENSIONS:
+            raise ValueError(f"at most {MAX_EXTENSIONS} extension attributes are allowed")
+        for name, value in extra.items():
+            if not EXTENSION_NAME.match(name):
+                raise ValueError(
+                    f"unknown attribute {name[:40]!r}: extension names are 1-20 lower-case "
+                    "letters or digits"
+                )
+            if isinstance(value, bool | int):
+                continue
+            if not isinstance(value, str) or len(value) > MAX_EXTENSION_VALUE_LENGTH:
+                raise ValueError(
+                    f"extension {name!r} must be a string of at most "
+                    f"{MAX_EXTENSION_VALUE_LENGTH} characters, an integer or a boolean"
+                )
+        if self.correlationid is None:
+            self.correlationid = self.id
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready form sent to the broker and stored with the status."""
+        return self.model_dump(mode="json", exclude_none=True)

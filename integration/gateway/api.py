@@ -1,0 +1,157 @@
+"""``/api/v1``: submit messages (one or a batch), read their status, list them, list types."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
+from pydantic import ValidationError
+from spectree import Response as Responses
+from spectree import SpecTree
+
+from integration.gateway import schemas
+from integration.gateway.runtime import runtime
+from integration.problems import (
+    BadRequest,
+    InvalidMessage,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    Unavailable,
+    UnsupportedMedia,
+    invalid,
+    validation_errors,
+)
+from integration.routing import PROCESS_TASK
+from integration.submission import Accepted, Result
+
+#: Media types a submission may use (CloudEvents' structured and batch modes are JSON too).
+JSON_MEDIA_TYPES = frozenset({
+    "application/json", "application/cloudevents+json", "application/cloudevents-batch+json",
+})
+#: Fields of a status record that a summary (list item) shows.
+SUMMARY_FIELDS = ("id", "type", "status", "attempts", "channel", "queue", "accepted_at",
+                  "queued_at", "started_at", "finished_at", "updated_at", "topic")
+DETAIL_ORDER = ("id", "type", "status", "attempts", "owner", "channel", "queue",
+                "delivered_queue", "task_id", "accepted_at", "queued_at", "started_at",
+                "finished_at", "updated_at", "result", "error", "topic")
+PROBLEMS = {f"HTTP_{code}": schemas.ProblemDocument for code in (400, 401, 413, 415, 422, 503)}
+
+
+def read_json() -> Any:
+    """The request body as JSON: 415 for another media type, 413 over the limit, 400 if broken."""
+    if request.mimetype not in JSON_MEDIA_TYPES:
+        raise UnsupportedMedia("Send the message as application/json.")
+    body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {_json_error(exc)}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(": line")[0][:200] if isinstance(exc, ValueError) else "unreadable"
+
+
+def _status_url(message_id: str) -> str:
+    return url_for("api.get_message", message_id=message_id)
+
+
+def _item(index: int, result: Result) -> dict[str, Any]:
+    if isinstance(result, Accepted):
+        return {"index": index, "status": 202, "id": result.id,
+                "status_url": _status_url(result.id)}
+    return {"index": index, "status": result.status, "problem": result.to_dict()}
+
+
+def create_api(spec: SpecTree) -> Blueprint:
+    """The ``/api/v1`` blueprint; views are documented on ``spec`` (one per app)."""
+    api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+    @api.before_request
+    def _authenticate() -> None:
+        verify_jwt_in_request()
+
+    @api.post("/messages")
+    @spec.validate(json=schemas.SubmitRequest, skip_validation=True, tags=["messages"],
+                   resp=Responses(HTTP_202=schemas.BatchResponse, HTTP_409=schemas.ProblemDocument,
+                                  **PROBLEMS))
+    def submit_messages() -> tuple[Response, int] | Response:
+        """Submit one message (202 with its id) or a batch (202 with one result per item)."""
+        body = read_json()
+        if isinstance(body, list):
+            return _submit_batch(body)
+        rt = runtime()
+        envelope = rt.submitter.parse(body)
+        [result] = rt.submitter.submit([envelope], owner=get_jwt_identity(), channel="rest")
+        if isinstance(result, Problem):
+            raise result
+        url = _status_url(result.id)
+        response = jsonify(id=result.id, type=envelope.type, status="queued", status_url=url)
+        response.headers["Location"] = url
+        return response, 202
+
+    def _submit_batch(items: list[Any]) -> tuple[Response, int]:
+        rt = runtime()
+        if not items:
+            raise invalid([{"loc": [], "msg": "the batch is empty", "type": "too_short"}],
+                          "An empty batch has nothing to submit.")
+        if len(items) > rt.settings.batch_limit:
+            raise PayloadTooLarge(f"A batch holds at most {rt.settings.batch_limit} messages.")
+        results = rt.submitter.submit_raw(items, owner=get_jwt_identity(), channel="rest")
+        report = [_item(i, r) for i, r in enumerate(results)]
+        accepted = sum(1 for r in results if isinstance(r, Accepted))
+        if accepted:
+            return jsonify(accepted=accepted, rejected=len(items) - accepted, results=report), 202
+        if any(isinstance(r, Unavailable) for r in results):
+            raise Unavailable("No message of the batch could be enqueued.",
+                              retry_after=rt.settings.retry_after_seconds, results=report)
+        raise InvalidMessage("No message of the batch was accepted.", results=report)
+
+    @api.get("/messages/<message_id>")
+    @spec.validate(resp=Responses(HTTP_200=schemas.MessageDetail,
+                                  HTTP_404=schemas.ProblemDocument), skip_validation=True,
+                   tags=["messages"])
+    def get_message(message_id: str) -> Response:
+        """A message's status, attempts, timestamps, result or error, and history."""
+        record = runtime().store.get(message_id)
+        if record is None:
+            raise NotFound("No message with this id (or its status has expired).")
+        record.pop("accepted_ms", None)
+        ordered = {k: record.pop(k) for k in DETAIL_ORDER if k in record}
+        return jsonify({**ordered, **record})
+
+    @api.get("/messages")
+    @spec.validate(query=schemas.ListQuery, resp=Responses(HTTP_200=schemas.MessagePage,
+                                                           HTTP_422=schemas.ProblemDocument),
+                   skip_validation=True, tags=["messages"])
+    def list_messages() -> Response:
+        """Recent messages, newest first, filtered by type and status, paged by ``cursor``."""
+        rt = runtime()
+        try:
+            query = schemas.ListQuery.model_validate(request.args.to_dict())
+        except ValidationError as exc:
+            raise invalid(validation_errors(exc, ["query"]), "Invalid query.") from None
+        items, cursor = rt.store.list(type=query.type,
+                                      status=str(query.status) if query.status else None,
+                                      limit=min(query.limit, rt.settings.list_page_limit),
+                                      cursor=query.cursor)
+        summaries = [{k: item[k] for k in SUMMARY_FIELDS if k in item} for item in items]
+        return jsonify(items=summaries, next_cursor=cursor)
+
+    @api.get("/types")
+    @spec.validate(resp=Responses(HTTP_200=schemas.TypeList), skip_validation=True,
+                   tags=["types"])
+    def list_types() -> Response:
+        """Registered message types, their queues and payload JSON Schemas."""
+        return jsonify(task=PROCESS_TASK, types=[t.describe() for t in runtime().registry])
+
+    return api

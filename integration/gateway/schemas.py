@@ -1,0 +1,97 @@
+"""Request and response models of the HTTP API, the source of its OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from integration.envelope import Envelope
+from integration.status import Status
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="For 422: each error's location (loc), message (msg) and type."
+    )
+
+
+class SubmitRequest(RootModel[Envelope | list[Envelope]]):
+    """One message envelope, or a JSON array of them (a batch)."""
+
+
+class AcceptedMessage(BaseModel):
+    id: str
+    type: str
+    status: Status
+    status_url: str
+
+
+class BatchItem(BaseModel):
+    index: int
+    status: int = Field(description="202 when accepted, otherwise the problem's status")
+    id: str | None = None
+    status_url: str | None = None
+    problem: ProblemDocument | None = None
+
+
+class BatchResponse(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItem]
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str | None = Field(None, max_length=128)
+    status: Status | None = None
+    limit: int = Field(50, ge=1, le=1000)
+    cursor: str | None = Field(None, max_length=300, pattern=r"^\d+:[A-Za-z0-9._:-]*$")
+
+
+class MessageSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str
+    status: Status
+    attempts: int
+    accepted_at: str
+
+
+class MessageDetail(MessageSummary):
+    envelope: dict[str, Any]
+    history: list[dict[str, Any]]
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class MessagePage(BaseModel):
+    items: list[MessageSummary]
+    next_cursor: str | None
+
+
+class TypeInfo(BaseModel):
+    name: str
+    queue: str
+    description: str
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class TypeList(BaseModel):
+    task: str = Field(description="The Celery task name direct callers send to")
+    types: list[TypeInfo]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] | None = None

@@ -1,0 +1,165 @@
+"""Process one delivered message: validate again, run its type's handler, record, publish the event.
+
+Runs inside the Celery task but knows nothing of Celery, so it is tested without a broker.
+Direct callers bypass the gateway, so everything is validated again here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from integration.envelope import ID_PATTERN, Envelope, new_id, utc_now
+from integration.problems import validation_errors
+from integration.registry import Registry
+from integration.status import STARTABLE, Status
+from integration.store import NewRecord, StatusStore
+
+log = logging.getLogger(__name__)
+
+#: Where the result events of this service come from (CloudEvents ``source``).
+EVENT_SOURCE = "/integration/processor"
+_MAX_TRACEBACK = 2000
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the broker said about this delivery."""
+
+    task_id: str
+    queue: str | None = None
+    redelivered: bool = False
+
+
+class InvalidEnvelope(Exception):
+    """A delivered message that fails validation; it ends ``dead``."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("invalid message")
+        self.errors = errors
+
+
+class Processor:
+    def __init__(self, registry: Registry, store: StatusStore) -> None:
+        self.registry = registry
+        self.store = store
+
+    def process(self, raw: Any, delivery: Delivery) -> Status:
+        """Take one delivery to ``succeeded`` or ``dead``; a finished message is not run again."""
+        try:
+            envelope, payload = self._validate(raw)
+        except InvalidEnvelope as exc:
+            return self._reject(raw, delivery, exc.errors)
+
+        message_type = self.registry.get(envelope.type)
+        self._ensure_record(envelope, message_type.queue)
+        started = self.store.transition(
+            envelope.id, Status.PROCESSING, allowed_from=STARTABLE, count_attempt=True,
+            fields={"task_id": delivery.task_id, "delivered_queue": delivery.queue or ""},
+            detail={"queue": delivery.queue, "redelivered": delivery.redelivered},
+        )
+        if started is None or not started.applied:
+            previous = started.previous if started else None
+            log.info("message %s is already %s; delivery skipped", envelope.id, previous)
+            return Status(previous) if previous else Status.DEAD
+
+        try:
+            result = message_type.handler(payload, envelope)
+        except Exception as exc:  # noqa: BLE001 - a handler's failure is recorded, not raised
+            error = {
+                "type": type(exc).__name__,
+                "message": str(exc)[:1000],
+                "traceback": traceback.format_exc()[-_MAX_TRACEBACK:],
+            }
+            self.store.transition(envelope.id, Status.DEAD, fields={"error": error},
+                                  detail={"error": error["type"]})
+            self._publish(envelope.id, envelope.type, Status.DEAD, envelope,
+                          {"error": error})
+            return Status.DEAD
+
+        result = dict(result or {})
+        self.store.transition(envelope.id, Status.SUCCEEDED, fields={"result": result})
+        self._publish(envelope.id, envelope.type, Status.SUCCEEDED, envelope, {"result": result})
+        return Status.SUCCEEDED
+
+    # -- steps ----------------------------------------------------------------------------
+    def _validate(self, raw: Any) -> tuple[Envelope, Any]:
+        if not isinstance(raw, Mapping):
+            raise InvalidEnvelope([{"loc": [], "msg": "a message is a JSON object",
+                                    "type": "object_type"}])
+        try:
+            envelope = Envelope.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidEnvelope(validation_errors(exc)) from None
+        if envelope.type not in self.registry:
+            raise InvalidEnvelope([{"loc": ["type"], "msg": "unknown message type",
+                                    "type": "unknown_type"}])
+        try:
+            payload = self.registry.get(envelope.type).payload.model_validate(envelope.data)
+        except ValidationError as exc:
+            raise InvalidEnvelope(validation_errors(exc, ["data"])) from None
+        return envelope, payload
+
+    def _ensure_record(self, envelope: Envelope, queue: str) -> None:
+        """A message sent straight to the task has no record yet: create it (channel direct)."""
+        self.store.create_many([NewRecord(
+            id=envelope.id, type=envelope.type, queue=queue, envelope=envelope.to_wire(),
+            owner="direct", channel="direct", status=Status.QUEUED,
+        )])
+
+    def _reject(self, raw: Any, delivery: Delivery, errors: list[dict[str, Any]]) -> Status:
+        raw_map = raw if isinstance(raw, Mapping) else {}
+        message_id = _usable_id(raw_map.get("id")) or delivery.task_id
+        raw_type = raw_map.get("type")
+        message_type = raw_type if isinstance(raw_type, str) and raw_type in self.registry \
+            else "unknown"
+        self.store.create_many([NewRecord(
+            id=message_id, type=message_type, queue=delivery.queue or "",
+            envelope=raw_map if _json_safe(raw_map) else {}, owner="direct", channel="direct",
+            status=Status.QUEUED,
+        )])
+        error = {"type": "ValidationError", "message": "the message failed validation",
+                 "errors": errors}
+        self.store.transition(message_id, Status.DEAD, fields={"error": error},
+                              detail={"error": "ValidationError"})
+        self._publish(message_id, message_type, Status.DEAD, None, {"error": error})
+        log.warning("message %s rejected by the worker: %d validation error(s)",
+                    message_id, len(errors))
+        return Status.DEAD
+
+    def _publish(self, message_id: str, message_type: str, outcome: Status,
+                 envelope: Envelope | None, data: dict[str, Any]) -> None:
+        """Record the result event on ``<type>.<outcome>``; delivery to subscribers builds on it."""
+        topic = f"{message_type}.{outcome}"
+        event = {
+            "specversion": "1.0",
+            "id": new_id(),
+            "source": EVENT_SOURCE,
+            "type": topic,
+            "time": utc_now().isoformat(),
+            "subject": message_id,
+            "datacontenttype": "application/json",
+            "correlationid": envelope.correlationid if envelope else message_id,
+            "causationid": message_id,
+            "data": {"message_id": message_id, "status": str(outcome), **data},
+        }
+        self.store.record_event(message_id, topic, event)
+
+
+def _usable_id(value: Any) -> str | None:
+    return value if isinstance(value, str) and re.match(ID_PATTERN, value) else None
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

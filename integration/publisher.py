@@ -1,0 +1,122 @@
+"""Enqueue messages as ``integration.process`` tasks, in batches, with a bounded publish.
+
+On a Redis broker a chunk of messages is one ``MULTI``/``LPUSH``.../``EXEC`` round trip: all
+of a chunk is in the broker or none of it is, so the gateway reports exactly what was
+enqueued. The messages are Celery protocol-2 task messages in kombu's Redis wire format
+(built with Celery's own ``as_task_v2``), consumed by an unmodified worker. Other transports
+(RabbitMQ) publish through one kombu producer per batch, with publisher confirms.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from celery import Celery
+from kombu.serialization import dumps as kombu_dumps
+
+from integration.routing import PROCESS_TASK
+
+_REDIS_SCHEMES = ("redis", "rediss")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to enqueue: its id (also the Celery task id), envelope and queue."""
+
+    id: str
+    envelope: Mapping[str, Any]
+    queue: str
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    """Items ``[0, published)`` are in the broker; the rest are not, for ``error``'s reason."""
+
+    published: int
+    error: BaseException | None = None
+
+
+class Publisher:
+    """Publishes envelopes to their queues; never hangs longer than the configured timeout."""
+
+    def __init__(self, celery_app: Celery, broker_url: str, *, timeout: float,
+                 chunk_size: int, origin: str) -> None:
+        self.app = celery_app
+        self.chunk_size = chunk_size
+        self._origin = origin
+        self._redis: redis.Redis | None = None
+        if urlsplit(broker_url).scheme in _REDIS_SCHEMES:
+            self._redis = redis.Redis.from_url(
+                broker_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                health_check_interval=30,
+            )
+
+    def publish(self, items: Sequence[Outgoing]) -> PublishOutcome:
+        """Publish in order, chunk by chunk; stop at the first chunk that fails."""
+        published = 0
+        for start in range(0, len(items), self.chunk_size):
+            chunk = items[start:start + self.chunk_size]
+            try:
+                if self._redis is not None:
+                    self._publish_redis(chunk)
+                else:
+                    self._publish_producer(chunk)
+            except Exception as exc:  # noqa: BLE001 - any broker failure ends the batch here
+                return PublishOutcome(published, exc)
+            published += len(chunk)
+        return PublishOutcome(published)
+
+    def ping(self) -> bool:
+        if self._redis is not None:
+            return bool(self._redis.ping())
+        with self.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+
+    # -- Redis: one transaction per chunk -------------------------------------------------
+    def _publish_redis(self, chunk: Sequence[Outgoing]) -> None:
+        assert self._redis is not None
+        pipe = self._redis.pipeline(transaction=True)
+        for item in chunk:
+            pipe.lpush(item.queue, self.redis_message(item))
+        pipe.execute()
+
+    def redis_message(self, item: Outgoing) -> str:
+        """The message kombu's Redis transport would push for ``send_task``."""
+        headers, properties, body, _ = self.app.amqp.as_task_v2(
+            item.id, PROCESS_TASK, args=(dict(item.envelope),), kwargs={},
+            origin=self._origin, ignore_result=True,
+        )
+        content_type, content_encoding, data = kombu_dumps(body, serializer="json")
+        raw = data if isinstance(data, bytes) else data.encode(content_encoding)
+        message = {
+            "body": base64.b64encode(raw).decode("ascii"),
+            "content-encoding": content_encoding,
+            "content-type": content_type,
+            "headers": headers,
+            "properties": {
+                **properties,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": item.queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+        return json.dumps(message, separators=(",", ":"))
+
+    # -- other transports: one producer, confirms per message ------------------------------
+    def _publish_producer(self, chunk: Sequence[Outgoing]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for item in chunk:
+                self.app.send_task(
+                    PROCESS_TASK, args=(dict(item.envelope),), task_id=item.id,
+                    queue=item.queue, producer=producer, ignore_result=True, retry=True,
+                )

@@ -1,0 +1,20 @@
+"""Builds the submit path (registry, store, publisher) shared by the gateway and the client."""
+
+from __future__ import annotations
+
+from integration.celery_app import create_celery
+from integration.publisher import Publisher
+from integration.registry import default_registry
+from integration.settings import Settings
+from integration.store import store_from_settings
+from integration.submission import Submitter
+
+
+def build_submitter(settings: Settings, origin: str) -> Submitter:
+    # Producers never import tasks/: they send by task name with celeryconfig's settings.
+    celery = create_celery(f"integration.{origin}")
+    celery.conf.broker_url = settings.broker
+    publisher = Publisher(celery, settings.broker, timeout=settings.publish_timeout_seconds,
+                          chunk_size=settings.publish_chunk_size, origin=origin)
+    return Submitter(default_registry(), store_from_settings(settings), publisher,
+                     retry_after=settings.retry_after_seconds)

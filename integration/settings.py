@@ -1,0 +1,57 @@
+"""The one place that reads the environment (prefix ``INTEGRATION_``)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of gateway, workers and CLI; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="INTEGRATION_", extra="ignore")
+
+    env: Literal["development", "production"] = "production"
+    redis_url: str = "redis://localhost:6379/0"
+    broker_url: str | None = None
+    jwt_secret: SecretStr | None = None
+
+    key_prefix: str = Field("integration", pattern=r"^[A-Za-z0-9_.-]+$")
+    status_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    events_stream_maxlen: int = Field(100_000, ge=100)
+
+    batch_limit: int = Field(500, ge=1, le=10_000)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    publish_chunk_size: int = Field(100, ge=1, le=1000)
+    publish_timeout_seconds: float = Field(3.0, gt=0)
+    retry_after_seconds: int = Field(5, ge=1)
+    list_page_limit: int = Field(100, ge=1, le=1000)
+
+    send_sent_event: bool = False
+    worker_concurrency: int | None = Field(None, ge=1)
+    visibility_timeout_seconds: int = Field(3600, ge=10)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    gateway_workers: int = Field(2, ge=1)
+    gateway_threads: int = Field(4, ge=1)
+    graceful_timeout_seconds: int = Field(30, ge=1)
+    run_dir: str = ".run"
+
+    @property
+    def broker(self) -> str:
+        """The broker URL: ``BROKER_URL`` when set, otherwise the store's Redis."""
+        return self.broker_url or self.redis_url
+
+
+@cache
+def get_settings() -> Settings:
+    """Settings of this process, read once."""
+    return Settings()
+
+
+class ConfigurationError(RuntimeError):
+    """The configuration cannot work; the message says which variable to set and how."""

@@ -1,0 +1,343 @@
+"""The status store: one Redis hash per message, its history, time indexes and the event log.
+
+Keys (prefix ``INTEGRATION_KEY_PREFIX``): ``msg:<id>`` (hash), ``msg:<id>:history`` (list),
+``idx:all`` / ``idx:type:<type>`` / ``idx:status:<status>`` (sorted sets scored by acceptance
+time), ``events`` (stream). Transitions are Lua scripts so that the status, its history and
+the indexes change together. Needs a single Redis (not Cluster): scripts name index keys.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from integration.status import Status
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+for i = 3, 5 do
+  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[5])
+end
+return 1
+"""
+
+_TRANSITION = """
+local old = redis.call('HGET', KEYS[1], 'status')
+if not old then return {-1, ''} end
+if ARGV[5] ~= '' then
+  local allowed = false
+  for s in string.gmatch(ARGV[5], '[^,]+') do
+    if s == old then allowed = true end
+  end
+  if not allowed then return {0, old} end
+end
+if #ARGV >= 10 then redis.call('HSET', KEYS[1], unpack(ARGV, 10)) end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+redis.call('RPUSH', KEYS[2], ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if old ~= ARGV[2] then
+  local score = redis.call('HGET', KEYS[1], 'accepted_ms')
+  redis.call('ZREM', ARGV[8] .. old, ARGV[1])
+  redis.call('ZADD', ARGV[8] .. ARGV[2], score, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', ARGV[8] .. ARGV[2], '-inf', '(' .. ARGV[9])
+end
+return {1, old}
+"""
+
+#: Fields holding JSON documents rather than plain strings.
+_JSON_FIELDS = ("envelope", "result", "error")
+_INT_FIELDS = ("attempts", "accepted_ms")
+#: Which timestamp field each status sets (the rest set ``<status>_at``).
+_TIMESTAMP_FIELD = {
+    Status.PROCESSING: "started_at",
+    Status.SUCCEEDED: "finished_at",
+    Status.DEAD: "finished_at",
+}
+#: How many index entries one list request examines before it returns a cursor.
+_SCAN_BUDGET = 2000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """What the store needs to create a message's status record."""
+
+    id: str
+    type: str
+    queue: str
+    envelope: Mapping[str, Any]
+    owner: str
+    channel: str
+    status: Status = Status.ACCEPTED
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The outcome of a transition: whether it applied and the status it found."""
+
+    applied: bool
+    previous: str | None
+
+
+class StatusStore:
+    """Status, history and listing of messages, kept for ``ttl`` seconds after the last change."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl: int, events_maxlen: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+        self.events_maxlen = events_maxlen
+        self._create = client.register_script(_CREATE)
+        self._transition = client.register_script(_TRANSITION)
+
+    # -- keys ---------------------------------------------------------------------------
+    def _record_key(self, message_id: str) -> str:
+        return f"{self.prefix}:msg:{message_id}"
+
+    def _history_key(self, message_id: str) -> str:
+        return f"{self.prefix}:msg:{message_id}:history"
+
+    def _index_key(self, kind: str, value: str = "") -> str:
+        return f"{self.prefix}:idx:{kind}" + (f":{value}" if value else "")
+
+    @property
+    def events_key(self) -> str:
+        return f"{self.prefix}:events"
+
+    def _cutoff(self, at_ms: int) -> int:
+        return at_ms - self.ttl * 1000
+
+    # -- writes -------------------------------------------------------------------------
+    def create_many(self, records: Sequence[NewRecord]) -> list[bool]:
+        """Create records in one round trip; False where a record with that id exists."""
+        if not records:
+            return []
+        at = now_ms()
+        pipe = self.client.pipeline(transaction=False)
+        for record in records:
+            fields = {
+                "id": record.id,
+                "type": record.type,
+                "queue": record.queue,
+                "owner": record.owner,
+                "channel": record.channel,
+                "status": str(record.status),
+                "attempts": 0,
+                "accepted_ms": at,
+                "accepted_at": iso(at),
+                "updated_at": iso(at),
+                "envelope": json.dumps(record.envelope, separators=(",", ":")),
+            }
+            flat: list[Any] = [item for pair in fields.items() for item in pair]
+            entry = _history_entry(record.status, at, {"channel": record.channel})
+            self._create(
+                keys=[
+                    self._record_key(record.id),
+                    self._history_key(record.id),
+                    self._index_key("all"),
+                    self._index_key("type", record.type),
+                    self._index_key("status", str(record.status)),
+                ],
+                args=[record.id, at, self.ttl, entry, self._cutoff(at), *flat],
+                client=pipe,
+            )
+        return [bool(created) for created in pipe.execute()]
+
+    def transition(
+        self,
+        message_id: str,
+        status: Status,
+        *,
+        allowed_from: Iterable[Status] = (),
+        fields: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+        count_attempt: bool = False,
+        pipe: redis.client.Pipeline | None = None,
+    ) -> Transition | None:
+        """Move a message to ``status`` if it is in one of ``allowed_from`` (any when empty)."""
+        at = now_ms()
+        flat: list[Any] = [_TIMESTAMP_FIELD.get(status, f"{status}_at"), iso(at),
+                           "updated_at", iso(at)]
+        for name, value in (fields or {}).items():
+            flat += [name, json.dumps(value) if name in _JSON_FIELDS else value]
+        reply = self._transition(
+            keys=[self._record_key(message_id), self._history_key(message_id)],
+            args=[
+                message_id, str(status), at, self.ttl, ",".join(map(str, allowed_from)),
+                _history_entry(status, at, detail), "1" if count_attempt else "0",
+                self._index_key("status") + ":", self._cutoff(at), *flat,
+            ],
+            client=pipe,
+        )
+        if pipe is not None:
+            return None
+        return _transition_of(reply)
+
+    def mark_queued_many(self, message_ids: Sequence[str]) -> None:
+        """Record that these messages are in the broker, unless a worker got there first."""
+        if not message_ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for message_id in message_ids:
+            self.transition(message_id, Status.QUEUED, allowed_from=(Status.ACCEPTED,), pipe=pipe)
+        pipe.execute()
+
+    def discard_many(self, records: Sequence[NewRecord]) -> None:
+        """Remove records of messages that never reached the broker (the client got a 503)."""
+        if not records:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for record in records:
+            pipe.delete(self._record_key(record.id), self._history_key(record.id))
+            pipe.zrem(self._index_key("all"), record.id)
+            pipe.zrem(self._index_key("type", record.type), record.id)
+            pipe.zrem(self._index_key("status", str(record.status)), record.id)
+        pipe.execute()
+
+    def record_event(self, message_id: str, topic: str, event: Mapping[str, Any]) -> str:
+        """Append the result event to the event log and to the message's history."""
+        at = now_ms()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(
+            self.events_key,
+            {"topic": topic, "message_id": message_id,
+             "event": json.dumps(event, separators=(",", ":"))},
+            maxlen=self.events_maxlen,
+            approximate=True,
+        )
+        pipe.rpush(self._history_key(message_id), _history_entry("published", at, {"topic": topic}))
+        pipe.hset(self._record_key(message_id), "topic", topic)
+        stream_id = pipe.execute()[0]
+        return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+
+    # -- reads --------------------------------------------------------------------------
+    def get(self, message_id: str) -> dict[str, Any] | None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self._record_key(message_id))
+        pipe.lrange(self._history_key(message_id), 0, -1)
+        raw, history = pipe.execute()
+        if not raw:
+            return None
+        record = _decode_record(raw)
+        record["history"] = [json.loads(entry) for entry in history]
+        return record
+
+    def list(
+        self,
+        *,
+        type: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Most recent first, paged by an opaque cursor ``<score>:<id>``."""
+        if status is not None:
+            index, check = self._index_key("status", status), ("type", type)
+        elif type is not None:
+            index, check = self._index_key("type", type), ("status", None)
+        else:
+            index, check = self._index_key("all"), ("status", None)
+        max_score, after_id = _parse_cursor(cursor)
+        found: list[dict[str, Any]] = []
+        scanned = 0
+        last: tuple[int, str] | None = None
+        while len(found) < limit and scanned < _SCAN_BUDGET:
+            batch = self.client.zrevrangebyscore(
+                index, max_score, "-inf", start=0, num=limit + 50, withscores=True
+            )
+            candidates = []
+            for member, score in batch:
+                member_id = member.decode()
+                if after_id is not None and int(score) == max_score and member_id >= after_id:
+                    continue
+                candidates.append((member_id, int(score)))
+            if not candidates:
+                return found, None
+            pipe = self.client.pipeline(transaction=False)
+            for member_id, _ in candidates:
+                pipe.hgetall(self._record_key(member_id))
+            for (member_id, score), raw in zip(candidates, pipe.execute(), strict=True):
+                scanned += 1
+                last = (score, member_id)
+                if not raw:
+                    self.client.zrem(index, member_id)  # expired record: drop its index entry
+                    continue
+                record = _decode_record(raw)
+                if check[1] is None or record.get(check[0]) == check[1]:
+                    found.append(record)
+                    if len(found) == limit:
+                        break
+            max_score, after_id = last
+        return found, (f"{last[0]}:{last[1]}" if last else None)
+
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+
+def _history_entry(status: str, at_ms: int, detail: Mapping[str, Any] | None) -> str:
+    entry: dict[str, Any] = {"status": str(status), "at": iso(at_ms)}
+    if detail:
+        entry.update(detail)
+    return json.dumps(entry, separators=(",", ":"), default=str)
+
+
+def _transition_of(reply: Any) -> Transition | None:
+    code, previous = reply
+    if code == -1:
+        return None
+    previous_text = previous.decode() if isinstance(previous, bytes) else previous
+    return Transition(applied=code == 1, previous=previous_text or None)
+
+
+def _decode_record(raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in raw.items():
+        name, text = key.decode(), value.decode()
+        if name in _JSON_FIELDS:
+            record[name] = json.loads(text)
+        elif name in _INT_FIELDS:
+            record[name] = int(text)
+        else:
+            record[name] = text
+    return record
+
+
+def _parse_cursor(cursor: str | None) -> tuple[Any, str | None]:
+    if not cursor:
+        return "+inf", None
+    score, _, member = cursor.partition(":")
+    try:
+        return int(score), member or None
+    except ValueError:
+        raise ValueError("invalid cursor") from None
+
+
+def store_from_settings(settings: Any) -> StatusStore:
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.publish_timeout_seconds,
+        socket_connect_timeout=settings.publish_timeout_seconds,
+        health_check_interval=30,
+    )
+    return StatusStore(client, settings.key_prefix, settings.status_ttl_seconds,
+                       settings.events_stream_maxlen)

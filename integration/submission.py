@@ -1,0 +1,139 @@
+"""Validate and enqueue messages: the one path shared by the gateway and ``integration.client``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from integration.envelope import Envelope
+from integration.problems import (
+    Conflict,
+    InvalidMessage,
+    Problem,
+    Unavailable,
+    invalid,
+    validation_errors,
+)
+from integration.publisher import Outgoing, Publisher
+from integration.registry import Registry
+from integration.store import NewRecord, StatusStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The message is in the broker, on ``queue``."""
+
+    id: str
+    queue: str
+
+
+Result = Accepted | Problem
+
+
+class Submitter:
+    """Turns raw JSON into enqueued messages with a status record, reporting each item's fate."""
+
+    def __init__(self, registry: Registry, store: StatusStore, publisher: Publisher, *,
+                 retry_after: int) -> None:
+        self.registry = registry
+        self.store = store
+        self.publisher = publisher
+        self.retry_after = retry_after
+
+    def parse(self, raw: Any, loc: Sequence[str | int] = ()) -> Envelope:
+        """Validate an envelope and its type's payload; raise ``InvalidMessage`` with each error."""
+        if not isinstance(raw, dict):
+            raise invalid([{"loc": list(loc), "msg": "a message is a JSON object",
+                            "type": "object_type"}], "The message is not a JSON object.")
+        try:
+            envelope = Envelope.model_validate(raw)
+        except ValidationError as exc:
+            raise invalid(validation_errors(exc, loc), "The envelope is invalid.") from None
+        if envelope.type not in self.registry:
+            raise invalid([{"loc": [*loc, "type"], "type": "unknown_type",
+                            "msg": "unknown message type; GET /api/v1/types lists them"}],
+                          "The message type is not registered.")
+        try:
+            self.registry.get(envelope.type).payload.model_validate(envelope.data)
+        except ValidationError as exc:
+            raise invalid(validation_errors(exc, [*loc, "data"]),
+                          f"The data is not a valid {envelope.type!r} payload.") from None
+        return envelope
+
+    def submit(self, envelopes: Sequence[Envelope], *, owner: str, channel: str) -> list[Result]:
+        """Record and enqueue, in order; an item is ``Accepted`` only once it is in the broker."""
+        records = [
+            NewRecord(id=e.id, type=e.type, queue=self.registry.get(e.type).queue,
+                      envelope=e.to_wire(), owner=owner, channel=channel)
+            for e in envelopes
+        ]
+        try:
+            created = self.store.create_many(records)
+        except Exception:  # noqa: BLE001 - store unreachable: nothing was enqueued
+            log.warning("status store unavailable; %d message(s) refused", len(records),
+                        exc_info=True)
+            return [self._unavailable("The status store is unavailable.")] * len(records)
+
+        results: list[Result | None] = [
+            None if ok else Conflict("A message with this id already exists.")
+            for ok in created
+        ]
+        fresh = [record for record, ok in zip(records, created, strict=True) if ok]
+        outcome = self.publisher.publish(
+            [Outgoing(r.id, r.envelope, r.queue) for r in fresh]
+        )
+        sent, unsent = fresh[:outcome.published], fresh[outcome.published:]
+        if outcome.error is not None:
+            log.warning("broker unavailable; %d of %d message(s) not enqueued: %s",
+                        len(unsent), len(fresh), outcome.error)
+        self._settle(sent, unsent)
+
+        accepted = iter([Accepted(r.id, r.queue) for r in sent])
+        problem = self._unavailable("The broker is unavailable; the message was not enqueued.")
+        for index, result in enumerate(results):
+            if result is None:
+                results[index] = next(accepted, problem)
+        return [r for r in results if r is not None]
+
+    def submit_raw(self, items: Sequence[Any], *, owner: str, channel: str) -> list[Result]:
+        """Validate and submit a batch of raw items: one result per item, in order; an invalid
+        item's errors are located by its index."""
+        results: list[Result | None] = [None] * len(items)
+        valid: list[tuple[int, Envelope]] = []
+        for index, item in enumerate(items):
+            try:
+                valid.append((index, self.parse(item, loc=[index])))
+            except InvalidMessage as problem:
+                results[index] = problem
+        outcomes = self.submit([e for _, e in valid], owner=owner, channel=channel)
+        for (index, _), outcome in zip(valid, outcomes, strict=True):
+            results[index] = outcome
+        return [r for r in results if r is not None]
+
+    def _settle(self, sent: list[NewRecord], unsent: list[NewRecord]) -> None:
+        """Mark sent messages queued and drop the records of unsent ones; neither may fail the
+        answer, because what is in the broker is accepted whatever the store says."""
+        try:
+            self.store.mark_queued_many([r.id for r in sent])
+        except Exception:  # noqa: BLE001
+            log.warning("could not mark %d message(s) queued", len(sent), exc_info=True)
+        try:
+            self.store.discard_many(unsent)
+        except Exception:  # noqa: BLE001
+            log.warning("could not discard %d unsent record(s)", len(unsent), exc_info=True)
+
+    def _unavailable(self, detail: str) -> Unavailable:
+        return Unavailable(detail, retry_after=self.retry_after)
+
+
+def first_problem(results: Sequence[Result]) -> Problem | None:
+    return next((r for r in results if isinstance(r, Problem)), None)
+
+
+__all__ = ["Accepted", "InvalidMessage", "Submitter", "first_problem"]

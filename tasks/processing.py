@@ -1,0 +1,48 @@
+"""The processing task: thin Celery glue around ``integration.processor``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import redis
+from celery import Task
+
+from integration.processor import Delivery, Processor
+from integration.registry import default_registry
+from integration.routing import PROCESS_TASK
+from integration.settings import get_settings
+from integration.store import store_from_settings
+from tasks.app import app
+
+
+class ProcessingTask(Task):
+    """Holds one processor (and its Redis pool) per worker process."""
+
+    @cached_property
+    def processor(self) -> Processor:
+        return Processor(default_registry(), store_from_settings(get_settings()))
+
+
+@app.task(
+    name=PROCESS_TASK,
+    base=ProcessingTask,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    # The store being briefly unreachable must not lose the message: retry, never ack-and-drop.
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
+    retry_backoff=1,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=None,
+)
+def process(self: ProcessingTask, envelope: Any) -> None:
+    """Process one message envelope (a CloudEvents JSON object); the public entry point."""
+    info = self.request.delivery_info or {}
+    self.processor.process(
+        envelope,
+        Delivery(task_id=self.request.id, queue=info.get("routing_key"),
+                 redelivered=bool(info.get("redelivered"))),
+    )

@@ -1,0 +1,170 @@
+"""Fixtures: a real Redis (dedicated database), settings, the gateway app, a real worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from integration.embedded_redis import EmbeddedRedis
+from integration.gateway import create_app
+from integration.registry import default_registry
+from integration.routing import DEFAULT_QUEUE
+from integration.settings import Settings, get_settings
+from integration.tokens import issue_token
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
+             message: str = "condition") -> Any:
+    """Poll until ``predicate`` returns something truthy; fail with ``message`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The test Redis: ``INTEGRATION_TEST_REDIS_URL`` or a throwaway server; flushed around."""
+    url = os.environ.get("INTEGRATION_TEST_REDIS_URL")
+    server = None
+    if not url:
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False).start()
+        url = server.url
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+    if server:
+        server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_environment(redis_url: str) -> Iterator[dict[str, str]]:
+    """Point every process (this one and the workers it starts) at the test Redis."""
+    values = {
+        "INTEGRATION_REDIS_URL": redis_url,
+        "INTEGRATION_JWT_SECRET": TEST_SECRET,
+        "INTEGRATION_ENV": "development",
+        "INTEGRATION_PUBLISH_TIMEOUT_SECONDS": "2",
+    }
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    get_settings.cache_clear()
+    yield values
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url, jwt_secret=TEST_SECRET, publish_timeout_seconds=2)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_app(settings: Settings) -> Callable[..., Flask]:
+    def build(**overrides: Any) -> Flask:
+        return create_app(settings.model_copy(update=overrides))
+
+    return build
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def token() -> str:
+    return issue_token(TEST_SECRET, "tester", ["admin"], 600)
+
+
+@pytest.fixture
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class WorkerProcess:
+    """A real ``celery -A tasks worker`` child process."""
+
+    def __init__(self, queues: list[str], log_path: Path, concurrency: int = 2) -> None:
+        self.log_path = log_path
+        self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--loglevel", "INFO",
+                "--concurrency", str(concurrency), "--hostname", self.name,
+                "--queues", ",".join(queues), "--without-gossip", "--without-mingle"]
+        self.log = log_path.open("wb")
+        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=self.log,
+                                        stderr=subprocess.STDOUT, env=dict(os.environ))
+        wait_for(self._ready, timeout=60, message=f"worker ready (log {log_path})")
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError("worker exited:\n" + self.log_path.read_text()[-3000:])
+        return " ready." in self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def worker(test_environment: dict[str, str],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """One worker consuming every queue, for the whole session."""
+    queues = [*default_registry().queues(), DEFAULT_QUEUE]
+    process = WorkerProcess(queues, tmp_path_factory.mktemp("worker") / "worker.log")
+    yield process
+    process.stop()
+
+
+def wait_status(client: FlaskClient, auth: dict[str, str], message_id: str,
+                statuses: tuple[str, ...] = ("succeeded", "dead"),
+                timeout: float = 20.0) -> dict[str, Any]:
+    """Poll the status API until the message reaches one of ``statuses``."""
+    def current() -> dict[str, Any] | None:
+        response = client.get(f"/api/v1/messages/{message_id}", headers=auth)
+        body = response.get_json()
+        return body if response.status_code == 200 and body["status"] in statuses else None
+
+    return wait_for(current, timeout=timeout, message=f"message {message_id} in {statuses}")
