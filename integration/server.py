@@ -19,7 +19,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # settings newer than the installed gunicorn are skipped
+                self.cfg.set(key, value)
 
     def load(self) -> Any:
         from integration.gateway import create_app
@@ -39,5 +40,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         "errorlog": "-",
         # Build the app in each worker so no Redis connection is shared across a fork.
         "preload_app": False,
+        # No control socket in the home directory: several gateways may run on one host.
+        "control_socket_disable": True,
     }
     GatewayServer(settings, options).run()

@@ -1,0 +1,74 @@
+"""The type registry: one registration per type, queues named from it, entry points."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from integration import registry as registry_module
+from integration.registry import MessageType, Registry, UnknownType, default_registry
+from integration.routing import DEFAULT_QUEUE, PROCESS_TASK, route_task, task_queues
+
+
+class Ticket(BaseModel):
+    title: str
+
+
+def handle_ticket(payload: Ticket, envelope: Any) -> dict[str, str]:
+    return {"title": payload.title}
+
+
+TICKET = MessageType("ticket", Ticket, handle_ticket, "A ticket.")
+
+
+def test_builtin_types_have_queues_of_their_own() -> None:
+    registry = default_registry()
+    assert registry.names() == ["metric", "alert", "diagnosis", "action", "action.result",
+                                "event"]
+    assert registry.queues() == registry.names()
+
+
+def test_registering_a_name_twice_is_an_error() -> None:
+    registry = Registry([TICKET])
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(MessageType("ticket", Ticket, handle_ticket))
+
+
+def test_unknown_type_raises() -> None:
+    with pytest.raises(UnknownType):
+        Registry().get("nope")
+
+
+def test_a_type_may_share_a_queue() -> None:
+    registry = Registry([TICKET, MessageType("ticket.note", Ticket, handle_ticket,
+                                             queue="ticket")])
+    assert registry.queues() == ["ticket"]
+
+
+def test_router_sends_process_calls_to_the_queue_of_their_type() -> None:
+    assert route_task(PROCESS_TASK, [{"type": "diagnosis"}], {}, {}) == {"queue": "diagnosis"}
+    assert route_task(PROCESS_TASK, [], {"envelope": {"type": "alert"}}, {}) == {
+        "queue": "alert"}
+    assert route_task(PROCESS_TASK, ["garbage"], {}, {}) == {"queue": DEFAULT_QUEUE}
+    assert route_task(PROCESS_TASK, [{"type": "nope"}], {}, {}) == {"queue": DEFAULT_QUEUE}
+    assert route_task("other.task", [], {}, {}) is None
+
+
+def test_task_queues_include_the_default_queue() -> None:
+    names = [queue.name for queue in task_queues(Registry([TICKET]))]
+    assert names == ["ticket", DEFAULT_QUEUE]
+
+
+def test_entry_points_add_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another installed package adds types through the integration.message_types group."""
+    point = EntryPoint("tickets", "tests.unit.test_registry:TICKET",
+                       registry_module.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry_module, "entry_points",
+                        lambda group: [point] if group == registry_module.ENTRY_POINT_GROUP
+                        else [])
+    registry = Registry()
+    registry_module._from_entry_points(registry)
+    assert registry.get("ticket").handler is handle_ticket
