@@ -21,6 +21,7 @@ run: $(STAMP)
 ## Install and run the whole test suite against real Redis and real worker processes.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy integration tasks celeryconfig.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

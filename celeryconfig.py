@@ -5,7 +5,7 @@ Check that it imports with ``python -m celeryconfig``.
 
 from __future__ import annotations
 
-from integration.routing import DEFAULT_QUEUE, route_task, task_queues
+from integration.routing import DEFAULT_QUEUE, declare_queues, route_task
 from integration.settings import get_settings
 
 _settings = get_settings()
@@ -43,7 +43,7 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
 
-task_queues = task_queues()
+task_queues = declare_queues()
 task_default_queue = DEFAULT_QUEUE
 task_routes = (route_task,)
 

@@ -15,7 +15,7 @@ Exception hierarchy::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
@@ -140,5 +140,5 @@ def validation_errors(
     ]
 
 
-def invalid(errors: list[Mapping[str, Any]], detail: str) -> InvalidMessage:
+def invalid(errors: Sequence[Mapping[str, Any]], detail: str) -> InvalidMessage:
     return InvalidMessage(detail, errors=list(errors))

@@ -27,7 +27,7 @@ def queue_for(message_type: str, registry: Registry | None = None) -> str:
         return DEFAULT_QUEUE
 
 
-def task_queues(registry: Registry | None = None) -> list[Queue]:
+def declare_queues(registry: Registry | None = None) -> list[Queue]:
     """One durable queue per message type, plus the default queue."""
     names = [*(registry or default_registry()).queues(), DEFAULT_QUEUE]
     return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]

@@ -9,7 +9,7 @@ from gunicorn.app.base import BaseApplication
 from integration.settings import Settings
 
 
-class GatewayServer(BaseApplication):  # type: ignore[misc]
+class GatewayServer(BaseApplication):
     """Gunicorn with the gateway app, configured from settings instead of a config file."""
 
     def __init__(self, settings: Settings, options: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -260,19 +260,25 @@ class StatusStore:
         max_score, after_id = _parse_cursor(cursor)
         found: list[dict[str, Any]] = []
         scanned = 0
+        offset = 0
+        stale: list[str] = []
         last: tuple[int, str] | None = None
         while len(found) < limit and scanned < _SCAN_BUDGET:
-            batch = self.client.zrevrangebyscore(
-                index, max_score, "-inf", start=0, num=limit + 50, withscores=True
-            )
+            # Walk down from the cursor; a batch's messages share one score, so members with
+            # the cursor's score are ordered by id (descending) and skipped up to the cursor.
+            batch = cast(list[tuple[bytes, float]], self.client.zrevrangebyscore(
+                index, max_score, "-inf", start=offset, num=limit + 50, withscores=True
+            ))
+            if not batch:
+                last = None
+                break
+            offset += len(batch)
             candidates = []
             for member, score in batch:
                 member_id = member.decode()
                 if after_id is not None and int(score) == max_score and member_id >= after_id:
                     continue
                 candidates.append((member_id, int(score)))
-            if not candidates:
-                return found, None
             pipe = self.client.pipeline(transaction=False)
             for member_id, _ in candidates:
                 pipe.hgetall(self._record_key(member_id))
@@ -280,14 +286,15 @@ class StatusStore:
                 scanned += 1
                 last = (score, member_id)
                 if not raw:
-                    self.client.zrem(index, member_id)  # expired record: drop its index entry
+                    stale.append(member_id)  # expired record: drop its index entry
                     continue
                 record = _decode_record(raw)
                 if check[1] is None or record.get(check[0]) == check[1]:
                     found.append(record)
                     if len(found) == limit:
                         break
-            max_score, after_id = last
+        if stale:
+            self.client.zrem(index, *stale)
         return found, (f"{last[0]}:{last[1]}" if last else None)
 
     def ping(self) -> bool:

@@ -121,7 +121,8 @@ def auth(token: str) -> dict[str, str]:
 class WorkerProcess:
     """A real ``celery -A tasks worker`` child process."""
 
-    def __init__(self, queues: list[str], log_path: Path, concurrency: int = 2) -> None:
+    def __init__(self, queues: list[str], log_path: Path, concurrency: int = 2,
+                 env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--loglevel", "INFO",
@@ -129,7 +130,8 @@ class WorkerProcess:
                 "--queues", ",".join(queues), "--without-gossip", "--without-mingle"]
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(argv, cwd=ROOT, stdout=self.log,
-                                        stderr=subprocess.STDOUT, env=dict(os.environ))
+                                        stderr=subprocess.STDOUT,
+                                        env={**os.environ, **(env or {})})
         wait_for(self._ready, timeout=60, message=f"worker ready (log {log_path})")
 
     def _ready(self) -> bool:
@@ -141,7 +143,9 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=30)
+                # Warm shutdown finishes in-flight tasks at once, but billiard's children may
+                # then wait up to 30 s for the parent to read their last result; tests do not.
+                self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -6,6 +6,7 @@ from flask import Flask, Response, redirect
 from prometheus_client import CollectorRegistry
 from prometheus_flask_exporter import PrometheusMetrics
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
+from spectree.models import SecureType
 
 from integration import __version__
 from integration.gateway.api import create_api
@@ -40,7 +41,7 @@ def register_blueprints(app: Flask) -> None:
         nested_naming_strategy=lambda _parent, child: child,
         validation_error_model=ProblemDocument,
         security_schemes=[SecurityScheme(name="bearer", data=SecuritySchemeData(
-            type="http", scheme="bearer", bearer_format="JWT"))],
+            type=SecureType.HTTP, scheme="bearer", bearer_format="JWT"))],
         security={"bearer": []},
     )
     app.register_blueprint(create_api(spec))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
+from integration.publisher import Publisher
 from integration.registry import Registry
 from integration.services import build_submitter
 from integration.settings import Settings
@@ -33,7 +34,7 @@ class Runtime:
         return self.submitter.store
 
     @property
-    def publisher(self):  # type: ignore[no-untyped-def]
+    def publisher(self) -> Publisher:
         return self.submitter.publisher
 
     def init_app(self, app: Flask) -> None:
@@ -41,4 +42,4 @@ class Runtime:
 
 
 def runtime() -> Runtime:
-    return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+    return current_app.extensions[EXTENSION_KEY]

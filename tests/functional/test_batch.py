@@ -116,3 +116,22 @@ def test_broker_filling_midway_reports_exactly_what_was_enqueued(
     statuses = {client.get(f"/api/v1/messages/{i}", headers=auth).get_json()["status"]
                 for i in accepted}
     assert statuses == {"queued"}
+
+
+def test_listing_pages_through_a_whole_batch_exactly_once(client: FlaskClient,
+                                                          auth: dict[str, str]) -> None:
+    """Messages of one batch share an acceptance time; paging still returns each once."""
+    batch = [{"type": "event", "source": "paging", "data": {"n": i}} for i in range(230)]
+    results = client.post("/api/v1/messages", json=batch, headers=auth).get_json()["results"]
+    ids = {r["id"] for r in results}
+    seen: list[str] = []
+    cursor = None
+    for _ in range(50):
+        query = {"type": "event", "limit": 40, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/messages", query_string=query, headers=auth).get_json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert ids <= set(seen)
+    assert len(seen) == len(set(seen))

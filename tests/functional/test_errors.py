@@ -211,3 +211,12 @@ def test_duplicate_id_is_409(client: FlaskClient, auth: dict[str, str]) -> None:
     assert_problem(second, 409, "conflict")
     record = client.get("/api/v1/messages/dup-id-409", headers=auth).get_json()
     assert record["envelope"]["source"] == "tests"
+
+
+def test_gateway_refuses_to_start_without_a_secret(settings: Any) -> None:
+    """A missing INTEGRATION_JWT_SECRET stops start-up with a message naming it."""
+    from integration.gateway import create_app
+    from integration.settings import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="INTEGRATION_JWT_SECRET"):
+        create_app(settings.model_copy(update={"jwt_secret": None}))

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from integration import registry as registry_module
 from integration.registry import MessageType, Registry, UnknownType, default_registry
-from integration.routing import DEFAULT_QUEUE, PROCESS_TASK, route_task, task_queues
+from integration.routing import DEFAULT_QUEUE, PROCESS_TASK, declare_queues, route_task
 
 
 class Ticket(BaseModel):
@@ -57,8 +57,8 @@ def test_router_sends_process_calls_to_the_queue_of_their_type() -> None:
     assert route_task("other.task", [], {}, {}) is None
 
 
-def test_task_queues_include_the_default_queue() -> None:
-    names = [queue.name for queue in task_queues(Registry([TICKET]))]
+def test_declare_queues_include_the_default_queue() -> None:
+    names = [queue.name for queue in declare_queues(Registry([TICKET]))]
     assert names == ["ticket", DEFAULT_QUEUE]
 
 

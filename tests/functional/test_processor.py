@@ -1,0 +1,56 @@
+"""The processor against the real store: redeliveries, handler failures, records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from integration.processor import Delivery, Processor
+from integration.registry import MessageType, Registry
+from integration.settings import Settings
+from integration.status import Status
+from integration.store import StatusStore, store_from_settings
+
+
+class Count(BaseModel):
+    n: int
+
+
+@pytest.fixture
+def store(settings: Settings) -> StatusStore:
+    return store_from_settings(settings)
+
+
+def test_a_redelivered_finished_message_is_not_run_again(store: StatusStore) -> None:
+    """A second delivery of a succeeded message is skipped: the effect happens once."""
+    calls: list[int] = []
+
+    def count(payload: Count, envelope: Any) -> dict[str, int]:
+        calls.append(payload.n)
+        return {"n": payload.n}
+
+    processor = Processor(Registry([MessageType("count", Count, count)]), store)
+    envelope = {"id": "redelivered-1", "type": "count", "source": "t", "data": {"n": 1}}
+    assert processor.process(envelope, Delivery("t1", "count")) is Status.SUCCEEDED
+    assert processor.process(envelope, Delivery("t1", "count", redelivered=True)) \
+        is Status.SUCCEEDED
+    assert calls == [1]
+    record = store.get("redelivered-1")
+    assert record is not None and record["attempts"] == 1
+
+
+def test_a_failing_handler_ends_dead_with_its_error(store: StatusStore) -> None:
+    def explode(payload: Count, envelope: Any) -> None:
+        raise RuntimeError("downstream said no")
+
+    processor = Processor(Registry([MessageType("boom", Count, explode)]), store)
+    envelope = {"id": "boom-1", "type": "boom", "source": "t", "data": {"n": 1}}
+    assert processor.process(envelope, Delivery("t2", "boom")) is Status.DEAD
+    record = store.get("boom-1")
+    assert record is not None
+    assert record["error"]["type"] == "RuntimeError"
+    assert "downstream said no" in record["error"]["message"]
+    assert "Traceback" in record["error"]["traceback"]
+    assert record["topic"] == "boom.dead"
