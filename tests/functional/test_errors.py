@@ -174,20 +174,21 @@ def test_every_bad_token_is_401(client: FlaskClient, make_header: Callable[[], d
     assert queue_lengths() == before
 
 
+@pytest.mark.parametrize("scheme", ["redis", "amqp"])
 def test_broker_unavailable_is_503_with_retry_after_and_nothing_recorded(
-    make_app: Callable[..., Flask], auth: dict[str, str]
+    make_app: Callable[..., Flask], auth: dict[str, str], scheme: str
 ) -> None:
     """When the broker cannot be reached the answer is 503, never 202, within the timeout."""
-    dead_broker = f"redis://127.0.0.1:{free_port()}/0"
+    dead_broker = f"{scheme}://127.0.0.1:{free_port()}/0"
     app = make_app(broker_url=dead_broker, publish_timeout_seconds=1, retry_after_seconds=7)
     client = app.test_client()
     started = time.monotonic()
-    response = client.post("/api/v1/messages", json={**METRIC, "id": "never-enqueued-1"},
-                           headers=auth)
+    message_id = f"never-enqueued-{scheme}"
+    response = client.post("/api/v1/messages", json={**METRIC, "id": message_id}, headers=auth)
     assert time.monotonic() - started < 5
     assert_problem(response, 503, "service-unavailable")
     assert response.headers["Retry-After"] == "7"
-    assert client.get("/api/v1/messages/never-enqueued-1", headers=auth).status_code == 404
+    assert client.get(f"/api/v1/messages/{message_id}", headers=auth).status_code == 404
     ready = client.get("/readyz")
     assert_problem(ready, 503, "service-unavailable")
     assert ready.get_json()["checks"]["broker"].startswith("unreachable")
