@@ -6,8 +6,10 @@ import sys
 
 import click
 
+from integration.security import Revocations, signing_key
 from integration.settings import ConfigurationError, get_settings
-from integration.tokens import issue_token, read_token
+from integration.store import store_from_settings
+from integration.tokens import SERVICE_TOKEN, issue_token, read_token, unverified_claims
 
 
 @click.group()
@@ -49,14 +51,14 @@ def up(host: str | None, port: int | None, no_beat: bool) -> None:
 
 @main.group()
 def token() -> None:
-    """Issue and inspect access tokens."""
+    """Issue, revoke and inspect access tokens."""
 
 
-def _secret() -> str:
-    settings = get_settings()
-    if settings.jwt_secret is None or not settings.jwt_secret.get_secret_value():
-        raise click.ClickException("INTEGRATION_JWT_SECRET is not set.")
-    return settings.jwt_secret.get_secret_value()
+def _signing_key() -> str:
+    try:
+        return signing_key(get_settings())
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @token.command("issue")
@@ -64,21 +66,60 @@ def _secret() -> str:
 @click.option("--role", "roles", multiple=True, help="A role (repeat for several).")
 @click.option("--ttl", type=click.IntRange(1), default=3600, show_default=True,
               help="Lifetime in seconds.")
-def token_issue(subject: str, roles: tuple[str, ...], ttl: int) -> None:
-    """Print a token signed with INTEGRATION_JWT_SECRET."""
-    click.echo(issue_token(_secret(), subject, roles, ttl))
+@click.option("--service", is_flag=True,
+              help="A long-lived service token for senders that cannot refresh (up to "
+                   "INTEGRATION_SERVICE_TOKEN_MAX_TTL_SECONDS).")
+def token_issue(subject: str, roles: tuple[str, ...], ttl: int, service: bool) -> None:
+    """Print a signed token; its jti (for revoking) is in `token inspect`."""
+    settings = get_settings()
+    limit = settings.service_token_max_ttl_seconds if service else settings.token_max_ttl_seconds
+    if ttl > limit:
+        hint = "" if service else " (use --service for a long-lived service token)"
+        raise click.ClickException(f"--ttl {ttl} exceeds the maximum of {limit} s{hint}")
+    click.echo(issue_token(_signing_key(), subject, roles, ttl,
+                           algorithm=settings.jwt_algorithm, iss=settings.jwt_issuer,
+                           aud=settings.jwt_audience,
+                           token_use=SERVICE_TOKEN if service else None))
+
+
+@token.command("revoke")
+@click.argument("jti_or_token")
+def token_revoke(jti_or_token: str) -> None:
+    """Revoke a token, given its jti or the token itself, in every gateway at once."""
+    import jwt
+
+    settings = get_settings()
+    jti, expires_at = jti_or_token, None
+    if jti_or_token.count(".") == 2:
+        try:
+            claims = unverified_claims(jti_or_token)
+        except jwt.PyJWTError as exc:
+            raise click.ClickException(f"not a token: {exc}") from None
+        jti, expires_at = str(claims.get("jti", "")), claims.get("exp")
+        if not jti:
+            raise click.ClickException("the token has no jti, so it cannot be revoked")
+    revocations = Revocations(store_from_settings(settings).client, settings.key_prefix,
+                              settings.service_token_max_ttl_seconds)
+    ttl = revocations.revoke(jti, expires_at)
+    click.echo(f"revoked {jti} (kept for {ttl} s)")
 
 
 @token.command("inspect")
 @click.argument("token_text")
 def token_inspect(token_text: str) -> None:
-    """Verify a token and print its claims."""
+    """Verify a token (when this machine has the key) and print its claims."""
     import json
 
     import jwt
 
+    settings = get_settings()
     try:
-        claims = read_token(_secret(), token_text)
+        if settings.jwt_algorithm.startswith("HS"):
+            claims = read_token(_signing_key(), token_text, settings.jwt_algorithm)
+        else:
+            claims = unverified_claims(token_text)
+            click.echo("(signature not verified: asymmetric keys are checked by the gateway)",
+                       err=True)
     except jwt.PyJWTError as exc:
         raise click.ClickException(f"invalid token: {exc}") from None
     click.echo(json.dumps(claims, indent=2, sort_keys=True))

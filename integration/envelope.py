@@ -13,6 +13,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 MAX_EXTENSIONS = 16
 MAX_EXTENSION_VALUE_LENGTH = 1024
+#: Set by the service from the token and the store, never by a sender (no mass assignment).
+RESERVED_ATTRIBUTES = frozenset({"owner", "channel", "status", "attempts", "roles", "sub",
+                                 "principal", "generation"})
 #: Ids travel in URLs and Redis keys, so they are restricted to URL-safe characters.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -49,6 +52,8 @@ class Envelope(BaseModel):
         if len(extra) > MAX_EXTENSIONS:
             raise ValueError(f"at most {MAX_EXTENSIONS} extension attributes are allowed")
         for name, value in extra.items():
+            if name in RESERVED_ATTRIBUTES:
+                raise ValueError(f"{name!r} is set by the service from your token, not by you")
             if not EXTENSION_NAME.match(name):
                 raise ValueError(
                     f"unknown attribute {name[:40]!r}: extension names are 1-20 lower-case "

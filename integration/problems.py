@@ -5,11 +5,13 @@ Exception hierarchy::
     Problem                      (status on the class, rendered by the gateway)
      ├── BadRequest          400  body is not JSON
      ├── Unauthorized        401  missing or invalid token
+     ├── Forbidden           403  the token's roles do not grant the permission
      ├── NotFound            404
      ├── Conflict            409  a message with this id exists
      ├── PayloadTooLarge     413  body or batch over its limit
      ├── UnsupportedMedia    415  not application/json
      ├── InvalidMessage      422  envelope or payload fails validation
+     ├── TooManyRequests     429  over the rate limit (with Retry-After)
      └── Unavailable         503  broker or store unreachable (with Retry-After)
 """
 
@@ -71,6 +73,26 @@ class Unauthorized(Problem):
     @property
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="integration"'}
+
+
+class Forbidden(Problem):
+    """Authenticated, but the token's roles do not grant ``permission``."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+    def __init__(self, permission: str, detail: str | None = None) -> None:
+        super().__init__(detail or f"Your roles do not grant {permission!r}.",
+                         permission=permission)
+
+
+class TooManyRequests(Problem):
+    """Over the rate limit; ``Retry-After`` says when to come back."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
 
 
 class NotFound(Problem):

@@ -78,15 +78,11 @@ class Processor:
                 "message": str(exc)[:1000],
                 "traceback": traceback.format_exc()[-_MAX_TRACEBACK:],
             }
-            self.store.transition(envelope.id, Status.DEAD, fields={"error": error},
-                                  detail={"error": error["type"]})
-            self._publish(envelope.id, envelope.type, Status.DEAD, envelope,
-                          {"error": error})
+            self._finish(envelope.id, envelope.type, Status.DEAD, envelope, "error", error)
             return Status.DEAD
 
-        result = dict(result or {})
-        self.store.transition(envelope.id, Status.SUCCEEDED, fields={"result": result})
-        self._publish(envelope.id, envelope.type, Status.SUCCEEDED, envelope, {"result": result})
+        self._finish(envelope.id, envelope.type, Status.SUCCEEDED, envelope, "result",
+                     dict(result or {}))
         return Status.SUCCEEDED
 
     # -- steps ----------------------------------------------------------------------------
@@ -127,16 +123,15 @@ class Processor:
         )])
         error = {"type": "ValidationError", "message": "the message failed validation",
                  "errors": errors}
-        self.store.transition(message_id, Status.DEAD, fields={"error": error},
-                              detail={"error": "ValidationError"})
-        self._publish(message_id, message_type, Status.DEAD, None, {"error": error})
+        self._finish(message_id, message_type, Status.DEAD, None, "error", error)
         log.warning("message %s rejected by the worker: %d validation error(s)",
                     message_id, len(errors))
         return Status.DEAD
 
-    def _publish(self, message_id: str, message_type: str, outcome: Status,
-                 envelope: Envelope | None, data: dict[str, Any]) -> None:
-        """Record the result event on ``<type>.<outcome>``; delivery to subscribers builds on it."""
+    def _finish(self, message_id: str, message_type: str, outcome: Status,
+                envelope: Envelope | None, field: str, value: dict[str, Any]) -> None:
+        """Record the outcome and its event on ``<type>.<outcome>`` (delivery to subscribers
+        builds on the event log)."""
         topic = f"{message_type}.{outcome}"
         event = {
             "specversion": "1.0",
@@ -148,9 +143,11 @@ class Processor:
             "datacontenttype": "application/json",
             "correlationid": envelope.correlationid if envelope else message_id,
             "causationid": message_id,
-            "data": {"message_id": message_id, "status": str(outcome), **data},
+            "data": {"message_id": message_id, "status": str(outcome), field: value},
         }
-        self.store.record_event(message_id, topic, event)
+        detail = {"error": value.get("type")} if field == "error" else None
+        self.store.finish(message_id, outcome, fields={field: value}, topic=topic,
+                          event=event, detail=detail)
 
 
 def _usable_id(value: Any) -> str | None:

@@ -18,6 +18,26 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     broker_url: str | None = None
     jwt_secret: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
+                           "ES256", "ES384", "ES512", "PS256"] = "HS256"
+    jwt_public_key: str | None = None
+    jwt_private_key: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(10, ge=0, le=300)
+    jwt_roles_claim: str = "roles"
+    token_max_ttl_seconds: int = Field(24 * 3600, ge=60)
+    service_token_max_ttl_seconds: int = Field(365 * 24 * 3600, ge=60)
+    policy_file: str | None = None
+
+    rate_limit_strategy: Literal["fixed-window", "moving-window",
+                                 "sliding-window-counter"] = "sliding-window-counter"
+    anonymous_rate_limit: str = "20/second"
+    proxy_hops: int = Field(0, ge=0, le=5)
+    max_queue_depth: int = Field(100_000, ge=1)
+    max_json_depth: int = Field(32, ge=2, le=200)
+    max_string_length: int = Field(65_536, ge=64)
 
     key_prefix: str = Field("integration", pattern=r"^[A-Za-z0-9_.-]+$")
     status_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)

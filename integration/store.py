@@ -1,7 +1,8 @@
 """The status store: one Redis hash per message, its history, time indexes and the event log.
 
 Keys (prefix ``INTEGRATION_KEY_PREFIX``): ``msg:<id>`` (hash), ``msg:<id>:history`` (list),
-``idx:all`` / ``idx:type:<type>`` / ``idx:status:<status>`` (sorted sets scored by acceptance
+``idx:all`` / ``idx:type:<type>`` / ``idx:status:<status>`` / ``idx:owner:<owner>`` (sorted
+sets scored by acceptance
 time), ``events`` (stream). Transitions are Lua scripts so that the status, its history and
 the indexes change together. Needs a single Redis (not Cluster): scripts name index keys.
 """
@@ -25,7 +26,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-for i = 3, 5 do
+for i = 3, 6 do
   redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[5])
 end
@@ -157,6 +158,7 @@ class StatusStore:
                     self._index_key("all"),
                     self._index_key("type", record.type),
                     self._index_key("status", str(record.status)),
+                    self._index_key("owner", record.owner),
                 ],
                 args=[record.id, at, self.ttl, entry, self._cutoff(at), *flat],
                 client=pipe,
@@ -212,12 +214,23 @@ class StatusStore:
             pipe.zrem(self._index_key("all"), record.id)
             pipe.zrem(self._index_key("type", record.type), record.id)
             pipe.zrem(self._index_key("status", str(record.status)), record.id)
+            pipe.zrem(self._index_key("owner", record.owner), record.id)
         pipe.execute()
 
-    def record_event(self, message_id: str, topic: str, event: Mapping[str, Any]) -> str:
+    def finish(self, message_id: str, status: Status, *, fields: Mapping[str, Any],
+               topic: str, event: Mapping[str, Any], detail: Mapping[str, Any] | None = None
+               ) -> None:
+        """Record the final status and its result event together (one transaction), so no
+        reader sees a finished message without its event."""
+        pipe = self.client.pipeline(transaction=True)
+        self.transition(message_id, status, fields=fields, detail=detail, pipe=pipe)
+        self._add_event(pipe, message_id, topic, event)
+        pipe.execute()
+
+    def _add_event(self, pipe: redis.client.Pipeline, message_id: str, topic: str,
+                   event: Mapping[str, Any]) -> None:
         """Append the result event to the event log and to the message's history."""
         at = now_ms()
-        pipe = self.client.pipeline(transaction=False)
         pipe.xadd(
             self.events_key,
             {"topic": topic, "message_id": message_id,
@@ -227,8 +240,6 @@ class StatusStore:
         )
         pipe.rpush(self._history_key(message_id), _history_entry("published", at, {"topic": topic}))
         pipe.hset(self._record_key(message_id), "topic", topic)
-        stream_id = pipe.execute()[0]
-        return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
 
     # -- reads --------------------------------------------------------------------------
     def get(self, message_id: str) -> dict[str, Any] | None:
@@ -247,16 +258,19 @@ class StatusStore:
         *,
         type: str | None = None,
         status: str | None = None,
+        owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Most recent first, paged by an opaque cursor ``<score>:<id>``."""
-        if status is not None:
-            index, check = self._index_key("status", status), ("type", type)
-        elif type is not None:
-            index, check = self._index_key("type", type), ("status", None)
-        else:
-            index, check = self._index_key("all"), ("status", None)
+        """Most recent first, paged by an opaque cursor ``<score>:<id>``.
+
+        Walks the index of the first filter given (owner, status, type) and checks the others
+        on each record.
+        """
+        filters = {k: v for k, v in (("owner", owner), ("status", status), ("type", type))
+                   if v is not None}
+        kind = next(iter(filters), "all")
+        index = self._index_key(kind, filters[kind]) if filters else self._index_key("all")
         max_score, after_id = _parse_cursor(cursor)
         found: list[dict[str, Any]] = []
         scanned = 0
@@ -289,7 +303,7 @@ class StatusStore:
                     stale.append(member_id)  # expired record: drop its index entry
                     continue
                 record = _decode_record(raw)
-                if check[1] is None or record.get(check[0]) == check[1]:
+                if all(record.get(k) == v for k, v in filters.items()):
                     found.append(record)
                     if len(found) == limit:
                         break

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from integration.envelope import Envelope
 from integration.problems import (
     Conflict,
+    Forbidden,
     InvalidMessage,
     Problem,
     Unavailable,
@@ -46,8 +47,10 @@ class Submitter:
         self.publisher = publisher
         self.retry_after = retry_after
 
-    def parse(self, raw: Any, loc: Sequence[str | int] = ()) -> Envelope:
-        """Validate an envelope and its type's payload; raise ``InvalidMessage`` with each error."""
+    def parse(self, raw: Any, loc: Sequence[str | int] = (),
+              may_submit: Callable[[str], bool] | None = None) -> Envelope:
+        """Validate an envelope and its type's payload; raise ``InvalidMessage`` with each error,
+        or ``Forbidden`` when ``may_submit`` refuses the type (checked before the payload)."""
         if not isinstance(raw, dict):
             raise invalid([{"loc": list(loc), "msg": "a message is a JSON object",
                             "type": "object_type"}], "The message is not a JSON object.")
@@ -59,6 +62,8 @@ class Submitter:
             raise invalid([{"loc": [*loc, "type"], "type": "unknown_type",
                             "msg": "unknown message type; GET /api/v1/types lists them"}],
                           "The message type is not registered.")
+        if may_submit is not None and not may_submit(envelope.type):
+            raise Forbidden(f"submit:{envelope.type}")
         try:
             self.registry.get(envelope.type).payload.model_validate(envelope.data)
         except ValidationError as exc:
@@ -101,15 +106,16 @@ class Submitter:
                 results[index] = next(accepted, problem)
         return [r for r in results if r is not None]
 
-    def submit_raw(self, items: Sequence[Any], *, owner: str, channel: str) -> list[Result]:
+    def submit_raw(self, items: Sequence[Any], *, owner: str, channel: str,
+                   may_submit: Callable[[str], bool] | None = None) -> list[Result]:
         """Validate and submit a batch of raw items: one result per item, in order; an invalid
         item's errors are located by its index."""
         results: list[Result | None] = [None] * len(items)
         valid: list[tuple[int, Envelope]] = []
         for index, item in enumerate(items):
             try:
-                valid.append((index, self.parse(item, loc=[index])))
-            except InvalidMessage as problem:
+                valid.append((index, self.parse(item, loc=[index], may_submit=may_submit)))
+            except (InvalidMessage, Forbidden) as problem:
                 results[index] = problem
         outcomes = self.submit([e for _, e in valid], owner=owner, channel=channel)
         for (index, _), outcome in zip(valid, outcomes, strict=True):

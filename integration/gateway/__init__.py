@@ -26,8 +26,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    Runtime.build(settings).init_app(app)
-    init_auth(app, settings)
+    runtime = Runtime.build(settings)
+    runtime.init_app(app)
+    init_auth(app, runtime.verification, runtime.revocations, runtime.policy)
     register_blueprints(app)
     register_errorhandlers(app)
     register_metrics(app)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
+from flask_jwt_extended import verify_jwt_in_request
 from pydantic import ValidationError
 from spectree import Response as Responses
 from spectree import SpecTree
 
 from integration.gateway import schemas
+from integration.gateway.auth import current_principal
 from integration.gateway.runtime import runtime
 from integration.problems import (
     BadRequest,
+    Forbidden,
     InvalidMessage,
     NotFound,
     PayloadTooLarge,
@@ -37,7 +40,9 @@ SUMMARY_FIELDS = ("id", "type", "status", "attempts", "channel", "queue", "accep
 DETAIL_ORDER = ("id", "type", "status", "attempts", "owner", "channel", "queue",
                 "delivered_queue", "task_id", "accepted_at", "queued_at", "started_at",
                 "finished_at", "updated_at", "result", "error", "topic")
-PROBLEMS = {f"HTTP_{code}": schemas.ProblemDocument for code in (400, 401, 413, 415, 422, 503)}
+TOKEN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+PROBLEMS = {f"HTTP_{code}": schemas.ProblemDocument
+            for code in (400, 401, 403, 413, 415, 422, 429, 503)}
 
 
 def read_json() -> Any:
@@ -90,8 +95,9 @@ def create_api(spec: SpecTree) -> Blueprint:
         if isinstance(body, list):
             return _submit_batch(body)
         rt = runtime()
-        envelope = rt.submitter.parse(body)
-        [result] = rt.submitter.submit([envelope], owner=get_jwt_identity(), channel="rest")
+        principal = current_principal()
+        envelope = rt.submitter.parse(body, may_submit=principal.grants.may_submit)
+        [result] = rt.submitter.submit([envelope], owner=principal.subject, channel="rest")
         if isinstance(result, Problem):
             raise result
         url = _status_url(result.id)
@@ -106,7 +112,9 @@ def create_api(spec: SpecTree) -> Blueprint:
                           "An empty batch has nothing to submit.")
         if len(items) > rt.settings.batch_limit:
             raise PayloadTooLarge(f"A batch holds at most {rt.settings.batch_limit} messages.")
-        results = rt.submitter.submit_raw(items, owner=get_jwt_identity(), channel="rest")
+        principal = current_principal()
+        results = rt.submitter.submit_raw(items, owner=principal.subject, channel="rest",
+                                          may_submit=principal.grants.may_submit)
         report = [_item(i, r) for i, r in enumerate(results)]
         accepted = sum(1 for r in results if isinstance(r, Accepted))
         if accepted:
@@ -122,8 +130,10 @@ def create_api(spec: SpecTree) -> Blueprint:
                    tags=["messages"])
     def get_message(message_id: str) -> Response:
         """A message's status, attempts, timestamps, result or error, and history."""
+        scope = _read_scope()
         record = runtime().store.get(message_id)
-        if record is None:
+        # Another owner's message is indistinguishable from one that does not exist.
+        if record is None or (scope == "own" and record.get("owner") != scope_owner()):
             raise NotFound("No message with this id (or its status has expired).")
         record.pop("accepted_ms", None)
         ordered = {k: record.pop(k) for k in DETAIL_ORDER if k in record}
@@ -140,8 +150,10 @@ def create_api(spec: SpecTree) -> Blueprint:
             query = schemas.ListQuery.model_validate(request.args.to_dict())
         except ValidationError as exc:
             raise invalid(validation_errors(exc, ["query"]), "Invalid query.") from None
+        scope = _read_scope()
         items, cursor = rt.store.list(type=query.type,
                                       status=str(query.status) if query.status else None,
+                                      owner=scope_owner() if scope == "own" else None,
                                       limit=min(query.limit, rt.settings.list_page_limit),
                                       cursor=query.cursor)
         summaries = [{k: item[k] for k in SUMMARY_FIELDS if k in item} for item in items]
@@ -154,4 +166,28 @@ def create_api(spec: SpecTree) -> Blueprint:
         """Registered message types, their queues and payload JSON Schemas."""
         return jsonify(task=PROCESS_TASK, types=[t.describe() for t in runtime().registry])
 
+    @api.delete("/tokens/<jti>")
+    @spec.validate(resp=Responses(HTTP_204=None, HTTP_403=schemas.ProblemDocument),
+                   skip_validation=True, tags=["tokens"])
+    def revoke_token(jti: str) -> tuple[str, int]:
+        """Revoke a token by its ``jti``: it is refused from now until it would have expired."""
+        current_principal().require_manage("tokens")
+        if not TOKEN_ID.match(jti):
+            raise invalid([{"loc": ["path", "jti"], "msg": "not a token id",
+                            "type": "string_pattern_mismatch"}], "Invalid token id.")
+        runtime().revocations.revoke(jti)
+        return "", 204
+
     return api
+
+
+def _read_scope() -> str:
+    """The caller's read scope; 403 when it may read no message at all."""
+    scope = current_principal().grants.read
+    if scope == "none":
+        raise Forbidden("read:messages")
+    return scope
+
+
+def scope_owner() -> str:
+    return current_principal().subject

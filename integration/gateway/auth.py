@@ -1,66 +1,136 @@
-"""Bearer-token authentication with flask-jwt-extended; every failure is a 401 problem."""
+"""Authentication (flask-jwt-extended) and the request's principal: subject, roles, grants.
+
+Every failure is a 401 problem document (flask-jwt-extended answers 422 for several by
+default); a revocation list that cannot be read fails closed with 503.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response
-from flask_jwt_extended import JWTManager
+import jwt
+from flask import Flask, Response, g
+from flask_jwt_extended import JWTManager, get_jwt
 
 from integration.gateway.errors import problem_response
-from integration.problems import Unauthorized
-from integration.settings import ConfigurationError, Settings
-from integration.tokens import ALGORITHM
+from integration.policy import Grants, Policy
+from integration.problems import Forbidden, Unauthorized, Unavailable
+from integration.security import Revocations, TokenVerification
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, from the token only (never from the body)."""
+
+    subject: str
+    roles: tuple[str, ...]
+    grants: Grants
+
+    def require_manage(self, resource: str) -> None:
+        if not self.grants.may_manage(resource):
+            raise Forbidden(f"manage:{resource}")
+
+
+def roles_of(claims: dict[str, Any], path: str) -> tuple[str, ...] | None:
+    """The roles at a dotted claim path (``roles``, ``realm_access.roles``); None if malformed."""
+    value: Any = claims
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return ()
+    if isinstance(value, list) and all(isinstance(r, str) for r in value):
+        return tuple(value)
+    return None
+
+
+def current_principal() -> Principal:
+    principal = g.get("principal")
+    if principal is None:
+        from integration.gateway.runtime import runtime
+
+        rt = runtime()
+        claims = get_jwt()
+        roles = roles_of(claims, rt.verification.roles_claim) or ()
+        principal = Principal(str(claims["sub"]), roles, rt.policy.grants(roles))
+        g.principal = principal
+    return principal
 
 
 def _unauthorized(detail: str) -> Response:
     return problem_response(Unauthorized(detail))
 
 
-def init_auth(app: Flask, settings: Settings) -> JWTManager:
-    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
-    if not secret:
-        raise ConfigurationError(
-            "INTEGRATION_JWT_SECRET is not set: the gateway verifies bearer tokens with it. "
-            "Set it to a random string of at least 32 bytes (make run generates one)."
-        )
+def init_auth(app: Flask, verification: TokenVerification, revocations: Revocations,
+              policy: Policy) -> JWTManager:
     app.config.update(
-        JWT_SECRET_KEY=secret,
-        JWT_ALGORITHM=ALGORITHM,
-        JWT_DECODE_ALGORITHMS=[ALGORITHM],
+        JWT_ALGORITHM=verification.algorithm,
+        JWT_DECODE_ALGORITHMS=[verification.algorithm],
         JWT_TOKEN_LOCATION=["headers"],
-        JWT_DECODE_LEEWAY=10,
+        JWT_DECODE_LEEWAY=verification.leeway,
+        JWT_DECODE_ISSUER=verification.issuer,
+        JWT_DECODE_AUDIENCE=verification.audience,
         JWT_ERROR_MESSAGE_KEY="detail",
     )
-    jwt = JWTManager(app)
+    if verification.secret:
+        app.config["JWT_SECRET_KEY"] = verification.secret
+    elif verification.public_key:
+        app.config["JWT_PUBLIC_KEY"] = verification.public_key
+    manager = JWTManager(app)
 
-    # flask-jwt-extended answers 422 for several invalid tokens by default: all are 401 here.
-    @jwt.unauthorized_loader
+    if verification.jwks is not None:
+        jwks = verification.jwks
+
+        @manager.decode_key_loader
+        def _jwks_key(header: dict[str, Any], payload: dict[str, Any]) -> Any:
+            try:
+                return jwks.get_signing_key(str(header.get("kid"))).key
+            except jwt.PyJWKClientConnectionError:
+                raise Unavailable("The identity provider's keys cannot be fetched.") from None
+            except jwt.PyJWKClientError:
+                raise jwt.InvalidTokenError("unknown signing key") from None
+
+    @manager.token_verification_loader
+    def _verify_claims(header: dict[str, Any], payload: dict[str, Any]) -> bool:
+        # Tokens must expire, and their roles must be a list of strings.
+        return "exp" in payload and roles_of(payload, verification.roles_claim) is not None
+
+    @manager.token_in_blocklist_loader
+    def _revoked(header: dict[str, Any], payload: dict[str, Any]) -> bool:
+        jti = payload.get("jti")
+        if not isinstance(jti, str):
+            return False
+        try:
+            return revocations.is_revoked(jti)
+        except Exception:  # noqa: BLE001 - fail closed: no answer means no entry
+            raise Unavailable("Token revocation cannot be checked right now.") from None
+
+    @manager.unauthorized_loader
     def _missing(reason: str) -> Response:
         return _unauthorized("A bearer token is required (Authorization: Bearer <token>).")
 
-    @jwt.invalid_token_loader
+    @manager.invalid_token_loader
     def _invalid(reason: str) -> Response:
         return _unauthorized("The bearer token is invalid.")
 
-    @jwt.expired_token_loader
+    @manager.expired_token_loader
     def _expired(header: dict[str, Any], payload: dict[str, Any]) -> Response:
         return _unauthorized("The bearer token has expired.")
 
-    @jwt.revoked_token_loader
-    def _revoked(header: dict[str, Any], payload: dict[str, Any]) -> Response:
+    @manager.revoked_token_loader
+    def _revoked_response(header: dict[str, Any], payload: dict[str, Any]) -> Response:
         return _unauthorized("The bearer token has been revoked.")
 
-    @jwt.needs_fresh_token_loader
+    @manager.needs_fresh_token_loader
     def _not_fresh(header: dict[str, Any], payload: dict[str, Any]) -> Response:
         return _unauthorized("A fresh token is required.")
 
-    @jwt.token_verification_failed_loader
+    @manager.token_verification_failed_loader
     def _claims(header: dict[str, Any], payload: dict[str, Any]) -> Response:
-        return _unauthorized("The bearer token's claims were rejected.")
+        return _unauthorized("The bearer token's claims were rejected (exp and roles).")
 
-    @jwt.user_lookup_error_loader
+    @manager.user_lookup_error_loader
     def _lookup(header: dict[str, Any], payload: dict[str, Any]) -> Response:
         return _unauthorized("The bearer token's subject is unknown.")
 
-    return jwt
+    return manager

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
+from integration.policy import Policy, load_policy
 from integration.publisher import Publisher
 from integration.registry import Registry
+from integration.security import Revocations, TokenVerification, token_verification
 from integration.services import build_submitter
 from integration.settings import Settings
 from integration.store import StatusStore
@@ -20,10 +22,19 @@ EXTENSION_KEY = "integration"
 class Runtime:
     settings: Settings
     submitter: Submitter
+    policy: Policy
+    verification: TokenVerification
+    revocations: Revocations
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        return cls(settings, build_submitter(settings, origin="gateway"))
+        # Configuration errors first: they stop start-up with the variable to change.
+        verification = token_verification(settings)
+        policy = load_policy(settings.policy_file)
+        submitter = build_submitter(settings, origin="gateway")
+        revocations = Revocations(submitter.store.client, settings.key_prefix,
+                                  settings.service_token_max_ttl_seconds)
+        return cls(settings, submitter, policy, verification, revocations)
 
     @property
     def registry(self) -> Registry:

@@ -1,0 +1,103 @@
+"""Role-based authorization: what each role may submit, read, subscribe to and manage.
+
+The policy file (``INTEGRATION_POLICY_FILE``, YAML or JSON; ``default_policy.yaml`` when
+unset) is read once at start. Deny by default: a role grants only what it lists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from importlib.resources import files
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from limits import parse as parse_limit
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from integration.settings import ConfigurationError
+
+Resource = Literal["dead_letters", "schedules", "subscriptions", "tokens", "breakers"]
+ReadScope = Literal["none", "own", "any"]
+_READ_ORDER: dict[str, int] = {"none": 0, "own": 1, "any": 2}
+
+
+def _check_limit(value: str | None) -> str | None:
+    if value is not None:
+        parse_limit(value)  # raises ValueError on a malformed limit such as "lots/second"
+    return value
+
+
+class RolePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    submit: list[str] = Field(default_factory=list)
+    read: ReadScope = "none"
+    subscribe: list[str] = Field(default_factory=list)
+    manage: list[Resource] = Field(default_factory=list)
+    rate_limit: str | None = None
+
+    _limit = field_validator("rate_limit")(_check_limit)
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_rate_limit: str = "50/second"
+    roles: dict[str, RolePolicy] = Field(default_factory=dict)
+
+    _limit = field_validator("default_rate_limit")(_check_limit)
+
+    def grants(self, roles: Iterable[str]) -> Grants:
+        """What a token with these roles may do: the union of its known roles."""
+        known = [self.roles[r] for r in roles if r in self.roles]
+        read: ReadScope = max((r.read for r in known), key=_READ_ORDER.__getitem__,
+                              default="none")
+        limits = [r.rate_limit for r in known if r.rate_limit]
+        return Grants(
+            submit=tuple(p for r in known for p in r.submit),
+            read=read,
+            subscribe=tuple(p for r in known for p in r.subscribe),
+            manage=frozenset(m for r in known for m in r.manage),
+            rate_limit=max(limits, key=_per_second) if limits else self.default_rate_limit,
+        )
+
+
+def _per_second(limit: str) -> float:
+    item = parse_limit(limit)
+    return item.amount / item.get_expiry()
+
+
+@dataclass(frozen=True)
+class Grants:
+    submit: tuple[str, ...]
+    read: ReadScope
+    subscribe: tuple[str, ...]
+    manage: frozenset[str]
+    rate_limit: str
+
+    def may_submit(self, message_type: str) -> bool:
+        return any(fnmatchcase(message_type, pattern) for pattern in self.submit)
+
+    def may_subscribe(self, topic: str) -> bool:
+        return any(fnmatchcase(topic, pattern) for pattern in self.subscribe)
+
+    def may_manage(self, resource: str) -> bool:
+        return resource in self.manage
+
+
+def load_policy(path: str | None) -> Policy:
+    """Read and validate a policy file; a broken one stops start-up with the reason."""
+    source = Path(path) if path else None
+    try:
+        text = source.read_text() if source else \
+            files("integration").joinpath("default_policy.yaml").read_text()
+        data = json.loads(text) if source and source.suffix == ".json" else yaml.safe_load(text)
+        return Policy.model_validate(data or {})
+    except (OSError, ValueError, yaml.YAMLError, ValidationError) as exc:
+        raise ConfigurationError(
+            f"INTEGRATION_POLICY_FILE {path or '(default)'} is not a valid policy: {exc}"
+        ) from None

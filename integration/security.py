@@ -1,0 +1,129 @@
+"""Token verification settings, checked at start, and the revocation list.
+
+One algorithm family per deployment: HMAC (``INTEGRATION_JWT_SECRET``) or asymmetric
+(``INTEGRATION_JWT_PUBLIC_KEY`` or ``INTEGRATION_JWT_JWKS_URL``), never both, so a token
+signed with HMAC over the public key can never pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+import redis
+
+from integration.settings import ConfigurationError, Settings
+
+log = logging.getLogger(__name__)
+
+MIN_SECRET_BYTES = 32
+#: Values that appear in examples and must never guard a production deployment.
+KNOWN_WEAK_SECRETS = frozenset({
+    "replace-with-a-random-secret-of-at-least-32-bytes", "change-me", "changeme", "secret",
+    "super-secret", "jwt-secret", "development", "test",
+})
+
+
+@dataclass(frozen=True)
+class TokenVerification:
+    """How the gateway verifies tokens: exactly one of secret, public key or JWKS client."""
+
+    algorithm: str
+    secret: str | None = None
+    public_key: str | None = None
+    jwks: jwt.PyJWKClient | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: int = 10
+    roles_claim: str = "roles"
+
+    @property
+    def hmac(self) -> bool:
+        return self.algorithm.startswith("HS")
+
+
+def _pem(value: str) -> str:
+    """A PEM given inline or as a path to a file."""
+    return value if value.lstrip().startswith("-----BEGIN") else Path(value).read_text()
+
+
+def token_verification(settings: Settings) -> TokenVerification:
+    """Validate the token settings; raise ``ConfigurationError`` with what to change."""
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    common = {"algorithm": settings.jwt_algorithm, "issuer": settings.jwt_issuer,
+              "audience": settings.jwt_audience, "leeway": settings.jwt_leeway_seconds,
+              "roles_claim": settings.jwt_roles_claim}
+    if settings.jwt_algorithm.startswith("HS"):
+        if settings.jwt_public_key or settings.jwt_jwks_url:
+            raise ConfigurationError(
+                f"INTEGRATION_JWT_ALGORITHM is {settings.jwt_algorithm} (HMAC) but a public key "
+                "or JWKS URL is set: use one algorithm family only.")
+        if not secret:
+            raise ConfigurationError(
+                "INTEGRATION_JWT_SECRET is not set: the gateway verifies bearer tokens with it. "
+                "Set it to a random string of at least 32 bytes (make run generates one).")
+        weak = len(secret.encode()) < MIN_SECRET_BYTES or secret.lower() in KNOWN_WEAK_SECRETS
+        if weak and settings.env == "production":
+            raise ConfigurationError(
+                "INTEGRATION_JWT_SECRET is too weak for production: use a random value of at "
+                f"least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 48`), not an example.")
+        if weak:
+            log.warning("INTEGRATION_JWT_SECRET is weak; production mode would refuse it")
+        return TokenVerification(secret=secret, **common)  # type: ignore[arg-type]
+
+    if secret:
+        raise ConfigurationError(
+            f"INTEGRATION_JWT_ALGORITHM is {settings.jwt_algorithm} (asymmetric) but "
+            "INTEGRATION_JWT_SECRET is set: use one algorithm family only.")
+    if bool(settings.jwt_public_key) == bool(settings.jwt_jwks_url):
+        raise ConfigurationError(
+            f"INTEGRATION_JWT_ALGORITHM is {settings.jwt_algorithm}: set exactly one of "
+            "INTEGRATION_JWT_PUBLIC_KEY (PEM or path) and INTEGRATION_JWT_JWKS_URL.")
+    if settings.jwt_public_key:
+        try:
+            return TokenVerification(public_key=_pem(settings.jwt_public_key),
+                                     **common)  # type: ignore[arg-type]
+        except OSError as exc:
+            raise ConfigurationError(f"INTEGRATION_JWT_PUBLIC_KEY cannot be read: {exc}") from None
+    # Keys are cached; an unknown key id triggers one refetch, so rotation needs no restart.
+    client = jwt.PyJWKClient(str(settings.jwt_jwks_url), cache_keys=True, lifespan=300,
+                             timeout=5)
+    return TokenVerification(jwks=client, **common)  # type: ignore[arg-type]
+
+
+def signing_key(settings: Settings) -> str:
+    """The key ``integration token issue`` signs with (a secret or a private key)."""
+    if settings.jwt_algorithm.startswith("HS"):
+        if settings.jwt_secret is None or not settings.jwt_secret.get_secret_value():
+            raise ConfigurationError("INTEGRATION_JWT_SECRET is not set.")
+        return settings.jwt_secret.get_secret_value()
+    if settings.jwt_private_key is None:
+        raise ConfigurationError(
+            f"INTEGRATION_JWT_ALGORITHM is {settings.jwt_algorithm}: tokens come from your "
+            "identity provider, or set INTEGRATION_JWT_PRIVATE_KEY to issue them here.")
+    return _pem(settings.jwt_private_key.get_secret_value())
+
+
+class Revocations:
+    """Revoked token ids (``jti``), each kept until the token would have expired anyway."""
+
+    def __init__(self, client: redis.Redis, prefix: str, max_ttl: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.max_ttl = max_ttl
+
+    def _key(self, jti: str) -> str:
+        return f"{self.prefix}:revoked:{jti}"
+
+    def revoke(self, jti: str, expires_at: int | None = None) -> int:
+        """Revoke ``jti``; without its expiry it is kept for the longest token lifetime."""
+        ttl = self.max_ttl if expires_at is None else int(expires_at - time.time()) + 60
+        ttl = max(1, min(ttl, self.max_ttl))
+        self.client.set(self._key(jti), int(time.time()), ex=ttl)
+        return ttl
+
+    def is_revoked(self, jti: str) -> bool:
+        return bool(self.client.exists(self._key(jti)))
