@@ -88,9 +88,11 @@ def token_verification(settings: Settings) -> TokenVerification:
                                      **common)  # type: ignore[arg-type]
         except OSError as exc:
             raise ConfigurationError(f"INTEGRATION_JWT_PUBLIC_KEY cannot be read: {exc}") from None
-    # Keys are cached; an unknown key id triggers one refetch, so rotation needs no restart.
+    # Keys are cached; an unknown key id triggers one refetch (at most once per cooldown, so
+    # forged key ids cannot hammer the identity provider): rotation needs no restart.
     client = jwt.PyJWKClient(str(settings.jwt_jwks_url), cache_keys=True, lifespan=300,
-                             timeout=5)
+                             timeout=5,
+                             cooldown_duration=settings.jwt_jwks_refresh_cooldown_seconds)
     return TokenVerification(jwks=client, **common)  # type: ignore[arg-type]
 
 

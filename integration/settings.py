@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = None
     jwt_private_key: SecretStr | None = None
     jwt_jwks_url: str | None = None
+    jwt_jwks_refresh_cooldown_seconds: float = Field(30, ge=0)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(10, ge=0, le=300)

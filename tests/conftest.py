@@ -78,6 +78,11 @@ def test_environment(redis_url: str) -> Iterator[dict[str, str]]:
     get_settings.cache_clear()
 
 
+def configured(settings: Settings, **overrides: Any) -> Settings:
+    """A validated copy of ``settings`` with ``overrides`` (model_copy would not validate)."""
+    return Settings(**{**settings.model_dump(), **overrides})
+
+
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
     return Settings(redis_url=redis_url, jwt_secret=TEST_SECRET, publish_timeout_seconds=2)
@@ -93,7 +98,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def make_app(settings: Settings) -> Callable[..., Flask]:
     def build(**overrides: Any) -> Flask:
-        return create_app(settings.model_copy(update=overrides))
+        return create_app(configured(settings, **overrides))
 
     return build
 

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from integration.embedded_redis import free_port
 from integration.tokens import issue_token
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, configured
 
 METRIC = {"type": "metric", "source": "tests", "data": {"name": "cpu", "value": 1.0}}
 
@@ -220,4 +220,4 @@ def test_gateway_refuses_to_start_without_a_secret(settings: Any) -> None:
     from integration.settings import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="INTEGRATION_JWT_SECRET"):
-        create_app(settings.model_copy(update={"jwt_secret": None}))
+        create_app(configured(settings, jwt_secret=None))
