@@ -47,9 +47,10 @@ task_queues = declare_queues()
 task_default_queue = DEFAULT_QUEUE
 task_routes = (route_task,)
 
-# Flower and celery events: workers report every task; "sent" events cost a publish each.
+# Flower and celery events: workers report every task. "task-sent" events would cost a publish
+# per message; acceptance is recorded in the status store instead.
 worker_send_task_events = True
-task_send_sent_event = _settings.send_sent_event
+task_send_sent_event = False
 
 if _settings.worker_concurrency:
     worker_concurrency = _settings.worker_concurrency

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from integration.envelope import Envelope
 from integration.registry import MessageType
 
+Timestamp = Annotated[datetime, Field(strict=False)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=4096)]
 Labels = Annotated[dict[Name, Annotated[str, StringConstraints(max_length=1024)]],
@@ -24,9 +25,10 @@ Labels = Annotated[dict[Name, Annotated[str, StringConstraints(max_length=1024)]
 
 
 class Payload(BaseModel):
-    """Base of built-in payloads: unknown fields are errors, not silently dropped."""
+    """Base of built-in payloads: unknown fields are errors, and no type is coerced ("1" is not
+    a number); timestamps are ISO 8601 strings, as JSON has no date type."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Thresholds(Payload):
@@ -41,7 +43,7 @@ class MetricPayload(Payload):
     value: float = Field(allow_inf_nan=False)
     unit: Name | None = None
     labels: Labels = Field(default_factory=dict)
-    observed_at: datetime | None = None
+    observed_at: Timestamp | None = None
     thresholds: Thresholds | None = None
 
 
@@ -71,7 +73,7 @@ class AlertPayload(Payload):
     labels: Labels = Field(default_factory=dict)
     annotations: Labels = Field(default_factory=dict)
     fingerprint: Name | None = None
-    starts_at: datetime | None = None
+    starts_at: Timestamp | None = None
 
 
 def alert_fingerprint(name: str, labels: dict[str, str]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -32,13 +32,13 @@ def utc_now() -> datetime:
 class Envelope(BaseModel):
     """One message. Unknown attributes are allowed only as valid CloudEvents extensions."""
 
-    model_config = ConfigDict(extra="allow", str_max_length=4096)
+    model_config = ConfigDict(extra="allow", str_max_length=4096, strict=True)
 
     specversion: Literal["1.0"] = "1.0"
     id: str = Field(default_factory=new_id, pattern=ID_PATTERN)
     source: str = Field(min_length=1, max_length=512)
     type: str = Field(min_length=1, max_length=128)
-    time: AwareDatetime = Field(default_factory=utc_now)
+    time: Annotated[AwareDatetime, Field(strict=False)] = Field(default_factory=utc_now)
     subject: str | None = Field(None, max_length=512)
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str | None = Field(None, max_length=1024)
@@ -59,12 +59,12 @@ class Envelope(BaseModel):
                     f"unknown attribute {name[:40]!r}: extension names are 1-20 lower-case "
                     "letters or digits"
                 )
-            if isinstance(value, bool | int):
+            if isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**63):
                 continue
             if not isinstance(value, str) or len(value) > MAX_EXTENSION_VALUE_LENGTH:
                 raise ValueError(
                     f"extension {name!r} must be a string of at most "
-                    f"{MAX_EXTENSION_VALUE_LENGTH} characters, an integer or a boolean"
+                    f"{MAX_EXTENSION_VALUE_LENGTH} characters, a 64-bit integer or a boolean"
                 )
         if self.correlationid is None:
             self.correlationid = self.id

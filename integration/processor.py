@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from integration.envelope import ID_PATTERN, Envelope, new_id, utc_now
+from integration.jsonlimits import JsonLimits
 from integration.problems import validation_errors
 from integration.registry import Registry
 from integration.status import STARTABLE, Status
@@ -47,9 +48,11 @@ class InvalidEnvelope(Exception):
 
 
 class Processor:
-    def __init__(self, registry: Registry, store: StatusStore) -> None:
+    def __init__(self, registry: Registry, store: StatusStore,
+                 limits: JsonLimits | None = None) -> None:
         self.registry = registry
         self.store = store
+        self.limits = limits or JsonLimits()
 
     def process(self, raw: Any, delivery: Delivery) -> Status:
         """Take one delivery to ``succeeded`` or ``dead``; a finished message is not run again."""
@@ -90,6 +93,9 @@ class Processor:
         if not isinstance(raw, Mapping):
             raise InvalidEnvelope([{"loc": [], "msg": "a message is a JSON object",
                                     "type": "object_type"}])
+        too_big = self.limits.errors(dict(raw))
+        if too_big:
+            raise InvalidEnvelope(too_big)
         try:
             envelope = Envelope.model_validate(raw)
         except ValidationError as exc:
@@ -118,15 +124,30 @@ class Processor:
             else "unknown"
         self.store.create_many([NewRecord(
             id=message_id, type=message_type, queue=delivery.queue or "",
-            envelope=raw_map if _json_safe(raw_map) else {}, owner="direct", channel="direct",
+            envelope=raw_map if self._storable(raw_map) else {}, owner="direct",
+            channel="direct",
             status=Status.QUEUED,
         )])
         error = {"type": "ValidationError", "message": "the message failed validation",
                  "errors": errors}
+        current = self.store.status_of(message_id)
+        if current is not None and current not in STARTABLE:
+            log.warning("invalid delivery for finished message %s ignored", message_id)
+            return Status(current)
         self._finish(message_id, message_type, Status.DEAD, None, "error", error)
         log.warning("message %s rejected by the worker: %d validation error(s)",
                     message_id, len(errors))
         return Status.DEAD
+
+    def _storable(self, value: Mapping[str, Any]) -> bool:
+        """Whether a rejected envelope can be kept as it came (within the JSON limits)."""
+        if self.limits.errors(dict(value)):
+            return False
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            return False
+        return True
 
     def _finish(self, message_id: str, message_type: str, outcome: Status,
                 envelope: Envelope | None, field: str, value: dict[str, Any]) -> None:
@@ -154,9 +175,3 @@ def _usable_id(value: Any) -> str | None:
     return value if isinstance(value, str) and re.match(ID_PATTERN, value) else None
 
 
-def _json_safe(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from integration.celery_app import create_celery
+from integration.jsonlimits import JsonLimits
 from integration.publisher import Publisher
 from integration.registry import default_registry
 from integration.settings import Settings
@@ -16,5 +17,7 @@ def build_submitter(settings: Settings, origin: str) -> Submitter:
     celery.conf.broker_url = settings.broker
     publisher = Publisher(celery, settings.broker, timeout=settings.publish_timeout_seconds,
                           chunk_size=settings.publish_chunk_size, origin=origin)
+    limits = JsonLimits(max_depth=settings.max_json_depth,
+                        max_string=settings.max_string_length)
     return Submitter(default_registry(), store_from_settings(settings), publisher,
-                     retry_after=settings.retry_after_seconds)
+                     retry_after=settings.retry_after_seconds, limits=limits)

@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(5, ge=1)
     list_page_limit: int = Field(100, ge=1, le=1000)
 
-    send_sent_event: bool = False
     worker_concurrency: int | None = Field(None, ge=1)
     visibility_timeout_seconds: int = Field(3600, ge=10)
 

@@ -1,6 +1,6 @@
 """The status store: one Redis hash per message, its history, time indexes and the event log.
 
-Keys (prefix ``INTEGRATION_KEY_PREFIX``): ``msg:<id>`` (hash), ``msg:<id>:history`` (list),
+Keys (prefix ``INTEGRATION_KEY_PREFIX``): ``msg:<id>`` (hash), ``hist:<id>`` (list),
 ``idx:all`` / ``idx:type:<type>`` / ``idx:status:<status>`` / ``idx:owner:<owner>`` (sorted
 sets scored by acceptance
 time), ``events`` (stream). Transitions are Lua scripts so that the status, its history and
@@ -30,6 +30,13 @@ for i = 3, 6 do
   redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[5])
 end
+return 1
+"""
+
+_DISCARD = """
+if redis.call('HGET', KEYS[1], 'request') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
 return 1
 """
 
@@ -110,13 +117,15 @@ class StatusStore:
         self.events_maxlen = events_maxlen
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
+        self._discard = client.register_script(_DISCARD)
 
     # -- keys ---------------------------------------------------------------------------
     def _record_key(self, message_id: str) -> str:
         return f"{self.prefix}:msg:{message_id}"
 
     def _history_key(self, message_id: str) -> str:
-        return f"{self.prefix}:msg:{message_id}:history"
+        # Its own namespace: ids may contain ':', so "msg:<id>:history" could be another id.
+        return f"{self.prefix}:hist:{message_id}"
 
     def _index_key(self, kind: str, value: str = "") -> str:
         return f"{self.prefix}:idx:{kind}" + (f":{value}" if value else "")
@@ -129,12 +138,16 @@ class StatusStore:
         return at_ms - self.ttl * 1000
 
     # -- writes -------------------------------------------------------------------------
-    def create_many(self, records: Sequence[NewRecord]) -> list[bool]:
-        """Create records in one round trip; False where a record with that id exists."""
+    def create_many(self, records: Sequence[NewRecord], request: str = "") -> list[bool]:
+        """Create records in one transaction; False where a record with that id exists.
+
+        ``request`` marks the records as this call's, so that ``discard_many`` removes only
+        them (never a record another request created under the same id).
+        """
         if not records:
             return []
         at = now_ms()
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
         for record in records:
             fields = {
                 "id": record.id,
@@ -148,6 +161,7 @@ class StatusStore:
                 "accepted_at": iso(at),
                 "updated_at": iso(at),
                 "envelope": json.dumps(record.envelope, separators=(",", ":")),
+                "request": request,
             }
             flat: list[Any] = [item for pair in fields.items() for item in pair]
             entry = _history_entry(record.status, at, {"channel": record.channel})
@@ -204,17 +218,20 @@ class StatusStore:
             self.transition(message_id, Status.QUEUED, allowed_from=(Status.ACCEPTED,), pipe=pipe)
         pipe.execute()
 
-    def discard_many(self, records: Sequence[NewRecord]) -> None:
-        """Remove records of messages that never reached the broker (the client got a 503)."""
+    def discard_many(self, records: Sequence[NewRecord], request: str) -> None:
+        """Remove this request's records of messages that did not reach the broker (the client
+        got a 503), so that the same ids can be submitted again."""
         if not records:
             return
         pipe = self.client.pipeline(transaction=False)
         for record in records:
-            pipe.delete(self._record_key(record.id), self._history_key(record.id))
-            pipe.zrem(self._index_key("all"), record.id)
-            pipe.zrem(self._index_key("type", record.type), record.id)
-            pipe.zrem(self._index_key("status", str(record.status)), record.id)
-            pipe.zrem(self._index_key("owner", record.owner), record.id)
+            self._discard(
+                keys=[self._record_key(record.id), self._history_key(record.id),
+                      self._index_key("all"), self._index_key("type", record.type),
+                      self._index_key("status", str(record.status)),
+                      self._index_key("owner", record.owner)],
+                args=[request, record.id], client=pipe,
+            )
         pipe.execute()
 
     def finish(self, message_id: str, status: Status, *, fields: Mapping[str, Any],
@@ -242,6 +259,10 @@ class StatusStore:
         pipe.hset(self._record_key(message_id), "topic", topic)
 
     # -- reads --------------------------------------------------------------------------
+    def status_of(self, message_id: str) -> str | None:
+        value = cast(bytes | None, self.client.hget(self._record_key(message_id), "status"))
+        return value.decode() if value is not None else None
+
     def get(self, message_id: str) -> dict[str, Any] | None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self._record_key(message_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from integration.envelope import Envelope
+from integration.jsonlimits import JsonLimits
 from integration.problems import (
     Conflict,
     Forbidden,
@@ -41,7 +43,8 @@ class Submitter:
     """Turns raw JSON into enqueued messages with a status record, reporting each item's fate."""
 
     def __init__(self, registry: Registry, store: StatusStore, publisher: Publisher, *,
-                 retry_after: int) -> None:
+                 retry_after: int, limits: JsonLimits | None = None) -> None:
+        self.limits = limits or JsonLimits()
         self.registry = registry
         self.store = store
         self.publisher = publisher
@@ -54,6 +57,9 @@ class Submitter:
         if not isinstance(raw, dict):
             raise invalid([{"loc": list(loc), "msg": "a message is a JSON object",
                             "type": "object_type"}], "The message is not a JSON object.")
+        too_big = self.limits.errors(raw, tuple(loc))
+        if too_big:
+            raise invalid(too_big, "The message exceeds a size, depth or number limit.")
         try:
             envelope = Envelope.model_validate(raw)
         except ValidationError as exc:
@@ -78,11 +84,14 @@ class Submitter:
                       envelope=e.to_wire(), owner=owner, channel=channel)
             for e in envelopes
         ]
+        request = uuid.uuid4().hex
         try:
-            created = self.store.create_many(records)
+            created = self.store.create_many(records, request)
         except Exception:  # noqa: BLE001 - store unreachable: nothing was enqueued
             log.warning("status store unavailable; %d message(s) refused", len(records),
                         exc_info=True)
+            # The transaction may have been applied before the connection broke.
+            self._discard(records, request)
             return [self._unavailable("The status store is unavailable.")] * len(records)
 
         results: list[Result | None] = [
@@ -97,7 +106,7 @@ class Submitter:
         if outcome.error is not None:
             log.warning("broker unavailable; %d of %d message(s) not enqueued: %s",
                         len(unsent), len(fresh), outcome.error)
-        self._settle(sent, unsent)
+        self._settle(sent, unsent, request)
 
         accepted = iter([Accepted(r.id, r.queue) for r in sent])
         problem = self._unavailable("The broker is unavailable; the message was not enqueued.")
@@ -122,17 +131,20 @@ class Submitter:
             results[index] = outcome
         return [r for r in results if r is not None]
 
-    def _settle(self, sent: list[NewRecord], unsent: list[NewRecord]) -> None:
+    def _settle(self, sent: list[NewRecord], unsent: list[NewRecord], request: str) -> None:
         """Mark sent messages queued and drop the records of unsent ones; neither may fail the
         answer, because what is in the broker is accepted whatever the store says."""
         try:
             self.store.mark_queued_many([r.id for r in sent])
         except Exception:  # noqa: BLE001
             log.warning("could not mark %d message(s) queued", len(sent), exc_info=True)
+        self._discard(unsent, request)
+
+    def _discard(self, records: Sequence[NewRecord], request: str) -> None:
         try:
-            self.store.discard_many(unsent)
-        except Exception:  # noqa: BLE001
-            log.warning("could not discard %d unsent record(s)", len(unsent), exc_info=True)
+            self.store.discard_many(records, request)
+        except Exception:  # noqa: BLE001 - the records expire with their TTL
+            log.warning("could not discard %d unsent record(s)", len(records), exc_info=True)
 
     def _unavailable(self, detail: str) -> Unavailable:
         return Unavailable(detail, retry_after=self.retry_after)

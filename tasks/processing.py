@@ -31,8 +31,9 @@ class ProcessingTask(Task):
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    # The store being briefly unreachable must not lose the message: retry, never ack-and-drop.
-    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
+    # The store failing (unreachable, or full under noeviction) must not lose the message:
+    # retry, never ack-and-drop.
+    autoretry_for=(redis.RedisError,),
     retry_backoff=1,
     retry_backoff_max=60,
     retry_jitter=True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 from spectree import Response as Responses
 from spectree import SpecTree
 
+from integration import jsonlimits
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.runtime import runtime
@@ -51,19 +51,13 @@ def read_json() -> Any:
         raise UnsupportedMedia("Send the message as application/json.")
     body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"The body is not valid JSON: {_json_error(exc)}") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _json_error(exc: Exception) -> str:
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
-    return str(exc).split(": line")[0][:200] if isinstance(exc, ValueError) else "unreadable"
+        return jsonlimits.loads(body)
+    except RecursionError:
+        raise invalid([{"loc": [], "msg": "nested too deeply", "type": "too_deep"}],
+                      "The body is nested too deeply.") from None
+    except ValueError as exc:
+        reason = str(exc).split(": line")[0][:200]
+        raise BadRequest(f"The body is not valid JSON: {reason}") from None
 
 
 def _status_url(message_id: str) -> str:
@@ -135,7 +129,8 @@ def create_api(spec: SpecTree) -> Blueprint:
         # Another owner's message is indistinguishable from one that does not exist.
         if record is None or (scope == "own" and record.get("owner") != scope_owner()):
             raise NotFound("No message with this id (or its status has expired).")
-        record.pop("accepted_ms", None)
+        for internal in ("accepted_ms", "request"):
+            record.pop(internal, None)
         ordered = {k: record.pop(k) for k in DETAIL_ORDER if k in record}
         return jsonify({**ordered, **record})
 

@@ -43,22 +43,50 @@ def test_malformed_json_is_400(client: FlaskClient, auth: dict[str, str]) -> Non
     assert "Traceback" not in document["detail"]
 
 
-@pytest.mark.parametrize("body", [b"NaN", b'{"type": "metric", "v": Infinity}'])
-def test_non_json_constants_are_400(client: FlaskClient, auth: dict[str, str],
-                                    body: bytes) -> None:
-    """NaN and Infinity are not JSON and are refused."""
+@pytest.mark.parametrize("value, kind", [
+    (b"NaN", "finite_number"), (b"Infinity", "finite_number"), (b"-Infinity", "finite_number"),
+    (b"1e400", "finite_number"), (b"9" * 5000, "finite_number"),
+    (b"9223372036854775808", "int_range"),
+])
+def test_numbers_out_of_range_are_422_quickly(client: FlaskClient, auth: dict[str, str],
+                                              value: bytes, kind: str) -> None:
+    """NaN, infinities and huge numbers are refused with 422, in bounded time."""
+    body = b'{"type": "event", "source": "t", "data": {"n": ' + value + b"}}"
+    started = time.monotonic()
     response = client.post("/api/v1/messages", data=body, headers=auth,
                            content_type="application/json")
-    assert_problem(response, 400, "malformed-json")
+    assert time.monotonic() - started < 1
+    document = assert_problem(response, 422, "invalid-message")
+    assert document["errors"][0] == {"loc": ["data", "n"], "msg": document["errors"][0]["msg"],
+                                     "type": kind}
 
 
-def test_deeply_nested_json_is_400(client: FlaskClient, auth: dict[str, str]) -> None:
-    """Nesting deep enough to exhaust the parser is a client error, not a 500."""
-    body = b"[" * 100_000 + b"]" * 100_000
+@pytest.mark.parametrize("depth", [33, 5000, 100_000])
+def test_deep_nesting_is_422(client: FlaskClient, auth: dict[str, str], depth: int) -> None:
+    """Nesting past the configured depth is refused, however deep, never a 500."""
+    body = (b'{"type": "event", "source": "t", "data": {"x": ' + b"[" * depth + b"]" * depth
+            + b"}}")
     response = client.post("/api/v1/messages", data=body, headers=auth,
                            content_type="application/json")
-    assert response.status_code in (400, 413)
-    assert response.mimetype == "application/problem+json"
+    document = assert_problem(response, 422, "invalid-message")
+    assert document["errors"][0]["type"] == "too_deep"
+
+
+def test_overlong_strings_are_422(make_app: Callable[..., Flask], auth: dict[str, str]) -> None:
+    client = make_app(max_string_length=100).test_client()
+    response = client.post("/api/v1/messages", headers=auth, json={
+        "type": "event", "source": "t", "data": {"note": "x" * 101}})
+    document = assert_problem(response, 422, "invalid-message")
+    assert document["errors"][0]["loc"] == ["data", "note"]
+
+
+def test_strict_types_refuse_numbers_in_strings(client: FlaskClient,
+                                                auth: dict[str, str]) -> None:
+    """No silent coercion: "97.5" is not a number."""
+    response = client.post("/api/v1/messages", headers=auth, json={
+        "type": "metric", "source": "t", "data": {"name": "cpu", "value": "97.5"}})
+    document = assert_problem(response, 422, "invalid-message")
+    assert document["errors"][0]["loc"] == ["data", "value"]
 
 
 def test_wrong_content_type_is_415(client: FlaskClient, auth: dict[str, str]) -> None:

@@ -54,3 +54,40 @@ def test_a_failing_handler_ends_dead_with_its_error(store: StatusStore) -> None:
     assert "downstream said no" in record["error"]["message"]
     assert "Traceback" in record["error"]["traceback"]
     assert record["topic"] == "boom.dead"
+
+
+def test_an_invalid_delivery_does_not_overwrite_a_finished_message(store: StatusStore) -> None:
+    processor = Processor(Registry([MessageType("count", Count, lambda p, e: {})]), store)
+    good = {"id": "finished-1", "type": "count", "source": "t", "data": {"n": 1}}
+    assert processor.process(good, Delivery("t3")) is Status.SUCCEEDED
+    bad = {"id": "finished-1", "type": "count", "data": {"n": "one"}}
+    assert processor.process(bad, Delivery("t4")) is Status.SUCCEEDED
+    record = store.get("finished-1")
+    assert record is not None and record["status"] == "succeeded"
+
+
+def test_discard_removes_only_the_records_of_its_own_request(store: StatusStore) -> None:
+    """A failed submission cleans up after itself and never removes another request's record."""
+    from integration.store import NewRecord
+
+    record = NewRecord(id="discard-1", type="event", queue="event", envelope={}, owner="o",
+                       channel="rest")
+    assert store.create_many([record], request="first") == [True]
+    store.discard_many([record], request="second")
+    assert store.get("discard-1") is not None
+    store.discard_many([record], request="first")
+    assert store.get("discard-1") is None
+    assert store.create_many([record], request="third") == [True]
+
+
+def test_ids_that_look_like_key_suffixes_do_not_collide(store: StatusStore) -> None:
+    from integration.store import NewRecord
+
+    for message_id in ("zz:history", "zz", "hist:zz"):
+        record = NewRecord(id=message_id, type="event", queue="event", envelope={},
+                           owner="o", channel="rest")
+        assert store.create_many([record]) == [True]
+    for message_id in ("zz:history", "zz", "hist:zz"):
+        found = store.get(message_id)
+        assert found is not None and found["id"] == message_id
+        assert [h["status"] for h in found["history"]] == ["accepted"]
