@@ -94,6 +94,14 @@ class TooManyRequests(Problem):
     slug = "too-many-requests"
     title = "Too many requests"
 
+    def __init__(self, detail: str | None = None, retry_after: int = 1, **extensions: Any):
+        super().__init__(detail, **extensions)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
 
 class NotFound(Problem):
     """No such resource (or not one the caller may see)."""

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, redirect
+from flask import Blueprint, Flask, Response, redirect
 from prometheus_client import CollectorRegistry
 from prometheus_flask_exporter import PrometheusMetrics
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from spectree.models import SecureType
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from integration import __version__
 from integration.gateway.api import create_api
 from integration.gateway.auth import init_auth
 from integration.gateway.errors import register_errorhandlers
 from integration.gateway.health import health
+from integration.gateway.limits import init_limiter, security_headers
 from integration.gateway.runtime import Runtime
 from integration.gateway.schemas import ProblemDocument
 from integration.settings import Settings, get_settings
@@ -24,18 +26,28 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build a gateway app; tests pass their own settings, servers read the environment."""
     settings = settings or get_settings()
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    configure(app, settings)
     runtime = Runtime.build(settings)
     runtime.init_app(app)
     init_auth(app, runtime.verification, runtime.revocations, runtime.policy)
-    register_blueprints(app)
+    api = register_blueprints(app)
+    init_limiter(app, settings, api)
     register_errorhandlers(app)
     register_metrics(app)
+    app.after_request(security_headers)
     return app
 
 
-def register_blueprints(app: Flask) -> None:
+def configure(app: Flask, settings: Settings) -> None:
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # 413 before parsing
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.proxy_hops:
+        # Behind a reverse proxy the client address is in X-Forwarded-For (rate limits).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,  # type: ignore[method-assign]
+                                x_proto=settings.proxy_hops)
+
+
+def register_blueprints(app: Flask) -> Blueprint:
     spec = SpecTree(
         "flask", title=API_TITLE, version=__version__, path="docs", mode="strict",
         naming_strategy=lambda model: model.__name__,
@@ -45,11 +57,13 @@ def register_blueprints(app: Flask) -> None:
             type=SecureType.HTTP, scheme="bearer", bearer_format="JWT"))],
         security={"bearer": []},
     )
-    app.register_blueprint(create_api(spec))
+    api = create_api(spec)
+    app.register_blueprint(api)
     app.register_blueprint(health)
     spec.register(app)
     app.add_url_rule("/openapi.json", "openapi", lambda: app.json.response(spec.spec))
     app.add_url_rule("/docs", "docs", lambda: redirect("/docs/swagger/"))
+    return api
 
 
 def register_metrics(app: Flask) -> PrometheusMetrics:

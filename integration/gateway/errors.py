@@ -22,6 +22,8 @@ def problem_response(problem: Problem) -> Response:
 
 def _http_exception(exc: HTTPException) -> Response:
     """Werkzeug's errors (404 route, 405, 413 body limit, ...) in the same shape."""
+    if exc.response is not None:  # already rendered (the rate limiter's 429 problem)
+        return exc.response  # type: ignore[return-value]
     status = exc.code or 500
     slug = (exc.name or "error").lower().replace(" ", "-")
     document = {"type": TYPE_BASE + slug, "title": exc.name, "status": status,
