@@ -73,6 +73,24 @@ class Publisher:
             published += len(chunk)
         return PublishOutcome(published)
 
+    def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
+        """Messages waiting in each queue (one round trip on Redis)."""
+        if self._redis is not None:
+            pipe = self._redis.pipeline(transaction=False)
+            for queue in queues:
+                pipe.llen(queue)
+            return dict(zip(queues, (int(n) for n in pipe.execute()), strict=True))
+        depths = {}
+        with self.app.connection_for_write() as connection:
+            channel = connection.default_channel
+            for queue in queues:
+                try:
+                    depths[queue] = channel.queue_declare(queue, passive=True).message_count
+                except Exception:  # noqa: BLE001 - not declared yet: nothing waits in it
+                    channel = connection.channel()
+                    depths[queue] = 0
+        return depths
+
     def ping(self) -> bool:
         if self._redis is not None:
             return bool(self._redis.ping())

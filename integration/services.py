@@ -20,4 +20,5 @@ def build_submitter(settings: Settings, origin: str) -> Submitter:
     limits = JsonLimits(max_depth=settings.max_json_depth,
                         max_string=settings.max_string_length)
     return Submitter(default_registry(), store_from_settings(settings), publisher,
-                     retry_after=settings.retry_after_seconds, limits=limits)
+                     retry_after=settings.retry_after_seconds, limits=limits,
+                     max_queue_depth=settings.max_queue_depth)

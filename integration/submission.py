@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,8 +44,11 @@ class Submitter:
     """Turns raw JSON into enqueued messages with a status record, reporting each item's fate."""
 
     def __init__(self, registry: Registry, store: StatusStore, publisher: Publisher, *,
-                 retry_after: int, limits: JsonLimits | None = None) -> None:
+                 retry_after: int, limits: JsonLimits | None = None,
+                 max_queue_depth: int | None = None) -> None:
         self.limits = limits or JsonLimits()
+        self.max_queue_depth = max_queue_depth
+        self._depths: dict[str, tuple[float, int]] = {}
         self.registry = registry
         self.store = store
         self.publisher = publisher
@@ -78,7 +82,43 @@ class Submitter:
         return envelope
 
     def submit(self, envelopes: Sequence[Envelope], *, owner: str, channel: str) -> list[Result]:
-        """Record and enqueue, in order; an item is ``Accepted`` only once it is in the broker."""
+        """Record and enqueue, in order; an item is ``Accepted`` only once it is in the broker.
+        Types whose queue is over ``max_queue_depth`` are refused with 503 (backpressure)."""
+        full = self._full_queues({self.registry.get(e.type).queue for e in envelopes})
+        if full:
+            results: list[Result] = []
+            admitted = [e for e in envelopes if self.registry.get(e.type).queue not in full]
+            outcomes = iter(self.submit(admitted, owner=owner, channel=channel))
+            for envelope in envelopes:
+                queue = self.registry.get(envelope.type).queue
+                results.append(self._unavailable(
+                    f"The {queue!r} queue holds {full[queue]} messages, over its limit; "
+                    "retry later.") if queue in full else next(outcomes))
+            return results
+        results = self._submit(envelopes, owner=owner, channel=channel)
+        for result in results:  # count what was just added until the next fresh reading
+            if isinstance(result, Accepted) and result.queue in self._depths:
+                seen, depth = self._depths[result.queue]
+                self._depths[result.queue] = (seen, depth + 1)
+        return results
+
+    def _full_queues(self, queues: set[str]) -> dict[str, int]:
+        """Queues over the depth limit, from counts at most a second old (one round trip)."""
+        if self.max_queue_depth is None or not queues:
+            return {}
+        now = time.monotonic()
+        stale = [q for q in queues if now - self._depths.get(q, (-1.0, 0))[0] > 1.0]
+        if stale:
+            try:
+                for queue, depth in self.publisher.queue_depths(stale).items():
+                    self._depths[queue] = (now, depth)
+            except Exception:  # noqa: BLE001 - the publish itself will report the broker
+                return {}
+        return {q: self._depths[q][1] for q in queues
+                if q in self._depths and self._depths[q][1] >= self.max_queue_depth}
+
+    def _submit(self, envelopes: Sequence[Envelope], *, owner: str,
+                channel: str) -> list[Result]:
         records = [
             NewRecord(id=e.id, type=e.type, queue=self.registry.get(e.type).queue,
                       envelope=e.to_wire(), owner=owner, channel=channel)
@@ -94,7 +134,7 @@ class Submitter:
             self._discard(records, request)
             return [self._unavailable("The status store is unavailable.")] * len(records)
 
-        results: list[Result | None] = [
+        slots: list[Result | None] = [
             None if ok else Conflict("A message with this id already exists.")
             for ok in created
         ]
@@ -110,10 +150,10 @@ class Submitter:
 
         accepted = iter([Accepted(r.id, r.queue) for r in sent])
         problem = self._unavailable("The broker is unavailable; the message was not enqueued.")
-        for index, result in enumerate(results):
+        for index, result in enumerate(slots):
             if result is None:
-                results[index] = next(accepted, problem)
-        return [r for r in results if r is not None]
+                slots[index] = next(accepted, problem)
+        return [r for r in slots if r is not None]
 
     def submit_raw(self, items: Sequence[Any], *, owner: str, channel: str,
                    may_submit: Callable[[str], bool] | None = None) -> list[Result]:

@@ -137,3 +137,20 @@ def test_listing_pages_through_a_whole_batch_exactly_once(client: FlaskClient,
             break
     assert ids <= set(seen)
     assert len(seen) == len(set(seen))
+
+
+def test_a_full_queue_refuses_its_type_with_503(make_app: Callable[..., Flask],
+                                                auth: dict[str, str], tmp_path: Path) -> None:
+    """Backpressure: past INTEGRATION_MAX_QUEUE_DEPTH a type gets 503; other types go on."""
+    with EmbeddedRedis(tmp_path / "broker", persistent=False) as broker:
+        client = make_app(broker_url=broker.url, max_queue_depth=3).test_client()
+        codes = [client.post("/api/v1/messages", json=metric(i), headers=auth).status_code
+                 for i in range(4)]
+        assert codes == [202, 202, 202, 503]
+        refused = client.post("/api/v1/messages", json=metric(9), headers=auth)
+        assert refused.headers["Retry-After"]
+        assert "over its limit" in refused.get_json()["detail"]
+        alert = {"type": "alert", "source": "t", "data": {"name": "x"}}
+        body = client.post("/api/v1/messages", json=[metric(5), alert], headers=auth).get_json()
+        assert [r["status"] for r in body["results"]] == [503, 202]
+        assert redis.Redis(port=broker.port).llen("metric") == 3
