@@ -23,9 +23,10 @@ def main() -> None:
 @click.option("--port", type=int, default=None, help="Port (default INTEGRATION_PORT).")
 def serve(host: str | None, port: int | None) -> None:
     """Start the HTTP gateway alone under gunicorn (for deployments)."""
+    from integration.server import prepare_metrics_dir
     from integration.server import serve as run_server
 
-    settings = get_settings()
+    settings = prepare_metrics_dir(get_settings())
     try:
         # Fail here, with the reason, rather than in every gunicorn worker.
         from integration.gateway import create_app

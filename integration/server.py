@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from integration.settings import Settings
+
+
+def prepare_metrics_dir(settings: Settings) -> Settings:
+    """Give gunicorn's processes a shared, empty metrics directory.
+
+    prometheus_client picks its multiprocess mode when it is first imported, so this runs
+    before anything imports it; the variable is inherited by every forked worker.
+    """
+    directory = Path(settings.prometheus_multiproc_dir
+                     or tempfile.mkdtemp(prefix="integration-gateway-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):  # counters of a previous run must not add up
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return settings.model_copy(update={"prometheus_multiproc_dir": str(directory)})
 
 
 class GatewayServer(BaseApplication):
@@ -28,6 +46,22 @@ class GatewayServer(BaseApplication):
         return create_app(self.settings)
 
 
+def _when_ready(settings: Settings) -> Any:
+    def when_ready(server: Any) -> None:
+        if settings.gateway_metrics_port:
+            from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
+
+            GunicornPrometheusMetrics.start_http_server_when_ready(
+                settings.gateway_metrics_port, settings.gateway_metrics_host)
+    return when_ready
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
+
+    GunicornPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     options = {
         "bind": f"{host}:{port}",
@@ -42,5 +76,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         "preload_app": False,
         # No control socket in the home directory: several gateways may run on one host.
         "control_socket_disable": True,
+        "when_ready": _when_ready(settings),
+        "child_exit": _child_exit,
     }
     GatewayServer(settings, options).run()

@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Every setting of gateway, workers and CLI; see the README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="INTEGRATION_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="INTEGRATION_", extra="ignore",
+                                      populate_by_name=True)
 
     env: Literal["development", "production"] = "production"
     redis_url: str = "redis://localhost:6379/0"
@@ -59,6 +60,10 @@ class Settings(BaseSettings):
     gateway_workers: int = Field(2, ge=1)
     gateway_threads: int = Field(4, ge=1)
     graceful_timeout_seconds: int = Field(30, ge=1)
+    gateway_metrics_port: int | None = Field(None, ge=1, le=65535)
+    gateway_metrics_host: str = "127.0.0.1"
+    # prometheus_client's own variable: where gunicorn's processes share their metrics.
+    prometheus_multiproc_dir: str | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     run_dir: str = ".run"
 
     @property

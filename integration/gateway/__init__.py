@@ -5,6 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, redirect
 from prometheus_client import CollectorRegistry
 from prometheus_flask_exporter import PrometheusMetrics
+from prometheus_flask_exporter.multiprocess import (
+    GunicornInternalPrometheusMetrics,
+    GunicornPrometheusMetrics,
+)
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from spectree.models import SecureType
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -33,7 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api = register_blueprints(app)
     init_limiter(app, settings, api)
     register_errorhandlers(app)
-    register_metrics(app)
+    register_metrics(app, settings)
     app.after_request(security_headers)
     return app
 
@@ -66,10 +70,20 @@ def register_blueprints(app: Flask) -> Blueprint:
     return api
 
 
-def register_metrics(app: Flask) -> PrometheusMetrics:
-    """HTTP metrics on ``/metrics``, labelled by route rule (never by message id)."""
-    return PrometheusMetrics(app, registry=CollectorRegistry(), group_by="url_rule",
-                             defaults_prefix="integration_gateway")
+def register_metrics(app: Flask, settings: Settings) -> PrometheusMetrics:
+    """HTTP metrics labelled by route rule (never by message id).
+
+    Under gunicorn (``PROMETHEUS_MULTIPROC_DIR`` set by ``integration serve``) the worker
+    processes' metrics are aggregated; they are served on ``/metrics``, or only on
+    ``INTEGRATION_GATEWAY_METRICS_PORT`` of the gunicorn master when that is set.
+    """
+    options = {"group_by": "url_rule", "defaults_prefix": "integration_gateway"}
+    if settings.prometheus_multiproc_dir:
+        if settings.gateway_metrics_port:
+            return GunicornPrometheusMetrics(app, **options)
+        return GunicornInternalPrometheusMetrics(app, **options)
+    path = None if settings.gateway_metrics_port else "/metrics"
+    return PrometheusMetrics(app, path=path, registry=CollectorRegistry(), **options)
 
 
 __all__ = ["create_app", "Response"]

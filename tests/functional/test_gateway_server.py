@@ -1,0 +1,74 @@
+"""`integration serve`: gunicorn with several workers, metrics aggregated and kept private."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from integration.embedded_redis import free_port
+from integration.tokens import issue_token
+from tests.conftest import ROOT, TEST_SECRET, wait_for
+
+
+def fetch(url: str, token: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),  # noqa: S310
+                                    timeout=10) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+@pytest.fixture
+def gateway(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """A gateway with two gunicorn workers and metrics on a port of their own."""
+    port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "INTEGRATION_REDIS_URL": redis_url,
+           "INTEGRATION_JWT_SECRET": TEST_SECRET, "INTEGRATION_GATEWAY_WORKERS": "2",
+           "INTEGRATION_GATEWAY_METRICS_PORT": str(metrics_port),
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    process = subprocess.Popen([sys.executable, "-m", "integration", "serve", "--port",
+                                str(port)], cwd=ROOT, env=env,
+                               stdout=(tmp_path / "gateway.log").open("wb"),
+                               stderr=subprocess.STDOUT)
+    base, metrics = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        wait_for(lambda: fetch(base + "/healthz")[0] == 200 and fetch(metrics)[0] == 200,
+                 timeout=30, message="gateway and its metrics endpoint")
+        yield base, metrics, tmp_path / "metrics"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, "gunicorn stops cleanly on SIGTERM"
+
+
+def test_metrics_add_up_across_workers_and_stay_off_the_public_port(
+    gateway: tuple[str, str, Path]
+) -> None:
+    base, metrics, metrics_dir = gateway
+    token = issue_token(TEST_SECRET, "scraper-test", ["reader"], 600)
+    with ThreadPoolExecutor(max_workers=8) as pool:  # concurrent, so both workers get some
+        codes = list(pool.map(lambda _: fetch(base + "/api/v1/types", token)[0], range(40)))
+    assert codes == [200] * 40
+    assert fetch(base + "/metrics")[0] == 404
+
+    status, text = fetch(metrics)
+    assert status == 200
+    pattern = re.compile(r"^integration_gateway_http_request_duration_seconds_count"
+                         r'\{[^}]*url_rule="/api/v1/types"[^}]*\} (\S+)$', re.MULTILINE)
+    assert sum(float(v) for v in pattern.findall(text)) == 40
+    # Both workers served some of them, and their counts were added up.
+    assert len(list(metrics_dir.glob("histogram_*.db"))) == 2
+    assert "message_id" not in text
