@@ -107,3 +107,37 @@ def test_redis_batch_messages_match_celerys_own(celery_app: Celery, direct: Clie
     assert ours["properties"]["delivery_info"] == theirs["properties"]["delivery_info"]
     decode = lambda m: json.loads(base64.b64decode(m["body"]))  # noqa: E731
     assert decode(ours) == decode(theirs)
+
+
+class _Tripwire:
+    """Unpickling this creates a file: proof that a worker deserialized pickle."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def test_a_pickled_message_in_the_broker_is_never_executed(
+    celery_app: Celery, direct: Client, worker: Any, tmp_path: Any
+) -> None:
+    """JSON only: a pickle pushed straight into a queue is refused, not deserialized."""
+    import pickle
+
+    tripwire = tmp_path / "unpickled"
+    with celery_app.producer_or_acquire() as producer:
+        producer.publish(
+            pickle.dumps(([_Tripwire(str(tripwire))], {}, {})),
+            routing_key="event", exchange="", content_type="application/x-python-serialize",
+            content_encoding="binary",
+            headers={"lang": "py", "task": PROCESS_TASK, "id": "pickled-1",
+                     "argsrepr": "", "kwargsrepr": ""},
+        )
+    # A JSON message behind it in the same queue is processed; by then the pickle was seen.
+    after = direct.submit("event", {"after": True}, source="t")
+    assert final(direct, after)["status"] == "succeeded"
+    assert not tripwire.exists()
+    assert direct.status("pickled-1") is None
+    wait_for(lambda: "Refusing to deserialize untrusted content of type pickle"
+             in worker.log_path.read_text(errors="replace"), message="the worker's refusal")

@@ -71,4 +71,8 @@ def test_metrics_add_up_across_workers_and_stay_off_the_public_port(
     assert sum(float(v) for v in pattern.findall(text)) == 40
     # Both workers served some of them, and their counts were added up.
     assert len(list(metrics_dir.glob("histogram_*.db"))) == 2
+    # The access log shows the requests, never the token.
+    log = (metrics_dir.parent / "gateway.log").read_text()
+    assert "/api/v1/types" in log
+    assert token not in log and token.split(".")[1] not in log
     assert "message_id" not in text
