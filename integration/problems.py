@@ -87,20 +87,24 @@ class Forbidden(Problem):
                          permission=permission)
 
 
-class TooManyRequests(Problem):
-    """Over the rate limit; ``Retry-After`` says when to come back."""
+class RetryLater(Problem):
+    """A refusal that clears with time; ``Retry-After`` says when to come back."""
 
-    status = 429
-    slug = "too-many-requests"
-    title = "Too many requests"
-
-    def __init__(self, detail: str | None = None, retry_after: int = 1, **extensions: Any):
+    def __init__(self, detail: str | None = None, retry_after: int = 5, **extensions: Any):
         super().__init__(detail, **extensions)
         self.retry_after = retry_after
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class TooManyRequests(RetryLater):
+    """Over the rate limit."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
 
 
 class NotFound(Problem):
@@ -143,20 +147,12 @@ class InvalidMessage(Problem):
     title = "Invalid message"
 
 
-class Unavailable(Problem):
-    """A dependency (broker or store) is unreachable; the client should retry later."""
+class Unavailable(RetryLater):
+    """A dependency (broker or store) is unreachable or a queue is full."""
 
     status = 503
     slug = "service-unavailable"
     title = "Service unavailable"
-
-    def __init__(self, detail: str | None = None, retry_after: int = 5, **extensions: Any):
-        super().__init__(detail, **extensions)
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 def validation_errors(
