@@ -39,3 +39,32 @@ def test_a_stage_worker_consumes_only_its_queue(own_redis: EmbeddedRedis,
         assert redis.Redis(port=own_redis.port).llen("alert") == 1
     finally:
         stage.stop()
+
+
+def test_sigterm_returns_unstarted_messages_to_the_queue(own_redis: EmbeddedRedis,
+                                                         tmp_path: Path) -> None:
+    """Warm shutdown mid-backlog: every message is either finished or back in its queue."""
+    import base64
+    import json
+
+    client = Client(Settings(redis_url=own_redis.url, jwt_secret=TEST_SECRET))
+    results = client.submit_many([{"type": "event", "source": "t", "data": {"n": i}}
+                                  for i in range(400)])
+    ids = {r.id for r in results}  # type: ignore[union-attr]
+    broker = redis.Redis(port=own_redis.port)
+
+    stage = WorkerProcess(["event"], tmp_path / "worker.log", concurrency=2,
+                          env={"INTEGRATION_REDIS_URL": own_redis.url})
+    try:
+        wait_for(lambda: broker.llen("event") < 380, message="the worker under way")
+        stage.process.terminate()
+        stage.process.wait(timeout=60)
+    finally:
+        stage.stop()
+
+    waiting = {json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]["id"]
+               for raw in broker.lrange("event", 0, -1)}
+    finished = {i for i in ids if client.status(i)["status"] == "succeeded"}
+    assert finished and waiting, "stopped midway"
+    assert finished | waiting == ids, "no message lost"
+    assert broker.hlen("unacked") == 0, "nothing left unacknowledged"
