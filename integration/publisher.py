@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import redis
 from celery import Celery
 from kombu.serialization import dumps as kombu_dumps
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from integration.routing import PROCESS_TASK
 
@@ -55,7 +57,7 @@ class Publisher:
         if urlsplit(broker_url).scheme in _REDIS_SCHEMES:
             self._redis = redis.Redis.from_url(
                 broker_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                health_check_interval=30,
+                health_check_interval=30, retry=Retry(NoBackoff(), 0),
             )
 
     def publish(self, items: Sequence[Outgoing]) -> PublishOutcome:

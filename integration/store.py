@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from integration.status import Status
 
@@ -380,6 +382,9 @@ def store_from_settings(settings: Any) -> StatusStore:
         socket_timeout=settings.publish_timeout_seconds,
         socket_connect_timeout=settings.publish_timeout_seconds,
         health_check_interval=30,
+        # No silent retries: a write either lands once or fails to the caller, whose own
+        # policy (503 at the gateway, a task retry in the worker) decides what happens next.
+        retry=Retry(NoBackoff(), 0),
     )
     return StatusStore(client, settings.key_prefix, settings.status_ttl_seconds,
                        settings.events_stream_maxlen)

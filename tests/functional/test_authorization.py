@@ -112,7 +112,7 @@ def test_cli_revokes_a_token_given_its_text(client: FlaskClient) -> None:
 def test_unreadable_revocation_list_fails_closed(app: Flask) -> None:
     """If revocation cannot be checked, the token is not trusted: 503, not 200."""
     runtime_ = app.extensions["integration"]
-    runtime_.revocations.client = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    runtime_.revocations.client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
     response = app.test_client().get("/api/v1/messages", headers=bearer("a", "reader"))
     assert response.status_code == 503
     assert "Retry-After" in response.headers

