@@ -5,10 +5,14 @@ Check that it imports with ``python -m celeryconfig``.
 
 from __future__ import annotations
 
+from integration.registry import default_registry
+from integration.retry import check_durations
 from integration.routing import DEFAULT_QUEUE, declare_queues, route_task
 from integration.settings import get_settings
 
 _settings = get_settings()
+# Workers, beat and producers refuse a configuration whose duplicate guards expire too soon.
+check_durations(_settings, default_registry())
 
 broker_url = _settings.broker
 broker_connection_retry_on_startup = True

@@ -10,8 +10,10 @@ import json
 import logging
 import re
 import traceback
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,6 +22,7 @@ from integration.envelope import ID_PATTERN, Envelope, new_id, utc_now
 from integration.jsonlimits import JsonLimits
 from integration.problems import validation_errors
 from integration.registry import Registry
+from integration.retry import RetryPolicy, classify
 from integration.status import STARTABLE, Status
 from integration.store import NewRecord, StatusStore
 
@@ -49,10 +52,13 @@ class InvalidEnvelope(Exception):
 
 class Processor:
     def __init__(self, registry: Registry, store: StatusStore,
-                 limits: JsonLimits | None = None) -> None:
+                 limits: JsonLimits | None = None, retry: RetryPolicy | None = None,
+                 claim_lease: int = 300) -> None:
         self.registry = registry
         self.store = store
         self.limits = limits or JsonLimits()
+        self.retry = retry or RetryPolicy()
+        self.claim_lease = claim_lease
 
     def process(self, raw: Any, delivery: Delivery) -> Status:
         """Take one delivery to ``succeeded`` or ``dead``; a finished message is not run again."""
@@ -62,31 +68,79 @@ class Processor:
             return self._reject(raw, delivery, exc.errors)
 
         message_type = self.registry.get(envelope.type)
+        policy = message_type.retry or self.retry
         self._ensure_record(envelope, message_type.queue)
+        current, generation = self.store.status_and_generation(envelope.id)
+        if current is not None and current not in STARTABLE:
+            log.info("message %s is already %s; delivery skipped", envelope.id, current)
+            return Status(current)
+
+        # The claim keeps two deliveries of one message (a redelivery while the first still
+        # runs, or after its worker died) from running the effect side by side.
+        holder = f"{delivery.task_id}:{uuid.uuid4().hex[:12]}"
+        if not self.store.claim(envelope.id, generation, holder, self.claim_lease):
+            wait = self.store.claim_remaining(envelope.id, generation) + 1
+            self.store.hold_back(envelope.id, wait, detail={
+                "note": "another delivery holds the claim", "retry_in": round(wait, 1)})
+            log.info("message %s is claimed by another delivery; retried in %.0f s",
+                     envelope.id, wait)
+            return Status.PROCESSING
+
         started = self.store.transition(
             envelope.id, Status.PROCESSING, allowed_from=STARTABLE, count_attempt=True,
             fields={"task_id": delivery.task_id, "delivered_queue": delivery.queue or ""},
-            detail={"queue": delivery.queue, "redelivered": delivery.redelivered},
+            detail={"queue": delivery.queue, "redelivered": delivery.redelivered,
+                    "generation": generation},
         )
         if started is None or not started.applied:
+            self.store.release_claim(envelope.id, generation, holder)
             previous = started.previous if started else None
             log.info("message %s is already %s; delivery skipped", envelope.id, previous)
             return Status(previous) if previous else Status.DEAD
+        if started.attempts > policy.max_attempts:
+            # Earlier attempts started and never finished: the message keeps killing workers.
+            error = {"type": "AttemptsExhausted", "attempts": started.attempts - 1,
+                     "message": f"{started.attempts - 1} attempts started without finishing "
+                                "(worker lost or timed out)"}
+            self._finish(envelope.id, envelope.type, Status.DEAD, envelope, "error", error)
+            return Status.DEAD
 
         try:
             result = message_type.handler(payload, envelope)
         except Exception as exc:  # noqa: BLE001 - a handler's failure is recorded, not raised
-            error = {
-                "type": type(exc).__name__,
-                "message": str(exc)[:1000],
-                "traceback": traceback.format_exc()[-_MAX_TRACEBACK:],
-            }
-            self._finish(envelope.id, envelope.type, Status.DEAD, envelope, "error", error)
-            return Status.DEAD
+            return self._failed(envelope, exc, started.attempts, policy, generation, holder)
 
         self._finish(envelope.id, envelope.type, Status.SUCCEEDED, envelope, "result",
                      dict(result or {}))
         return Status.SUCCEEDED
+
+    def _failed(self, envelope: Envelope, exc: Exception, attempt: int, policy: RetryPolicy,
+                generation: int, holder: str) -> Status:
+        """Retry a transient failure later, or end the message dead."""
+        kind = classify(exc)
+        error = {
+            "type": type(exc).__name__,
+            "message": str(exc)[:1000],
+            "traceback": traceback.format_exc()[-_MAX_TRACEBACK:],
+            "kind": kind,
+            "attempt": attempt,
+        }
+        if kind == "permanent" or attempt >= policy.max_attempts:
+            if kind == "transient":
+                error["exhausted"] = f"{attempt} of {policy.max_attempts} attempts failed"
+            self._finish(envelope.id, envelope.type, Status.DEAD, envelope, "error", error)
+            return Status.DEAD
+        delay = policy.delay(attempt)
+        due = utc_now() + timedelta(seconds=delay)
+        self.store.schedule(
+            envelope.id, Status.RETRYING, delay,
+            fields={"last_error": error, "next_attempt_at": due.isoformat()},
+            detail={"error": error, "retry_in": round(delay, 3)},
+        )
+        self.store.release_claim(envelope.id, generation, holder)
+        log.info("message %s attempt %d failed (%s); retry in %.1f s", envelope.id, attempt,
+                 error["type"], delay)
+        return Status.RETRYING
 
     # -- steps ----------------------------------------------------------------------------
     def _validate(self, raw: Any) -> tuple[Envelope, Any]:
@@ -166,7 +220,7 @@ class Processor:
             "causationid": message_id,
             "data": {"message_id": message_id, "status": str(outcome), field: value},
         }
-        detail = {"error": value.get("type")} if field == "error" else None
+        detail = {"error": value} if field == "error" else None
         self.store.finish(message_id, outcome, fields={field: value}, topic=topic,
                           event=event, detail=detail)
 

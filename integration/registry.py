@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from integration.envelope import Envelope
+from integration.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ class MessageType:
     handler: Handler
     description: str = ""
     queue: str = field(default="")
+    #: Overrides the default retry policy (``INTEGRATION_RETRY_*``) for this type.
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         if not self.queue:
@@ -84,22 +88,36 @@ class Registry:
         return list(dict.fromkeys(t.queue for t in self._types.values()))
 
 
+def _register_loaded(registry: Registry, loaded: Any) -> None:
+    """Register what an entry point or module path names: a type, a list, or a factory."""
+    provided = loaded() if callable(loaded) and not isinstance(loaded, MessageType) else loaded
+    if isinstance(provided, MessageType):
+        provided = [provided]
+    for message_type in provided:
+        registry.register(message_type)
+
+
 def _from_entry_points(registry: Registry) -> None:
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        loaded = entry_point.load()
-        provided = loaded() if callable(loaded) and not isinstance(loaded, MessageType) else loaded
-        if isinstance(provided, MessageType):
-            provided = [provided]
-        for message_type in provided:
-            registry.register(message_type)
+        _register_loaded(registry, entry_point.load())
         log.info("message types loaded from entry point %s", entry_point.name)
+
+
+def _from_module_paths(registry: Registry, paths: str) -> None:
+    for path in filter(None, (p.strip() for p in paths.split(","))):
+        module_name, _, attribute = path.partition(":")
+        module = importlib.import_module(module_name)
+        _register_loaded(registry, getattr(module, attribute) if attribute else module.TYPES)
+        log.info("message types loaded from %s", path)
 
 
 @cache
 def default_registry() -> Registry:
     """Built-in types plus those of installed packages (entry points), built once per process."""
     from integration.builtin_types import BUILTIN_TYPES
+    from integration.settings import get_settings
 
     registry = Registry(BUILTIN_TYPES)
     _from_entry_points(registry)
+    _from_module_paths(registry, get_settings().type_modules)
     return registry

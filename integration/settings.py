@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     token_max_ttl_seconds: int = Field(24 * 3600, ge=60)
     service_token_max_ttl_seconds: int = Field(365 * 24 * 3600, ge=60)
     policy_file: str | None = None
+    #: Comma-separated ``module:attribute`` paths of extra message types (no packaging needed).
+    type_modules: str = ""
 
     rate_limit_strategy: Literal["fixed-window", "moving-window",
                                  "sliding-window-counter"] = "sliding-window-counter"
@@ -54,6 +56,12 @@ class Settings(BaseSettings):
 
     worker_concurrency: int | None = Field(None, ge=1)
     visibility_timeout_seconds: int = Field(3600, ge=10)
+    retry_max_attempts: int = Field(5, ge=1, le=100)
+    retry_base_delay_seconds: float = Field(1.0, gt=0)
+    retry_max_delay_seconds: float = Field(300.0, gt=0)
+    retry_poll_interval_seconds: float = Field(1.0, gt=0)
+    claim_lease_seconds: int = Field(300, ge=1)
+    idempotency_ttl_seconds: int | None = Field(None, ge=60)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -54,7 +54,8 @@ if ARGV[5] ~= '' then
 end
 if #ARGV >= 10 then redis.call('HSET', KEYS[1], unpack(ARGV, 10)) end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
-if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if ARGV[7] == '1' then attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 redis.call('RPUSH', KEYS[2], ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -64,12 +65,31 @@ if old ~= ARGV[2] then
   redis.call('ZADD', ARGV[8] .. ARGV[2], score, ARGV[1])
   redis.call('ZREMRANGEBYSCORE', ARGV[8] .. ARGV[2], '-inf', '(' .. ARGV[9])
 end
-return {1, old}
+return {1, old, attempts}
+"""
+
+# Take up to ARGV[2] messages that are due, pushing each one's due time ARGV[3] ms ahead as a
+# lease: if the taker dies before re-enqueueing, the message becomes due again.
+_TAKE_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local lease = tonumber(ARGV[1]) + tonumber(ARGV[3])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], lease, id) end
+return {lease, ids}
+"""
+
+# Remove a due entry only if it is still the lease we took: a new wait scheduled meanwhile
+# (the message failed again) must survive.
+_RELEASE_DUE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
 """
 
 #: Fields holding JSON documents rather than plain strings.
-_JSON_FIELDS = ("envelope", "result", "error")
-_INT_FIELDS = ("attempts", "accepted_ms")
+_JSON_FIELDS = ("envelope", "result", "error", "last_error")
+_INT_FIELDS = ("attempts", "accepted_ms", "generation")
 #: Which timestamp field each status sets (the rest set ``<status>_at``).
 _TIMESTAMP_FIELD = {
     Status.PROCESSING: "started_at",
@@ -103,10 +123,11 @@ class NewRecord:
 
 @dataclass(frozen=True)
 class Transition:
-    """The outcome of a transition: whether it applied and the status it found."""
+    """The outcome of a transition: whether it applied, the status it found, the attempts."""
 
     applied: bool
     previous: str | None
+    attempts: int = 0
 
 
 class StatusStore:
@@ -120,6 +141,8 @@ class StatusStore:
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._discard = client.register_script(_DISCARD)
+        self._take_due = client.register_script(_TAKE_DUE)
+        self._release_due = client.register_script(_RELEASE_DUE)
 
     # -- keys ---------------------------------------------------------------------------
     def _record_key(self, message_id: str) -> str:
@@ -164,6 +187,7 @@ class StatusStore:
                 "updated_at": iso(at),
                 "envelope": json.dumps(record.envelope, separators=(",", ":")),
                 "request": request,
+                "generation": 1,
             }
             flat: list[Any] = [item for pair in fields.items() for item in pair]
             entry = _history_entry(record.status, at, {"channel": record.channel})
@@ -261,6 +285,64 @@ class StatusStore:
         pipe.hset(self._record_key(message_id), "topic", topic)
 
     # -- reads --------------------------------------------------------------------------
+    # -- retries parked outside the broker ---------------------------------------------------
+    @property
+    def due_key(self) -> str:
+        return f"{self.prefix}:due"
+
+    def schedule(self, message_id: str, status: Status, due_in: float, *,
+                 fields: Mapping[str, Any], detail: Mapping[str, Any] | None = None) -> None:
+        """Move a message to ``status`` (retrying, deferred) and park it until it is due.
+
+        Long waits never sit in the broker, where a countdown past the visibility timeout
+        would run the task twice (celery #2599).
+        """
+        pipe = self.client.pipeline(transaction=True)
+        self.transition(message_id, status, fields=fields, detail=detail, pipe=pipe)
+        pipe.zadd(self.due_key, {message_id: now_ms() + int(due_in * 1000)})
+        pipe.execute()
+
+    def hold_back(self, message_id: str, due_in: float, detail: Mapping[str, Any]) -> None:
+        """Park a delivery without changing its status (its claim is held elsewhere)."""
+        at = now_ms()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(self._history_key(message_id), _history_entry("held back", at, detail))
+        pipe.zadd(self.due_key, {message_id: at + int(due_in * 1000)})
+        pipe.execute()
+
+    def take_due(self, limit: int, lease_seconds: float) -> tuple[int, list[str]]:
+        """Ids whose wait is over, leased to the caller until the returned score."""
+        lease, ids = self._take_due(keys=[self.due_key],
+                                    args=[now_ms(), limit, int(lease_seconds * 1000)])
+        return int(lease), [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    def release_due(self, message_id: str, lease: int) -> None:
+        self._release_due(keys=[self.due_key], args=[message_id, lease])
+
+    # -- delivery claims ---------------------------------------------------------------------
+    def _claim_key(self, message_id: str, generation: int) -> str:
+        return f"{self.prefix}:claim:{message_id}:{generation}"
+
+    def claim(self, message_id: str, generation: int, holder: str, lease_seconds: int) -> bool:
+        """Claim the right to run this message's effect, for ``lease_seconds`` at most."""
+        return bool(self.client.set(self._claim_key(message_id, generation), holder,
+                                    nx=True, ex=lease_seconds))
+
+    def claim_remaining(self, message_id: str, generation: int) -> float:
+        ttl = cast(int, self.client.pttl(self._claim_key(message_id, generation)))
+        return max(ttl, 0) / 1000
+
+    def release_claim(self, message_id: str, generation: int, holder: str) -> None:
+        key = self._claim_key(message_id, generation)
+        if self.client.get(key) == holder.encode():
+            self.client.delete(key)
+
+    def status_and_generation(self, message_id: str) -> tuple[str | None, int]:
+        status, generation = cast(list[bytes | None], self.client.hmget(
+            self._record_key(message_id), ["status", "generation"]))
+        return (status.decode() if status else None,
+                int(generation) if generation else 1)
+
     def status_of(self, message_id: str) -> str | None:
         value = cast(bytes | None, self.client.hget(self._record_key(message_id), "status"))
         return value.decode() if value is not None else None
@@ -346,11 +428,12 @@ def _history_entry(status: str, at_ms: int, detail: Mapping[str, Any] | None) ->
 
 
 def _transition_of(reply: Any) -> Transition | None:
-    code, previous = reply
+    code, previous, *rest = reply
     if code == -1:
         return None
     previous_text = previous.decode() if isinstance(previous, bytes) else previous
-    return Transition(applied=code == 1, previous=previous_text or None)
+    return Transition(applied=code == 1, previous=previous_text or None,
+                      attempts=int(rest[0]) if rest else 0)
 
 
 def _decode_record(raw: Mapping[bytes, bytes]) -> dict[str, Any]:

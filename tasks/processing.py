@@ -8,8 +8,10 @@ from typing import Any
 import redis
 from celery import Task
 
+from integration.jsonlimits import JsonLimits
 from integration.processor import Delivery, Processor
 from integration.registry import default_registry
+from integration.retry import default_policy
 from integration.routing import PROCESS_TASK
 from integration.settings import get_settings
 from integration.store import store_from_settings
@@ -21,7 +23,10 @@ class ProcessingTask(Task):
 
     @cached_property
     def processor(self) -> Processor:
-        return Processor(default_registry(), store_from_settings(get_settings()))
+        settings = get_settings()
+        return Processor(default_registry(), store_from_settings(settings),
+                         JsonLimits(settings.max_json_depth, settings.max_string_length),
+                         retry=default_policy(settings), claim_lease=settings.claim_lease_seconds)
 
 
 @app.task(

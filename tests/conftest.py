@@ -65,10 +65,15 @@ def test_environment(redis_url: str) -> Iterator[dict[str, str]]:
         "INTEGRATION_JWT_SECRET": TEST_SECRET,
         "INTEGRATION_ENV": "development",
         "INTEGRATION_PUBLISH_TIMEOUT_SECONDS": "2",
+        # Types whose handlers fail, sleep and keep a ledger of effects (fault tests).
+        "INTEGRATION_TYPE_MODULES": "tests.support.fault_types:TYPES",
+        "INTEGRATION_CLAIM_LEASE_SECONDS": "4",
+        "INTEGRATION_RETRY_POLL_INTERVAL_SECONDS": "0.2",
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     get_settings.cache_clear()
+    default_registry.cache_clear()
     yield values
     for key, value in saved.items():
         if value is None:
@@ -76,6 +81,7 @@ def test_environment(redis_url: str) -> Iterator[dict[str, str]]:
         else:
             os.environ[key] = value
     get_settings.cache_clear()
+    default_registry.cache_clear()
 
 
 def configured(settings: Settings, **overrides: Any) -> Settings:

@@ -8,7 +8,8 @@ from flask import Flask, current_app
 
 from integration.policy import Policy, load_policy
 from integration.publisher import Publisher
-from integration.registry import Registry
+from integration.registry import Registry, default_registry
+from integration.retry import check_durations
 from integration.security import Revocations, TokenVerification, token_verification
 from integration.services import build_submitter
 from integration.settings import Settings
@@ -31,6 +32,7 @@ class Runtime:
         # Configuration errors first: they stop start-up with the variable to change.
         verification = token_verification(settings)
         policy = load_policy(settings.policy_file)
+        check_durations(settings, default_registry())
         submitter = build_submitter(settings, origin="gateway")
         revocations = Revocations(submitter.store.client, settings.key_prefix,
                                   settings.service_token_max_ttl_seconds)

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from integration.builtin_types import BUILTIN_TYPES
 from integration.cli import main as cli
-from integration.registry import default_registry
+from integration.registry import Registry
 from integration.routing import DEFAULT_QUEUE
 from integration.settings import Settings
 from tests.conftest import ROOT
@@ -73,7 +74,7 @@ def test_commands_are_real_entry_points(resolved: dict[str, Any]) -> None:
     port = gateway[gateway.index("--port") + 1]
     assert any(str(p.get("target", p)).endswith(port) for p in services["gateway"]["ports"])
 
-    queues = set(default_registry().queues()) | {DEFAULT_QUEUE}
+    queues = set(Registry(BUILTIN_TYPES).queues()) | {DEFAULT_QUEUE}
     consumed: set[str] = set()
     for name, service in services.items():
         command = service.get("command") or []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from pydantic import BaseModel
 
 from integration.processor import Delivery, Processor
 from integration.registry import MessageType, Registry
+from integration.retry import PermanentError, RetryPolicy, TransientError
 from integration.settings import Settings
 from integration.status import Status
 from integration.store import StatusStore, store_from_settings
@@ -41,16 +43,18 @@ def test_a_redelivered_finished_message_is_not_run_again(store: StatusStore) -> 
     assert record is not None and record["attempts"] == 1
 
 
-def test_a_failing_handler_ends_dead_with_its_error(store: StatusStore) -> None:
+def test_a_permanent_failure_ends_dead_at_once(store: StatusStore) -> None:
     def explode(payload: Count, envelope: Any) -> None:
-        raise RuntimeError("downstream said no")
+        raise PermanentError("downstream said no")
 
     processor = Processor(Registry([MessageType("boom", Count, explode)]), store)
     envelope = {"id": "boom-1", "type": "boom", "source": "t", "data": {"n": 1}}
     assert processor.process(envelope, Delivery("t2", "boom")) is Status.DEAD
     record = store.get("boom-1")
     assert record is not None
-    assert record["error"]["type"] == "RuntimeError"
+    assert record["error"]["type"] == "PermanentError"
+    assert record["error"]["kind"] == "permanent"
+    assert record["attempts"] == 1
     assert "downstream said no" in record["error"]["message"]
     assert "Traceback" in record["error"]["traceback"]
     assert record["topic"] == "boom.dead"
@@ -91,3 +95,31 @@ def test_ids_that_look_like_key_suffixes_do_not_collide(store: StatusStore) -> N
         found = store.get(message_id)
         assert found is not None and found["id"] == message_id
         assert [h["status"] for h in found["history"]] == ["accepted"]
+
+
+def test_a_transient_failure_is_retried_then_dead_when_attempts_run_out(
+    store: StatusStore
+) -> None:
+    """The status says retrying, with the attempt, the error and when the next one is due."""
+    def flaky(payload: Count, envelope: Any) -> None:
+        raise TransientError("timeout talking to the target")
+
+    policy = RetryPolicy(max_attempts=2, base_delay_seconds=30, jitter=False)
+    processor = Processor(Registry([MessageType("flaky", Count, flaky, retry=policy)]), store)
+    envelope = {"id": "retry-1", "type": "flaky", "source": "t", "data": {"n": 1}}
+
+    assert processor.process(envelope, Delivery("t5")) is Status.RETRYING
+    record = store.get("retry-1")
+    assert record is not None
+    assert record["status"] == "retrying" and record["attempts"] == 1
+    assert record["last_error"]["message"] == "timeout talking to the target"
+    assert record["next_attempt_at"]
+    due = store.client.zscore(store.due_key, "retry-1")
+    assert due is not None and due > time.time() * 1000 + 25_000  # parked, not in the broker
+
+    assert processor.process(envelope, Delivery("t6")) is Status.DEAD
+    record = store.get("retry-1")
+    assert record is not None and record["attempts"] == 2
+    assert record["error"]["exhausted"] == "2 of 2 attempts failed"
+    errors = [h["error"]["message"] for h in record["history"] if isinstance(h.get("error"), dict)]
+    assert len(errors) == 2, "every attempt's error is kept"

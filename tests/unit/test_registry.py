@@ -26,9 +26,9 @@ TICKET = MessageType("ticket", Ticket, handle_ticket, "A ticket.")
 
 def test_builtin_types_have_queues_of_their_own() -> None:
     registry = default_registry()
-    assert registry.names() == ["metric", "alert", "diagnosis", "action", "action.result",
-                                "event"]
-    assert registry.queues() == registry.names()
+    builtins = ["metric", "alert", "diagnosis", "action", "action.result", "event"]
+    assert registry.names()[:6] == builtins
+    assert registry.queues()[:6] == builtins
 
 
 def test_registering_a_name_twice_is_an_error() -> None:

@@ -1,0 +1,71 @@
+"""Puts messages whose wait is over (retries, held-back deliveries) back into the broker.
+
+Waits are kept in a Redis sorted set rather than as broker countdowns, so no wait is ever
+longer than the visibility timeout inside the broker. Every worker runs one loop; the
+lease in ``take_due`` keeps two loops from re-enqueueing the same message, and a loop that
+dies mid-way leaves its messages due again after the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from integration.publisher import Outgoing, Publisher
+from integration.status import Status
+from integration.store import StatusStore
+
+log = logging.getLogger(__name__)
+
+#: Statuses whose due entry still means "enqueue again".
+WAITING = (Status.RETRYING, Status.DEFERRED, Status.PROCESSING, Status.QUEUED)
+
+
+class Requeuer:
+    def __init__(self, store: StatusStore, publisher: Publisher, *, lease_seconds: float = 30,
+                 batch: int = 100) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.lease_seconds = lease_seconds
+        self.batch = batch
+
+    def run_once(self) -> int:
+        """Re-enqueue what is due now; returns how many were sent."""
+        lease, ids = self.store.take_due(self.batch, self.lease_seconds)
+        sent = 0
+        for message_id in ids:
+            record = self.store.get(message_id)
+            if record is None or record["status"] not in WAITING:
+                self.store.release_due(message_id, lease)  # finished, replayed or expired
+                continue
+            outcome = self.publisher.publish(
+                [Outgoing(message_id, record["envelope"], record["queue"])])
+            if outcome.error is not None:
+                log.warning("could not re-enqueue %s: %s", message_id, outcome.error)
+                continue  # due again when the lease ends
+            self.store.transition(message_id, Status.QUEUED,
+                                  allowed_from=(Status.RETRYING, Status.DEFERRED))
+            self.store.release_due(message_id, lease)
+            sent += 1
+        return sent
+
+
+class RequeueLoop(threading.Thread):
+    """A daemon thread calling ``run_once`` every ``interval`` seconds until stopped."""
+
+    def __init__(self, requeuer: Requeuer, interval: float) -> None:
+        super().__init__(name="integration-requeue", daemon=True)
+        self.requeuer = requeuer
+        self.interval = interval
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                while self.requeuer.run_once() >= self.requeuer.batch:
+                    pass  # a backlog: keep going without waiting
+            except Exception:  # noqa: BLE001 - the loop must outlive a broker or store outage
+                log.warning("re-enqueue pass failed", exc_info=True)
+
+    def stop(self) -> None:
+        self._stopped.set()

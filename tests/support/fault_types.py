@@ -1,0 +1,73 @@
+"""Message types for fault tests, loaded by workers through INTEGRATION_TYPE_MODULES.
+
+Every effect is written to a ledger under a unique constraint (a Redis set), so a test can
+tell an effect that happened twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import cache
+from typing import Any, Literal
+
+import redis
+from pydantic import BaseModel
+
+from integration.envelope import Envelope
+from integration.registry import MessageType
+from integration.retry import PermanentError, RetryPolicy, TransientError
+from integration.settings import get_settings
+
+LEDGER = "tests:ledger"
+DUPLICATES = "tests:duplicates"
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().redis_url)
+
+
+def record_effect(key: str) -> int:
+    """Write the effect once; a second write of the same key is counted as a duplicate."""
+    client = _redis()
+    if not client.sadd(LEDGER, key):
+        client.rpush(DUPLICATES, key)
+    return int(client.scard(LEDGER))
+
+
+class Flaky(BaseModel):
+    key: str
+    fail_times: int = 0
+    kind: Literal["transient", "permanent"] = "transient"
+
+
+def handle_flaky(payload: Flaky, envelope: Envelope) -> dict[str, Any]:
+    """Fails ``fail_times`` times, then has its effect."""
+    attempt = int(_redis().incr(f"tests:attempts:{payload.key}"))
+    if attempt <= payload.fail_times:
+        error = TransientError if payload.kind == "transient" else PermanentError
+        raise error(f"failure {attempt} of {payload.fail_times}")
+    record_effect(payload.key)
+    return {"attempt": attempt}
+
+
+class Slow(BaseModel):
+    key: str
+    seconds: float
+
+
+def handle_slow(payload: Slow, envelope: Envelope) -> dict[str, Any]:
+    """Announces it started, sleeps, then has its effect."""
+    _redis().rpush(f"tests:started:{payload.key}", f"{envelope.id} {os.getpid()}")
+    time.sleep(payload.seconds)
+    record_effect(payload.key)
+    return {"slept": payload.seconds}
+
+
+FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_seconds=0.2, max_delay_seconds=1.0)
+
+TYPES = [
+    MessageType("test.flaky", Flaky, handle_flaky, "Fails N times.", retry=FAST_RETRIES),
+    MessageType("test.slow", Slow, handle_slow, "Sleeps.", retry=FAST_RETRIES),
+]
