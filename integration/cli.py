@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 
 import click
 
+from integration.deadletters import DeadLetters
 from integration.security import Revocations, signing_key
 from integration.settings import ConfigurationError, get_settings
 from integration.store import store_from_settings
@@ -124,6 +126,83 @@ def token_inspect(token_text: str) -> None:
     except jwt.PyJWTError as exc:
         raise click.ClickException(f"invalid token: {exc}") from None
     click.echo(json.dumps(claims, indent=2, sort_keys=True))
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: list, show, replay and purge (straight from the store, no HTTP)."""
+
+
+def _dead_letters() -> DeadLetters:
+    from integration.services import build_submitter
+
+    submitter = build_submitter(get_settings(), origin="cli")
+    return DeadLetters(submitter.store, submitter.publisher)
+
+
+def _since(value: datetime | None) -> int | None:
+    return int(value.replace(tzinfo=value.tzinfo or UTC).timestamp() * 1000) if value else None
+
+
+@dlq.command("list")
+@click.option("--type", "type_", help="Only this message type.")
+@click.option("--since", type=click.DateTime(), help="Accepted at or after (UTC).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+def dlq_list(type_: str | None, since: datetime | None, limit: int) -> None:
+    """Newest dead letters first."""
+    items, _ = _dead_letters().page(type=type_, since_ms=_since(since), limit=limit)
+    for item in items:
+        error = item.get("error") or {}
+        click.echo(f"{item['id']}  {item['type']:<14} attempts={item.get('attempts', 0)}  "
+                   f"{item.get('finished_at', '')}  {error.get('type', '')}: "
+                   f"{str(error.get('message', ''))[:60]}")
+    click.echo(f"{len(items)} dead letter(s)", err=True)
+
+
+@dlq.command("show")
+@click.argument("message_id")
+def dlq_show(message_id: str) -> None:
+    """A dead letter with every attempt's error."""
+    import json
+
+    record = _dead_letters().get(message_id)
+    if record is None:
+        raise click.ClickException(f"no dead letter {message_id}")
+    record.pop("history", None)
+    click.echo(json.dumps(record, indent=2, default=str))
+
+
+@dlq.command("replay")
+@click.argument("message_ids", nargs=-1)
+@click.option("--type", "type_", help="Replay every dead letter of this type.")
+@click.option("--since", type=click.DateTime(), help="Only those accepted since (UTC).")
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
+@click.option("--limit", type=click.IntRange(1), default=10_000, show_default=True)
+def dlq_replay(message_ids: tuple[str, ...], type_: str | None, since: datetime | None,
+               replay_all: bool, limit: int) -> None:
+    """Re-enqueue dead letters by id, or all matching --type/--since (or --all)."""
+    letters = _dead_letters()
+    if message_ids:
+        replayed = letters.replay(list(message_ids), by="cli")
+    elif type_ or since or replay_all:
+        total, _ = letters.store.count(status="dead", type=type_)
+        with click.progressbar(length=min(total, limit), label="replaying") as bar:
+            replayed = letters.replay_matching(type=type_, since_ms=_since(since), limit=limit,
+                                               by="cli", progress=bar.update)
+    else:
+        raise click.UsageError("name message ids, or use --type, --since or --all")
+    click.echo(f"replayed {len(replayed)} dead letter(s)")
+
+
+@dlq.command("purge")
+@click.option("--type", "type_", help="Only this message type.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def dlq_purge(type_: str | None, yes: bool) -> None:
+    """Delete dead letters for good."""
+    if not yes:
+        click.confirm(f"Delete every dead letter{f' of type {type_}' if type_ else ''}?",
+                      abort=True)
+    click.echo(f"purged {_dead_letters().purge(type=type_)} dead letter(s)")
 
 
 if __name__ == "__main__":  # pragma: no cover

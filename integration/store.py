@@ -68,6 +68,24 @@ end
 return {1, old, attempts}
 """
 
+# Replay a dead message: a new delivery generation with fresh attempts; the old outcome stays
+# in the history. Returns the new generation, or 0 if the message is not dead (replayed once).
+_REPLAY = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'dead' then return 0 end
+local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
+redis.call('HDEL', KEYS[1], 'error', 'result', 'topic', 'finished_at', 'last_error',
+           'next_attempt_at')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', 0, 'queued_at', ARGV[2],
+           'updated_at', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+local score = redis.call('HGET', KEYS[1], 'accepted_ms')
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], score, ARGV[1])
+return generation
+"""
+
 # Take up to ARGV[2] messages that are due, pushing each one's due time ARGV[3] ms ahead as a
 # lease: if the taker dies before re-enqueueing, the message becomes due again.
 _TAKE_DUE = """
@@ -143,6 +161,7 @@ class StatusStore:
         self._discard = client.register_script(_DISCARD)
         self._take_due = client.register_script(_TAKE_DUE)
         self._release_due = client.register_script(_RELEASE_DUE)
+        self._replay = client.register_script(_REPLAY)
 
     # -- keys ---------------------------------------------------------------------------
     def _record_key(self, message_id: str) -> str:
@@ -285,6 +304,38 @@ class StatusStore:
         pipe.hset(self._record_key(message_id), "topic", topic)
 
     # -- reads --------------------------------------------------------------------------
+    # -- dead letters -----------------------------------------------------------------------
+    def replay_many(self, message_ids: Sequence[str], by: str) -> list[int]:
+        """Move dead messages back to queued as a new generation; 0 where one was not dead."""
+        at = now_ms()
+        pipe = self.client.pipeline(transaction=False)
+        for message_id in message_ids:
+            self._replay(
+                keys=[self._record_key(message_id), self._history_key(message_id),
+                      self._index_key("status", str(Status.DEAD)),
+                      self._index_key("status", str(Status.QUEUED))],
+                args=[message_id, iso(at), _history_entry("queued", at, {"replayed_by": by}),
+                      self.ttl],
+                client=pipe,
+            )
+        return [int(generation) for generation in pipe.execute()]
+
+    def delete(self, message_id: str) -> bool:
+        """Remove a message's record, history and index entries for good."""
+        record = self.client.hmget(self._record_key(message_id), ["type", "status", "owner"])
+        message_type, status, owner = (v.decode() if v else "" for v in cast(list, record))
+        if not status:
+            return False
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self._record_key(message_id), self._history_key(message_id))
+        pipe.zrem(self._index_key("all"), message_id)
+        pipe.zrem(self._index_key("type", message_type), message_id)
+        pipe.zrem(self._index_key("status", status), message_id)
+        pipe.zrem(self._index_key("owner", owner), message_id)
+        pipe.zrem(self.due_key, message_id)
+        pipe.execute()
+        return True
+
     # -- retries parked outside the broker ---------------------------------------------------
     @property
     def due_key(self) -> str:
@@ -366,6 +417,8 @@ class StatusStore:
         owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Most recent first, paged by an opaque cursor ``<score>:<id>``.
 
@@ -377,6 +430,9 @@ class StatusStore:
         kind = next(iter(filters), "all")
         index = self._index_key(kind, filters[kind]) if filters else self._index_key("all")
         max_score, after_id = _parse_cursor(cursor)
+        if until_ms is not None and (max_score == "+inf" or until_ms < max_score):
+            max_score, after_id = until_ms, None
+        min_score: Any = since_ms if since_ms is not None else "-inf"
         found: list[dict[str, Any]] = []
         scanned = 0
         offset = 0
@@ -386,7 +442,7 @@ class StatusStore:
             # Walk down from the cursor; a batch's messages share one score, so members with
             # the cursor's score are ordered by id (descending) and skipped up to the cursor.
             batch = cast(list[tuple[bytes, float]], self.client.zrevrangebyscore(
-                index, max_score, "-inf", start=offset, num=limit + 50, withscores=True
+                index, max_score, min_score, start=offset, num=limit + 50, withscores=True
             ))
             if not batch:
                 last = None
@@ -415,6 +471,14 @@ class StatusStore:
         if stale:
             self.client.zrem(index, *stale)
         return found, (f"{last[0]}:{last[1]}" if last else None)
+
+    def count(self, *, status: str | None = None, type: str | None = None) -> tuple[int, bool]:
+        """How many messages an index holds (exact when only one filter is given)."""
+        if status and type:
+            return cast(int, self.client.zcard(self._index_key("status", status))), False
+        key = (self._index_key("status", status) if status else
+               self._index_key("type", type) if type else self._index_key("all"))
+        return cast(int, self.client.zcard(key)), True
 
     def ping(self) -> bool:
         return bool(self.client.ping())

@@ -14,6 +14,7 @@ from spectree import SpecTree
 from integration import jsonlimits
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
+from integration.gateway.deadletters import create_dead_letters_api
 from integration.gateway.runtime import runtime
 from integration.problems import (
     BadRequest,
@@ -176,6 +177,7 @@ def create_api(spec: SpecTree) -> Blueprint:
         runtime().revocations.revoke(jti)
         return "", 204
 
+    api.register_blueprint(create_dead_letters_api(spec))
     return api
 
 

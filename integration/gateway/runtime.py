@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
+from integration.deadletters import DeadLetters
 from integration.policy import Policy, load_policy
 from integration.publisher import Publisher
 from integration.registry import Registry, default_registry
@@ -49,6 +50,10 @@ class Runtime:
     @property
     def publisher(self) -> Publisher:
         return self.submitter.publisher
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(self.store, self.publisher)
 
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION_KEY] = self

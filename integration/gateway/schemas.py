@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 from integration.envelope import Envelope
 from integration.status import Status
@@ -95,3 +95,34 @@ class TypeList(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] | None = None
+
+
+class DeadLetterQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str | None = Field(None, max_length=128)
+    since: AwareDatetime | None = Field(None, description="accepted at or after")
+    until: AwareDatetime | None = Field(None, description="accepted at or before")
+    limit: int = Field(50, ge=1, le=1000)
+    cursor: str | None = Field(None, max_length=300, pattern=r"^\d+:[A-Za-z0-9._:-]*$")
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str | None = Field(None, max_length=128)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: int = Field(100, ge=1, le=10_000)
+
+
+class ReplayResult(BaseModel):
+    replayed: int
+    ids: list[str]
+
+
+class ReplayedMessage(BaseModel):
+    id: str
+    generation: int
+    status: Status
+    status_url: str
