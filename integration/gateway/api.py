@@ -16,8 +16,10 @@ from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.deadletters import create_dead_letters_api
 from integration.gateway.runtime import runtime
+from integration.idempotency import MAX_KEY_LENGTH, Stored, fingerprint, parse_key
 from integration.problems import (
     BadRequest,
+    Conflict,
     Forbidden,
     InvalidMessage,
     NotFound,
@@ -46,11 +48,15 @@ PROBLEMS = {f"HTTP_{code}": schemas.ProblemDocument
             for code in (400, 401, 403, 413, 415, 422, 429, 503)}
 
 
-def read_json() -> Any:
-    """The request body as JSON: 415 for another media type, 413 over the limit, 400 if broken."""
+def read_body() -> bytes:
+    """The raw body: 415 for another media type, 413 over the limit (before reading it all)."""
     if request.mimetype not in JSON_MEDIA_TYPES:
         raise UnsupportedMedia("Send the message as application/json.")
-    body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    return request.get_data(cache=False)
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON; 400 if it is not, 422 if nested too deeply for the parser."""
     try:
         return jsonlimits.loads(body)
     except RecursionError:
@@ -88,8 +94,47 @@ def create_api(spec: SpecTree) -> Blueprint:
                    resp=Responses(HTTP_202=schemas.BatchResponse, HTTP_409=schemas.ProblemDocument,
                                   **PROBLEMS))
     def submit_messages() -> tuple[Response, int] | Response:
-        """Submit one message (202 with its id) or a batch (202 with one result per item)."""
-        body = read_json()
+        """Submit one message (202 with its id) or a batch (202 with one result per item).
+
+        With an ``Idempotency-Key`` header, a repeat of the same request is answered as the
+        first one was and enqueues nothing.
+        """
+        raw = read_body()
+        header = request.headers.get("Idempotency-Key")
+        if header is None:
+            return _submit(parse_json(raw))
+        key = parse_key(header)
+        if key is None:
+            raise invalid([{"loc": ["header", "Idempotency-Key"], "type": "string_type",
+                            "msg": f"1 to {MAX_KEY_LENGTH} printable characters"}],
+                          "Invalid Idempotency-Key.")
+        rt, owner, digest = runtime(), current_principal().subject, fingerprint(raw)
+        earlier = rt.idempotency.reserve(owner, key, digest)
+        if earlier is not None:
+            return _repeat(earlier, digest)
+        try:
+            response, status = _submit(parse_json(raw))
+        except BaseException:
+            rt.idempotency.release(owner, key)  # nothing was accepted: the key is free again
+            raise
+        rt.idempotency.complete(owner, key, Stored(
+            "done", digest, status, response.get_json(), response.headers.get("Location")))
+        return response, status
+
+    def _repeat(earlier: Stored, digest: str) -> tuple[Response, int]:
+        if earlier.fingerprint != digest:
+            raise invalid([{"loc": ["header", "Idempotency-Key"], "type": "key_reused",
+                            "msg": "this key was used with a different body"}],
+                          "The Idempotency-Key was already used for another request.")
+        if earlier.state == "pending":
+            raise Conflict("A request with this Idempotency-Key is still being handled.")
+        response = jsonify(earlier.body)
+        if earlier.location:
+            response.headers["Location"] = earlier.location
+        response.headers["Idempotent-Replayed"] = "true"
+        return response, earlier.status
+
+    def _submit(body: Any) -> tuple[Response, int]:
         if isinstance(body, list):
             return _submit_batch(body)
         rt = runtime()

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from integration.deadletters import DeadLetters
+from integration.idempotency import IdempotencyKeys
 from integration.policy import Policy, load_policy
 from integration.publisher import Publisher
 from integration.registry import Registry, default_registry
-from integration.retry import check_durations
+from integration.retry import check_durations, idempotency_ttl
 from integration.security import Revocations, TokenVerification, token_verification
 from integration.services import build_submitter
 from integration.settings import Settings
@@ -50,6 +51,11 @@ class Runtime:
     @property
     def publisher(self) -> Publisher:
         return self.submitter.publisher
+
+    @property
+    def idempotency(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self.store.client, self.settings.key_prefix,
+                               idempotency_ttl(self.settings))
 
     @property
     def dead_letters(self) -> DeadLetters:
