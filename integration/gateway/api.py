@@ -11,14 +11,13 @@ from pydantic import ValidationError
 from spectree import Response as Responses
 from spectree import SpecTree
 
-from integration import jsonlimits
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
+from integration.gateway.bodies import parse_json, read_body
 from integration.gateway.deadletters import create_dead_letters_api
 from integration.gateway.runtime import runtime
 from integration.idempotency import MAX_KEY_LENGTH, Stored, fingerprint, parse_key
 from integration.problems import (
-    BadRequest,
     Conflict,
     Forbidden,
     InvalidMessage,
@@ -26,17 +25,12 @@ from integration.problems import (
     PayloadTooLarge,
     Problem,
     Unavailable,
-    UnsupportedMedia,
     invalid,
     validation_errors,
 )
 from integration.routing import PROCESS_TASK
 from integration.submission import Accepted, Result
 
-#: Media types a submission may use (CloudEvents' structured and batch modes are JSON too).
-JSON_MEDIA_TYPES = frozenset({
-    "application/json", "application/cloudevents+json", "application/cloudevents-batch+json",
-})
 #: Fields of a status record that a summary (list item) shows.
 SUMMARY_FIELDS = ("id", "type", "status", "attempts", "channel", "queue", "accepted_at",
                   "queued_at", "started_at", "finished_at", "updated_at", "topic")
@@ -46,25 +40,6 @@ DETAIL_ORDER = ("id", "type", "status", "attempts", "owner", "channel", "queue",
 TOKEN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PROBLEMS = {f"HTTP_{code}": schemas.ProblemDocument
             for code in (400, 401, 403, 413, 415, 422, 429, 503)}
-
-
-def read_body() -> bytes:
-    """The raw body: 415 for another media type, 413 over the limit (before reading it all)."""
-    if request.mimetype not in JSON_MEDIA_TYPES:
-        raise UnsupportedMedia("Send the message as application/json.")
-    return request.get_data(cache=False)
-
-
-def parse_json(body: bytes) -> Any:
-    """The body as JSON; 400 if it is not, 422 if nested too deeply for the parser."""
-    try:
-        return jsonlimits.loads(body)
-    except RecursionError:
-        raise invalid([{"loc": [], "msg": "nested too deeply", "type": "too_deep"}],
-                      "The body is nested too deeply.") from None
-    except ValueError as exc:
-        reason = str(exc).split(": line")[0][:200]
-        raise BadRequest(f"The body is not valid JSON: {reason}") from None
 
 
 def _status_url(message_id: str) -> str:

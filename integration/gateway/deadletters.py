@@ -16,6 +16,7 @@ from spectree import SpecTree
 
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
+from integration.gateway.bodies import json_body
 from integration.gateway.runtime import runtime
 from integration.problems import Conflict, NotFound, Unavailable, invalid, validation_errors
 
@@ -94,7 +95,7 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
     def replay_dead_letters() -> tuple[Response, int]:
         """Re-enqueue every dead letter matching the filters (up to ``limit``)."""
         rt = runtime()
-        body = _validated(schemas.ReplayRequest, request.get_json(silent=True) or {}, "body")
+        body = _validated(schemas.ReplayRequest, json_body(allow_empty=True), "body")
         try:
             replayed = rt.dead_letters.replay_matching(
                 type=body.type, since_ms=_ms(body.since), until_ms=_ms(body.until),

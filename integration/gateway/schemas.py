@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
 from integration.envelope import Envelope
 from integration.status import Status
@@ -97,12 +97,22 @@ class Health(BaseModel):
     checks: dict[str, str] | None = None
 
 
+def _iso_only(value: object) -> object:
+    """RFC 3339 date-times only: pydantic would also read "1718" as a Unix timestamp."""
+    if isinstance(value, str | int | float) and str(value).lstrip("-").replace(".", "").isdigit():
+        raise ValueError("expected an RFC 3339 date-time such as 2026-01-31T12:00:00Z")
+    return value
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+
+
 class DeadLetterQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str | None = Field(None, max_length=128)
-    since: AwareDatetime | None = Field(None, description="accepted at or after")
-    until: AwareDatetime | None = Field(None, description="accepted at or before")
+    since: Moment | None = Field(None, description="accepted at or after")
+    until: Moment | None = Field(None, description="accepted at or before")
     limit: int = Field(50, ge=1, le=1000)
     cursor: str | None = Field(None, max_length=300, pattern=r"^\d+:[A-Za-z0-9._:-]*$")
 
@@ -111,8 +121,8 @@ class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str | None = Field(None, max_length=128)
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     limit: int = Field(100, ge=1, le=10_000)
 
 
