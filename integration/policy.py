@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from integration.settings import ConfigurationError
 
-Resource = Literal["dead_letters", "schedules", "subscriptions", "tokens", "breakers"]
+Resource = Literal["dead_letters", "schedules", "subscriptions", "tokens", "breakers",
+                   "actions"]
 ReadScope = Literal["none", "own", "any"]
 _READ_ORDER: dict[str, int] = {"none": 0, "own": 1, "any": 2}
 

@@ -11,14 +11,17 @@ import logging
 import re
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from integration.envelope import ID_PATTERN, Envelope, new_id, utc_now
+from integration.envelope import ID_PATTERN, Envelope, utc_now
+from integration.events import finish
+from integration.guards import Deferred, Guards, Held
 from integration.jsonlimits import JsonLimits
 from integration.problems import validation_errors
 from integration.registry import Registry
@@ -28,8 +31,6 @@ from integration.store import NewRecord, StatusStore
 
 log = logging.getLogger(__name__)
 
-#: Where the result events of this service come from (CloudEvents ``source``).
-EVENT_SOURCE = "/integration/processor"
 _MAX_TRACEBACK = 2000
 
 
@@ -53,7 +54,8 @@ class InvalidEnvelope(Exception):
 class Processor:
     def __init__(self, registry: Registry, store: StatusStore,
                  limits: JsonLimits | None = None, retry: RetryPolicy | None = None,
-                 claim_lease: int = 300) -> None:
+                 claim_lease: int = 300, guards: Guards | None = None) -> None:
+        self.guards = guards
         self.registry = registry
         self.store = store
         self.limits = limits or JsonLimits()
@@ -70,7 +72,7 @@ class Processor:
         message_type = self.registry.get(envelope.type)
         policy = message_type.retry or self.retry
         self._ensure_record(envelope, message_type.queue)
-        current, generation = self.store.status_and_generation(envelope.id)
+        current, generation, released = self.store.status_and_generation(envelope.id)
         if current is not None and current not in STARTABLE:
             log.info("message %s is already %s; delivery skipped", envelope.id, current)
             return Status(current)
@@ -86,6 +88,32 @@ class Processor:
                      envelope.id, wait)
             return Status.PROCESSING
 
+        target = message_type.target(payload) if message_type.target else None
+        try:
+            with self._admitted(target) as call:
+                if target and message_type.action_key and self.guards:
+                    self.guards.check_storm(message_type.action_key(payload), target,
+                                            override=released)
+                return self._run(envelope, payload, delivery, policy, generation, holder, call)
+        except Deferred as wait:
+            self._defer(envelope.id, wait, generation, holder)
+            return Status.DEFERRED
+        except Held as hold:
+            self.store.release_claim(envelope.id, generation, holder)
+            self._finish(envelope.id, envelope.type, Status.HELD, envelope, "hold",
+                         {"reason": str(hold)})
+            log.warning("message %s held: %s", envelope.id, hold)
+            return Status.HELD
+
+    def _admitted(self, target: str | None) -> Any:
+        """The target's breaker admission, or a plain call when there is no target."""
+        if target and self.guards:
+            return self.guards.breaker(target).admitted()
+        return nullcontext(lambda func: func())
+
+    def _run(self, envelope: Envelope, payload: Any, delivery: Delivery, policy: RetryPolicy,
+             generation: int, holder: str, call: Callable[[Callable[[], Any]], Any]) -> Status:
+        message_type = self.registry.get(envelope.type)
         started = self.store.transition(
             envelope.id, Status.PROCESSING, allowed_from=STARTABLE, count_attempt=True,
             fields={"task_id": delivery.task_id, "delivered_queue": delivery.queue or ""},
@@ -106,13 +134,23 @@ class Processor:
             return Status.DEAD
 
         try:
-            result = message_type.handler(payload, envelope)
+            result = call(lambda: message_type.handler(payload, envelope))
         except Exception as exc:  # noqa: BLE001 - a handler's failure is recorded, not raised
             return self._failed(envelope, exc, started.attempts, policy, generation, holder)
 
         self._finish(envelope.id, envelope.type, Status.SUCCEEDED, envelope, "result",
                      dict(result or {}))
         return Status.SUCCEEDED
+
+    def _defer(self, message_id: str, wait: Deferred, generation: int, holder: str) -> None:
+        """Wait without spending an attempt (breaker open, rate limit reached)."""
+        due = utc_now() + timedelta(seconds=wait.retry_in)
+        self.store.schedule(message_id, Status.DEFERRED, wait.retry_in,
+                            fields={"deferred_reason": wait.reason,
+                                    "next_attempt_at": due.isoformat()},
+                            detail={"reason": wait.reason, "retry_in": round(wait.retry_in, 3)})
+        self.store.release_claim(message_id, generation, holder)
+        log.info("message %s deferred %.1f s: %s", message_id, wait.retry_in, wait.reason)
 
     def _failed(self, envelope: Envelope, exc: Exception, attempt: int, policy: RetryPolicy,
                 generation: int, holder: str) -> Status:
@@ -207,22 +245,8 @@ class Processor:
                 envelope: Envelope | None, field: str, value: dict[str, Any]) -> None:
         """Record the outcome and its event on ``<type>.<outcome>`` (delivery to subscribers
         builds on the event log)."""
-        topic = f"{message_type}.{outcome}"
-        event = {
-            "specversion": "1.0",
-            "id": new_id(),
-            "source": EVENT_SOURCE,
-            "type": topic,
-            "time": utc_now().isoformat(),
-            "subject": message_id,
-            "datacontenttype": "application/json",
-            "correlationid": envelope.correlationid if envelope else message_id,
-            "causationid": message_id,
-            "data": {"message_id": message_id, "status": str(outcome), field: value},
-        }
-        detail = {"error": value} if field == "error" else None
-        self.store.finish(message_id, outcome, fields={field: value}, topic=topic,
-                          event=event, detail=detail)
+        finish(self.store, message_id, message_type, outcome,
+               envelope.correlationid if envelope else None, field, value)
 
 
 def _usable_id(value: Any) -> str | None:

@@ -39,6 +39,10 @@ class MessageType:
     queue: str = field(default="")
     #: Overrides the default retry policy (``INTEGRATION_RETRY_*``) for this type.
     retry: RetryPolicy | None = None
+    #: The downstream target a message acts on (its circuit breaker), read from the payload.
+    target: Callable[[Any], str] | None = None
+    #: For actions: what is done to the target; turns on its rate limit and loop detection.
+    action_key: Callable[[Any], str] | None = None
 
     def __post_init__(self) -> None:
         if not self.queue:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import redis
+
 from integration.celery_app import create_celery
+from integration.guards import Guards, GuardSettings
 from integration.jsonlimits import JsonLimits
 from integration.publisher import Publisher
 from integration.registry import default_registry
@@ -22,3 +25,13 @@ def build_submitter(settings: Settings, origin: str) -> Submitter:
     return Submitter(default_registry(), store_from_settings(settings), publisher,
                      retry_after=settings.retry_after_seconds, limits=limits,
                      max_queue_depth=settings.max_queue_depth)
+
+
+def build_guards(settings: Settings, client: redis.Redis) -> Guards:
+    return Guards(client, settings.key_prefix, GuardSettings(
+        fail_max=settings.breaker_fail_max,
+        reset_timeout=settings.breaker_reset_timeout_seconds,
+        action_rate_limit=settings.action_rate_limit,
+        loop_limit=settings.loop_limit,
+        loop_window=settings.loop_window_seconds,
+    ), settings.redis_url)

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     retry_max_delay_seconds: float = Field(300.0, gt=0)
     retry_poll_interval_seconds: float = Field(1.0, gt=0)
     claim_lease_seconds: int = Field(300, ge=1)
+    breaker_fail_max: int = Field(5, ge=1)
+    breaker_reset_timeout_seconds: float = Field(30.0, gt=0)
+    action_rate_limit: str | None = "30/minute"
+    loop_limit: int = Field(5, ge=1)
+    loop_window_seconds: float = Field(600.0, gt=0)
     idempotency_ttl_seconds: int | None = Field(None, ge=60)
 
     host: str = "127.0.0.1"

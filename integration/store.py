@@ -106,7 +106,7 @@ return 0
 """
 
 #: Fields holding JSON documents rather than plain strings.
-_JSON_FIELDS = ("envelope", "result", "error", "last_error")
+_JSON_FIELDS = ("envelope", "result", "error", "last_error", "hold")
 _INT_FIELDS = ("attempts", "accepted_ms", "generation")
 #: Which timestamp field each status sets (the rest set ``<status>_at``).
 _TIMESTAMP_FIELD = {
@@ -388,11 +388,12 @@ class StatusStore:
         if self.client.get(key) == holder.encode():
             self.client.delete(key)
 
-    def status_and_generation(self, message_id: str) -> tuple[str | None, int]:
-        status, generation = cast(list[bytes | None], self.client.hmget(
-            self._record_key(message_id), ["status", "generation"]))
+    def status_and_generation(self, message_id: str) -> tuple[str | None, int, bool]:
+        """Status, delivery generation, and whether an operator released it from a hold."""
+        status, generation, released = cast(list[bytes | None], self.client.hmget(
+            self._record_key(message_id), ["status", "generation", "released_by"]))
         return (status.decode() if status else None,
-                int(generation) if generation else 1)
+                int(generation) if generation else 1, bool(released))
 
     def status_of(self, message_id: str) -> str | None:
         value = cast(bytes | None, self.client.hget(self._record_key(message_id), "status"))

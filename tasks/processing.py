@@ -13,6 +13,7 @@ from integration.processor import Delivery, Processor
 from integration.registry import default_registry
 from integration.retry import default_policy
 from integration.routing import PROCESS_TASK
+from integration.services import build_guards
 from integration.settings import get_settings
 from integration.store import store_from_settings
 from tasks.app import app
@@ -24,9 +25,11 @@ class ProcessingTask(Task):
     @cached_property
     def processor(self) -> Processor:
         settings = get_settings()
-        return Processor(default_registry(), store_from_settings(settings),
+        store = store_from_settings(settings)
+        return Processor(default_registry(), store,
                          JsonLimits(settings.max_json_depth, settings.max_string_length),
-                         retry=default_policy(settings), claim_lease=settings.claim_lease_seconds)
+                         retry=default_policy(settings), claim_lease=settings.claim_lease_seconds,
+                         guards=build_guards(settings, store.client))
 
 
 @app.task(

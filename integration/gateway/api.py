@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from spectree import Response as Responses
 from spectree import SpecTree
 
+from integration.events import finish
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import parse_json, read_body
@@ -28,7 +29,9 @@ from integration.problems import (
     invalid,
     validation_errors,
 )
+from integration.publisher import Outgoing
 from integration.routing import PROCESS_TASK
+from integration.status import Status
 from integration.submission import Accepted, Result
 
 #: Fields of a status record that a summary (list item) shows.
@@ -185,6 +188,57 @@ def create_api(spec: SpecTree) -> Blueprint:
         """Registered message types, their queues and payload JSON Schemas."""
         return jsonify(task=PROCESS_TASK, types=[t.describe() for t in runtime().registry])
 
+    @api.post("/messages/<message_id>/release")
+    @spec.validate(skip_validation=True, tags=["messages"],
+                   resp=Responses(HTTP_202=schemas.AcceptedMessage,
+                                  HTTP_404=schemas.ProblemDocument,
+                                  HTTP_409=schemas.ProblemDocument))
+    def release_message(message_id: str) -> tuple[Response, int]:
+        """Release an action held by loop detection: it runs once more, past the guard."""
+        principal = current_principal()
+        principal.require_manage("actions")
+        rt = runtime()
+        record = _held(message_id)
+        moved = rt.store.transition(message_id, Status.QUEUED, allowed_from=(Status.HELD,),
+                                    fields={"released_by": principal.subject},
+                                    detail={"released_by": principal.subject})
+        if moved is None or not moved.applied:
+            raise Conflict("The message is no longer held.")
+        outcome = rt.publisher.publish(
+            [Outgoing(message_id, record["envelope"], record["queue"])])
+        if outcome.error is not None:
+            rt.store.transition(message_id, Status.HELD, allowed_from=(Status.QUEUED,),
+                                detail={"note": "release could not be enqueued"})
+            raise Unavailable("The broker is unavailable; the message stays held.",
+                              retry_after=rt.settings.retry_after_seconds)
+        return jsonify(id=message_id, type=record["type"], status="queued",
+                       status_url=_status_url(message_id)), 202
+
+    @api.post("/messages/<message_id>/drop")
+    @spec.validate(skip_validation=True, tags=["messages"],
+                   resp=Responses(HTTP_200=schemas.MessageSummary,
+                                  HTTP_404=schemas.ProblemDocument))
+    def drop_message(message_id: str) -> Response:
+        """Drop an action held by loop detection: it ends dead without running."""
+        principal = current_principal()
+        principal.require_manage("actions")
+        record = _held(message_id)
+        error = {"type": "Dropped", "message": f"dropped by {principal.subject} while held"}
+        finish(runtime().store, message_id, record["type"], Status.DEAD,
+               record["envelope"].get("correlationid"), "error", error)
+        return jsonify(id=message_id, type=record["type"], status="dead", attempts=0,
+                       accepted_at=record["accepted_at"])
+
+    @api.get("/breakers")
+    @spec.validate(skip_validation=True, tags=["resilience"],
+                   resp=Responses(HTTP_200=schemas.BreakerList, HTTP_403=schemas.ProblemDocument))
+    def list_breakers() -> Response:
+        """Every downstream target's breaker: state, failures, and when it may close."""
+        principal = current_principal()
+        if principal.grants.read != "any" and not principal.grants.may_manage("breakers"):
+            raise Forbidden("manage:breakers")
+        return jsonify(breakers=runtime().guards.describe_breakers())
+
     @api.delete("/tokens/<jti>")
     @spec.validate(resp=Responses(HTTP_204=None, HTTP_403=schemas.ProblemDocument),
                    skip_validation=True, tags=["tokens"])
@@ -199,6 +253,15 @@ def create_api(spec: SpecTree) -> Blueprint:
 
     api.register_blueprint(create_dead_letters_api(spec))
     return api
+
+
+def _held(message_id: str) -> dict[str, Any]:
+    record = runtime().store.get(message_id)
+    if record is None:
+        raise NotFound("No message with this id.")
+    if record["status"] != Status.HELD:
+        raise Conflict(f"The message is {record['status']}, not held.")
+    return record
 
 
 def _read_scope() -> str:

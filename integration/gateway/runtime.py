@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 
 from integration.deadletters import DeadLetters
+from integration.guards import Guards
 from integration.idempotency import IdempotencyKeys
 from integration.policy import Policy, load_policy
 from integration.publisher import Publisher
 from integration.registry import Registry, default_registry
 from integration.retry import check_durations, idempotency_ttl
 from integration.security import Revocations, TokenVerification, token_verification
-from integration.services import build_submitter
+from integration.services import build_guards, build_submitter
 from integration.settings import Settings
 from integration.store import StatusStore
 from integration.submission import Submitter
@@ -28,6 +29,7 @@ class Runtime:
     policy: Policy
     verification: TokenVerification
     revocations: Revocations
+    guards: Guards
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -38,7 +40,8 @@ class Runtime:
         submitter = build_submitter(settings, origin="gateway")
         revocations = Revocations(submitter.store.client, settings.key_prefix,
                                   settings.service_token_max_ttl_seconds)
-        return cls(settings, submitter, policy, verification, revocations)
+        guards = build_guards(settings, submitter.store.client)
+        return cls(settings, submitter, policy, verification, revocations, guards)
 
     @property
     def registry(self) -> Registry:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
@@ -136,3 +136,15 @@ class ReplayedMessage(BaseModel):
     generation: int
     status: Status
     status_url: str
+
+
+class Breaker(BaseModel):
+    name: str
+    state: Literal["closed", "open", "half-open"]
+    failures: int
+    opened_at: str | None
+    closes_at: str | None
+
+
+class BreakerList(BaseModel):
+    breakers: list[Breaker]
