@@ -69,6 +69,10 @@ def test_environment(redis_url: str) -> Iterator[dict[str, str]]:
         "INTEGRATION_TYPE_MODULES": "tests.support.fault_types:TYPES",
         "INTEGRATION_CLAIM_LEASE_SECONDS": "4",
         "INTEGRATION_RETRY_POLL_INTERVAL_SECONDS": "0.2",
+        "INTEGRATION_BREAKER_FAIL_MAX": "3",
+        "INTEGRATION_BREAKER_RESET_TIMEOUT_SECONDS": "2",
+        "INTEGRATION_LOOP_LIMIT": "3",
+        "INTEGRATION_ACTION_RATE_LIMIT": "4/3 seconds",
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from integration.envelope import Envelope
 from integration.registry import MessageType
-from integration.retry import PermanentError, RetryPolicy, TransientError
+from integration.retry import DownstreamError, PermanentError, RetryPolicy, TransientError
 from integration.settings import get_settings
 
 LEDGER = "tests:ledger"
@@ -65,9 +65,42 @@ def handle_slow(payload: Slow, envelope: Envelope) -> dict[str, Any]:
     return {"slept": payload.seconds}
 
 
+class Downstream(BaseModel):
+    target: str
+    key: str
+
+
+def handle_downstream(payload: Downstream, envelope: Envelope) -> dict[str, Any]:
+    """Calls a target that answers 503 while ``tests:down:<target>`` exists."""
+    client = _redis()
+    client.rpush(f"tests:calls:{payload.target}",
+                 f"{time.time():.3f} {int(bool(client.exists(f'tests:down:{payload.target}')))}")
+    if client.exists(f"tests:down:{payload.target}"):
+        time.sleep(0.05)
+        raise DownstreamError(503, f"{payload.target} is down")
+    record_effect(payload.key)
+    return {"target": payload.target}
+
+
+class Action(BaseModel):
+    action: str
+    target: str
+    key: str
+
+
+def handle_action(payload: Action, envelope: Envelope) -> dict[str, Any]:
+    record_effect(payload.key)
+    return {"done": payload.action}
+
+
 FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_seconds=0.2, max_delay_seconds=1.0)
 
 TYPES = [
     MessageType("test.flaky", Flaky, handle_flaky, "Fails N times.", retry=FAST_RETRIES),
     MessageType("test.slow", Slow, handle_slow, "Sleeps.", retry=FAST_RETRIES),
+    MessageType("test.downstream", Downstream, handle_downstream, "Calls a target.",
+                retry=RetryPolicy(max_attempts=8, base_delay_seconds=0.2, max_delay_seconds=1),
+                target=lambda p: f"test:{p.target}"),
+    MessageType("test.action", Action, handle_action, "A guarded action.",
+                target=lambda p: f"test:{p.target}", action_key=lambda p: p.action),
 ]
