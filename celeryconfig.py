@@ -45,7 +45,11 @@ result_backend = None
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-worker_cancel_long_running_tasks_on_connection_loss = True
+# True crashes the worker on a broker connection loss with Celery 5.7 on Redis ("Unrecoverable
+# error: AttributeError ... 'hostname'", celery #9250; reproduced by test_broker_faults.py).
+# With False a task running through the outage finishes, its message may be delivered again,
+# and the delivery claim and the finished status keep its effect to one.
+worker_cancel_long_running_tasks_on_connection_loss = False
 
 task_queues = declare_queues()
 task_default_queue = DEFAULT_QUEUE

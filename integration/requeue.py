@@ -9,6 +9,7 @@ dies mid-way leaves its messages due again after the lease.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 from integration.publisher import Outgoing, Publisher
@@ -65,7 +66,7 @@ class RequeueLoop(threading.Thread):
                 while self.requeuer.run_once() >= self.requeuer.batch:
                     pass  # a backlog: keep going without waiting
             except Exception:  # noqa: BLE001 - the loop must outlive a broker or store outage
-                log.warning("re-enqueue pass failed", exc_info=True)
+                log.warning("re-enqueue pass failed: %s", sys.exc_info()[1])
 
     def stop(self) -> None:
         self._stopped.set()

@@ -1,0 +1,72 @@
+"""Broker outage: Redis killed during a burst of submissions and started again (fault test).
+
+A Redis of its own with ``appendonly yes`` and ``appendfsync always`` is broker and store; the
+gateway keeps submitting while it is down. Every message answered 202 is processed exactly
+once (the ledger); submissions while it was down got 503.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from flask import Flask
+
+from integration.embedded_redis import EmbeddedRedis
+from tests.conftest import WorkerProcess, wait_for
+from tests.support.fault_types import DUPLICATES, LEDGER
+
+DURABLE = ("--appendfsync", "always")
+
+
+def test_every_accepted_message_survives_a_broker_crash_once(
+    make_app: Callable[..., Flask], auth: dict[str, str], tmp_path: Path
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", persistent=True, extra_args=DURABLE).start()
+    port, url = server.port, server.url
+    # Short visibility and lease, so messages taken but unacknowledged at the crash come back
+    # within the test rather than after an hour.
+    env = {"INTEGRATION_REDIS_URL": url, "INTEGRATION_VISIBILITY_TIMEOUT_SECONDS": "10",
+           "INTEGRATION_CLAIM_LEASE_SECONDS": "4"}
+    worker = WorkerProcess(["test.flaky"], tmp_path / "worker.log", env=env)
+    client = make_app(redis_url=url, publish_timeout_seconds=0.5).test_client()
+    outcomes: dict[str, int] = {}
+
+    def burst() -> None:
+        for _ in range(80):
+            key = uuid.uuid4().hex[:12]
+            response = client.post("/api/v1/messages", headers=auth, json={
+                "id": key, "type": "test.flaky", "source": "outage", "data": {"key": key}})
+            outcomes[key] = response.status_code
+            time.sleep(0.04)
+
+    try:
+        sender = threading.Thread(target=burst)
+        sender.start()
+        wait_for(lambda: len(outcomes) >= 20, message="the burst under way")
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGKILL)  # a crash, not a clean shutdown
+        server.process.wait()
+        wait_for(lambda: list(outcomes.values())[-1] == 503, message="503 while down")
+        time.sleep(0.5)
+        server = EmbeddedRedis(tmp_path / "redis", port=port, persistent=True,
+                               extra_args=DURABLE).start()
+        sender.join(60)
+
+        accepted = [k for k, status in outcomes.items() if status == 202]
+        refused = [k for k, status in outcomes.items() if status == 503]
+        assert set(outcomes.values()) <= {202, 503}
+        assert accepted and refused
+        store = redis.Redis(port=port)
+        wait_for(lambda: all(store.sismember(LEDGER, k) for k in accepted), timeout=90,
+                 interval=0.5, message="every accepted message processed")
+        assert store.llen(DUPLICATES) == 0, "no effect twice"
+    finally:
+        worker.stop()
+        server.stop()
