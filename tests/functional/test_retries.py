@@ -88,3 +88,61 @@ def test_a_child_killed_mid_task_is_redelivered_and_the_effect_happens_once(
     assert record["attempts"] == 2
     assert redis_client.sismember(LEDGER, effect)
     assert effect.encode() not in redis_client.lrange(DUPLICATES, 0, -1)
+
+
+def test_a_duplicate_delivery_has_one_effect(worker: Any, redis_client: redis.Redis,
+                                             client: FlaskClient, auth: dict[str, str]) -> None:
+    """The same message delivered twice at once (two copies in the queue): one effect."""
+    from celery import Celery
+
+    from integration.routing import PROCESS_TASK
+
+    effect = key()
+    envelope = {"id": f"dup-{effect}", "type": "test.slow", "source": "dup",
+                "data": {"key": effect, "seconds": 0.5}}
+    app = Celery("duplicates", broker=worker_url(redis_client), set_as_current=False)
+    for _ in range(2):
+        app.send_task(PROCESS_TASK, args=[envelope], queue="test.slow")
+    record = wait_status(client, auth, envelope["id"])
+    assert record["status"] == "succeeded"
+    # The second copy either waited for the first's claim and came back, or came after it.
+    wait_for(lambda: redis_client.zscore("integration:due", envelope["id"]) is None
+             and redis_client.llen("test.slow") == 0, timeout=20, message="both copies done")
+    assert redis_client.sismember(LEDGER, effect)
+    assert effect.encode() not in redis_client.lrange(DUPLICATES, 0, -1)
+    assert redis_client.llen(f"tests:started:{effect}") == 1, "the handler ran once"
+
+
+def worker_url(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_a_wait_longer_than_the_visibility_timeout_runs_the_effect_once(
+    make_app: Any, auth: dict[str, str], tmp_path: Any
+) -> None:
+    """A 12 s retry wait with a 10 s visibility timeout: the wait is parked outside the
+    broker, so no copy is redelivered meanwhile, and the effect happens once."""
+    from integration.embedded_redis import EmbeddedRedis
+    from tests.conftest import WorkerProcess
+
+    with EmbeddedRedis(tmp_path / "redis", persistent=False) as server:
+        env = {"INTEGRATION_REDIS_URL": server.url,
+               "INTEGRATION_VISIBILITY_TIMEOUT_SECONDS": "10",
+               "INTEGRATION_CLAIM_LEASE_SECONDS": "4"}
+        worker = WorkerProcess(["test.patient"], tmp_path / "worker.log", env=env)
+        try:
+            client = make_app(redis_url=server.url).test_client()
+            effect = key()
+            message_id = submit(client, auth, "test.patient", key=effect, fail_times=1)
+            store = redis.Redis(port=server.port)
+            wait_for(lambda: client.get(f"/api/v1/messages/{message_id}", headers=auth)
+                     .get_json()["status"] == "retrying", message="first attempt failed")
+            assert store.llen("test.patient") == 0 and store.hlen("unacked") == 0
+            record = wait_status(client, auth, message_id, timeout=40)
+            assert record["status"] == "succeeded" and record["attempts"] == 2
+            assert store.sismember(LEDGER, effect)
+            assert store.llen(DUPLICATES) == 0
+            assert int(store.get(f"tests:attempts:{effect}")) == 2, "the handler ran twice only"
+        finally:
+            worker.stop()

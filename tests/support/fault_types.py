@@ -101,6 +101,9 @@ TYPES = [
     MessageType("test.downstream", Downstream, handle_downstream, "Calls a target.",
                 retry=RetryPolicy(max_attempts=8, base_delay_seconds=0.2, max_delay_seconds=1),
                 target=lambda p: f"test:{p.target}"),
+    MessageType("test.patient", Flaky, handle_flaky, "Retries after a long wait.",
+                retry=RetryPolicy(max_attempts=2, base_delay_seconds=12, max_delay_seconds=12,
+                                  jitter=False)),
     MessageType("test.action", Action, handle_action, "A guarded action.",
                 target=lambda p: f"test:{p.target}", action_key=lambda p: p.action),
 ]
