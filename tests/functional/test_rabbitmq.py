@@ -72,3 +72,34 @@ def test_single_and_batch_messages_flow_through_rabbitmq(
     assert {r["status"] for r in records} == {"succeeded"}
     assert records[0]["delivered_queue"] == "alert"
     assert {r["delivered_queue"] for r in records[1:]} == {"metric"}
+
+
+def test_retries_and_a_killed_pool_process_on_rabbitmq(
+    make_app: Callable[..., Flask], auth: dict[str, str], amqp_url: str,
+    amqp_worker: WorkerProcess, redis_client: Any
+) -> None:
+    """The fault tests' core on RabbitMQ: transient failures retried to one effect, and a
+    pool process killed mid-task redelivered to one effect."""
+    import os
+    import signal
+
+    from tests.conftest import wait_for
+    from tests.support.fault_types import DUPLICATES, LEDGER
+
+    client = make_app(broker_url=amqp_url).test_client()
+    flaky_key, slow_key = uuid.uuid4().hex[:10], uuid.uuid4().hex[:10]
+    flaky = client.post("/api/v1/messages", headers=auth, json={
+        "type": "test.flaky", "source": "rabbit", "data": {"key": flaky_key, "fail_times": 2}})
+    slow = client.post("/api/v1/messages", headers=auth, json={
+        "type": "test.slow", "source": "rabbit", "data": {"key": slow_key, "seconds": 3}})
+    started = wait_for(lambda: redis_client.lrange(f"tests:started:{slow_key}", 0, -1),
+                       message="slow handler started")
+    os.kill(int(started[0].split()[1]), signal.SIGKILL)
+
+    flaky_record = wait_status(client, auth, flaky.get_json()["id"], timeout=40)
+    slow_record = wait_status(client, auth, slow.get_json()["id"], timeout=40)
+    assert flaky_record["status"] == "succeeded" and flaky_record["attempts"] == 3
+    assert slow_record["status"] == "succeeded" and slow_record["attempts"] == 2
+    for key in (flaky_key, slow_key):
+        assert redis_client.sismember(LEDGER, key)
+        assert key.encode() not in redis_client.lrange(DUPLICATES, 0, -1)
