@@ -103,3 +103,55 @@ def test_retries_and_a_killed_pool_process_on_rabbitmq(
     for key in (flaky_key, slow_key):
         assert redis_client.sismember(LEDGER, key)
         assert key.encode() not in redis_client.lrange(DUPLICATES, 0, -1)
+
+
+def test_every_accepted_message_survives_a_cut_connection_once(
+    make_app: Callable[..., Flask], auth: dict[str, str], amqp_url: str, redis_client: Any,
+    tmp_path: Path
+) -> None:
+    """The connection to RabbitMQ is cut during a burst (a TCP proxy in between) and comes
+    back: every 202 message is processed once, and submissions while cut got 503."""
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    from tests.conftest import wait_for
+    from tests.support.fault_types import DUPLICATES, LEDGER
+    from tests.support.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(*RABBITMQ)
+    vhost = urlsplit(amqp_url).path.lstrip("/")
+    via_proxy = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
+    worker = WorkerProcess(["test.flaky"], tmp_path / "worker.log",
+                           env={"INTEGRATION_BROKER_URL": via_proxy})
+    client = make_app(broker_url=via_proxy, publish_timeout_seconds=1).test_client()
+    outcomes: dict[str, int] = {}
+
+    def burst() -> None:
+        for _ in range(60):
+            key = uuid.uuid4().hex[:12]
+            response = client.post("/api/v1/messages", headers=auth, json={
+                "id": key, "type": "test.flaky", "source": "cut", "data": {"key": key}})
+            outcomes[key] = response.status_code
+            time.sleep(0.05)
+
+    try:
+        sender = threading.Thread(target=burst)
+        sender.start()
+        wait_for(lambda: len(outcomes) >= 15, message="burst under way")
+        proxy.cut()
+        wait_for(lambda: list(outcomes.values())[-1] == 503, timeout=30, message="503 while cut")
+        time.sleep(0.5)
+        proxy.restore()
+        sender.join(120)
+        accepted = [k for k, code in outcomes.items() if code == 202]
+        refused = [k for k, code in outcomes.items() if code == 503]
+        assert set(outcomes.values()) <= {202, 503}
+        assert accepted and refused
+        wait_for(lambda: all(redis_client.sismember(LEDGER, k) for k in accepted), timeout=90,
+                 interval=0.5, message="every accepted message processed")
+        duplicates = {d.decode() for d in redis_client.lrange(DUPLICATES, 0, -1)}
+        assert not duplicates & set(accepted), "no effect twice"
+    finally:
+        worker.stop()
+        proxy.close()
