@@ -20,6 +20,10 @@ broker_connection_retry_on_startup = True
 broker_connection_timeout = _settings.publish_timeout_seconds
 broker_transport_options = {
     "visibility_timeout": _settings.visibility_timeout_seconds,
+    # Redis: how often workers look for messages whose worker died holding them (returned
+    # once older than the visibility timeout); every sweep scans (no extra throttle).
+    "unacked_restore_interval": _settings.unacked_restore_interval_seconds,
+    "unacked_restore_throttle": 1,
     "socket_timeout": _settings.publish_timeout_seconds,
     "socket_connect_timeout": _settings.publish_timeout_seconds,
     "confirm_publish": True,  # RabbitMQ: wait for the broker's confirm before reporting success

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
 
     worker_concurrency: int | None = Field(None, ge=1)
     visibility_timeout_seconds: int = Field(3600, ge=10)
+    unacked_restore_interval_seconds: int = Field(10, ge=1)
     retry_max_attempts: int = Field(5, ge=1, le=100)
     retry_base_delay_seconds: float = Field(1.0, gt=0)
     retry_max_delay_seconds: float = Field(300.0, gt=0)

@@ -146,3 +146,62 @@ def test_a_wait_longer_than_the_visibility_timeout_runs_the_effect_once(
             assert int(store.get(f"tests:attempts:{effect}")) == 2, "the handler ran twice only"
         finally:
             worker.stop()
+
+
+def test_a_message_that_keeps_killing_workers_ends_dead(
+    client: FlaskClient, auth: dict[str, str], worker: Any, redis_client: redis.Redis
+) -> None:
+    """Each attempt kills its pool process; after the attempt limit (3) it is dead, not looping."""
+    effect = key()
+    message_id = submit(client, auth, "test.crash", key=effect)
+    record = wait_status(client, auth, message_id, timeout=60)
+    assert record["status"] == "dead"
+    assert record["error"]["type"] == "AttemptsExhausted"
+    assert int(redis_client.get(f"tests:crashes:{effect}")) == 3
+
+
+def test_a_whole_worker_killed_mid_task_loses_nothing(
+    make_app: Any, auth: dict[str, str], tmp_path: Any
+) -> None:
+    """kill -9 of the whole worker (main process and pool): the message it held comes back
+    after the visibility timeout, another worker completes it, the effect happens once."""
+    from integration.embedded_redis import EmbeddedRedis
+    from tests.conftest import WorkerProcess
+
+    with EmbeddedRedis(tmp_path / "redis", persistent=False) as server:
+        env = {"INTEGRATION_REDIS_URL": server.url,
+               "INTEGRATION_VISIBILITY_TIMEOUT_SECONDS": "10",
+               "INTEGRATION_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
+               "INTEGRATION_CLAIM_LEASE_SECONDS": "4"}
+        store = redis.Redis(port=server.port)
+        client = make_app(redis_url=server.url).test_client()
+        first = WorkerProcess(["test.slow"], tmp_path / "first.log", env=env)
+        effect = key()
+        message_id = submit(client, auth, "test.slow", key=effect, seconds=3)
+        wait_for(lambda: store.llen(f"tests:started:{effect}") == 1, message="task started")
+        for pid in [first.process.pid, *_children(first.process.pid)]:
+            os.kill(pid, signal.SIGKILL)
+        first.process.wait()
+        first.stop()
+        second = WorkerProcess(["test.slow"], tmp_path / "second.log", env=env)
+        try:
+            record = wait_status(client, auth, message_id, timeout=60)
+            assert record["status"] == "succeeded"
+            assert store.sismember(LEDGER, effect) and store.llen(DUPLICATES) == 0
+        finally:
+            second.stop()
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found

@@ -93,6 +93,17 @@ def handle_action(payload: Action, envelope: Envelope) -> dict[str, Any]:
     return {"done": payload.action}
 
 
+class Crash(BaseModel):
+    key: str
+
+
+def handle_crash(payload: Crash, envelope: Envelope) -> dict[str, Any]:
+    """Kills the process running it, every time: a message that keeps killing workers."""
+    _redis().incr(f"tests:crashes:{payload.key}")
+    os.kill(os.getpid(), 9)
+    return {}
+
+
 FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_seconds=0.2, max_delay_seconds=1.0)
 
 TYPES = [
@@ -101,6 +112,7 @@ TYPES = [
     MessageType("test.downstream", Downstream, handle_downstream, "Calls a target.",
                 retry=RetryPolicy(max_attempts=8, base_delay_seconds=0.2, max_delay_seconds=1),
                 target=lambda p: f"test:{p.target}"),
+    MessageType("test.crash", Crash, handle_crash, "Kills its worker.", retry=FAST_RETRIES),
     MessageType("test.patient", Flaky, handle_flaky, "Retries after a long wait.",
                 retry=RetryPolicy(max_attempts=2, base_delay_seconds=12, max_delay_seconds=12,
                                   jitter=False)),
