@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
@@ -43,6 +44,21 @@ class Delivery:
     redelivered: bool = False
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """Where one delivery left its message, with what metrics and logs need (bounded labels)."""
+
+    status: Status
+    type: str
+    channel: str
+    error: str | None = None  # the exception's class name, when it failed
+    waited: float | None = None  # seconds in the queue before this attempt started
+    total: float | None = None  # seconds from acceptance to a final status
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: str(v) if k == "status" else v for k, v in self.__dict__.items()}
+
+
 class InvalidEnvelope(Exception):
     """A delivered message that fails validation; it ends ``dead``."""
 
@@ -56,14 +72,29 @@ class Processor:
                  limits: JsonLimits | None = None, retry: RetryPolicy | None = None,
                  claim_lease: int = 300, guards: Guards | None = None) -> None:
         self.guards = guards
+        self._notes: dict[str, Any] = {}
         self.registry = registry
         self.store = store
         self.limits = limits or JsonLimits()
         self.retry = retry or RetryPolicy()
         self.claim_lease = claim_lease
 
-    def process(self, raw: Any, delivery: Delivery) -> Status:
-        """Take one delivery to ``succeeded`` or ``dead``; a finished message is not run again."""
+    def process(self, raw: Any, delivery: Delivery) -> Outcome:
+        """Take one delivery as far as it goes; what happened is returned for metrics and logs.
+
+        One delivery at a time per processor (a prefork pool process runs one task at a time).
+        """
+        self._notes = {}
+        status = self._process(raw, delivery)
+        notes = self._notes
+        accepted = notes.get("accepted")
+        return Outcome(
+            status=status, type=notes.get("type", "unknown"),
+            channel=notes.get("channel", "direct"), error=notes.get("error"),
+            waited=notes.get("waited"),
+            total=time.time() - accepted if accepted and status.final else None)
+
+    def _process(self, raw: Any, delivery: Delivery) -> Status:
         try:
             envelope, payload = self._validate(raw)
         except InvalidEnvelope as exc:
@@ -72,7 +103,10 @@ class Processor:
         message_type = self.registry.get(envelope.type)
         policy = message_type.retry or self.retry
         self._ensure_record(envelope, message_type.queue)
-        current, generation, released = self.store.status_and_generation(envelope.id)
+        state = self.store.delivery_state(envelope.id)
+        current, generation, released = state.status, state.generation, state.released
+        self._notes.update(type=envelope.type, channel=state.channel, accepted=state.accepted,
+                           queued=state.queued)
         if current is not None and current not in STARTABLE:
             log.info("message %s is already %s; delivery skipped", envelope.id, current)
             return Status(current)
@@ -125,6 +159,8 @@ class Processor:
             previous = started.previous if started else None
             log.info("message %s is already %s; delivery skipped", envelope.id, previous)
             return Status(previous) if previous else Status.DEAD
+        if self._notes.get("queued"):
+            self._notes["waited"] = max(0.0, time.time() - self._notes["queued"])
         if started.attempts > policy.max_attempts:
             # Earlier attempts started and never finished: the message keeps killing workers.
             error = {"type": "AttemptsExhausted", "attempts": started.attempts - 1,
@@ -156,6 +192,7 @@ class Processor:
                 generation: int, holder: str) -> Status:
         """Retry a transient failure later, or end the message dead."""
         kind = classify(exc)
+        self._notes["error"] = type(exc).__name__
         error = {
             "type": type(exc).__name__,
             "message": str(exc)[:1000],
@@ -222,6 +259,7 @@ class Processor:
         )])
         error = {"type": "ValidationError", "message": "the message failed validation",
                  "errors": errors}
+        self._notes.update(type=message_type, error="ValidationError")
         current = self.store.status_of(message_id)
         if current is not None and current not in STARTABLE:
             log.warning("invalid delivery for finished message %s ignored", message_id)

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     gateway_workers: int = Field(2, ge=1)
     gateway_threads: int = Field(4, ge=1)
     graceful_timeout_seconds: int = Field(30, ge=1)
+    #: Each worker's metrics endpoint (celery-exporter uses 9808); 0 turns it off.
+    metrics_port: int = Field(9810, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_dir: str | None = None
     gateway_metrics_port: int | None = Field(None, ge=1, le=65535)
     gateway_metrics_host: str = "127.0.0.1"
     # prometheus_client's own variable: where gunicorn's processes share their metrics.

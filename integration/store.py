@@ -140,6 +140,16 @@ class NewRecord:
 
 
 @dataclass(frozen=True)
+class DeliveryState:
+    status: str | None
+    generation: int
+    released: bool
+    channel: str
+    accepted: float | None  # epoch seconds
+    queued: float | None
+
+
+@dataclass(frozen=True)
 class Transition:
     """The outcome of a transition: whether it applied, the status it found, the attempts."""
 
@@ -388,12 +398,18 @@ class StatusStore:
         if self.client.get(key) == holder.encode():
             self.client.delete(key)
 
-    def status_and_generation(self, message_id: str) -> tuple[str | None, int, bool]:
-        """Status, delivery generation, and whether an operator released it from a hold."""
-        status, generation, released = cast(list[bytes | None], self.client.hmget(
-            self._record_key(message_id), ["status", "generation", "released_by"]))
-        return (status.decode() if status else None,
-                int(generation) if generation else 1, bool(released))
+    def delivery_state(self, message_id: str) -> DeliveryState:
+        """What a delivery needs to know about its message, in one round trip."""
+        values = cast(list[bytes | None], self.client.hmget(
+            self._record_key(message_id),
+            ["status", "generation", "released_by", "channel", "accepted_ms", "queued_at"]))
+        status, generation, released, channel, accepted_ms, queued_at = (
+            v.decode() if v else None for v in values)
+        return DeliveryState(
+            status=status, generation=int(generation) if generation else 1,
+            released=bool(released), channel=channel or "direct",
+            accepted=int(accepted_ms) / 1000 if accepted_ms else None,
+            queued=datetime.fromisoformat(queued_at).timestamp() if queued_at else None)
 
     def status_of(self, message_id: str) -> str | None:
         value = cast(bytes | None, self.client.hget(self._record_key(message_id), "status"))

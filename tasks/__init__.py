@@ -1,6 +1,12 @@
 """The Celery application of the workers and beat: ``celery -A tasks worker``."""
 
-from tasks import lifecycle, processing  # noqa: F401  (registers tasks and signals)
-from tasks.app import app
+# Metrics must pick prometheus_client's multiprocess mode before anything imports it.
+from integration.settings import get_settings
+from integration.worker_metrics import prepare_multiprocess
+
+prepare_multiprocess(get_settings().worker_metrics_dir)
+
+from tasks import lifecycle, observability, processing  # noqa: E402, F401  (tasks and signals)
+from tasks.app import app  # noqa: E402
 
 __all__ = ["app"]

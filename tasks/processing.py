@@ -47,11 +47,15 @@ class ProcessingTask(Task):
     retry_jitter=True,
     max_retries=None,
 )
-def process(self: ProcessingTask, envelope: Any) -> None:
-    """Process one message envelope (a CloudEvents JSON object); the public entry point."""
+def process(self: ProcessingTask, envelope: Any) -> dict[str, Any]:
+    """Process one message envelope (a CloudEvents JSON object); the public entry point.
+
+    Returns where the delivery left the message; not stored (no result backend), but read
+    by the metrics signal handlers.
+    """
     info = self.request.delivery_info or {}
-    self.processor.process(
+    return self.processor.process(
         envelope,
         Delivery(task_id=self.request.id, queue=info.get("routing_key"),
                  redelivered=bool(info.get("redelivered"))),
-    )
+    ).to_json()

@@ -16,7 +16,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from integration.embedded_redis import EmbeddedRedis
+from integration.embedded_redis import EmbeddedRedis, free_port
 from integration.gateway import create_app
 from integration.registry import default_registry
 from integration.routing import DEFAULT_QUEUE
@@ -140,6 +140,8 @@ class WorkerProcess:
                  env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        self.metrics_port = free_port()
+        env = {"INTEGRATION_METRICS_PORT": str(self.metrics_port), **(env or {})}
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--loglevel", "INFO",
                 "--concurrency", str(concurrency), "--hostname", self.name,
                 "--queues", ",".join(queues), "--without-gossip", "--without-mingle"]

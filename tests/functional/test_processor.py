@@ -35,8 +35,8 @@ def test_a_redelivered_finished_message_is_not_run_again(store: StatusStore) -> 
 
     processor = Processor(Registry([MessageType("count", Count, count)]), store)
     envelope = {"id": "redelivered-1", "type": "count", "source": "t", "data": {"n": 1}}
-    assert processor.process(envelope, Delivery("t1", "count")) is Status.SUCCEEDED
-    assert processor.process(envelope, Delivery("t1", "count", redelivered=True)) \
+    assert processor.process(envelope, Delivery("t1", "count")).status is Status.SUCCEEDED
+    assert processor.process(envelope, Delivery("t1", "count", redelivered=True)).status \
         is Status.SUCCEEDED
     assert calls == [1]
     record = store.get("redelivered-1")
@@ -49,7 +49,7 @@ def test_a_permanent_failure_ends_dead_at_once(store: StatusStore) -> None:
 
     processor = Processor(Registry([MessageType("boom", Count, explode)]), store)
     envelope = {"id": "boom-1", "type": "boom", "source": "t", "data": {"n": 1}}
-    assert processor.process(envelope, Delivery("t2", "boom")) is Status.DEAD
+    assert processor.process(envelope, Delivery("t2", "boom")).status is Status.DEAD
     record = store.get("boom-1")
     assert record is not None
     assert record["error"]["type"] == "PermanentError"
@@ -63,9 +63,9 @@ def test_a_permanent_failure_ends_dead_at_once(store: StatusStore) -> None:
 def test_an_invalid_delivery_does_not_overwrite_a_finished_message(store: StatusStore) -> None:
     processor = Processor(Registry([MessageType("count", Count, lambda p, e: {})]), store)
     good = {"id": "finished-1", "type": "count", "source": "t", "data": {"n": 1}}
-    assert processor.process(good, Delivery("t3")) is Status.SUCCEEDED
+    assert processor.process(good, Delivery("t3")).status is Status.SUCCEEDED
     bad = {"id": "finished-1", "type": "count", "data": {"n": "one"}}
-    assert processor.process(bad, Delivery("t4")) is Status.SUCCEEDED
+    assert processor.process(bad, Delivery("t4")).status is Status.SUCCEEDED
     record = store.get("finished-1")
     assert record is not None and record["status"] == "succeeded"
 
@@ -108,7 +108,7 @@ def test_a_transient_failure_is_retried_then_dead_when_attempts_run_out(
     processor = Processor(Registry([MessageType("flaky", Count, flaky, retry=policy)]), store)
     envelope = {"id": "retry-1", "type": "flaky", "source": "t", "data": {"n": 1}}
 
-    assert processor.process(envelope, Delivery("t5")) is Status.RETRYING
+    assert processor.process(envelope, Delivery("t5")).status is Status.RETRYING
     record = store.get("retry-1")
     assert record is not None
     assert record["status"] == "retrying" and record["attempts"] == 1
@@ -117,7 +117,7 @@ def test_a_transient_failure_is_retried_then_dead_when_attempts_run_out(
     due = store.client.zscore(store.due_key, "retry-1")
     assert due is not None and due > time.time() * 1000 + 25_000  # parked, not in the broker
 
-    assert processor.process(envelope, Delivery("t6")) is Status.DEAD
+    assert processor.process(envelope, Delivery("t6")).status is Status.DEAD
     record = store.get("retry-1")
     assert record is not None and record["attempts"] == 2
     assert record["error"]["exhausted"] == "2 of 2 attempts failed"

@@ -138,7 +138,10 @@ def test_a_wait_longer_than_the_visibility_timeout_runs_the_effect_once(
             store = redis.Redis(port=server.port)
             wait_for(lambda: client.get(f"/api/v1/messages/{message_id}", headers=auth)
                      .get_json()["status"] == "retrying", message="first attempt failed")
-            assert store.llen("test.patient") == 0 and store.hlen("unacked") == 0
+            # Once the failed attempt is acknowledged, the wait is in the due set only.
+            wait_for(lambda: store.llen("test.patient") == 0 and store.hlen("unacked") == 0,
+                     message="nothing in the broker during the wait")
+            assert store.zscore("integration:due", message_id) is not None
             record = wait_status(client, auth, message_id, timeout=40)
             assert record["status"] == "succeeded" and record["attempts"] == 2
             assert store.sismember(LEDGER, effect)
