@@ -67,6 +67,10 @@ task_send_sent_event = False
 if _settings.worker_concurrency:
     worker_concurrency = _settings.worker_concurrency
 
+# Logging is configured by the service (tasks/observability.py, setup_logging): Celery must
+# not replace the root logger's handlers, or its records would leave the JSON shape.
+worker_hijack_root_logger = False
+
 timezone = "UTC"
 enable_utc = True
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import click
 
 from integration.deadletters import DeadLetters
+from integration.logs import configure_logging
 from integration.security import Revocations, signing_key
 from integration.settings import ConfigurationError, get_settings
 from integration.store import store_from_settings
@@ -29,6 +30,7 @@ def serve(host: str | None, port: int | None) -> None:
     from integration.server import serve as run_server
 
     settings = prepare_metrics_dir(get_settings())
+    configure_logging(settings)
     try:
         # Fail here, with the reason, rather than in every gunicorn worker.
         from integration.gateway import create_app

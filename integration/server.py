@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from integration.settings import Settings
@@ -25,6 +26,17 @@ def prepare_metrics_dir(settings: Settings) -> Settings:
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     return settings.model_copy(update={"prometheus_multiproc_dir": str(directory)})
+
+
+class StructuredLogger(glogging.Logger):
+    """Gunicorn's own messages go to the root logger, in the service's structured shape; the
+    per-request line comes from the app (with the correlation id, never the token)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers = []
+            logger.propagate = True
 
 
 class GatewayServer(BaseApplication):
@@ -70,8 +82,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
         "threads": settings.gateway_threads,
         "graceful_timeout": settings.graceful_timeout_seconds,
         "timeout": 60,
-        "accesslog": "-",
+        "accesslog": None,
         "errorlog": "-",
+        "logger_class": StructuredLogger,
         # Build the app in each worker so no Redis connection is shared across a fork.
         "preload_app": False,
         # No control socket in the home directory: several gateways may run on one host.

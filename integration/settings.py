@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     loop_window_seconds: float = Field(600.0, gt=0)
     idempotency_ttl_seconds: int | None = Field(None, ge=60)
 
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``json`` (one object per line) or ``console``; default: console in development.
+    log_format: Literal["json", "console"] | None = None
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     gateway_workers: int = Field(2, ge=1)

@@ -55,7 +55,8 @@ class Submitter:
         self.retry_after = retry_after
 
     def parse(self, raw: Any, loc: Sequence[str | int] = (),
-              may_submit: Callable[[str], bool] | None = None) -> Envelope:
+              may_submit: Callable[[str], bool] | None = None,
+              correlation_id: str | None = None) -> Envelope:
         """Validate an envelope and its type's payload; raise ``InvalidMessage`` with each error,
         or ``Forbidden`` when ``may_submit`` refuses the type (checked before the payload)."""
         if not isinstance(raw, dict):
@@ -68,6 +69,8 @@ class Submitter:
             envelope = Envelope.model_validate(raw)
         except ValidationError as exc:
             raise invalid(validation_errors(exc, loc), "The envelope is invalid.") from None
+        if correlation_id and "correlationid" not in raw:
+            envelope.correlationid = correlation_id  # the request's chain, from its header
         if envelope.type not in self.registry:
             raise invalid([{"loc": [*loc, "type"], "type": "unknown_type",
                             "msg": "unknown message type; GET /api/v1/types lists them"}],
@@ -156,14 +159,16 @@ class Submitter:
         return [r for r in slots if r is not None]
 
     def submit_raw(self, items: Sequence[Any], *, owner: str, channel: str,
-                   may_submit: Callable[[str], bool] | None = None) -> list[Result]:
+                   may_submit: Callable[[str], bool] | None = None,
+                   correlation_id: str | None = None) -> list[Result]:
         """Validate and submit a batch of raw items: one result per item, in order; an invalid
         item's errors are located by its index."""
         results: list[Result | None] = [None] * len(items)
         valid: list[tuple[int, Envelope]] = []
         for index, item in enumerate(items):
             try:
-                valid.append((index, self.parse(item, loc=[index], may_submit=may_submit)))
+                valid.append((index, self.parse(item, loc=[index], may_submit=may_submit,
+                                                correlation_id=correlation_id)))
             except (InvalidMessage, Forbidden) as problem:
                 results[index] = problem
         outcomes = self.submit([e for _, e in valid], owner=owner, channel=channel)

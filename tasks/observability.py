@@ -1,4 +1,5 @@
-"""Celery signals that feed the workers' Prometheus metrics and serve them on each worker."""
+"""Celery signals: structured logs with each message's ids bound, and the workers' Prometheus
+metrics (fed per task, served on each worker)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from functools import cache
 from typing import Any
 
 from celery.signals import (
+    setup_logging,
     task_postrun,
     task_prerun,
     worker_process_shutdown,
@@ -15,13 +17,20 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from integration import worker_metrics
+from integration import logs, worker_metrics
 from integration.registry import default_registry
 from integration.routing import PROCESS_TASK
 from integration.settings import get_settings
 
 _started: dict[str, tuple[float, str]] = {}
 _servers: list[Any] = []
+log = logs.get_logger("integration.worker")
+
+
+@setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    """Connected, so Celery leaves the root logger to us: one shape for every record."""
+    logs.configure_logging(get_settings())
 
 
 @cache
@@ -43,6 +52,11 @@ def _task_started(sender: Any = None, task_id: str = "", args: Any = None, **_: 
     kind = _type_of(args)
     _started[task_id] = (time.perf_counter(), kind)
     metrics().in_progress.labels(kind).inc()
+    envelope = args[0] if args and isinstance(args[0], dict) else {}
+    logs.clear()
+    logs.bind(task_id=task_id, type=kind, message_id=str(envelope.get("id", task_id))[:128],
+              correlation_id=str(envelope.get("correlationid") or envelope.get("id")
+                                 or task_id)[:128])
 
 
 @task_postrun.connect
@@ -52,9 +66,13 @@ def _task_finished(sender: Any = None, task_id: str = "", retval: Any = None,
     if started is None:
         return
     began, kind = started
+    seconds = time.perf_counter() - began
     metrics().in_progress.labels(kind).dec()
     if isinstance(retval, dict) and "status" in retval:
-        metrics().observe(retval, time.perf_counter() - began)
+        metrics().observe(retval, seconds)
+        log.info("processed", status=retval["status"], channel=retval.get("channel"),
+                 error=retval.get("error"), duration_ms=round(seconds * 1000, 2))
+    logs.clear()
 
 
 @worker_process_shutdown.connect

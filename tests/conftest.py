@@ -65,6 +65,7 @@ def test_environment(redis_url: str) -> Iterator[dict[str, str]]:
         "INTEGRATION_JWT_SECRET": TEST_SECRET,
         "INTEGRATION_ENV": "development",
         "INTEGRATION_PUBLISH_TIMEOUT_SECONDS": "2",
+        "INTEGRATION_LOG_FORMAT": "json",
         # Types whose handlers fail, sleep and keep a ledger of effects (fault tests).
         "INTEGRATION_TYPE_MODULES": "tests.support.fault_types:TYPES",
         "INTEGRATION_CLAIM_LEASE_SECONDS": "4",

@@ -19,6 +19,7 @@ from integration.gateway.auth import init_auth
 from integration.gateway.errors import register_errorhandlers
 from integration.gateway.health import health
 from integration.gateway.limits import init_limiter, security_headers
+from integration.gateway.requestlog import init_request_log
 from integration.gateway.runtime import Runtime
 from integration.gateway.schemas import ProblemDocument
 from integration.settings import Settings, get_settings
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask(__name__)
     configure(app, settings)
+    init_request_log(app)
     runtime = Runtime.build(settings)
     runtime.init_app(app)
     init_auth(app, runtime.verification, runtime.revocations, runtime.policy)

@@ -16,6 +16,7 @@ from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import parse_json, read_body
 from integration.gateway.deadletters import create_dead_letters_api
+from integration.gateway.requestlog import correlation_id
 from integration.gateway.runtime import runtime
 from integration.idempotency import MAX_KEY_LENGTH, Stored, fingerprint, parse_key
 from integration.problems import (
@@ -117,7 +118,8 @@ def create_api(spec: SpecTree) -> Blueprint:
             return _submit_batch(body)
         rt = runtime()
         principal = current_principal()
-        envelope = rt.submitter.parse(body, may_submit=principal.grants.may_submit)
+        envelope = rt.submitter.parse(body, may_submit=principal.grants.may_submit,
+                                      correlation_id=correlation_id())
         [result] = rt.submitter.submit([envelope], owner=principal.subject, channel="rest")
         if isinstance(result, Problem):
             raise result
@@ -135,7 +137,8 @@ def create_api(spec: SpecTree) -> Blueprint:
             raise PayloadTooLarge(f"A batch holds at most {rt.settings.batch_limit} messages.")
         principal = current_principal()
         results = rt.submitter.submit_raw(items, owner=principal.subject, channel="rest",
-                                          may_submit=principal.grants.may_submit)
+                                          may_submit=principal.grants.may_submit,
+                                          correlation_id=correlation_id())
         report = [_item(i, r) for i, r in enumerate(results)]
         accepted = sum(1 for r in results if isinstance(r, Accepted))
         if accepted:

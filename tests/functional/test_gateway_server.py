@@ -9,9 +9,11 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +78,40 @@ def test_metrics_add_up_across_workers_and_stay_off_the_public_port(
     assert "/api/v1/types" in log
     assert token not in log and token.split(".")[1] not in log
     assert "message_id" not in text
+
+
+def test_one_correlation_id_across_gateway_and_worker_logs(
+    gateway: tuple[str, str, Path], worker: Any
+) -> None:
+    """X-Correlation-ID comes back, travels in the envelope, and marks every log line of the
+    message in the gateway and the worker; those lines are JSON."""
+    import json
+
+    base, _, metrics_dir = gateway
+    token = issue_token(TEST_SECRET, "logger", ["admin"], 600)
+    correlation = f"trace-{uuid.uuid4().hex[:10]}"
+    request = urllib.request.Request(
+        base + "/api/v1/messages", method="POST",
+        data=json.dumps({"type": "alert", "source": "logs", "data": {"name": "x"}}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                 "X-Correlation-ID": correlation})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+        assert response.headers["X-Correlation-ID"] == correlation
+        message_id = json.loads(response.read())["id"]
+
+    def lines(path: Path) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in path.read_text(errors="replace").splitlines()
+                if correlation in line]
+
+    worker_lines = wait_for(lambda: [line for line in lines(worker.log_path)
+                                     if line.get("event") == "processed"],
+                            message="the worker's line for the message")
+    assert worker_lines[0]["message_id"] == message_id
+    assert worker_lines[0]["status"] == "succeeded" and worker_lines[0]["type"] == "alert"
+    gateway_lines = lines(metrics_dir.parent / "gateway.log")
+    request_line = next(line for line in gateway_lines if line.get("event") == "request")
+    assert request_line["path"] == "/api/v1/messages" and request_line["status"] == 202
+    assert request_line["subject"] == "logger" and "duration_ms" in request_line
+    for line in gateway_lines + lines(worker.log_path):
+        assert {"time", "level", "logger", "event", "correlation_id"} <= line.keys()
+        assert token not in json.dumps(line)

@@ -1,0 +1,42 @@
+"""Correlation ids and one structured log line per request (never the token)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from flask import Flask, Response, g, request
+
+from integration import logs
+from integration.envelope import ID_PATTERN, new_id
+
+CORRELATION_HEADER = "X-Correlation-ID"
+_VALID = re.compile(ID_PATTERN)
+log = logs.get_logger("integration.gateway")
+
+
+def correlation_id() -> str:
+    """This request's correlation id (from the header when valid, else a new one)."""
+    return str(g.get("correlation_id") or "")
+
+
+def _start() -> None:
+    logs.clear()
+    given = request.headers.get(CORRELATION_HEADER, "")
+    g.correlation_id = given if _VALID.match(given) else new_id()
+    g.request_started = time.perf_counter()
+    logs.bind(correlation_id=g.correlation_id)
+
+
+def _finish(response: Response) -> Response:
+    response.headers[CORRELATION_HEADER] = correlation_id()
+    principal = g.get("principal")
+    log.info("request", method=request.method, path=request.path, status=response.status_code,
+             duration_ms=round((time.perf_counter() - g.get("request_started", 0)) * 1000, 2),
+             subject=principal.subject if principal else None)
+    return response
+
+
+def init_request_log(app: Flask) -> None:
+    app.before_request(_start)
+    app.after_request(_finish)
