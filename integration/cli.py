@@ -130,6 +130,34 @@ def token_inspect(token_text: str) -> None:
     click.echo(json.dumps(claims, indent=2, sort_keys=True))
 
 
+@main.command("status")
+@click.argument("message_id")
+def status_command(message_id: str) -> None:
+    """A message's status record."""
+    import json
+
+    from integration.store import store_from_settings
+
+    record = store_from_settings(get_settings()).get(message_id)
+    if record is None:
+        raise click.ClickException(f"no message {message_id}")
+    record.pop("history", None)
+    click.echo(json.dumps(record, indent=2, default=str))
+
+
+@main.command("trace")
+@click.argument("message_id")
+def trace_command(message_id: str) -> None:
+    """A message's timeline and the messages it caused."""
+    from integration.store import store_from_settings
+    from integration.trace import render, trace
+
+    found = trace(store_from_settings(get_settings()), message_id)
+    if found is None:
+        raise click.ClickException(f"no message {message_id}")
+    click.echo("\n".join(render(found)))
+
+
 @main.group()
 def dlq() -> None:
     """Dead letters: list, show, replay and purge (straight from the store, no HTTP)."""

@@ -181,6 +181,13 @@ class StatusStore:
         # Its own namespace: ids may contain ':', so "msg:<id>:history" could be another id.
         return f"{self.prefix}:hist:{message_id}"
 
+    def _caused_key(self, message_id: str) -> str:
+        return f"{self.prefix}:caused:{message_id}"
+
+    def caused_by(self, message_id: str) -> list[str]:
+        return sorted(m.decode() for m in cast(set[bytes],
+                                               self.client.smembers(self._caused_key(message_id))))
+
     def _index_key(self, kind: str, value: str = "") -> str:
         return f"{self.prefix}:idx:{kind}" + (f":{value}" if value else "")
 
@@ -202,6 +209,7 @@ class StatusStore:
             return []
         at = now_ms()
         pipe = self.client.pipeline(transaction=True)
+        positions: list[int] = []
         for record in records:
             fields = {
                 "id": record.id,
@@ -220,6 +228,12 @@ class StatusStore:
             }
             flat: list[Any] = [item for pair in fields.items() for item in pair]
             entry = _history_entry(record.status, at, {"channel": record.channel})
+            cause = record.envelope.get("causationid")
+            if isinstance(cause, str) and cause != record.id:
+                # Who caused whom, for traces that follow a chain (metric -> alert -> ...).
+                pipe.sadd(self._caused_key(cause), record.id)
+                pipe.expire(self._caused_key(cause), self.ttl)
+            positions.append(len(pipe.command_stack))
             self._create(
                 keys=[
                     self._record_key(record.id),
@@ -232,7 +246,8 @@ class StatusStore:
                 args=[record.id, at, self.ttl, entry, self._cutoff(at), *flat],
                 client=pipe,
             )
-        return [bool(created) for created in pipe.execute()]
+        replies = pipe.execute()
+        return [bool(replies[i]) for i in positions]
 
     def transition(
         self,

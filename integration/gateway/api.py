@@ -34,6 +34,7 @@ from integration.publisher import Outgoing
 from integration.routing import PROCESS_TASK
 from integration.status import Status
 from integration.submission import Accepted, Result
+from integration.trace import trace
 
 #: Fields of a status record that a summary (list item) shows.
 SUMMARY_FIELDS = ("id", "type", "status", "attempts", "channel", "queue", "accepted_at",
@@ -163,6 +164,18 @@ def create_api(spec: SpecTree) -> Blueprint:
             record.pop(internal, None)
         ordered = {k: record.pop(k) for k in DETAIL_ORDER if k in record}
         return jsonify({**ordered, **record})
+
+    @api.get("/messages/<message_id>/trace")
+    @spec.validate(resp=Responses(HTTP_200=schemas.Trace, HTTP_404=schemas.ProblemDocument),
+                   skip_validation=True, tags=["messages"])
+    def trace_message(message_id: str) -> Response:
+        """The message's timeline (each step, with the time since the previous one) and the
+        messages it caused, recursively: one call shows a whole chain."""
+        scope = _read_scope()
+        found = trace(runtime().store, message_id)
+        if found is None or (scope == "own" and found.get("owner") != scope_owner()):
+            raise NotFound("No message with this id (or its status has expired).")
+        return jsonify(found)
 
     @api.get("/messages")
     @spec.validate(query=schemas.ListQuery, resp=Responses(HTTP_200=schemas.MessagePage,

@@ -148,3 +148,15 @@ class Breaker(BaseModel):
 
 class BreakerList(BaseModel):
     breakers: list[Breaker]
+
+
+class Trace(BaseModel):
+    id: str
+    type: str | None
+    status: str | None
+    correlationid: str | None
+    causationid: str | None
+    attempts: int
+    duration_ms: float
+    timeline: list[dict[str, Any]]
+    caused: list[Trace]

@@ -1,0 +1,65 @@
+"""The trace of a message: its timeline with durations, and the messages it caused."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from integration.store import StatusStore
+
+MAX_DEPTH = 6
+MAX_CAUSED = 50
+
+
+def trace(store: StatusStore, message_id: str, depth: int = MAX_DEPTH) -> dict[str, Any] | None:
+    record = store.get(message_id)
+    if record is None:
+        return None
+    timeline: list[dict[str, Any]] = []
+    first = previous = None
+    for entry in record.get("history", []):
+        at = datetime.fromisoformat(entry["at"])
+        first = first or at
+        step = dict(entry)
+        step["since_previous_ms"] = round((at - previous).total_seconds() * 1000, 1) \
+            if previous else 0.0
+        timeline.append(step)
+        previous = at
+    envelope = record.get("envelope") or {}
+    caused = []
+    if depth > 1:
+        for child in store.caused_by(message_id)[:MAX_CAUSED]:
+            child_trace = trace(store, child, depth - 1)
+            if child_trace is not None:
+                caused.append(child_trace)
+    return {
+        "id": record["id"],
+        "type": record.get("type"),
+        "status": record.get("status"),
+        "owner": record.get("owner"),
+        "correlationid": envelope.get("correlationid"),
+        "causationid": envelope.get("causationid"),
+        "attempts": record.get("attempts", 0),
+        "duration_ms": round((previous - first).total_seconds() * 1000, 1)
+        if first and previous else 0.0,
+        "timeline": timeline,
+        "caused": caused,
+    }
+
+
+def render(node: dict[str, Any], indent: int = 0) -> list[str]:
+    """A readable outline of a trace, for the CLI."""
+    pad = "  " * indent
+    lines = [f"{pad}{node['type']} {node['id']}  {node['status']}  attempts={node['attempts']}"
+             f"  {node['duration_ms']:.0f} ms"]
+    for step in node["timeline"]:
+        extra = {k: v for k, v in step.items()
+                 if k not in ("status", "at", "since_previous_ms", "error")}
+        error = step.get("error")
+        note = f"  {error.get('type')}: {error.get('message', '')[:60]}" \
+            if isinstance(error, dict) else ""
+        lines.append(f"{pad}  +{step['since_previous_ms']:>8.1f} ms  {step['status']:<10}"
+                     f"{note}{'  ' + str(extra) if extra else ''}")
+    for child in node["caused"]:
+        lines += render(child, indent + 1)
+    return lines
