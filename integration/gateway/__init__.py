@@ -19,9 +19,12 @@ from integration.gateway.auth import init_auth
 from integration.gateway.errors import register_errorhandlers
 from integration.gateway.health import health
 from integration.gateway.limits import init_limiter, security_headers
+from integration.gateway.metrics import EXTENSION_KEY as METRICS_KEY
+from integration.gateway.metrics import GatewayMetrics
 from integration.gateway.requestlog import init_request_log
 from integration.gateway.runtime import Runtime
 from integration.gateway.schemas import ProblemDocument
+from integration.registry import default_registry
 from integration.settings import Settings, get_settings
 
 API_TITLE = "Integration bus API"
@@ -80,12 +83,17 @@ def register_metrics(app: Flask, settings: Settings) -> PrometheusMetrics:
     ``INTEGRATION_GATEWAY_METRICS_PORT`` of the gunicorn master when that is set.
     """
     options = {"group_by": "url_rule", "defaults_prefix": "integration_gateway"}
+    metrics: PrometheusMetrics
     if settings.prometheus_multiproc_dir:
-        if settings.gateway_metrics_port:
-            return GunicornPrometheusMetrics(app, **options)
-        return GunicornInternalPrometheusMetrics(app, **options)
-    path = None if settings.gateway_metrics_port else "/metrics"
-    return PrometheusMetrics(app, path=path, registry=CollectorRegistry(), **options)
+        metrics = (GunicornPrometheusMetrics(app, **options) if settings.gateway_metrics_port
+                   else GunicornInternalPrometheusMetrics(app, **options))
+        own_registry = None  # multiprocess: values go to the shared files, summed on scrape
+    else:
+        own_registry = CollectorRegistry()
+        metrics = PrometheusMetrics(app, path=None if settings.gateway_metrics_port
+                                    else "/metrics", registry=own_registry, **options)
+    app.extensions[METRICS_KEY] = GatewayMetrics(own_registry, default_registry())
+    return metrics
 
 
 __all__ = ["create_app", "Response"]

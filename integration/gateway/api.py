@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, g, jsonify, request, url_for
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from pydantic import ValidationError
 from spectree import Response as Responses
@@ -16,6 +16,7 @@ from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import parse_json, read_body
 from integration.gateway.deadletters import create_dead_letters_api
+from integration.gateway.metrics import gateway_metrics
 from integration.gateway.requestlog import correlation_id
 from integration.gateway.runtime import runtime
 from integration.idempotency import MAX_KEY_LENGTH, Stored, fingerprint, parse_key
@@ -79,7 +80,14 @@ def create_api(spec: SpecTree) -> Blueprint:
         With an ``Idempotency-Key`` header, a repeat of the same request is answered as the
         first one was and enqueues nothing.
         """
-        raw = read_body()
+        try:
+            return _submit_with_key(read_body())
+        except Problem as problem:
+            if not g.get("received_counted"):  # refused before any message was looked at
+                gateway_metrics().count(None, problem)
+            raise
+
+    def _submit_with_key(raw: bytes) -> tuple[Response, int]:
         header = request.headers.get("Idempotency-Key")
         if header is None:
             return _submit(parse_json(raw))
@@ -108,6 +116,7 @@ def create_api(spec: SpecTree) -> Blueprint:
                           "The Idempotency-Key was already used for another request.")
         if earlier.state == "pending":
             raise Conflict("A request with this Idempotency-Key is still being handled.")
+        gateway_metrics().count(None, Conflict())
         response = jsonify(earlier.body)
         if earlier.location:
             response.headers["Location"] = earlier.location
@@ -119,9 +128,14 @@ def create_api(spec: SpecTree) -> Blueprint:
             return _submit_batch(body)
         rt = runtime()
         principal = current_principal()
-        envelope = rt.submitter.parse(body, may_submit=principal.grants.may_submit,
-                                      correlation_id=correlation_id())
+        try:
+            envelope = rt.submitter.parse(body, may_submit=principal.grants.may_submit,
+                                          correlation_id=correlation_id())
+        except Problem as problem:
+            gateway_metrics().count(body, problem)
+            raise
         [result] = rt.submitter.submit([envelope], owner=principal.subject, channel="rest")
+        gateway_metrics().count(body, result)
         if isinstance(result, Problem):
             raise result
         url = _status_url(result.id)
@@ -140,6 +154,8 @@ def create_api(spec: SpecTree) -> Blueprint:
         results = rt.submitter.submit_raw(items, owner=principal.subject, channel="rest",
                                           may_submit=principal.grants.may_submit,
                                           correlation_id=correlation_id())
+        for item, result in zip(items, results, strict=True):
+            gateway_metrics().count(item, result)
         report = [_item(i, r) for i, r in enumerate(results)]
         accepted = sum(1 for r in results if isinstance(r, Accepted))
         if accepted:

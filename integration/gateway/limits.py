@@ -15,6 +15,7 @@ from flask_limiter.util import get_remote_address
 
 from integration.gateway.auth import current_principal
 from integration.gateway.errors import problem_response
+from integration.gateway.metrics import gateway_metrics
 from integration.problems import TooManyRequests
 from integration.settings import Settings
 
@@ -42,8 +43,11 @@ def _subject_or_address() -> str:
 
 def _too_many_requests(limit: RequestLimit) -> Response:
     wait = max(1, math.ceil(limit.reset_at - time.time()))
-    return problem_response(TooManyRequests(
-        f"Rate limit of {limit.limit} exceeded; retry in {wait} s.", retry_after=wait))
+    problem = TooManyRequests(f"Rate limit of {limit.limit} exceeded; retry in {wait} s.",
+                              retry_after=wait)
+    if request.endpoint == "api.submit_messages":
+        gateway_metrics().count(None, problem)
+    return problem_response(problem)
 
 
 def init_limiter(app: Flask, settings: Settings, api: Blueprint) -> Limiter:

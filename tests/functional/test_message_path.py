@@ -155,3 +155,29 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json()["checks"] == {"store": "ok", "broker": "ok"}
+
+
+def test_received_messages_are_counted_by_type_channel_and_outcome(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """integration_messages_received_total moves for accepted, rejected and duplicate ones."""
+    import re
+
+    def counts() -> dict[str, float]:
+        text = client.get("/metrics").get_data(as_text=True)
+        return {m[0]: float(m[1]) for m in re.findall(
+            r"^(integration_messages_received_total\{[^}]*\}) (\S+)$", text, re.MULTILINE)}
+
+    def key(kind: str, outcome: str) -> str:
+        return (f'integration_messages_received_total{{channel="rest",outcome="{outcome}",'
+                f'type="{kind}"}}')
+
+    submit(client, auth, {"type": "event", "source": "count", "data": {}, "id": "count-1"})
+    submit(client, auth, {"type": "event", "source": "count", "data": {}, "id": "count-1"})
+    submit(client, auth, [{"type": "event", "source": "count", "data": {}},
+                          {"type": "no.such.type", "source": "count"}])
+    client.post("/api/v1/messages", data=b"{", content_type="application/json", headers=auth)
+    found = counts()
+    assert found[key("event", "accepted")] == 2
+    assert found[key("event", "duplicate")] == 1
+    assert found[key("unknown", "rejected")] == 2

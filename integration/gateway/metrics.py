@@ -1,0 +1,41 @@
+"""Gateway metrics beyond HTTP: messages received, by type, channel and outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, g
+from prometheus_client import CollectorRegistry, Counter
+
+from integration.problems import Problem
+from integration.registry import Registry
+from integration.submission import Accepted
+
+EXTENSION_KEY = "integration_metrics"
+#: Outcome label by problem status.
+_OUTCOMES = {409: "duplicate", 429: "throttled", 503: "unavailable"}
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None, types: Registry) -> None:
+        self.types = types
+        self.received = Counter(
+            "integration_messages_received_total",
+            "Messages received, by type, channel (rest, direct, ...) and outcome (accepted, "
+            "rejected, duplicate, throttled, unavailable).",
+            ["type", "channel", "outcome"], registry=registry)
+
+    def type_label(self, value: Any) -> str:
+        """A registered type name, or "unknown": labels stay bounded whatever is sent."""
+        return value if isinstance(value, str) and value in self.types else "unknown"
+
+    def count(self, raw: Any, result: Accepted | Problem, channel: str = "rest") -> None:
+        kind = self.type_label(raw.get("type") if isinstance(raw, dict) else None)
+        outcome = "accepted" if isinstance(result, Accepted) else \
+            _OUTCOMES.get(result.status, "rejected")
+        self.received.labels(kind, channel, outcome).inc()
+        g.received_counted = True
+
+
+def gateway_metrics() -> GatewayMetrics:
+    return current_app.extensions[EXTENSION_KEY]
