@@ -109,7 +109,7 @@ def mark_dead_processes(directory: str) -> None:
             continue
 
 
-def serve(directory: str, port: int, host: str) -> Any:
+def serve(directory: str, port: int, host: str, cluster: ClusterState | None = None) -> Any:
     """Serve the summed metrics of this worker's processes; returns the server (or None)."""
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
@@ -121,6 +121,8 @@ def serve(directory: str, port: int, host: str) -> Any:
 
     registry = CollectorRegistry()
     LiveOnly(registry, path=directory)
+    if cluster is not None:
+        registry.register(cluster)
     try:
         server, _ = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
@@ -132,3 +134,57 @@ def serve(directory: str, port: int, host: str) -> Any:
 def close(server: Any) -> None:
     with contextlib.suppress(Exception):
         server.shutdown()
+
+
+class ClusterState:
+    """Queue depths and breaker states: one value for the whole cluster, so only one worker
+    (the holder of a short Redis lease, renewed at each scrape) exports them, and summing
+    over workers does not multiply them."""
+
+    MAX_BREAKERS = 50
+
+    def __init__(self, client: Any, prefix: str, worker_id: str,
+                 depths: Any, breakers: Any, queues: list[str]) -> None:
+        self.client = client
+        self.key = f"{prefix}:metrics-leader"
+        self.worker_id = worker_id
+        self.depths = depths
+        self.breakers = breakers
+        self.queues = queues
+
+    def _leading(self) -> bool:
+        if self.client.set(self.key, self.worker_id, nx=True, ex=60):
+            return True
+        if self.client.get(self.key) == self.worker_id.encode():
+            self.client.expire(self.key, 60)
+            return True
+        return False
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            if not self._leading():
+                return
+            depth = GaugeMetricFamily("integration_queue_depth",
+                                      "Messages waiting in each queue (one worker exports it).",
+                                      labels=["queue"])
+            for queue, count in self.depths(self.queues).items():
+                depth.add_metric([queue], count)
+            yield depth
+            state = GaugeMetricFamily(
+                "integration_breaker_state",
+                "1 for each breaker's current state (closed, open, half-open).",
+                labels=["breaker", "state"])
+            described = self.breakers()
+            for breaker in described[:self.MAX_BREAKERS]:
+                for name in ("closed", "open", "half-open"):
+                    state.add_metric([breaker["name"], name],
+                                     1.0 if breaker["state"] == name else 0.0)
+            yield state
+            opened = GaugeMetricFamily("integration_breakers_open",
+                                       "How many breakers are open (all of them, uncapped).")
+            opened.add_metric([], sum(b["state"] == "open" for b in described))
+            yield opened
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail on a Redis hiccup
+            log.warning("cluster metrics unavailable: %s", exc)

@@ -4,6 +4,7 @@ metrics (fed per task, served on each worker)."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from functools import cache
 from typing import Any
@@ -20,6 +21,7 @@ from celery.signals import (
 from integration import logs, worker_metrics
 from integration.registry import default_registry
 from integration.routing import PROCESS_TASK
+from integration.services import build_guards, build_submitter
 from integration.settings import get_settings
 
 _started: dict[str, tuple[float, str]] = {}
@@ -89,7 +91,14 @@ def _serve_metrics(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if settings.metrics_port and directory:
-        server = worker_metrics.serve(directory, settings.metrics_port, settings.metrics_host)
+        submitter = build_submitter(settings, origin="metrics")
+        guards = build_guards(settings, submitter.store.client)
+        cluster = worker_metrics.ClusterState(
+            submitter.store.client, settings.key_prefix, f"{socket.gethostname()}:{os.getpid()}",
+            submitter.publisher.queue_depths, guards.describe_breakers,
+            default_registry().queues())
+        server = worker_metrics.serve(directory, settings.metrics_port, settings.metrics_host,
+                                      cluster)
         if server is not None:
             _servers.append(server)
 

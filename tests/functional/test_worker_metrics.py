@@ -83,3 +83,30 @@ def test_a_child_killed_mid_task_leaves_no_gauge_up_and_counters_stay(
     after = scrape(worker.metrics_port)
     # The replaced child's counts were kept: nothing reset, nothing doubled.
     assert value(after, "integration_messages_processed_total") >= processed_before + 1
+
+
+def test_queue_depth_and_breaker_state_come_from_one_worker_only(
+    worker: Any, tmp_path: Any, redis_client: redis.Redis
+) -> None:
+    """Cluster-wide values are exported by the lease holder alone, so a sum over workers is
+    the true value; breaker state is one series per state."""
+    from integration.guards import GuardSettings, SharedBreaker
+    from integration.registry import default_registry
+    from tests.conftest import WorkerProcess
+
+    SharedBreaker("test:metrics-target", redis_client, "integration", GuardSettings())
+    first = scrape(worker.metrics_port)
+    second_worker = WorkerProcess(["test.patient-unused"], tmp_path / "second.log")
+    try:
+        second = scrape(second_worker.metrics_port)
+        exporters = [s for s in (first, second)
+                     if any(n == "integration_queue_depth" for n, _ in s)]
+        assert len(exporters) == 1, "exactly one worker exports the queue depth"
+        queues = {dict(ls)["queue"] for n, ls in exporters[0] if n == "integration_queue_depth"}
+        assert queues == set(default_registry().queues())
+        states = {dict(ls)["state"]: v for (n, ls), v in exporters[0].items()
+                  if n == "integration_breaker_state"
+                  and dict(ls)["breaker"] == "test:metrics-target"}
+        assert states == {"closed": 1.0, "open": 0.0, "half-open": 0.0}, "one series per state"
+    finally:
+        second_worker.stop()
