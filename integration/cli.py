@@ -45,13 +45,15 @@ def serve(host: str | None, port: int | None) -> None:
 @click.option("--host", default=None, help="Gateway address (default INTEGRATION_HOST).")
 @click.option("--port", type=int, default=None, help="Gateway port (default INTEGRATION_PORT).")
 @click.option("--no-beat", is_flag=True, help="Do not start Celery beat.")
-def up(host: str | None, port: int | None, no_beat: bool) -> None:
+@click.option("--flower", is_flag=True, help="Also start Flower (basic auth, printed).")
+def up(host: str | None, port: int | None, no_beat: bool, flower: bool) -> None:
     """Start everything for development: Redis (embedded unless configured), gateway, worker
     and beat. Ctrl-C stops every process it started."""
     from integration.devstack import run_stack
 
     settings = get_settings()
-    sys.exit(run_stack(settings, host or settings.host, port or settings.port, beat=not no_beat))
+    sys.exit(run_stack(settings, host or settings.host, port or settings.port, beat=not no_beat,
+                       flower=flower))
 
 
 @main.group()

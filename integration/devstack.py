@@ -35,8 +35,11 @@ def _dev_secret(run_dir: Path) -> str:
     return secret
 
 
+FLOWER_PORT = 5555
+
+
 def _commands(settings: Settings, host: str, port: int, run_dir: Path,
-              beat: bool) -> dict[str, list[str]]:
+              beat: bool, flower_auth: str | None) -> dict[str, list[str]]:
     python = sys.executable
     commands = {
         "gateway": [python, "-m", "integration", "serve", "--host", host, "--port", str(port)],
@@ -47,11 +50,19 @@ def _commands(settings: Settings, host: str, port: int, run_dir: Path,
     if beat:
         commands["beat"] = [python, "-m", "celery", "-A", "tasks", "beat", "--loglevel", "INFO",
                             "--schedule", str(run_dir / "celerybeat-schedule")]
+    if flower_auth:
+        # Never unauthenticated: Flower's API can revoke tasks and shut workers down.
+        commands["flower"] = [python, "-m", "celery", "-A", "tasks", "flower",
+                              f"--port={FLOWER_PORT}", f"--address={host}",
+                              f"--basic-auth={flower_auth}"]
     return commands
 
 
-def banner(host: str, port: int, token: str, redis_url: str) -> str:
+def banner(host: str, port: int, token: str, redis_url: str,
+           flower_auth: str | None = None) -> str:
     base = f"http://{host}:{port}"
+    flower = ([f"  flower       http://{host}:{FLOWER_PORT}  (login {flower_auth})"]
+              if flower_auth else [])
     body = '{"type": "metric", "source": "host-1", "data": {"name": "cpu", "value": 97.5}}'
     return "\n".join([
         "",
@@ -59,6 +70,7 @@ def banner(host: str, port: int, token: str, redis_url: str) -> str:
         f"  API docs     {base}/docs",
         f"  readiness    {base}/readyz",
         f"  redis        {redis_url}",
+        *flower,
         "",
         f"  development token (subject {DEV_SUBJECT!r}, valid 24 h):",
         f"  {token}",
@@ -72,7 +84,8 @@ def banner(host: str, port: int, token: str, redis_url: str) -> str:
     ])
 
 
-def run_stack(settings: Settings, host: str, port: int, *, beat: bool = True) -> int:
+def run_stack(settings: Settings, host: str, port: int, *, beat: bool = True,
+              flower: bool = False) -> int:
     run_dir = Path(settings.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
@@ -90,12 +103,13 @@ def run_stack(settings: Settings, host: str, port: int, *, beat: bool = True) ->
             "INTEGRATION_ENV": "development",
             "PYTHONUNBUFFERED": "1",
         })
+        flower_auth = f"admin:{secrets.token_urlsafe(12)}" if flower else None
         manager = Manager(Printer(sys.stdout))
-        for name, argv in _commands(settings, host, port, run_dir, beat).items():
+        for name, argv in _commands(settings, host, port, run_dir, beat, flower_auth).items():
             manager.add_process(name, shlex.join(argv), env=env, cwd=str(Path.cwd()))
 
         token = issue_token(secret, DEV_SUBJECT, ["admin"], DEV_TOKEN_TTL)
-        print(banner(host, port, token, redis_url), flush=True)
+        print(banner(host, port, token, redis_url, flower_auth), flush=True)
         manager.loop()
         return int(manager.returncode or 0)
     return 0  # pragma: no cover - ExitStack does not swallow exceptions

@@ -28,6 +28,13 @@ from integration.routing import PROCESS_TASK
 _REDIS_SCHEMES = ("redis", "rediss")
 
 
+def args_summary(envelope: Mapping[str, Any]) -> str:
+    """What Flower and worker logs show for a task's arguments: ids, never the data (which
+    may carry secrets)."""
+    fields = ("id", "type", "source", "correlationid")
+    return repr({k: envelope[k] for k in fields if k in envelope})
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One message to enqueue: its id (also the Celery task id), envelope and queue."""
@@ -112,7 +119,7 @@ class Publisher:
         """The message kombu's Redis transport would push for ``send_task``."""
         headers, properties, body, _ = self.app.amqp.as_task_v2(
             item.id, PROCESS_TASK, args=(dict(item.envelope),), kwargs={},
-            origin=self._origin, ignore_result=True,
+            origin=self._origin, ignore_result=True, argsrepr=args_summary(item.envelope),
         )
         content_type, content_encoding, data = kombu_dumps(body, serializer="json")
         raw = data if isinstance(data, bytes) else data.encode(content_encoding)
@@ -139,4 +146,5 @@ class Publisher:
                 self.app.send_task(
                     PROCESS_TASK, args=(dict(item.envelope),), task_id=item.id,
                     queue=item.queue, producer=producer, ignore_result=True, retry=True,
+                    argsrepr=args_summary(item.envelope),
                 )

@@ -25,6 +25,9 @@ def prepare_metrics_dir(settings: Settings) -> Settings:
     for stale in directory.glob("*.db"):  # counters of a previous run must not add up
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    from prometheus_client import values  # in case something imported it already
+
+    values.ValueClass = values.get_value_class()
     return settings.model_copy(update={"prometheus_multiproc_dir": str(directory)})
 
 

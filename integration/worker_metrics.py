@@ -28,12 +28,18 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0
 
 
 def prepare_multiprocess(directory: str | None) -> str:
-    """Choose this worker's metrics directory before prometheus_client is first imported."""
+    """Choose this worker's metrics directory, before any metric is created."""
     path = Path(directory or tempfile.mkdtemp(prefix="integration-worker-metrics-"))
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    # prometheus_client picks its value class when first imported, and Celery's command line
+    # may already have imported it (Flower's plugin does): pick it again now the directory is
+    # set, so the metrics created after this write to the shared files.
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
     return str(path)
 
 

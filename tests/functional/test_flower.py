@@ -1,0 +1,72 @@
+"""Flower, with basic auth, sees the workers and the tasks that processed messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from integration.embedded_redis import free_port
+from tests.conftest import ROOT, wait_for, wait_status
+
+CREDENTIALS = "operator:flower-test-password"
+
+
+def get(url: str, auth: str | None = CREDENTIALS) -> tuple[int, Any]:
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} \
+        if auth else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),  # noqa: S310
+                                    timeout=5) as response:
+            return int(response.status), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), None
+    except OSError:
+        return 0, None
+
+
+@pytest.fixture
+def flower(redis_url: str, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={port}",
+         "--address=127.0.0.1", f"--basic-auth={CREDENTIALS}"],
+        cwd=ROOT, env=dict(os.environ), stdout=(tmp_path / "flower.log").open("wb"),
+        stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: get(base + "/api/workers")[0] == 200, timeout=30, message="flower up")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_flower_sees_the_worker_and_a_processed_message(
+    flower: str, client: FlaskClient, auth: dict[str, str], worker: Any
+) -> None:
+    assert get(flower + "/api/workers", auth=None)[0] == 401, "no access without credentials"
+    assert get(flower + "/api/workers", auth="operator:wrong")[0] == 401
+    workers = wait_for(lambda: get(flower + "/api/workers?refresh=1")[1],
+                       message="flower lists the worker")
+    assert any(name.startswith("test-") for name in workers)
+
+    message_id = client.post("/api/v1/messages", headers=auth, json={
+        "type": "event", "source": "flower", "data": {"password": "hunter2"}}).get_json()["id"]
+    wait_status(client, auth, message_id)
+    task = wait_for(lambda: get(f"{flower}/api/task/info/{message_id}")[1],
+                    message="flower saw the task")
+    assert task["name"] == "integration.process"
+    assert task["state"] == "SUCCESS"
+    assert message_id in task["args"] and "hunter2" not in json.dumps(task), \
+        "arguments shown by their ids, never the data"
