@@ -516,6 +516,15 @@ class StatusStore:
         return bool(self.client.ping())
 
 
+#: Fields a record keeps for the store's own use, never shown.
+INTERNAL_FIELDS = ("accepted_ms", "request")
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as the API and CLI show it."""
+    return {k: v for k, v in record.items() if k not in INTERNAL_FIELDS}
+
+
 def _history_entry(status: str, at_ms: int, detail: Mapping[str, Any] | None) -> str:
     entry: dict[str, Any] = {"status": str(status), "at": iso(at_ms)}
     if detail:

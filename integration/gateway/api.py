@@ -34,6 +34,7 @@ from integration.problems import (
 from integration.publisher import Outgoing
 from integration.routing import PROCESS_TASK
 from integration.status import Status
+from integration.store import public
 from integration.submission import Accepted, Result
 from integration.trace import trace
 
@@ -176,8 +177,7 @@ def create_api(spec: SpecTree) -> Blueprint:
         # Another owner's message is indistinguishable from one that does not exist.
         if record is None or (scope == "own" and record.get("owner") != scope_owner()):
             raise NotFound("No message with this id (or its status has expired).")
-        for internal in ("accepted_ms", "request"):
-            record.pop(internal, None)
+        record = public(record)
         ordered = {k: record.pop(k) for k in DETAIL_ORDER if k in record}
         return jsonify({**ordered, **record})
 

@@ -19,6 +19,7 @@ from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
 from integration.gateway.runtime import runtime
 from integration.problems import Conflict, NotFound, Unavailable, invalid, validation_errors
+from integration.store import public
 
 SUMMARY_FIELDS = ("id", "type", "attempts", "owner", "channel", "queue", "accepted_at",
                   "finished_at", "generation", "error")
@@ -63,9 +64,7 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
         record = runtime().dead_letters.get(message_id)
         if record is None:
             raise NotFound("No dead letter with this id.")
-        for internal in ("accepted_ms", "request"):
-            record.pop(internal, None)
-        return jsonify(record)
+        return jsonify(public(record))
 
     @letters.post("/<message_id>/replay")
     @spec.validate(skip_validation=True, tags=["dead letters"],
