@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from flask import Flask
 
 from integration.embedded_redis import EmbeddedRedis
 from tests.conftest import WorkerProcess, wait_for
+from tests.support.burst import Burst
 from tests.support.fault_types import DUPLICATES, LEDGER
 
 DURABLE = ("--appendfsync", "always")
@@ -37,18 +36,10 @@ def test_every_accepted_message_survives_a_broker_crash_once(
            "INTEGRATION_CLAIM_LEASE_SECONDS": "4"}
     worker = WorkerProcess(["test.flaky"], tmp_path / "worker.log", env=env)
     client = make_app(redis_url=url, publish_timeout_seconds=0.5).test_client()
-    outcomes: dict[str, int] = {}
-
-    def burst() -> None:
-        for _ in range(80):
-            key = uuid.uuid4().hex[:12]
-            response = client.post("/api/v1/messages", headers=auth, json={
-                "id": key, "type": "test.flaky", "source": "outage", "data": {"key": key}})
-            outcomes[key] = response.status_code
-            time.sleep(0.04)
+    sender = Burst(client, auth, count=80, pause=0.04, source="outage")
+    outcomes = sender.outcomes
 
     try:
-        sender = threading.Thread(target=burst)
         sender.start()
         wait_for(lambda: len(outcomes) >= 20, message="the burst under way")
         assert server.process is not None

@@ -111,11 +111,11 @@ def test_every_accepted_message_survives_a_cut_connection_once(
 ) -> None:
     """The connection to RabbitMQ is cut during a burst (a TCP proxy in between) and comes
     back: every 202 message is processed once, and submissions while cut got 503."""
-    import threading
     import time
     from urllib.parse import urlsplit
 
     from tests.conftest import wait_for
+    from tests.support.burst import Burst
     from tests.support.fault_types import DUPLICATES, LEDGER
     from tests.support.tcp_proxy import TcpProxy
 
@@ -125,18 +125,10 @@ def test_every_accepted_message_survives_a_cut_connection_once(
     worker = WorkerProcess(["test.flaky"], tmp_path / "worker.log",
                            env={"INTEGRATION_BROKER_URL": via_proxy})
     client = make_app(broker_url=via_proxy, publish_timeout_seconds=1).test_client()
-    outcomes: dict[str, int] = {}
-
-    def burst() -> None:
-        for _ in range(60):
-            key = uuid.uuid4().hex[:12]
-            response = client.post("/api/v1/messages", headers=auth, json={
-                "id": key, "type": "test.flaky", "source": "cut", "data": {"key": key}})
-            outcomes[key] = response.status_code
-            time.sleep(0.05)
+    sender = Burst(client, auth, count=60, pause=0.05, source="cut")
+    outcomes = sender.outcomes
 
     try:
-        sender = threading.Thread(target=burst)
         sender.start()
         wait_for(lambda: len(outcomes) >= 15, message="burst under way")
         proxy.cut()
