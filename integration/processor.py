@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from integration import logs
 from integration.envelope import ID_PATTERN, Envelope, utc_now
 from integration.events import finish
 from integration.guards import Deferred, Guards, Held
@@ -52,6 +53,7 @@ class Outcome:
     type: str
     channel: str
     error: str | None = None  # the exception's class name, when it failed
+    attempt: int | None = None  # which attempt this delivery was, when one started
     waited: float | None = None  # seconds in the queue before this attempt started
     total: float | None = None  # seconds from acceptance to a final status
 
@@ -91,7 +93,7 @@ class Processor:
         return Outcome(
             status=status, type=notes.get("type", "unknown"),
             channel=notes.get("channel", "direct"), error=notes.get("error"),
-            waited=notes.get("waited"),
+            attempt=notes.get("attempt"), waited=notes.get("waited"),
             total=time.time() - accepted if accepted and status.final else None)
 
     def _process(self, raw: Any, delivery: Delivery) -> Status:
@@ -139,6 +141,25 @@ class Processor:
             log.warning("message %s held: %s", envelope.id, hold)
             return Status.HELD
 
+    def revoke(self, raw: Any, delivery: Delivery, reason: str) -> Status | None:
+        """Celery revoked this delivery (an operator, an expiry): the message ends ``dead``
+        with a ``Revoked`` error, so it shows in the dead letters instead of staying queued."""
+        raw_map = raw if isinstance(raw, Mapping) else {}
+        message_id = _usable_id(raw_map.get("id")) or _usable_id(delivery.task_id)
+        if message_id is None:
+            return None
+        current = self.store.status_of(message_id)
+        if current is None or Status(current).final:
+            return None
+        raw_type = raw_map.get("type")
+        message_type = raw_type if isinstance(raw_type, str) else "unknown"
+        correlation = raw_map.get("correlationid")
+        finish(self.store, message_id, message_type, Status.DEAD,
+               correlation if isinstance(correlation, str) else None, "error",
+               {"type": "Revoked", "reason": reason,
+                "message": f"the Celery task was {reason} before it could finish"})
+        return Status.DEAD
+
     def _admitted(self, target: str | None) -> Any:
         """The target's breaker admission, or a plain call when there is no target."""
         if target and self.guards:
@@ -159,6 +180,8 @@ class Processor:
             previous = started.previous if started else None
             log.info("message %s is already %s; delivery skipped", envelope.id, previous)
             return Status(previous) if previous else Status.DEAD
+        self._notes["attempt"] = started.attempts
+        logs.bind(attempt=started.attempts)
         if self._notes.get("queued"):
             self._notes["waited"] = max(0.0, time.time() - self._notes["queued"])
         if started.attempts > policy.max_attempts:

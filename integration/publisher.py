@@ -28,6 +28,16 @@ from integration.routing import PROCESS_TASK
 _REDIS_SCHEMES = ("redis", "rediss")
 
 
+#: The Celery message header that carries the correlation id, named like the envelope's
+#: CloudEvents extension (``correlation_id`` is already an AMQP property: the task id).
+CORRELATION_HEADER = "correlationid"
+
+
+def correlation_of(envelope: Mapping[str, Any]) -> str:
+    """The chain a message belongs to: its ``correlationid``, or its own id when it starts one."""
+    return str(envelope.get("correlationid") or envelope.get("id") or "")
+
+
 def args_summary(envelope: Mapping[str, Any]) -> str:
     """What Flower and worker logs show for a task's arguments: ids, never the data (which
     may carry secrets)."""
@@ -121,6 +131,7 @@ class Publisher:
             item.id, PROCESS_TASK, args=(dict(item.envelope),), kwargs={},
             origin=self._origin, ignore_result=True, argsrepr=args_summary(item.envelope),
         )
+        headers[CORRELATION_HEADER] = correlation_of(item.envelope)
         content_type, content_encoding, data = kombu_dumps(body, serializer="json")
         raw = data if isinstance(data, bytes) else data.encode(content_encoding)
         message = {
@@ -147,4 +158,5 @@ class Publisher:
                     PROCESS_TASK, args=(dict(item.envelope),), task_id=item.id,
                     queue=item.queue, producer=producer, ignore_result=True, retry=True,
                     argsrepr=args_summary(item.envelope),
+                    headers={CORRELATION_HEADER: correlation_of(item.envelope)},
                 )

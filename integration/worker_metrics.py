@@ -72,6 +72,14 @@ class WorkerMetrics:
                                 "Deliveries deferred (breaker open, rate limit).", ["type"])
         self.held = Counter("integration_messages_held_total",
                             "Actions held by loop detection.", ["type"])
+        self.refused = Counter(
+            "integration_tasks_refused_total",
+            "Broker messages the worker refused without running (unknown task, malformed).",
+            ["reason"])
+        self.revoked = Counter(
+            "integration_tasks_revoked_total",
+            "Tasks revoked before or while running (revoked, terminated, expired).",
+            ["type", "reason"])
         self.in_progress = Gauge("integration_messages_in_progress",
                                  "Deliveries running now.", ["type"],
                                  multiprocess_mode="livesum")

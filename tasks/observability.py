@@ -13,12 +13,17 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    task_rejected,
+    task_revoked,
+    task_unknown,
     worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
 
 from integration import logs, worker_metrics
+from integration.processor import Delivery
+from integration.publisher import CORRELATION_HEADER
 from integration.registry import default_registry
 from integration.routing import PROCESS_TASK
 from integration.services import build_guards, build_submitter
@@ -55,9 +60,11 @@ def _task_started(sender: Any = None, task_id: str = "", args: Any = None, **_: 
     _started[task_id] = (time.perf_counter(), kind)
     metrics().in_progress.labels(kind).inc()
     envelope = args[0] if args and isinstance(args[0], dict) else {}
+    request = getattr(sender, "request", None)
+    header = request.get(CORRELATION_HEADER) if request is not None else None
     logs.clear()
     logs.bind(task_id=task_id, type=kind, message_id=str(envelope.get("id", task_id))[:128],
-              correlation_id=str(envelope.get("correlationid") or envelope.get("id")
+              correlation_id=str(envelope.get("correlationid") or header or envelope.get("id")
                                  or task_id)[:128])
 
 
@@ -73,8 +80,53 @@ def _task_finished(sender: Any = None, task_id: str = "", retval: Any = None,
     if isinstance(retval, dict) and "status" in retval:
         metrics().observe(retval, seconds)
         log.info("processed", status=retval["status"], channel=retval.get("channel"),
-                 error=retval.get("error"), duration_ms=round(seconds * 1000, 2))
+                 error=retval.get("error"), attempt=retval.get("attempt"),
+                 duration_ms=round(seconds * 1000, 2))
     logs.clear()
+
+
+@task_unknown.connect
+def _unknown_task(name: str = "", id: str = "", **_: Any) -> None:
+    """A message for a task this worker does not have: Celery rejects it (nothing runs)."""
+    metrics().refused.labels("unknown_task").inc()
+    log.warning("task refused", reason="unknown_task", task=str(name)[:200], task_id=id)
+
+
+@task_rejected.connect
+def _rejected(message: Any = None, exc: Any = None, **_: Any) -> None:
+    """A message that is not a task message at all (or in a refused serializer)."""
+    metrics().refused.labels("malformed").inc()
+    log.warning("task refused", reason="malformed", error=type(exc).__name__ if exc else None)
+
+
+@task_revoked.connect
+def _revoked(sender: Any = None, request: Any = None, terminated: bool = False,
+             expired: bool = False, **_: Any) -> None:
+    """A revoked (Flower, ``celery control revoke``), terminated or expired task: the
+    message it carried ends ``dead``, replayable from the dead letters, never silently gone."""
+    reason = "expired" if expired else "terminated" if terminated else "revoked"
+    name = getattr(sender, "name", None)
+    args = getattr(request, "args", None)
+    kind = _type_of(args)
+    metrics().revoked.labels(kind, reason).inc()
+    if name != PROCESS_TASK:
+        return
+    task_id = str(getattr(request, "id", "") or "")
+    envelope = args[0] if args and isinstance(args[0], dict) else {}
+    message_id = str(envelope.get("id") or task_id)
+    log.warning("task revoked", reason=reason, task_id=task_id, message_id=message_id,
+                type=kind)
+    info = getattr(request, "delivery_info", None) or {}
+    revoked_processor().revoke(envelope, Delivery(task_id=task_id,
+                                                  queue=info.get("routing_key")), reason)
+
+
+@cache
+def revoked_processor() -> Any:
+    """The worker's main process records revocations (pool children run the tasks)."""
+    from tasks.processing import ProcessingTask
+
+    return ProcessingTask().processor
 
 
 @worker_process_shutdown.connect

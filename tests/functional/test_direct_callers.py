@@ -94,19 +94,25 @@ def test_redis_batch_messages_match_celerys_own(celery_app: Celery, direct: Clie
                                                 redis_client: redis.Redis) -> None:
     """The batch publisher writes the same wire message that send_task does."""
     envelope = {"id": "wire-1", "type": "event", "source": "t", "data": {}}
-    celery_app.send_task(PROCESS_TASK, args=[envelope], task_id="wire-1", queue="wire-check")
+    celery_app.send_task(PROCESS_TASK, args=[envelope], task_id="wire-1", queue="wire-check",
+                         headers={"correlationid": "wire-1"})
     theirs = json.loads(redis_client.rpop("wire-check"))
     ours = json.loads(direct._submitter.publisher.redis_message(
         Outgoing("wire-1", envelope, "wire-check")))
     assert ours.keys() == theirs.keys()
     assert ours["content-type"] == theirs["content-type"] == "application/json"
     assert ours["headers"].keys() == theirs["headers"].keys()
-    for header in ("lang", "task", "id", "root_id", "parent_id", "retries", "eta", "expires"):
+    for header in ("lang", "task", "id", "root_id", "parent_id", "retries", "eta", "expires",
+                   "correlationid"):
         assert ours["headers"][header] == theirs["headers"][header]
     assert ours["properties"].keys() == theirs["properties"].keys()
     assert ours["properties"]["delivery_info"] == theirs["properties"]["delivery_info"]
     decode = lambda m: json.loads(base64.b64decode(m["body"]))  # noqa: E731
     assert decode(ours) == decode(theirs)
+    # A caused message carries its chain's id in the Celery headers too.
+    caused = json.loads(direct._submitter.publisher.redis_message(
+        Outgoing("wire-2", {**envelope, "id": "wire-2", "correlationid": "chain-7"}, "q")))
+    assert caused["headers"]["correlationid"] == "chain-7"
 
 
 class _Tripwire:

@@ -108,6 +108,7 @@ def test_one_correlation_id_across_gateway_and_worker_logs(
                             message="the worker's line for the message")
     assert worker_lines[0]["message_id"] == message_id
     assert worker_lines[0]["status"] == "succeeded" and worker_lines[0]["type"] == "alert"
+    assert worker_lines[0]["attempt"] == 1 and "task_id" in worker_lines[0]
     gateway_lines = lines(metrics_dir.parent / "gateway.log")
     request_line = next(line for line in gateway_lines if line.get("event") == "request")
     assert request_line["path"] == "/api/v1/messages" and request_line["status"] == 202

@@ -110,3 +110,71 @@ def test_queue_depth_and_breaker_state_come_from_one_worker_only(
         assert states == {"closed": 1.0, "open": 0.0, "half-open": 0.0}, "one series per state"
     finally:
         second_worker.stop()
+
+
+def _delta_since(port: int, before: dict[Any, float]) -> Any:
+    def delta(name: str, **labels: str) -> float:
+        return value(scrape(port), name, **labels) - value(before, name, **labels)
+
+    return delta
+
+
+def test_dead_and_deferred_outcomes_are_counted(
+    client: FlaskClient, auth: dict[str, str], worker: Any
+) -> None:
+    """A permanent failure counts one dead letter; a rate-limited action counts each deferral."""
+    before = scrape(worker.metrics_port)
+    delta = _delta_since(worker.metrics_port, before)
+    dead_id = client.post("/api/v1/messages", headers=auth, json={
+        "type": "test.flaky", "source": "metrics",
+        "data": {"key": uuid.uuid4().hex, "fail_times": 1, "kind": "permanent"}},
+    ).get_json()["id"]
+    target = uuid.uuid4().hex[:8]
+    action_ids = [client.post("/api/v1/messages", headers=auth, json={
+        "type": "test.action", "source": "metrics",
+        "data": {"action": f"step-{i}", "target": target, "key": uuid.uuid4().hex}},
+    ).get_json()["id"] for i in range(6)]
+    assert wait_status(client, auth, dead_id)["status"] == "dead"
+    records = [wait_status(client, auth, i, timeout=30) for i in action_ids]
+    deferrals = sum(1 for r in records for h in r["history"] if h["status"] == "deferred")
+    assert deferrals >= 2, "4 actions per 3 s per target: some of the 6 waited"
+
+    wait_for(lambda: delta("integration_messages_processed_total", type="test.action",
+                           status="succeeded") == 6, message="six actions counted")
+    assert delta("integration_dead_letters_total", type="test.flaky",
+                 error="PermanentError") == 1
+    assert delta("integration_messages_processed_total", type="test.flaky", channel="rest",
+                 status="dead") == 1
+    assert delta("integration_messages_deferred_total", type="test.action") == deferrals
+    assert delta("integration_messages_processed_total", type="test.action",
+                 status="deferred") == deferrals
+    assert delta("integration_message_end_to_end_seconds_count", type="test.flaky") == 1
+
+
+def test_revoked_and_unknown_tasks_are_counted_and_nothing_stays_queued(
+    client: FlaskClient, auth: dict[str, str], worker: Any, redis_url: str
+) -> None:
+    """A task revoked through Celery (Flower, ``celery control revoke``) ends its message dead
+    with a Revoked error; a message for an unknown task is counted as refused."""
+    from celery import Celery
+
+    other = Celery("operator", broker=redis_url, set_as_current=False,
+                   config_source={"task_serializer": "json", "accept_content": ["json"]})
+    before = scrape(worker.metrics_port)
+    delta = _delta_since(worker.metrics_port, before)
+    message_id = f"revoked-{uuid.uuid4().hex[:12]}"
+    replies = other.control.revoke(message_id, reply=True, timeout=5, limit=1)
+    assert replies, "the worker acknowledged the revocation"
+    response = client.post("/api/v1/messages", headers=auth, json={
+        "id": message_id, "type": "test.flaky", "source": "metrics",
+        "data": {"key": uuid.uuid4().hex}})
+    assert response.status_code == 202
+    record = wait_status(client, auth, message_id)
+    assert record["status"] == "dead"
+    assert record["error"]["type"] == "Revoked"
+    wait_for(lambda: delta("integration_tasks_revoked_total", type="test.flaky",
+                           reason="revoked") == 1, message="revocation counted")
+
+    other.send_task("no.such.task", args=[], queue="event")
+    wait_for(lambda: delta("integration_tasks_refused_total", reason="unknown_task") == 1,
+             message="unknown task counted")
