@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     loop_window_seconds: float = Field(600.0, gt=0)
     idempotency_ttl_seconds: int | None = Field(None, ge=60)
 
+    # -- events and consumers: subscriptions, webhooks ------------------------------------
+
+    # -- WebSocket gateway -------------------------------------------------------------------
+
+    # -- input adapters: Alertmanager, CloudEvents -------------------------------------------
+
+    # -- egress (webhooks, http executor) and the self-healing rules --------------------------
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``json`` (one object per line) or ``console``; default: console in development.
     log_format: Literal["json", "console"] | None = None
