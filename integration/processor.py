@@ -21,6 +21,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from integration import logs
+from integration.consumers import emitting
+from integration.dispatch import Dispatcher, Fanout
 from integration.envelope import ID_PATTERN, Envelope, utc_now
 from integration.events import finish
 from integration.guards import Deferred, Guards, Held
@@ -72,8 +74,11 @@ class InvalidEnvelope(Exception):
 class Processor:
     def __init__(self, registry: Registry, store: StatusStore,
                  limits: JsonLimits | None = None, retry: RetryPolicy | None = None,
-                 claim_lease: int = 300, guards: Guards | None = None) -> None:
+                 claim_lease: int = 300, guards: Guards | None = None,
+                 dispatcher: Dispatcher | None = None, outbox_grace: float = 30.0) -> None:
         self.guards = guards
+        self.dispatcher = dispatcher
+        self.outbox_grace = outbox_grace
         self._notes: dict[str, Any] = {}
         self.registry = registry
         self.store = store
@@ -108,7 +113,7 @@ class Processor:
         state = self.store.delivery_state(envelope.id)
         current, generation, released = state.status, state.generation, state.released
         self._notes.update(type=envelope.type, channel=state.channel, accepted=state.accepted,
-                           queued=state.queued)
+                           queued=state.queued, owner=state.owner)
         if current is not None and current not in STARTABLE:
             log.info("message %s is already %s; delivery skipped", envelope.id, current)
             return Status(current)
@@ -193,13 +198,20 @@ class Processor:
             return Status.DEAD
 
         try:
-            result = call(lambda: message_type.handler(payload, envelope))
+            result = call(lambda: self._handle(message_type.handler, payload, envelope))
         except Exception as exc:  # noqa: BLE001 - a handler's failure is recorded, not raised
             return self._failed(envelope, exc, started.attempts, policy, generation, holder)
 
         self._finish(envelope.id, envelope.type, Status.SUCCEEDED, envelope, "result",
                      dict(result or {}))
         return Status.SUCCEEDED
+
+    def _handle(self, handler: Any, payload: Any, envelope: Envelope) -> Any:
+        """Run the handler with ``emit`` bound for this message when something can submit."""
+        if self.dispatcher is None:
+            return handler(payload, envelope)
+        with emitting(self.dispatcher.emitter(envelope, self._notes.get("owner", "direct"))):
+            return handler(payload, envelope)
 
     def _defer(self, message_id: str, wait: Deferred, generation: int, holder: str) -> None:
         """Wait without spending an attempt (breaker open, rate limit reached)."""
@@ -304,10 +316,24 @@ class Processor:
 
     def _finish(self, message_id: str, message_type: str, outcome: Status,
                 envelope: Envelope | None, field: str, value: dict[str, Any]) -> None:
-        """Record the outcome and its event on ``<type>.<outcome>`` (delivery to subscribers
-        builds on the event log)."""
-        finish(self.store, message_id, message_type, outcome,
-               envelope.correlationid if envelope else None, field, value)
+        """Record the outcome and its event on ``<type>.<outcome>``, then deliver the event to
+        its subscribers (parked in the outbox first, so a crash or a broker failure in between
+        only delays the deliveries)."""
+        topic = f"{message_type}.{outcome}"
+        dispatcher = self.dispatcher
+        pending = dispatcher is not None and dispatcher.wants(topic)
+        correlation = (envelope.correlationid if envelope else None) or message_id
+        event = finish(self.store, message_id, message_type, outcome, correlation, field, value,
+                       outbox_in=self.outbox_grace if pending else None)
+        if not pending or dispatcher is None:
+            return
+        try:
+            dispatcher.dispatch(Fanout(message_id, self._notes.get("owner", "direct"), topic,
+                                       event, correlation))
+        except Exception as exc:  # noqa: BLE001 - the outbox delivers it later
+            log.warning("deliveries of %s on %s delayed: %s", message_id, topic, exc)
+            return
+        self.store.clear_outbox(message_id)
 
 
 def _usable_id(value: Any) -> str | None:

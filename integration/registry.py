@@ -117,11 +117,15 @@ def _from_module_paths(registry: Registry, paths: str) -> None:
 
 @cache
 def default_registry() -> Registry:
-    """Built-in types plus those of installed packages (entry points), built once per process."""
+    """Built-in types plus those of installed packages (entry points), then one delivery type
+    per consumer (``consumer.<name>``); built once per process."""
     from integration.builtin_types import BUILTIN_TYPES
+    from integration.consumers import default_subscriptions, delivery_type
     from integration.settings import get_settings
 
     registry = Registry(BUILTIN_TYPES)
     _from_entry_points(registry)
     _from_module_paths(registry, get_settings().type_modules)
+    for subscription in default_subscriptions():
+        registry.register(delivery_type(subscription))
     return registry

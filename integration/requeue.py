@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Sequence
+from typing import Protocol
 
 from integration.publisher import Outgoing, Publisher
 from integration.status import Status
@@ -51,22 +53,30 @@ class Requeuer:
         return sent
 
 
-class RequeueLoop(threading.Thread):
-    """A daemon thread calling ``run_once`` every ``interval`` seconds until stopped."""
+class Pass(Protocol):
+    batch: int
 
-    def __init__(self, requeuer: Requeuer, interval: float) -> None:
+    def run_once(self) -> int: ...
+
+
+class RequeueLoop(threading.Thread):
+    """A daemon thread calling each pass's ``run_once`` every ``interval`` seconds until
+    stopped (re-enqueueing due retries; delivering overdue events from the outbox)."""
+
+    def __init__(self, passes: Sequence[Pass], interval: float) -> None:
         super().__init__(name="integration-requeue", daemon=True)
-        self.requeuer = requeuer
+        self.passes = list(passes)
         self.interval = interval
         self._stopped = threading.Event()
 
     def run(self) -> None:
         while not self._stopped.wait(self.interval):
-            try:
-                while self.requeuer.run_once() >= self.requeuer.batch:
-                    pass  # a backlog: keep going without waiting
-            except Exception:  # noqa: BLE001 - the loop must outlive a broker or store outage
-                log.warning("re-enqueue pass failed: %s", sys.exc_info()[1])
+            for work in self.passes:
+                try:
+                    while work.run_once() >= work.batch:
+                        pass  # a backlog: keep going without waiting
+                except Exception:  # noqa: BLE001 - the loop must outlive an outage
+                    log.warning("%s pass failed: %s", type(work).__name__, sys.exc_info()[1])
 
     def stop(self) -> None:
         self._stopped.set()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import redis
 
 from integration.celery_app import create_celery
+from integration.consumers import default_subscriptions
+from integration.dispatch import Dispatcher
+from integration.events import EVENT_SOURCE
 from integration.guards import Guards, GuardSettings
 from integration.jsonlimits import JsonLimits
 from integration.publisher import Publisher
@@ -35,3 +38,8 @@ def build_guards(settings: Settings, client: redis.Redis) -> Guards:
         loop_limit=settings.loop_limit,
         loop_window=settings.loop_window_seconds,
     ), settings.redis_url)
+
+
+def build_dispatcher(submitter: Submitter) -> Dispatcher:
+    """Deliveries of result events to consumers, and messages that handlers emit."""
+    return Dispatcher(submitter, default_subscriptions(), source=EVENT_SOURCE)

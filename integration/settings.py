@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int | None = Field(None, ge=60)
 
     # -- events and consumers: subscriptions, webhooks ------------------------------------
+    #: Comma-separated ``module:attribute`` paths of consumers (besides entry points).
+    consumer_modules: str = ""
+    #: The built-in stages of the self-healing loop to run (empty: none; replace a stage by
+    #: leaving it out and subscribing your own consumer to the same topic).
+    loop_stages: str = "recording"
+    #: After this long, the outbox delivers a finished message's event again if its
+    #: deliveries were not all enqueued (a crashed worker, a broker outage).
+    outbox_grace_seconds: float = Field(30.0, gt=0)
 
     # -- WebSocket gateway -------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ return 0
 """
 
 #: Fields holding JSON documents rather than plain strings.
-_JSON_FIELDS = ("envelope", "result", "error", "last_error", "hold")
+_JSON_FIELDS = ("envelope", "result", "error", "last_error", "hold", "event")
 _INT_FIELDS = ("attempts", "accepted_ms", "generation")
 #: Which timestamp field each status sets (the rest set ``<status>_at``).
 _TIMESTAMP_FIELD = {
@@ -147,6 +147,7 @@ class DeliveryState:
     channel: str
     accepted: float | None  # epoch seconds
     queued: float | None
+    owner: str = "direct"
 
 
 @dataclass(frozen=True)
@@ -305,14 +306,37 @@ class StatusStore:
         pipe.execute()
 
     def finish(self, message_id: str, status: Status, *, fields: Mapping[str, Any],
-               topic: str, event: Mapping[str, Any], detail: Mapping[str, Any] | None = None
-               ) -> None:
+               topic: str, event: Mapping[str, Any], detail: Mapping[str, Any] | None = None,
+               outbox_in: float | None = None) -> None:
         """Record the final status and its result event together (one transaction), so no
-        reader sees a finished message without its event."""
+        reader sees a finished message without its event.
+
+        With ``outbox_in``, the event is also parked in the outbox: its deliveries to
+        subscribers are made right after, and the outbox makes them again after
+        ``outbox_in`` seconds if the process died or the broker failed in between.
+        """
         pipe = self.client.pipeline(transaction=True)
         self.transition(message_id, status, fields=fields, detail=detail, pipe=pipe)
         self._add_event(pipe, message_id, topic, event)
+        if outbox_in is not None:
+            pipe.hset(self._record_key(message_id), "event",
+                      json.dumps(event, separators=(",", ":")))
+            pipe.zadd(self.outbox_key, {message_id: now_ms() + int(outbox_in * 1000)})
         pipe.execute()
+
+    # -- the outbox of result events still to deliver --------------------------------------
+    @property
+    def outbox_key(self) -> str:
+        return f"{self.prefix}:outbox"
+
+    def take_outbox(self, limit: int, lease_seconds: float) -> tuple[int, list[str]]:
+        """Messages whose event deliveries are overdue, leased to the caller."""
+        lease, ids = self._take_due(keys=[self.outbox_key],
+                                    args=[now_ms(), limit, int(lease_seconds * 1000)])
+        return int(lease), [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    def clear_outbox(self, message_id: str) -> None:
+        self.client.zrem(self.outbox_key, message_id)
 
     def _add_event(self, pipe: redis.client.Pipeline, message_id: str, topic: str,
                    event: Mapping[str, Any]) -> None:
@@ -417,14 +441,16 @@ class StatusStore:
         """What a delivery needs to know about its message, in one round trip."""
         values = cast(list[bytes | None], self.client.hmget(
             self._record_key(message_id),
-            ["status", "generation", "released_by", "channel", "accepted_ms", "queued_at"]))
-        status, generation, released, channel, accepted_ms, queued_at = (
+            ["status", "generation", "released_by", "channel", "accepted_ms", "queued_at",
+             "owner"]))
+        status, generation, released, channel, accepted_ms, queued_at, owner = (
             v.decode() if v else None for v in values)
         return DeliveryState(
             status=status, generation=int(generation) if generation else 1,
             released=bool(released), channel=channel or "direct",
             accepted=int(accepted_ms) / 1000 if accepted_ms else None,
-            queued=datetime.fromisoformat(queued_at).timestamp() if queued_at else None)
+            queued=datetime.fromisoformat(queued_at).timestamp() if queued_at else None,
+            owner=owner or "direct")
 
     def status_of(self, message_id: str) -> str | None:
         value = cast(bytes | None, self.client.hget(self._record_key(message_id), "status"))
@@ -517,7 +543,7 @@ class StatusStore:
 
 
 #: Fields a record keeps for the store's own use, never shown.
-INTERNAL_FIELDS = ("accepted_ms", "request")
+INTERNAL_FIELDS = ("accepted_ms", "request", "event")
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,8 @@ from integration.processor import Delivery, Processor
 from integration.registry import default_registry
 from integration.retry import default_policy
 from integration.routing import PROCESS_TASK
-from integration.services import build_guards
+from integration.services import build_dispatcher, build_guards, build_submitter
 from integration.settings import get_settings
-from integration.store import store_from_settings
 from tasks.app import app
 
 
@@ -25,11 +24,14 @@ class ProcessingTask(Task):
     @cached_property
     def processor(self) -> Processor:
         settings = get_settings()
-        store = store_from_settings(settings)
+        submitter = build_submitter(settings, origin="worker")
+        store = submitter.store
         return Processor(default_registry(), store,
                          JsonLimits(settings.max_json_depth, settings.max_string_length),
                          retry=default_policy(settings), claim_lease=settings.claim_lease_seconds,
-                         guards=build_guards(settings, store.client))
+                         guards=build_guards(settings, store.client),
+                         dispatcher=build_dispatcher(submitter),
+                         outbox_grace=settings.outbox_grace_seconds)
 
 
 @app.task(

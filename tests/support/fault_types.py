@@ -116,6 +116,7 @@ TYPES = [
     MessageType("test.patient", Flaky, handle_flaky, "Retries after a long wait.",
                 retry=RetryPolicy(max_attempts=2, base_delay_seconds=12, max_delay_seconds=12,
                                   jitter=False)),
+    MessageType("test.produce", Flaky, handle_flaky, "Produces events for consumer tests."),
     MessageType("test.action", Action, handle_action, "A guarded action.",
                 target=lambda p: f"test:{p.target}", action_key=lambda p: p.action),
 ]

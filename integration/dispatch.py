@@ -1,0 +1,156 @@
+"""Delivering result events to subscribers, and messages that consumers emit.
+
+When a message ends a step, its event on ``<type>.<outcome>`` becomes one delivery message per
+matching subscription (a code consumer, or a webhook), each on its own queue. Delivery ids are
+derived from the event's message and the subscriber, so delivering again (after a crash, from
+the outbox) never delivers twice: at least once into the broker, effect once in the consumer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from integration.consumers import EVENT_CHANNEL, Emit, Subscription
+from integration.envelope import Envelope
+from integration.problems import Conflict, Forbidden, InvalidMessage, Problem
+from integration.publisher import Outgoing
+from integration.retry import PermanentError, TransientError
+from integration.status import Status
+from integration.submission import Accepted, Submitter
+
+log = logging.getLogger(__name__)
+
+
+def derived_id(parent: str, key: str) -> str:
+    """A stable id for the message ``parent`` causes under ``key`` (same inputs, same id)."""
+    return hashlib.sha256(f"{parent}|{key}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Fanout:
+    """A finished message's event, to deliver to the subscriptions of its topic."""
+
+    message_id: str
+    owner: str
+    topic: str
+    event: Mapping[str, Any]
+    correlationid: str
+
+
+#: Extra subscribers found at dispatch time (webhooks): topic -> delivery envelopes.
+DynamicTargets = Callable[[Fanout], list[dict[str, Any]]]
+
+
+class Dispatcher:
+    """Turns result events into delivery messages and emitted messages into submissions."""
+
+    def __init__(self, submitter: Submitter, subscriptions: Sequence[Subscription],
+                 dynamic: DynamicTargets | None = None, *, source: str) -> None:
+        self.submitter = submitter
+        self.subscriptions = list(subscriptions)
+        self.dynamic = dynamic
+        self.source = source
+
+    def wants(self, topic: str) -> bool:
+        """Whether the event may have subscribers (webhooks are checked when delivering)."""
+        return self.dynamic is not None or any(s.matches(topic) for s in self.subscriptions)
+
+    def deliveries(self, fanout: Fanout) -> list[dict[str, Any]]:
+        envelopes = [self._envelope(fanout, s.type_name, s.name,
+                                    {"topic": fanout.topic, "event": dict(fanout.event)})
+                     for s in self.subscriptions if s.matches(fanout.topic)]
+        if self.dynamic is not None:
+            envelopes += self.dynamic(fanout)
+        return envelopes
+
+    def _envelope(self, fanout: Fanout, type_name: str, key: str,
+                  data: dict[str, Any]) -> dict[str, Any]:
+        return {"id": derived_id(fanout.message_id, key), "type": type_name,
+                "source": self.source, "subject": fanout.message_id, "data": data,
+                "correlationid": fanout.correlationid, "causationid": fanout.message_id}
+
+    def dispatch(self, fanout: Fanout) -> int:
+        """Enqueue every delivery of the event; raises ``TransientError`` if some could not
+        be enqueued (the outbox tries again). Returns how many deliveries there are."""
+        envelopes = self.deliveries(fanout)
+        if envelopes:
+            self.submit_once([Envelope.model_validate(e) for e in envelopes], fanout.owner)
+        return len(envelopes)
+
+    def submit_once(self, envelopes: Sequence[Envelope], owner: str) -> list[str]:
+        """Submit messages whose ids are derived (so a repeat is a conflict, not a copy);
+        a record left ``accepted`` by a process that died before publishing is sent now."""
+        results = self.submitter.submit(envelopes, owner=owner, channel=EVENT_CHANNEL)
+        ids = []
+        for envelope, result in zip(envelopes, results, strict=True):
+            if isinstance(result, Conflict):
+                self._resend_if_stranded(envelope.id)
+            elif isinstance(result, Problem):
+                raise TransientError(f"{envelope.type} {envelope.id} not enqueued: "
+                                     f"{result.detail}")
+            ids.append(envelope.id if not isinstance(result, Accepted) else result.id)
+        return ids
+
+    def _resend_if_stranded(self, message_id: str) -> None:
+        record = self.submitter.store.get(message_id)
+        if record is None or record.get("status") != Status.ACCEPTED:
+            return
+        outcome = self.submitter.publisher.publish(
+            [Outgoing(message_id, record["envelope"], record["queue"])])
+        if outcome.error is not None:
+            raise TransientError(f"{message_id} not enqueued: {outcome.error}")
+        self.submitter.store.mark_queued_many([message_id])
+
+    def emitter(self, cause: Envelope, owner: str) -> Emit:
+        """``emit`` for a handler or consumer running ``cause``: messages it causes get the
+        same owner and correlation id, and ids derived from ``cause`` (idempotent)."""
+
+        def emit(type: str, data: Mapping[str, Any], **attributes: Any) -> str:
+            key = str(attributes.pop("key", type))
+            raw = {"id": derived_id(cause.id, key), "type": type, "source": self.source,
+                   "data": dict(data), "correlationid": cause.correlationid or cause.id,
+                   "causationid": cause.id, **attributes}
+            try:
+                envelope = self.submitter.parse(raw)
+            except (InvalidMessage, Forbidden) as problem:
+                raise PermanentError(f"emitted {type!r} message is invalid: "
+                                     f"{problem.to_dict()}") from None
+            return self.submit_once([envelope], owner)[0]
+
+        return emit
+
+
+class OutboxRelay:
+    """Delivers the events whose deliveries were not all enqueued when their message finished
+    (the worker died, the broker failed); every worker runs one, leases keep them apart."""
+
+    def __init__(self, dispatcher: Dispatcher, *, lease_seconds: float = 30,
+                 batch: int = 100) -> None:
+        self.dispatcher = dispatcher
+        self.store = dispatcher.submitter.store
+        self.lease_seconds = lease_seconds
+        self.batch = batch
+
+    def run_once(self) -> int:
+        lease, ids = self.store.take_outbox(self.batch, self.lease_seconds)
+        done = 0
+        for message_id in ids:
+            record = self.store.get(message_id)
+            event = record.get("event") if record else None
+            if not record or not isinstance(event, dict):
+                self.store.clear_outbox(message_id)  # expired or deleted meanwhile
+                continue
+            try:
+                self.dispatcher.dispatch(Fanout(
+                    message_id, record.get("owner", "direct"), str(event.get("type")), event,
+                    str(event.get("correlationid") or message_id)))
+            except Exception as exc:  # noqa: BLE001 - due again when the lease ends
+                log.warning("deliveries of %s still delayed: %s", message_id, exc)
+                continue
+            self.store.clear_outbox(message_id)
+            done += 1
+        return done
