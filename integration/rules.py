@@ -106,8 +106,8 @@ def placeholder_values(**groups: Any) -> dict[str, str]:
 
 
 def format_number(value: float) -> str:
-    """Numbers as people write them: 95 rather than 95.0, 93.5 as is."""
-    return f"{value:g}" if math.isfinite(value) else str(value)
+    """Numbers as people write them: 95 rather than 95.0, 93.5 and 1048576 as they are."""
+    return str(int(value)) if math.isfinite(value) and value.is_integer() else repr(value)
 
 
 class _Section(BaseModel):
@@ -282,8 +282,9 @@ class Rules:
         name = diagnosis.get("recommended_action")
         if not name:
             return None
-        if "confidence" in diagnosis and \
-                diagnosis["confidence"] < diagnosis.get("min_confidence", 0.5):
+        confidence = diagnosis.get("confidence")
+        if isinstance(confidence, int | float) and \
+                confidence < diagnosis.get("min_confidence", 0.5):
             return None
         playbook = self.playbooks.get(name)
         if playbook is None:

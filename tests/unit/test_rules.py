@@ -10,7 +10,7 @@ import yaml
 
 from integration.builtin_types import ActionPayload, DiagnosisPayload
 from integration.retry import classify
-from integration.rules import PlanError, Rules, load_rules, parse_rules
+from integration.rules import PlanError, Rules, load_rules, parse_rules, placeholder_values, render
 from integration.settings import ConfigurationError, Settings
 
 VALID: dict[str, Any] = {
@@ -203,3 +203,10 @@ def test_plan_with_missing_target_label_names_it() -> None:
     with pytest.raises(PlanError, match=r"needs \{labels.host\}"):
         rules_with().plan({"alert": "HighCPU", "recommended_action": "restart"},
                           {"service": "nginx"})
+
+
+def test_placeholder_numbers_read_as_written() -> None:
+    """Numbers fill placeholders as people write them, large ones without exponents."""
+    values = placeholder_values(value=1048576.0, threshold=90.0, clear=79.5)
+    assert render("{value} {threshold} {clear} {labels.x}", values) == \
+        "1048576 90 79.5 {labels.x}"
