@@ -1,20 +1,4 @@
-"""The self-healing rules file (thresholds, diagnoses, playbooks) and the two stateless stages.
-
-The file (``INTEGRATION_RULES_FILE``, YAML; ``default_rules.yaml`` when unset) is read once at
-start and validated; a broken one stops start-up with a ``ConfigurationError`` naming the
-file, the rule and the field. ``Rules.diagnose`` turns an alert into a diagnosis and
-``Rules.plan`` turns a diagnosis into an action; both are plain functions of their input.
-The threshold state machine, which needs shared state, lives in ``integration.thresholds``.
-
-Placeholders (``{name}``) in texts are filled from the message at hand; each kind of text
-accepts its own names, checked when the file is loaded:
-
-- threshold ``annotations``: ``{value}``, ``{metric}``, ``{threshold}``, ``{clear}``,
-  ``{labels.<x>}``
-- diagnosis ``probable_cause`` and ``findings``: ``{alert}``, ``{labels.<x>}``,
-  ``{annotations.<x>}``
-- playbook ``target`` and string ``parameters``: ``{alert}``, ``{labels.<x>}``
-"""
+"""The self-healing rules file (thresholds, diagnoses, playbooks) and the two stateless stages."""
 
 from __future__ import annotations
 
@@ -81,7 +65,16 @@ def _check_placeholders(text: str, names: tuple[str, ...], groups: tuple[str, ..
 
 def render(text: str, values: Mapping[str, str], *, strict: bool = False) -> str:
     """Fill ``{name}`` placeholders from ``values``; a missing one stays as written (so it
-    shows in the message) unless ``strict``, where it raises ``KeyError``."""
+    shows in the message) unless ``strict``, where it raises ``KeyError``.
+
+    Each kind of text accepts its own names, checked when the file is loaded:
+
+    - threshold ``annotations``: ``{value}``, ``{metric}``, ``{threshold}``, ``{clear}``,
+      ``{labels.<x>}``
+    - diagnosis ``probable_cause`` and ``findings``: ``{alert}``, ``{labels.<x>}``,
+      ``{annotations.<x>}``
+    - playbook ``target`` and string ``parameters``: ``{alert}``, ``{labels.<x>}``
+    """
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -313,7 +306,12 @@ class Rules:
 
 
 def load_rules(path: str | None) -> Rules:
-    """Read and validate a rules file (the shipped example when ``path`` is None)."""
+    """Read and validate a rules file (the shipped example when ``path`` is None).
+
+    The file (``INTEGRATION_RULES_FILE``) is read once at start; a broken one stops start-up
+    with a ``ConfigurationError`` naming the file, the rule and the field. The threshold
+    state machine, which needs shared state, is ``integration.thresholds``.
+    """
     shown = path or "(default)"
     try:
         text = Path(path).read_text() if path else \

@@ -1,30 +1,4 @@
-"""Threshold rules as a state machine per series, shared by all workers through Redis.
-
-One series is one rule and one set of metric labels; its state is a hash under
-``<prefix>:rules:<rule>:<fingerprint>`` (the fingerprint of the alert it raises), changed by
-one Lua script, so two workers observing the same series at once cannot both fire it::
-
-    ok ──breach──▶ pending ──breach held for_seconds──▶ firing ──value crosses clear──▶ ok
-     ▲                │ no breach                          (values between clear and the
-     └────────────────┘                                     trigger keep it firing)
-
-Only the two edges that matter downstream are reported: ``firing`` (once per incident) and
-``resolved`` (once, when the value crosses ``clear``). With ``for_seconds`` 0 a breach fires
-at once.
-
-Time is the sample's own ``observed_at`` when it has one (else the time of observation), so
-a backlog processed late behaves as it would have on time: ``for_seconds`` is measured
-between samples, and a sample older than the newest one already applied to its series is
-ignored. A timestamp in the future (a producer's clock ahead) counts as now, so one bad
-clock cannot hold a series. ``for_seconds`` is checked when a sample arrives; there is no
-timer. A series that stops reporting is forgotten ``ttl`` seconds after its last sample; if
-it was firing, no resolution is sent (monitoring of the collector itself should notice).
-
-Inline thresholds (``MetricPayload.thresholds``) act as anonymous rules with
-``for_seconds`` 0, op ``>=`` and no hysteresis, as ``handle_metric`` compares them: one rule
-per level, named ``<metric>:warning`` and ``<metric>:critical``, each with that severity.
-File rule names cannot contain ``:``, so the two never share state.
-"""
+"""Threshold rules as a state machine per series, shared by all workers through Redis."""
 
 from __future__ import annotations
 
@@ -110,7 +84,33 @@ class AlertTransition:
 
 
 class ThresholdEvaluator:
-    """Evaluates metric samples against threshold rules; state in Redis, shared by workers."""
+    """Evaluates metric samples against threshold rules; state in Redis, shared by workers.
+
+    One series is one rule and one set of metric labels; its state is a hash under
+    ``<prefix>:rules:<rule>:<fingerprint>`` (the fingerprint of the alert it raises), changed by
+    one Lua script, so two workers observing the same series at once cannot both fire it::
+
+        ok ──breach──▶ pending ──breach held for_seconds──▶ firing ──value crosses clear──▶ ok
+         ▲                │ no breach                          (values between clear and the
+         └────────────────┘                                     trigger keep it firing)
+
+    Only the two edges that matter downstream are reported: ``firing`` (once per incident) and
+    ``resolved`` (once, when the value crosses ``clear``). With ``for_seconds`` 0 a breach fires
+    at once.
+
+    Time is the sample's own ``observed_at`` when it has one (else the time of observation), so
+    a backlog processed late behaves as it would have on time: ``for_seconds`` is measured
+    between samples, and a sample older than the newest one already applied to its series is
+    ignored. A timestamp in the future (a producer's clock ahead) counts as now, so one bad
+    clock cannot hold a series. ``for_seconds`` is checked when a sample arrives; there is no
+    timer. A series that stops reporting is forgotten ``ttl`` seconds after its last sample; if
+    it was firing, no resolution is sent (monitoring of the collector itself should notice).
+
+    Inline thresholds (``MetricPayload.thresholds``) act as anonymous rules with
+    ``for_seconds`` 0, op ``>=`` and no hysteresis, as ``handle_metric`` compares them: one rule
+    per level, named ``<metric>:warning`` and ``<metric>:critical``, each with that severity.
+    File rule names cannot contain ``:``, so the two never share state.
+    """
 
     def __init__(self, client: redis.Redis, prefix: str,
                  rules: Rules | Iterable[ThresholdRule], *, ttl: int = 24 * 3600,

@@ -210,3 +210,13 @@ def test_placeholder_numbers_read_as_written() -> None:
     values = placeholder_values(value=1048576.0, threshold=90.0, clear=79.5)
     assert render("{value} {threshold} {clear} {labels.x}", values) == \
         "1048576 90 79.5 {labels.x}"
+
+
+def test_empty_sections_leave_a_stage_to_others() -> None:
+    """An empty file, or one without diagnoses, loads: that stage is fed from elsewhere."""
+    assert parse_rules(None, "rules.yaml") == Rules()
+    rules = parse_rules({"playbooks": VALID["playbooks"]}, "rules.yaml")
+    assert rules.diagnose({"name": "HighCPU", "labels": {"host": "a"}}) is None
+    action = rules.plan({"alert": "HighCPU", "recommended_action": "restart", "confidence": 0.9},
+                        {"host": "a", "service": "b"})
+    assert action is not None and action["target"] == "a"
