@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # -- input adapters: Alertmanager, CloudEvents -------------------------------------------
 
     # -- egress (webhooks, http executor) and the self-healing rules --------------------------
+    #: Thresholds, diagnoses and playbooks (YAML); the shipped ``default_rules.yaml`` when unset.
+    rules_file: str | None = None
+    #: How long one series' threshold state outlives its last sample (abandoned series expire).
+    rules_state_ttl_seconds: int = Field(24 * 3600, ge=60)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``json`` (one object per line) or ``console``; default: console in development.
