@@ -31,8 +31,8 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -117,13 +117,18 @@ def forbidden_reason(address: IPAddress) -> str | None:
         return "multicast"
     if address in _SHARED_ADDRESS_SPACE:
         return "shared address space (CGNAT)"
-    if address.is_private:
-        return "private"  # RFC 1918, fc00::/7, and the other special-purpose blocks
     if address.is_reserved:
         return "reserved"
+    if address.is_private:
+        return "private"  # RFC 1918, fc00::/7, and the other special-purpose blocks
     if not address.is_global:
         return "not globally routable"
     return None
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses the system resolver gives for ``host`` (a literal address is itself)."""
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,10 @@ class EgressPolicy:
     allowed_hosts: frozenset[str] = frozenset()
     connect_timeout: float = 3.0
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    #: Host name and port to addresses; the system resolver unless a deployment (or a test
+    #: of pinning) brings its own. Called once per request: its answer is what is connected.
+    resolver: Callable[[str, int], Sequence[str]] = field(default=system_resolver,
+                                                         compare=False)
 
     @classmethod
     def from_allowlist(cls, entries: str | Iterable[str], **options: Any) -> EgressPolicy:
@@ -224,6 +233,8 @@ class EgressPolicy:
             raise EgressRefused(f"refused: {_shown(url)} has no host")
         port = port or (443 if scheme == "https" else 80)
         addresses = self._resolve(host, port)
+        if not addresses:
+            raise EgressUnavailable(f"cannot resolve {host}: no addresses")
         for text in addresses:
             reason = self.refusal(ipaddress.ip_address(text.split("%", 1)[0]), host)
             if reason is not None:
@@ -237,16 +248,11 @@ class EgressPolicy:
         return ResolvedURL(scheme=scheme, host=host, port=port, path=path,
                            addresses=addresses)
 
-    @staticmethod
-    def _resolve(host: str, port: int) -> tuple[str, ...]:
+    def _resolve(self, host: str, port: int) -> tuple[str, ...]:
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
+            return tuple(dict.fromkeys(self.resolver(host, port)))
+        except (OSError, UnicodeError) as exc:
             raise EgressUnavailable(f"cannot resolve {host}: {exc}") from None
-        addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
-        if not addresses:
-            raise EgressUnavailable(f"cannot resolve {host}: no addresses")
-        return addresses
 
 
 def _normalise_host(host: str) -> str | None:
