@@ -316,8 +316,16 @@ def log_action(payload: ActionPayload) -> None:
 @cache
 def declared_targets() -> Targets:
     """The targets of this process's rules file, loaded once; none without a file."""
-    path = get_settings().rules_file
-    return Targets.load(path) if path else Targets()
+    settings = get_settings()
+    targets = Targets.load(settings.rules_file) if settings.rules_file else Targets()
+    lease = settings.claim_lease_seconds
+    for name, spec in targets.targets.items():
+        # A call outlasting its claim could run a second time beside a redelivery.
+        if spec.executor == "http" and spec.timeout_seconds >= lease:
+            raise ConfigurationError(
+                f"{settings.rules_file}: targets.{name}.timeout_seconds ({spec.timeout_seconds:g})"
+                f" must be shorter than INTEGRATION_CLAIM_LEASE_SECONDS ({lease})")
+    return targets
 
 
 def run_action(payload: ActionPayload, envelope: Envelope | None = None,
