@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from integration.envelope import Envelope
+from integration.executors import run_action
 from integration.registry import MessageType
 
 Timestamp = Annotated[datetime, Field(strict=False)]
@@ -119,25 +120,23 @@ def handle_diagnosis(payload: DiagnosisPayload, envelope: Envelope) -> dict[str,
 
 
 class ActionPayload(Payload):
-    """A remediation to execute. Only declared executors run; never an arbitrary command."""
+    """A remediation to execute. Only declared executors run; never an arbitrary command.
+
+    ``http`` calls the target of that name declared in the rules file (``targets:``); the
+    message never carries a URL. ``log`` writes the action to the log; ``noop`` records it.
+    """
 
     action: Name
     target: Name
-    executor: Literal["noop"] = "noop"
+    executor: Literal["noop", "log", "http"] = "noop"
     parameters: Annotated[dict[Name, Any], Field(max_length=64)] = Field(default_factory=dict)
     dry_run: bool = False
 
 
 def handle_action(payload: ActionPayload, envelope: Envelope) -> dict[str, Any]:
-    """Run the action through its executor; ``noop`` records what would have been done."""
-    return {
-        "action": payload.action,
-        "target": payload.target,
-        "executor": payload.executor,
-        "executed": not payload.dry_run,
-        "dry_run": payload.dry_run,
-        "parameters": payload.parameters,
-    }
+    """Run the action through its executor (``integration.executors``); ``noop`` records what
+    would have been done."""
+    return run_action(payload, envelope)
 
 
 class ActionResultPayload(Payload):
@@ -173,6 +172,8 @@ BUILTIN_TYPES = (
     MessageType("metric", MetricPayload, handle_metric, "A metric sample from monitoring."),
     MessageType("alert", AlertPayload, handle_alert, "An alert raised or resolved."),
     MessageType("diagnosis", DiagnosisPayload, handle_diagnosis, "A diagnosis of an alert."),
+    # The breaker, rate limit and loop detection are per executor and target name: for http,
+    # one declared target (whatever its URL), shared by every worker.
     MessageType("action", ActionPayload, handle_action, "A remediation action to execute.",
                 target=lambda p: f"{p.executor}:{p.target}", action_key=lambda p: p.action),
     MessageType("action.result", ActionResultPayload, handle_action_result,

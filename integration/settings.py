@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import Literal
 
@@ -84,7 +85,15 @@ class Settings(BaseSettings):
     # -- input adapters: Alertmanager, CloudEvents -------------------------------------------
 
     # -- egress (webhooks, http executor) and the self-healing rules --------------------------
-    #: Thresholds, diagnoses and playbooks (YAML); the shipped ``default_rules.yaml`` when unset.
+    #: Comma-separated CIDRs and host names that outbound calls may reach although they are
+    #: loopback, private, link-local or otherwise internal (refused by default: no request
+    #: forgery against the service's own network).
+    egress_allowlist: str = ""
+    egress_connect_timeout_seconds: float = Field(3.0, gt=0, le=60)
+    #: How much of a response body is read; the rest is never downloaded.
+    egress_max_response_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: The shared rules file: declared action targets (``targets:``), thresholds, diagnoses
+    #: and playbooks (YAML); the shipped ``default_rules.yaml`` when unset (no http target).
     rules_file: str | None = None
     #: How long one series' threshold state outlives its last sample (abandoned series expire).
     rules_state_ttl_seconds: int = Field(24 * 3600, ge=60)
@@ -122,3 +131,17 @@ def get_settings() -> Settings:
 
 class ConfigurationError(RuntimeError):
     """The configuration cannot work; the message says which variable to set and how."""
+
+
+#: Prefix of the variables a targets file may name as ``${NAME}`` (secret header values).
+SECRET_PREFIX = "INTEGRATION_SECRET_"
+
+
+def environment_secret(name: str) -> SecretStr | None:
+    """``INTEGRATION_SECRET_<NAME>`` from the environment, for a file that names ``${NAME}``.
+
+    Only this prefix is readable, so a rules file cannot copy the service's own secrets
+    (``INTEGRATION_JWT_SECRET``) or unrelated credentials into an outbound request.
+    """
+    value = os.environ.get(SECRET_PREFIX + name)
+    return SecretStr(value) if value is not None else None

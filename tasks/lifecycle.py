@@ -1,18 +1,38 @@
-"""Worker lifecycle: each worker runs the loop that re-enqueues retries when they are due and
-delivers overdue events from the outbox."""
+"""Worker lifecycle: the loop that re-enqueues retries when due and delivers overdue events
+from the outbox; configuration checks at start."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from celery.signals import worker_ready, worker_shutdown
 
 from integration.dispatch import OutboxRelay
+from integration.egress import default_egress
+from integration.executors import declared_targets
 from integration.requeue import RequeueLoop, Requeuer
 from integration.services import build_dispatcher, build_submitter
-from integration.settings import get_settings
+from integration.settings import ConfigurationError, get_settings
 
 _loops: dict[str, RequeueLoop] = {}
+log = structlog.stdlib.get_logger(__name__)
+
+
+@worker_ready.connect
+def check_action_targets(sender: Any = None, **_: Any) -> None:
+    """Say at start, not at the first action, that the rules file or the allowlist is wrong.
+
+    Celery only logs what a signal handler raises, so the worker still starts: actions on
+    ``http`` targets then end dead with the same reason until the file is fixed.
+    """
+    try:
+        default_egress()
+        targets = declared_targets()
+    except ConfigurationError as exc:
+        log.error("action targets unusable; http actions will end dead", error=str(exc))
+        return
+    log.info("action targets declared", targets=sorted(targets.targets))
 
 
 @worker_ready.connect

@@ -76,6 +76,10 @@ def test_environment(redis_url: str) -> Iterator[dict[str, str]]:
         "INTEGRATION_BREAKER_RESET_TIMEOUT_SECONDS": "2",
         "INTEGRATION_LOOP_LIMIT": "3",
         "INTEGRATION_ACTION_RATE_LIMIT": "4/3 seconds",
+        # Declared http targets on a local server (tests/support/http_target.py).
+        "INTEGRATION_RULES_FILE": str(ROOT / "tests" / "support" / "targets.yaml"),
+        "INTEGRATION_EGRESS_ALLOWLIST": "127.0.0.1/32",
+        "INTEGRATION_SECRET_TEST_API_KEY": "test-api-key-never-logged",
     }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
