@@ -59,7 +59,10 @@ def handle_metric(payload: MetricPayload, envelope: Envelope) -> dict[str, Any]:
     return {
         "metric": payload.name,
         "value": payload.value,
+        "unit": payload.unit,
         "labels": payload.labels,
+        "observed_at": payload.observed_at.isoformat() if payload.observed_at else None,
+        "thresholds": payload.thresholds.model_dump() if payload.thresholds else None,
         "breached": severity is not None,
         "severity": severity,
     }
@@ -90,6 +93,9 @@ def handle_alert(payload: AlertPayload, envelope: Envelope) -> dict[str, Any]:
         "fingerprint": payload.fingerprint or alert_fingerprint(payload.name, payload.labels),
         "status": payload.status,
         "severity": payload.severity,
+        "labels": payload.labels,
+        "annotations": payload.annotations,
+        "starts_at": payload.starts_at.isoformat() if payload.starts_at else None,
         "needs_diagnosis": payload.status == "firing",
     }
 
@@ -103,6 +109,8 @@ class DiagnosisPayload(Payload):
     findings: Annotated[list[Text], Field(max_length=100)] = Field(default_factory=list)
     recommended_action: Name | None = None
     min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    #: The labels of the diagnosed alert (a playbook's target may name one).
+    labels: Labels = Field(default_factory=dict)
 
 
 def handle_diagnosis(payload: DiagnosisPayload, envelope: Envelope) -> dict[str, Any]:
@@ -116,6 +124,7 @@ def handle_diagnosis(payload: DiagnosisPayload, envelope: Envelope) -> dict[str,
         "confidence": payload.confidence,
         "actionable": actionable,
         "recommended_action": payload.recommended_action if actionable else None,
+        "labels": payload.labels,
     }
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from integration.consumers import EVENT_CHANNEL, Emit, Subscription
 from integration.envelope import Envelope
@@ -41,30 +41,35 @@ class Fanout:
     correlationid: str
 
 
-#: Extra subscribers found at dispatch time (webhooks): topic -> delivery envelopes.
-DynamicTargets = Callable[[Fanout], list[dict[str, Any]]]
+class DynamicSubscribers(Protocol):
+    """Subscribers found at dispatch time (webhook subscriptions kept in Redis)."""
+
+    def matching(self, topic: str) -> Sequence[Any]: ...
+
+    def deliveries(self, fanout: Fanout, source: str) -> list[dict[str, Any]]: ...
 
 
 class Dispatcher:
     """Turns result events into delivery messages and emitted messages into submissions."""
 
     def __init__(self, submitter: Submitter, subscriptions: Sequence[Subscription],
-                 dynamic: DynamicTargets | None = None, *, source: str) -> None:
+                 dynamic: DynamicSubscribers | None = None, *, source: str) -> None:
         self.submitter = submitter
         self.subscriptions = list(subscriptions)
         self.dynamic = dynamic
         self.source = source
 
     def wants(self, topic: str) -> bool:
-        """Whether the event may have subscribers (webhooks are checked when delivering)."""
-        return self.dynamic is not None or any(s.matches(topic) for s in self.subscriptions)
+        """Whether the event has subscribers (so its deliveries go through the outbox)."""
+        return any(s.matches(topic) for s in self.subscriptions) or (
+            self.dynamic is not None and bool(self.dynamic.matching(topic)))
 
     def deliveries(self, fanout: Fanout) -> list[dict[str, Any]]:
         envelopes = [self._envelope(fanout, s.type_name, s.name,
                                     {"topic": fanout.topic, "event": dict(fanout.event)})
                      for s in self.subscriptions if s.matches(fanout.topic)]
         if self.dynamic is not None:
-            envelopes += self.dynamic(fanout)
+            envelopes += self.dynamic.deliveries(fanout, self.source)
         return envelopes
 
     def _envelope(self, fanout: Fanout, type_name: str, key: str,

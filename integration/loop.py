@@ -1,22 +1,79 @@
 """The built-in stages of the self-healing loop, as consumers of result events.
 
-metric -> (alerting) -> alert -> (diagnosing) -> diagnosis -> (planning) -> action ->
-(recording) -> action.result. Each stage is an ordinary consumer: its deliveries have their own
-queue, retries and dead letters, and the message it emits is caused by the event it consumed,
-so one trace shows the whole chain. ``INTEGRATION_LOOP_STAGES`` chooses which built-in stages
-run; leave one out and subscribe your own consumer to its topic to replace it.
+metric -(alerting)-> alert -(diagnosing)-> diagnosis -(planning)-> action -(recording)->
+action.result. Each stage is an ordinary consumer: its deliveries have their own queue, retries
+and dead letters, and the message it emits is caused by the event it consumed, so one trace
+shows the whole chain. The rules come from ``INTEGRATION_RULES_FILE``.
+``INTEGRATION_LOOP_STAGES`` chooses which built-in stages run; leave one out and subscribe
+your own consumer to its topic to replace it.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from integration.consumers import ConsumerContext, Subscription
+from integration.builtin_types import MetricPayload
+from integration.consumers import ConsumerContext, ConsumerHandler, Subscription
+from integration.rules import Rules, load_rules
+from integration.settings import ConfigurationError, get_settings
+from integration.thresholds import ThresholdEvaluator
 
-#: The stages in loop order, each with the topics it consumes.
-STAGE_TOPICS = {
-    "recording": ("action.succeeded", "action.dead"),
-}
+
+@cache
+def default_rules() -> Rules:
+    return load_rules(get_settings().rules_file)
+
+
+@cache
+def default_evaluator() -> ThresholdEvaluator:
+    from integration.store import store_from_settings
+
+    settings = get_settings()
+    return ThresholdEvaluator.from_settings(settings, store_from_settings(settings).client,
+                                            default_rules())
+
+
+def _result(event: dict[str, Any]) -> dict[str, Any]:
+    data = event.get("data") or {}
+    result = data.get("result")
+    return result if isinstance(result, dict) else {}
+
+
+def raise_alerts(event: dict[str, Any], context: ConsumerContext) -> dict[str, Any]:
+    """A metric sample against the threshold rules (state shared in Redis): an ``alert``
+    message when a series starts firing or resolves, nothing while it stays put."""
+    sample = _result(event)
+    metric = MetricPayload.model_validate({
+        "name": sample["metric"], "value": sample["value"],
+        "labels": sample.get("labels") or {}, "observed_at": sample.get("observed_at"),
+        "thresholds": sample.get("thresholds")}, strict=False)
+    alerts = [context.emit("alert", t.payload(), key=f"alert:{t.fingerprint}:{t.status}")
+              for t in default_evaluator().observe(metric)]
+    return {"alerts": alerts}
+
+
+def diagnose(event: dict[str, Any], context: ConsumerContext) -> dict[str, Any]:
+    """A firing alert through the diagnosis rules; a resolved alert closes its loop."""
+    alert = _result(event)
+    if alert.get("status") != "firing":
+        return {"closed": alert.get("fingerprint")}
+    diagnosis = default_rules().diagnose(alert)
+    if diagnosis is None:
+        return {"diagnosed": False}
+    diagnosis["labels"] = alert.get("labels") or {}
+    return {"diagnosis": context.emit("diagnosis", diagnosis)}
+
+
+def plan(event: dict[str, Any], context: ConsumerContext) -> dict[str, Any]:
+    """An actionable diagnosis through its playbook: the ``action`` to execute."""
+    diagnosis = _result(event)
+    if not diagnosis.get("actionable"):
+        return {"planned": False}
+    action = default_rules().plan(diagnosis, diagnosis.get("labels") or {})
+    if action is None:
+        return {"planned": False}
+    return {"action": context.emit("action", action)}
 
 
 def record_action(event: dict[str, Any], context: ConsumerContext) -> dict[str, Any]:
@@ -33,21 +90,23 @@ def record_action(event: dict[str, Any], context: ConsumerContext) -> dict[str, 
     return {"action_id": action_id, "action_result": result_id}
 
 
-_STAGES = {
-    "recording": record_action,
+#: The stages in loop order: the topics each consumes and its handler.
+STAGES: dict[str, tuple[tuple[str, ...], ConsumerHandler]] = {
+    "alerting": (("metric.succeeded",), raise_alerts),
+    "diagnosing": (("alert.succeeded",), diagnose),
+    "planning": (("diagnosis.succeeded",), plan),
+    "recording": (("action.succeeded", "action.dead"), record_action),
 }
 
 
 def loop_subscriptions(stages: str) -> list[Subscription]:
     """The enabled built-in stages (comma-separated names), as subscriptions ``loop-<stage>``."""
     wanted = [s.strip() for s in stages.split(",") if s.strip()]
-    unknown = sorted(set(wanted) - set(STAGE_TOPICS))
+    unknown = sorted(set(wanted) - set(STAGES))
     if unknown:
-        from integration.settings import ConfigurationError
-
         raise ConfigurationError(
             f"INTEGRATION_LOOP_STAGES: unknown stage(s) {', '.join(unknown)}; "
-            f"known: {', '.join(STAGE_TOPICS)}")
-    return [Subscription(f"loop-{stage}", STAGE_TOPICS[stage], _STAGES[stage],
-                         (_STAGES[stage].__doc__ or "").split("\n")[0])
-            for stage in STAGE_TOPICS if stage in wanted]
+            f"known: {', '.join(STAGES)}")
+    return [Subscription(f"loop-{stage}", topics, handler,
+                         (handler.__doc__ or "").split("\n")[0])
+            for stage, (topics, handler) in STAGES.items() if stage in wanted]

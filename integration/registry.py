@@ -121,11 +121,14 @@ def default_registry() -> Registry:
     per consumer (``consumer.<name>``); built once per process."""
     from integration.builtin_types import BUILTIN_TYPES
     from integration.consumers import default_subscriptions, delivery_type
+    from integration.services import default_post, default_webhooks
     from integration.settings import get_settings
+    from integration.webhooks import webhook_type
 
     registry = Registry(BUILTIN_TYPES)
     _from_entry_points(registry)
     _from_module_paths(registry, get_settings().type_modules)
     for subscription in default_subscriptions():
         registry.register(delivery_type(subscription))
+    registry.register(webhook_type(default_webhooks, default_post))
     return registry

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cache
+
 import redis
 
 from integration.celery_app import create_celery
@@ -12,9 +15,10 @@ from integration.guards import Guards, GuardSettings
 from integration.jsonlimits import JsonLimits
 from integration.publisher import Publisher
 from integration.registry import default_registry
-from integration.settings import Settings
+from integration.settings import Settings, get_settings
 from integration.store import store_from_settings
 from integration.submission import Submitter
+from integration.webhooks import Post, Webhooks
 
 
 def build_submitter(settings: Settings, origin: str) -> Submitter:
@@ -41,5 +45,29 @@ def build_guards(settings: Settings, client: redis.Redis) -> Guards:
 
 
 def build_dispatcher(submitter: Submitter) -> Dispatcher:
-    """Deliveries of result events to consumers, and messages that handlers emit."""
-    return Dispatcher(submitter, default_subscriptions(), source=EVENT_SOURCE)
+    """Deliveries of result events to consumers and webhooks, and messages that handlers
+    emit."""
+    return Dispatcher(submitter, default_subscriptions(), default_webhooks(),
+                      source=EVENT_SOURCE)
+
+
+@cache
+def default_webhooks() -> Webhooks:
+    """This process's view of the webhook subscriptions."""
+    settings = get_settings()
+    return Webhooks(store_from_settings(settings).client, settings.key_prefix,
+                    disable_after=settings.webhook_disable_after)
+
+
+@cache
+def default_post() -> Post:
+    """How this process sends webhook deliveries: through the egress policy, unredirected."""
+    from integration.egress import default_egress
+
+    egress = default_egress()
+    timeout = get_settings().webhook_timeout_seconds
+
+    def post(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        return egress.request("POST", url, body=body, headers=headers, timeout=timeout).status
+
+    return post

@@ -75,10 +75,13 @@ class Settings(BaseSettings):
     consumer_modules: str = ""
     #: The built-in stages of the self-healing loop to run (empty: none; replace a stage by
     #: leaving it out and subscribing your own consumer to the same topic).
-    loop_stages: str = "recording"
+    loop_stages: str = "alerting,diagnosing,planning,recording"
     #: After this long, the outbox delivers a finished message's event again if its
     #: deliveries were not all enqueued (a crashed worker, a broker outage).
     outbox_grace_seconds: float = Field(30.0, gt=0)
+    #: A webhook subscription is disabled after this many failed delivery attempts in a row.
+    webhook_disable_after: int = Field(20, ge=1)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
 
     # -- WebSocket gateway -------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from integration.store import StatusStore
 
-MAX_DEPTH = 6
+MAX_DEPTH = 16
 MAX_CAUSED = 50
 
 

@@ -70,6 +70,8 @@ def test_environment(redis_url: str) -> Iterator[dict[str, str]]:
         "INTEGRATION_TYPE_MODULES": "tests.support.fault_types:TYPES",
         "INTEGRATION_CONSUMER_MODULES": "tests.support.consumers:CONSUMERS",
         "INTEGRATION_OUTBOX_GRACE_SECONDS": "2",
+        "INTEGRATION_WEBHOOK_DISABLE_AFTER": "8",
+        "INTEGRATION_WEBHOOK_TIMEOUT_SECONDS": "3",
         "INTEGRATION_CLAIM_LEASE_SECONDS": "4",
         "INTEGRATION_RETRY_POLL_INTERVAL_SECONDS": "0.2",
         "INTEGRATION_BREAKER_FAIL_MAX": "3",

@@ -19,6 +19,7 @@ from integration.gateway.deadletters import create_dead_letters_api
 from integration.gateway.metrics import gateway_metrics
 from integration.gateway.requestlog import correlation_id
 from integration.gateway.runtime import runtime
+from integration.gateway.subscriptions import create_subscriptions_api
 from integration.idempotency import MAX_KEY_LENGTH, Stored, fingerprint, parse_key
 from integration.problems import (
     Conflict,
@@ -284,6 +285,7 @@ def create_api(spec: SpecTree) -> Blueprint:
         return "", 204
 
     api.register_blueprint(create_dead_letters_api(spec))
+    api.register_blueprint(create_subscriptions_api(spec))
     return api
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from flask import Flask, current_app
 
@@ -18,6 +19,7 @@ from integration.services import build_guards, build_submitter
 from integration.settings import Settings
 from integration.store import StatusStore
 from integration.submission import Submitter
+from integration.webhooks import Webhooks
 
 EXTENSION_KEY = "integration"
 
@@ -63,6 +65,23 @@ class Runtime:
     @property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.store, self.publisher)
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        return Webhooks(self.store.client, self.settings.key_prefix,
+                        disable_after=self.settings.webhook_disable_after)
+
+    def egress_refusal(self, url: str) -> str | None:
+        """Why a URL may not be called (scheme, address policy, unresolvable), or None."""
+        from integration.egress import EgressPolicy, EgressRefused, EgressUnavailable
+
+        try:
+            EgressPolicy.from_settings(self.settings).check(url)
+        except EgressRefused as exc:
+            return str(exc)
+        except EgressUnavailable as exc:
+            return f"the host cannot be resolved: {exc}"
+        return None
 
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION_KEY] = self

@@ -160,3 +160,36 @@ class Trace(BaseModel):
     duration_ms: float
     timeline: list[dict[str, Any]]
     caused: list[Trace]
+
+
+class WebhookCreate(BaseModel):
+    """A webhook subscription: where to POST, which topics, and optionally the secret."""
+
+    url: str = Field(description="http(s) URL; private and loopback addresses need the "
+                                 "egress allowlist")
+    topics: list[str] = Field(description='topic patterns, e.g. "alert.*", "*.dead"')
+    secret: str | None = Field(None, description="HMAC secret (16+ characters); generated "
+                                                 "when absent")
+    description: str = ""
+
+
+class Webhook(BaseModel):
+    id: str
+    url: str
+    topics: list[str]
+    description: str
+    owner: str
+    enabled: bool
+    created_at: str
+    failures: int
+    disabled_at: str | None = None
+    disabled_reason: str | None = None
+
+
+class WebhookCreated(Webhook):
+    secret: str = Field(description="shown only in this answer; signs every delivery")
+    signature_header: str
+
+
+class WebhookList(BaseModel):
+    items: list[Webhook]

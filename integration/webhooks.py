@@ -1,0 +1,257 @@
+"""Outbound webhooks: subscriptions kept in Redis, each event delivered as a signed HTTP POST.
+
+A delivery is a ``webhook`` message on its own queue, so it is retried with backoff, guarded by
+a circuit breaker per receiving host, dead when exhausted, and visible in the trace of the
+message whose event it carries. A subscription whose deliveries keep failing is disabled.
+
+The signature lets a receiver check that a POST came from this service and is recent::
+
+    X-Integration-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from fnmatch import fnmatchcase
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field
+
+from integration.dispatch import Fanout, derived_id
+from integration.envelope import Envelope, new_id, utc_now
+from integration.registry import MessageType
+from integration.retry import DownstreamError, PermanentError
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Integration-Signature"
+#: The queue and message type of webhook deliveries.
+WEBHOOK_TYPE = "webhook"
+#: A receiver should refuse signatures older than this (replays of a captured request).
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The signature header's value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def verify(secret: str, header: str, body: bytes, *, now: float | None = None,
+           tolerance: int = SIGNATURE_TOLERANCE_SECONDS) -> bool:
+    """What a receiver does: recompute the HMAC over the raw body and compare in constant
+    time; refuse a timestamp outside the tolerance."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((now or time.time()) - timestamp) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), f"t={timestamp},v1={parts['v1']}"
+                               if "v1" in parts else "")
+
+
+class WebhookRequest(BaseModel):
+    """What a client sends to create a subscription."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=2048)
+    topics: list[str] = Field(min_length=1, max_length=20)
+    secret: str | None = Field(None, min_length=16, max_length=256)
+    description: str = Field("", max_length=500)
+
+
+class Webhook(BaseModel):
+    """A stored subscription (the secret is never shown again after creation)."""
+
+    id: str
+    url: str
+    topics: list[str]
+    secret: str
+    description: str = ""
+    owner: str
+    enabled: bool = True
+    created_at: str
+    failures: int = 0
+    disabled_at: str | None = None
+    disabled_reason: str | None = None
+
+    @property
+    def host(self) -> str:
+        """The receiving endpoint, ``host[:port]``: the unit of its circuit breaker."""
+        parts = urlsplit(self.url)
+        host = (parts.hostname or "").lower()
+        return f"{host}:{parts.port}" if parts.port else host
+
+    def matches(self, topic: str) -> bool:
+        return self.enabled and any(fnmatchcase(topic, p) for p in self.topics)
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"secret"})
+
+
+class Webhooks:
+    """Subscriptions in Redis; dispatchers cache them until a change bumps the version."""
+
+    def __init__(self, client: redis.Redis, prefix: str, *, disable_after: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.disable_after = disable_after
+        self._cache: tuple[bytes | None, list[Webhook]] = (b"", [])
+        self._lock = threading.Lock()
+
+    @property
+    def _all_key(self) -> str:
+        return f"{self.prefix}:webhooks"
+
+    @property
+    def _version_key(self) -> str:
+        return f"{self.prefix}:webhooks:version"
+
+    def _key(self, webhook_id: str) -> str:
+        return f"{self.prefix}:webhook:{webhook_id}"
+
+    def create(self, request: WebhookRequest, owner: str) -> Webhook:
+        webhook = Webhook(id=new_id(), url=request.url, topics=request.topics,
+                          secret=request.secret or secrets.token_urlsafe(32),
+                          description=request.description, owner=owner,
+                          created_at=utc_now().isoformat())
+        self._save(webhook, new=True)
+        return webhook
+
+    def _save(self, webhook: Webhook, new: bool = False) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self._key(webhook.id), webhook.model_dump_json())
+        if new:
+            pipe.sadd(self._all_key, webhook.id)
+        pipe.incr(self._version_key)
+        pipe.execute()
+
+    def get(self, webhook_id: str) -> Webhook | None:
+        raw = cast(bytes | None, self.client.get(self._key(webhook_id)))
+        return Webhook.model_validate_json(raw) if raw else None
+
+    def all(self) -> list[Webhook]:
+        ids = sorted(m.decode() for m in cast(set[bytes], self.client.smembers(self._all_key)))
+        if not ids:
+            return []
+        raws = cast(list[bytes | None], self.client.mget([self._key(i) for i in ids]))
+        return [Webhook.model_validate_json(r) for r in raws if r]
+
+    def delete(self, webhook_id: str) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self._key(webhook_id))
+        pipe.srem(self._all_key, webhook_id)
+        pipe.incr(self._version_key)
+        return bool(pipe.execute()[0])
+
+    def enable(self, webhook_id: str) -> Webhook | None:
+        """Turn a disabled subscription back on (after fixing the receiver)."""
+        webhook = self.get(webhook_id)
+        if webhook is None:
+            return None
+        webhook = webhook.model_copy(update={"enabled": True, "failures": 0,
+                                             "disabled_at": None, "disabled_reason": None})
+        self._save(webhook)
+        return webhook
+
+    def record(self, webhook_id: str, ok: bool, error: str = "") -> None:
+        """Count consecutive failed attempts; disable the subscription at the limit."""
+        counter = f"{self._key(webhook_id)}:failures"
+        if ok:
+            self.client.delete(counter)
+            return
+        failures = int(cast(int, self.client.incr(counter)))
+        self.client.expire(counter, 7 * 24 * 3600)
+        if failures < self.disable_after:
+            return
+        webhook = self.get(webhook_id)
+        if webhook is None or not webhook.enabled:
+            return
+        reason = f"{failures} delivery attempts in a row failed; last: {error}"[:500]
+        self._save(webhook.model_copy(update={
+            "enabled": False, "failures": failures, "disabled_at": utc_now().isoformat(),
+            "disabled_reason": reason}))
+        log.warning("webhook subscription disabled", extra={
+            "subscription": webhook_id, "host": webhook.host, "reason": reason})
+
+    def matching(self, topic: str) -> list[Webhook]:
+        """Enabled subscriptions of ``topic`` (one Redis read while nothing changed)."""
+        version = cast(bytes | None, self.client.get(self._version_key))
+        with self._lock:
+            cached_version, cached = self._cache
+            if version != cached_version:
+                cached = self.all()
+                self._cache = (version, cached)
+        return [w for w in cached if w.matches(topic)]
+
+    def deliveries(self, fanout: Fanout, source: str) -> list[dict[str, Any]]:
+        """One ``webhook`` delivery envelope per matching subscription."""
+        return [{"id": derived_id(fanout.message_id, f"webhook:{w.id}"), "type": WEBHOOK_TYPE,
+                 "source": source, "subject": fanout.message_id,
+                 "correlationid": fanout.correlationid, "causationid": fanout.message_id,
+                 "data": {"subscription": w.id, "host": w.host, "topic": fanout.topic,
+                          "event": dict(fanout.event)}}
+                for w in self.matching(fanout.topic)]
+
+
+class WebhookDelivery(BaseModel):
+    """The payload of a ``webhook`` message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subscription: str = Field(min_length=1, max_length=128)
+    host: str = Field(min_length=1, max_length=255)
+    topic: str = Field(min_length=1, max_length=300)
+    event: dict[str, Any]
+
+
+#: Sends one POST: (url, body, headers) -> HTTP status; raises on a refused or failed request.
+Post = Callable[[str, bytes, Mapping[str, str]], int]
+
+
+def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post]) -> MessageType:
+    """The message type of webhook deliveries; ``webhooks`` and ``post`` are built lazily in
+    the worker process that runs them."""
+
+    def deliver(payload: WebhookDelivery, envelope: Envelope) -> dict[str, Any]:
+        store = webhooks()
+        webhook = store.get(payload.subscription)
+        if webhook is None or not webhook.enabled:
+            return {"skipped": "the subscription was deleted" if webhook is None
+                    else "the subscription is disabled"}
+        body = json.dumps(payload.event, separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/cloudevents+json",
+            "User-Agent": "integration-webhooks/1",
+            SIGNATURE_HEADER: sign(webhook.secret, int(time.time()), body),
+            "X-Integration-Delivery": envelope.id,
+            "X-Integration-Topic": payload.topic,
+        }
+        try:
+            status = post()(webhook.url, body, headers)
+        except Exception as exc:
+            store.record(webhook.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:200])
+            raise
+        if 200 <= status < 300:
+            store.record(webhook.id, ok=True)
+            return {"subscription": webhook.id, "status_code": status}
+        store.record(webhook.id, ok=False, error=f"HTTP {status}")
+        if status >= 500 or status in (408, 429):
+            raise DownstreamError(status, f"the receiver answered {status}")
+        raise PermanentError(f"the receiver refused the delivery with HTTP {status}")
+
+    return MessageType(WEBHOOK_TYPE, WebhookDelivery, deliver,
+                       "A signed delivery of an event to a webhook subscription.",
+                       target=lambda p: f"webhook:{p.host}")

@@ -1,0 +1,86 @@
+"""The self-healing loop with the shipped rules, through a real worker: a metric over its
+threshold runs to ``action.result`` on its own, and a flapping metric alerts once."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from integration.dispatch import derived_id
+from tests.conftest import wait_for, wait_status
+
+
+def send_metric(client: FlaskClient, auth: dict[str, str], host: str, value: float,
+                at: datetime | None = None) -> str:
+    data: dict[str, Any] = {"name": "cpu_usage_percent", "value": value,
+                            "labels": {"host": host}}
+    if at is not None:
+        data["observed_at"] = at.isoformat()
+    response = client.post("/api/v1/messages", headers=auth,
+                           json={"type": "metric", "source": "loop-test", "data": data})
+    assert response.status_code == 202, response.get_json()
+    return str(response.get_json()["id"])
+
+
+def stage_result(client: FlaskClient, auth: dict[str, str], cause: str,
+                 stage: str) -> dict[str, Any]:
+    """The result of the loop stage's delivery for the message ``cause``."""
+    record = wait_status(client, auth, derived_id(cause, f"loop-{stage}"), timeout=30)
+    assert record["status"] == "succeeded", record
+    return dict(record["result"])
+
+
+def flatten(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node["caused"] for n in flatten(child))]
+
+
+def test_a_metric_over_its_threshold_runs_the_loop_to_the_action_result(
+    client: FlaskClient, auth: dict[str, str], worker: Any
+) -> None:
+    """metric -> alert -> diagnosis -> action -> action.result, each caused by the one before,
+    all in one trace under one correlation id."""
+    host = f"web-{uuid.uuid4().hex[:6]}"
+    metric_id = send_metric(client, auth, host, 97.5)
+    [alert_id] = stage_result(client, auth, metric_id, "alerting")["alerts"]
+    diagnosis_id = stage_result(client, auth, alert_id, "diagnosing")["diagnosis"]
+    action_id = stage_result(client, auth, diagnosis_id, "planning")["action"]
+    result_id = stage_result(client, auth, action_id, "recording")["action_result"]
+    final = wait_status(client, auth, result_id)
+    assert final["status"] == "succeeded" and final["type"] == "action.result"
+    assert final["result"]["action_id"] == action_id
+    action = wait_status(client, auth, action_id)
+    assert action["envelope"]["data"]["target"] == host
+    assert action["envelope"]["data"]["action"] == "restart-service"
+
+    trace = client.get(f"/api/v1/messages/{metric_id}/trace", headers=auth).get_json()
+    nodes = flatten(trace)
+    types = [n["type"] for n in nodes]
+    for expected in ("metric", "alert", "diagnosis", "action", "action.result"):
+        assert types.count(expected) == 1, types
+    assert len({n["correlationid"] for n in nodes}) == 1
+    assert all(n["owner"] == "tester" for n in nodes if "owner" in n)
+
+
+def test_a_flapping_metric_raises_one_alert_and_one_resolution(
+    client: FlaskClient, auth: dict[str, str], worker: Any
+) -> None:
+    """Values flapping above the clear level keep one alert firing; dropping below it
+    resolves once, and the resolution closes the loop instead of starting one."""
+    host = f"db-{uuid.uuid4().hex[:6]}"
+    start = datetime.now(UTC) - timedelta(seconds=30)
+    alerts: list[str] = []
+    for step, value in enumerate((95, 85, 96, 84, 93, 70, 75)):
+        metric_id = send_metric(client, auth, host, value, start + timedelta(seconds=step))
+        alerts += stage_result(client, auth, metric_id, "alerting")["alerts"]
+    assert len(alerts) == 2, "one firing, one resolved"
+    firing, resolved = (wait_status(client, auth, a) for a in alerts)
+    assert firing["envelope"]["data"]["status"] == "firing"
+    assert resolved["envelope"]["data"]["status"] == "resolved"
+    assert firing["result"]["fingerprint"] == resolved["result"]["fingerprint"]
+    closed = stage_result(client, auth, alerts[1], "diagnosing")
+    assert closed == {"closed": firing["result"]["fingerprint"]}
+    wait_for(lambda: stage_result(client, auth, alerts[0], "diagnosing").get("diagnosis"),
+             message="the firing alert was diagnosed")
