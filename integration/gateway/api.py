@@ -13,6 +13,7 @@ from spectree import SpecTree
 
 from integration.events import finish
 from integration.gateway import schemas
+from integration.gateway.alertmanager import create_alertmanager_api
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import parse_json, read_body
 from integration.gateway.deadletters import create_dead_letters_api
@@ -284,6 +285,7 @@ def create_api(spec: SpecTree) -> Blueprint:
         return "", 204
 
     api.register_blueprint(create_dead_letters_api(spec))
+    api.register_blueprint(create_alertmanager_api(spec))
     return api
 
 
