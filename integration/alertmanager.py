@@ -158,7 +158,8 @@ class RecentAlerts:
         self._reserve = client.register_script(_RESERVE)
         self._release = client.register_script(_RELEASE)
 
-    def _key(self, owner: str, fingerprint: str, status: str) -> str:
+    def key(self, owner: str, fingerprint: str, status: str) -> str:
+        """The Redis key of one claim (its owner, the alert and its status, hashed)."""
         digest = hashlib.sha256(f"{owner}\x00{fingerprint}\x00{status}".encode()).hexdigest()
         return f"{self.prefix}:alertmanager:{digest}"
 
@@ -166,8 +167,8 @@ class RecentAlerts:
         """Claim the alert for ``message_id``; or return the id of the message that already has."""
         if self.window <= 0:
             return None
-        earlier = self._reserve(keys=[self._key(owner, fingerprint, status),
-                                      self._key(owner, fingerprint, _OTHER[status])],
+        earlier = self._reserve(keys=[self.key(owner, fingerprint, status),
+                                      self.key(owner, fingerprint, _OTHER[status])],
                                 args=[message_id, self.window])
         return cast(bytes, earlier).decode() if earlier else None
 
@@ -175,4 +176,4 @@ class RecentAlerts:
         """Forget the claim if it is still ``message_id``'s."""
         if self.window <= 0:
             return
-        self._release(keys=[self._key(owner, fingerprint, status)], args=[message_id])
+        self._release(keys=[self.key(owner, fingerprint, status)], args=[message_id])
