@@ -354,3 +354,12 @@ def test_a_real_alertmanager_delivers_firing_then_resolved_alerts(
     assert resolved["envelope"]["data"]["fingerprint"] == firing["envelope"]["data"]["fingerprint"]
     assert wait_status(client, auth, resolved["id"])["status"] == "succeeded"
     assert len(received("firing")) == 1
+
+
+def test_openapi_documents_the_endpoint(client: FlaskClient) -> None:
+    """The OpenAPI document describes the webhook body and the per-alert answer."""
+    document = client.get("/openapi.json").get_json()
+    post = document["paths"][URL]["post"]
+    assert {"202", "401", "403", "422", "503"} <= set(post["responses"])
+    schemas = document["components"]["schemas"]
+    assert "AlertmanagerWebhook" in schemas and "AlertmanagerResponse" in schemas
