@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # -- WebSocket gateway -------------------------------------------------------------------
 
     # -- input adapters: Alertmanager, CloudEvents -------------------------------------------
+    #: Alertmanager re-sends a group on every change and every repeat_interval; the same alert
+    #: (fingerprint and status) posted again within this many seconds is a duplicate. 0: off.
+    alertmanager_dedup_seconds: int = Field(6 * 3600, ge=0)
 
     # -- egress (webhooks, http executor) and the self-healing rules --------------------------
     #: Comma-separated CIDRs and host names that outbound calls may reach although they are

@@ -12,9 +12,11 @@ from spectree import Response as Responses
 from spectree import SpecTree
 
 from integration.events import finish
-from integration.gateway import schemas
+from integration.gateway import cloudevents, schemas
+from integration.gateway.alertmanager import create_alertmanager_api
 from integration.gateway.auth import current_principal
-from integration.gateway.bodies import parse_json, read_body
+from integration.gateway.bodies import parse_json
+from integration.gateway.cloudevents import Mode
 from integration.gateway.deadletters import create_dead_letters_api
 from integration.gateway.metrics import gateway_metrics
 from integration.gateway.requestlog import correlation_id
@@ -79,31 +81,39 @@ def create_api(spec: SpecTree) -> Blueprint:
     def submit_messages() -> tuple[Response, int] | Response:
         """Submit one message (202 with its id) or a batch (202 with one result per item).
 
+        CloudEvents 1.0 over HTTP is understood in its three modes: structured
+        (``Content-Type: application/cloudevents+json``, one event), batched
+        (``application/cloudevents-batch+json``, a JSON array, one result per event) and
+        binary (``ce-specversion``, ``ce-id``, ``ce-source``, ``ce-type`` and other ``ce-*``
+        attribute headers, the JSON data as the body).
+
         With an ``Idempotency-Key`` header, a repeat of the same request is answered as the
         first one was and enqueues nothing.
         """
+        mode = cloudevents.request_mode()
         try:
-            return _submit_with_key(read_body())
+            return _submit_with_key(mode, cloudevents.read(mode))
         except Problem as problem:
             if not g.get("received_counted"):  # refused before any message was looked at
-                gateway_metrics().count(None, problem)
+                gateway_metrics().count(None, problem, channel=mode.channel)
             raise
 
-    def _submit_with_key(raw: bytes) -> tuple[Response, int]:
+    def _submit_with_key(mode: Mode, raw: bytes) -> tuple[Response, int]:
         header = request.headers.get("Idempotency-Key")
         if header is None:
-            return _submit(parse_json(raw))
+            return _submit(mode, raw)
         key = parse_key(header)
         if key is None:
             raise invalid([{"loc": ["header", "Idempotency-Key"], "type": "string_type",
                             "msg": f"1 to {MAX_KEY_LENGTH} printable characters"}],
                           "Invalid Idempotency-Key.")
-        rt, owner, digest = runtime(), current_principal().subject, fingerprint(raw)
+        rt, owner = runtime(), current_principal().subject
+        digest = fingerprint(cloudevents.identity(mode, raw))
         earlier = rt.idempotency.reserve(owner, key, digest)
         if earlier is not None:
-            return _repeat(earlier, digest)
+            return _repeat(earlier, digest, mode)
         try:
-            response, status = _submit(parse_json(raw))
+            response, status = _submit(mode, raw)
         except BaseException:
             rt.idempotency.release(owner, key)  # nothing was accepted: the key is free again
             raise
@@ -111,33 +121,45 @@ def create_api(spec: SpecTree) -> Blueprint:
             "done", digest, status, response.get_json(), response.headers.get("Location")))
         return response, status
 
-    def _repeat(earlier: Stored, digest: str) -> tuple[Response, int]:
+    def _repeat(earlier: Stored, digest: str, mode: Mode) -> tuple[Response, int]:
         if earlier.fingerprint != digest:
             raise invalid([{"loc": ["header", "Idempotency-Key"], "type": "key_reused",
                             "msg": "this key was used with a different body"}],
                           "The Idempotency-Key was already used for another request.")
         if earlier.state == "pending":
             raise Conflict("A request with this Idempotency-Key is still being handled.")
-        gateway_metrics().count(None, Conflict())
+        gateway_metrics().count(None, Conflict(), channel=mode.channel)
         response = jsonify(earlier.body)
         if earlier.location:
             response.headers["Location"] = earlier.location
         response.headers["Idempotent-Replayed"] = "true"
         return response, earlier.status
 
-    def _submit(body: Any) -> tuple[Response, int]:
+    def _submit(mode: Mode, raw: bytes) -> tuple[Response, int]:
+        body = cloudevents.binary_event(raw) if mode is Mode.BINARY else parse_json(raw)
+        if mode is Mode.BATCHED and not isinstance(body, list):
+            raise invalid([{"loc": [], "msg": "a batch is a JSON array of events",
+                            "type": "list_type"}], "The batch is not a JSON array.")
+        if mode is Mode.STRUCTURED and isinstance(body, list):
+            raise invalid([{"loc": [], "msg": "structured mode carries one event; send a batch "
+                            f"as {cloudevents.BATCHED}", "type": "dict_type"}],
+                          "A structured-mode body is one event.")
         if isinstance(body, list):
-            return _submit_batch(body)
+            return _submit_batch(mode, body)
         rt = runtime()
         principal = current_principal()
         try:
-            envelope = rt.submitter.parse(body, may_submit=principal.grants.may_submit,
+            event = body if mode is Mode.PLAIN else cloudevents.checked(body)
+            envelope = rt.submitter.parse(event, may_submit=principal.grants.may_submit,
                                           correlation_id=correlation_id())
         except Problem as problem:
-            gateway_metrics().count(body, problem)
+            gateway_metrics().count(body, problem, channel=mode.channel)
+            if mode is Mode.BINARY and isinstance(problem, InvalidMessage):
+                raise cloudevents.in_headers(problem, body) from None
             raise
-        [result] = rt.submitter.submit([envelope], owner=principal.subject, channel="rest")
-        gateway_metrics().count(body, result)
+        [result] = rt.submitter.submit([envelope], owner=principal.subject,
+                                       channel=mode.channel)
+        gateway_metrics().count(body, result, channel=mode.channel)
         if isinstance(result, Problem):
             raise result
         url = _status_url(result.id)
@@ -145,7 +167,7 @@ def create_api(spec: SpecTree) -> Blueprint:
         response.headers["Location"] = url
         return response, 202
 
-    def _submit_batch(items: list[Any]) -> tuple[Response, int]:
+    def _submit_batch(mode: Mode, items: list[Any]) -> tuple[Response, int]:
         rt = runtime()
         if not items:
             raise invalid([{"loc": [], "msg": "the batch is empty", "type": "too_short"}],
@@ -153,11 +175,17 @@ def create_api(spec: SpecTree) -> Blueprint:
         if len(items) > rt.settings.batch_limit:
             raise PayloadTooLarge(f"A batch holds at most {rt.settings.batch_limit} messages.")
         principal = current_principal()
-        results = rt.submitter.submit_raw(items, owner=principal.subject, channel="rest",
-                                          may_submit=principal.grants.may_submit,
-                                          correlation_id=correlation_id())
+        if mode is Mode.BATCHED:
+            results = cloudevents.submit_events(rt.submitter, items, owner=principal.subject,
+                                                may_submit=principal.grants.may_submit,
+                                                correlation_id=correlation_id())
+        else:
+            results = rt.submitter.submit_raw(items, owner=principal.subject,
+                                              channel=mode.channel,
+                                              may_submit=principal.grants.may_submit,
+                                              correlation_id=correlation_id())
         for item, result in zip(items, results, strict=True):
-            gateway_metrics().count(item, result)
+            gateway_metrics().count(item, result, channel=mode.channel)
         report = [_item(i, r) for i, r in enumerate(results)]
         accepted = sum(1 for r in results if isinstance(r, Accepted))
         if accepted:
@@ -286,6 +314,7 @@ def create_api(spec: SpecTree) -> Blueprint:
 
     api.register_blueprint(create_dead_letters_api(spec))
     api.register_blueprint(create_subscriptions_api(spec))
+    api.register_blueprint(create_alertmanager_api(spec))
     return api
 
 

@@ -14,6 +14,7 @@ from flask_limiter import HeaderNames, Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 
 from integration.gateway.auth import current_principal
+from integration.gateway.cloudevents import request_mode
 from integration.gateway.errors import problem_response
 from integration.gateway.metrics import gateway_metrics
 from integration.problems import TooManyRequests
@@ -46,7 +47,9 @@ def _too_many_requests(limit: RequestLimit) -> Response:
     problem = TooManyRequests(f"Rate limit of {limit.limit} exceeded; retry in {wait} s.",
                               retry_after=wait)
     if request.endpoint == "api.submit_messages":
-        gateway_metrics().count(None, problem)
+        gateway_metrics().count(None, problem, channel=request_mode().channel)
+    elif request.endpoint == "api.alertmanager.receive_alertmanager":
+        gateway_metrics().count({"type": "alert"}, problem, channel="alertmanager")
     return problem_response(problem)
 
 

@@ -21,8 +21,8 @@ class GatewayMetrics:
         self.types = types
         self.received = Counter(
             "integration_messages_received_total",
-            "Messages received, by type, channel (rest, direct, ...) and outcome (accepted, "
-            "rejected, duplicate, throttled, unavailable).",
+            "Messages received, by type, channel (rest, cloudevents, alertmanager, direct, ...) "
+            "and outcome (accepted, rejected, duplicate, throttled, unavailable).",
             ["type", "channel", "outcome"], registry=registry)
 
     def type_label(self, value: Any) -> str:

@@ -193,3 +193,22 @@ class WebhookCreated(Webhook):
 
 class WebhookList(BaseModel):
     items: list[Webhook]
+
+
+class AlertmanagerItem(BaseModel):
+    index: int = Field(description="The alert's position in the notification's ``alerts``")
+    status: int = Field(description="202 when enqueued, 200 for a duplicate, otherwise the "
+                                    "problem's status")
+    fingerprint: str
+    id: str | None = Field(None, description="The message's id (for a duplicate: the earlier "
+                                             "message's)")
+    status_url: str | None = None
+    duplicate: bool = False
+    problem: ProblemDocument | None = None
+
+
+class AlertmanagerResponse(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[AlertmanagerItem]
