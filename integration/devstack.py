@@ -24,9 +24,13 @@ DEV_SUBJECT = "developer"
 DEV_TOKEN_TTL = 24 * 3600
 
 
+#: Where ``integration up`` keeps its development JWT secret, under the run directory.
+DEV_SECRET_FILE = "jwt-secret"
+
+
 def _dev_secret(run_dir: Path) -> str:
     """A development secret that survives restarts, so issued tokens keep working."""
-    path = run_dir / "jwt-secret"
+    path = run_dir / DEV_SECRET_FILE
     if path.exists():
         return path.read_text().strip()
     secret = secrets.token_urlsafe(48)
@@ -78,6 +82,8 @@ def banner(host: str, port: int, token: str, redis_url: str,
         "  try:",
         f"  curl -X POST {base}/api/v1/messages -H 'Authorization: Bearer {token}' "
         f"-H 'Content-Type: application/json' -d '{body}'",
+        "",
+        "  or watch the self-healing loop run:  integration demo",
         "",
         "  Ctrl-C stops everything.",
         "",

@@ -86,6 +86,16 @@ def test_integration_up_runs_the_whole_service_and_stops_clean(tmp_path: Path) -
                           ["status"] == "succeeded" and r, message="message succeeded")
         assert record["delivered_queue"] == "metric"
 
+        # The demo finds the gateway and the development secret the same way, and follows
+        # the loop from the metric to the action's result.
+        assert "integration demo" in output()
+        demo = subprocess.run([sys.executable, "-m", "integration", "demo", "--timeout", "60"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        for step in ("metric", "alert", "diagnosis", "action", "action.result"):
+            assert re.search(rf"✓ {re.escape(step)}\s+succeeded", demo.stdout), demo.stdout
+        assert "the loop completed" in demo.stdout
+
         processes |= descendants(up.pid)
         assert len(processes) >= 4  # redis, gateway (master + workers), worker, beat
         up.send_signal(signal.SIGINT)
