@@ -84,3 +84,46 @@ def test_a_flapping_metric_raises_one_alert_and_one_resolution(
     assert closed == {"closed": firing["result"]["fingerprint"]}
     wait_for(lambda: stage_result(client, auth, alerts[0], "diagnosing").get("diagnosis"),
              message="the firing alert was diagnosed")
+
+
+def test_alertmanager_alerts_run_the_loop_once_and_a_resolution_closes_it(
+    client: FlaskClient, auth: dict[str, str], worker: Any
+) -> None:
+    """A firing alert from Alertmanager, sent again inside the dedup window, runs the loop to
+    one action.result; its resolution is diagnosed as closed, starting nothing."""
+    host = f"app-{uuid.uuid4().hex[:6]}"
+    fingerprint = uuid.uuid4().hex[:16]
+
+    def notification(status: str) -> dict[str, Any]:
+        return {
+            "version": "4", "receiver": "integration-bus", "status": status,
+            "groupKey": '{}:{alertname="HighCPU"}', "truncatedAlerts": 0,
+            "externalURL": "http://alertmanager.example.org:9093",
+            "groupLabels": {"alertname": "HighCPU"}, "commonLabels": {},
+            "commonAnnotations": {},
+            "alerts": [{
+                "status": status, "fingerprint": fingerprint,
+                "labels": {"alertname": "HighCPU", "host": host, "severity": "critical"},
+                "annotations": {"summary": f"CPU high on {host}"},
+                "startsAt": "2026-01-31T12:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z" if status == "firing"
+                else "2026-01-31T12:20:00Z",
+                "generatorURL": "http://prometheus.example.org:9090/graph"}]}
+
+    first = client.post("/api/v1/alertmanager", headers=auth, json=notification("firing"))
+    repeat = client.post("/api/v1/alertmanager", headers=auth, json=notification("firing"))
+    assert first.status_code == repeat.status_code == 202
+    [sent], [again] = first.get_json()["results"], repeat.get_json()["results"]
+    assert again["duplicate"] is True and again["id"] == sent["id"]
+
+    diagnosis_id = stage_result(client, auth, sent["id"], "diagnosing")["diagnosis"]
+    action_id = stage_result(client, auth, diagnosis_id, "planning")["action"]
+    result_id = stage_result(client, auth, action_id, "recording")["action_result"]
+    assert wait_status(client, auth, result_id)["status"] == "succeeded"
+    trace = client.get(f"/api/v1/messages/{sent['id']}/trace", headers=auth).get_json()
+    assert [n["type"] for n in flatten(trace)].count("action.result") == 1
+
+    resolved = client.post("/api/v1/alertmanager", headers=auth,
+                           json=notification("resolved")).get_json()["results"][0]
+    assert resolved["duplicate"] is False
+    assert stage_result(client, auth, resolved["id"], "diagnosing") == {"closed": fingerprint}
