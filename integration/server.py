@@ -94,9 +94,12 @@ def _gevent_worker() -> type:
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             super().handle_exit(sig, frame)
+            import gevent
+
             from integration.gateway.ws import going_away
 
-            going_away(self.wsgi)
+            # Out of the signal handler, where nothing may block (as gunicorn's handle_quit).
+            gevent.spawn(going_away, self.wsgi)
 
     return GatewayWorker
 

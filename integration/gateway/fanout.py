@@ -30,7 +30,8 @@ log = logs.get_logger("integration.gateway.ws")
 
 #: How often the housekeeper looks at every socket's deadlines.
 _TICK_SECONDS = 0.25
-#: Stream entries taken per read: bounds one round's work, not what is delivered.
+#: Stream entries taken per read at most; never more than one send buffer holds, so a burst
+#: read at once cannot by itself overflow a client that keeps up.
 _READ_COUNT = 500
 
 
@@ -152,8 +153,9 @@ class WebSocketHub:
                         self._reading = False
                         return
                 try:
-                    reply: Any = client.xread({self.store.events_key: last_id}, count=_READ_COUNT,
-                                         block=block_ms)
+                    reply: Any = client.xread({self.store.events_key: last_id},
+                                              count=min(_READ_COUNT, settings.ws_max_buffer),
+                                              block=block_ms)
                 except redis.RedisError as exc:
                     log.warning("websocket events read failed; retrying", error=str(exc))
                     time.sleep(1.0)
@@ -200,6 +202,9 @@ class WebSocketHub:
                             f'"event":{event.decode()}}}')
                 if not subscriber.ws.send(text) and subscriber.ws.open:
                     self.drop_slow(subscriber)
+            # Let the writers run (a greenlet switch under gevent): a buffer measures how far
+            # a client lags, not how fast this loop can fill it.
+            time.sleep(0)
 
     def drop_slow(self, client: Client) -> None:
         limit = self.settings.ws_max_buffer
@@ -231,7 +236,7 @@ class WebSocketHub:
         stuck = ws.writing_since is not None and now - ws.writing_since > \
             settings.ws_send_timeout_seconds
         unanswered = ws.closing_since is not None and now - ws.closing_since > \
-            settings.ws_send_timeout_seconds
+            (ws.close_grace if ws.close_grace is not None else settings.ws_send_timeout_seconds)
         if stuck or unanswered:
             ws.abort()  # it does not read: no close frame can reach it
         elif not ws.open:
@@ -246,6 +251,8 @@ class WebSocketHub:
             ws.close(POLICY_VIOLATION, "token expired", last=error_frame(Unauthorized(
                 "The bearer token has expired; reconnect with a fresh one.")))
         elif now - ws.last_seen > 2 * settings.ws_heartbeat_seconds:
-            ws.close(POLICY_VIOLATION, "no answer to heartbeat pings")
+            # It answers nothing, so it will not answer the close either: a short grace.
+            ws.close(POLICY_VIOLATION, "no answer to heartbeat pings",
+                     grace=min(1.0, settings.ws_heartbeat_seconds))
         elif now - ws.last_ping >= settings.ws_heartbeat_seconds:
             ws.ping()

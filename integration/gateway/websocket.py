@@ -77,6 +77,7 @@ class WebSocket:
         self.close_code: int | None = None
         self.close_reason = ""
         self.closing_since: float | None = None
+        self.close_grace: float | None = None
         self.writing_since: float | None = None
         self.last_seen = time.monotonic()
         self.last_ping = time.monotonic()
@@ -121,9 +122,10 @@ class WebSocket:
                 self._lock.notify_all()
 
     def close(self, code: int, reason: str = "", last: str | None = None,
-              drop_pending: bool = False) -> None:
+              drop_pending: bool = False, grace: float | None = None) -> None:
         """Start the closing handshake: ``last`` (an error frame) then the close frame, after
-        what is queued unless ``drop_pending`` (a slow client does not get its backlog)."""
+        what is queued unless ``drop_pending`` (a slow client does not get its backlog).
+        ``grace``: how long the client's answer is awaited (None: the send timeout)."""
         with self._lock:
             if self._aborted or self._conn.state not in (ConnectionState.OPEN,
                                                          ConnectionState.REMOTE_CLOSING):
@@ -137,6 +139,7 @@ class WebSocket:
                                                                 reason=reason[:120])))
             if self.closing_since is None:
                 self.closing_since = time.monotonic()
+                self.close_grace = grace
             self._lock.notify_all()
 
     def abort(self) -> None:

@@ -84,13 +84,10 @@ def hub() -> WebSocketHub:
 
 
 def going_away(app: Any) -> None:
-    """Close this process's sockets with 1001 (called from the worker's SIGTERM handler, so
-    the work happens in a thread of its own)."""
-    import threading
-
+    """Close this process's sockets with 1001: the server is stopping (SIGTERM)."""
     found = getattr(app, "extensions", {}).get(EXTENSION_KEY)
     if found is not None:
-        threading.Thread(target=found.close_all, daemon=True, name="websocket-shutdown").start()
+        found.close_all()
 
 
 def websocket() -> Response:
