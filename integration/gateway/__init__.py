@@ -83,7 +83,9 @@ def register_metrics(app: Flask, settings: Settings) -> PrometheusMetrics:
     processes' metrics are aggregated; they are served on ``/metrics``, or only on
     ``INTEGRATION_GATEWAY_METRICS_PORT`` of the gunicorn master when that is set.
     """
-    options = {"group_by": "url_rule", "defaults_prefix": "integration_gateway"}
+    # A WebSocket's "request" lasts as long as the socket: it would swamp the latency buckets.
+    options = {"group_by": "url_rule", "defaults_prefix": "integration_gateway",
+               "excluded_paths": ["^/api/v1/ws$"]}
     metrics: PrometheusMetrics
     if settings.prometheus_multiproc_dir:
         metrics = (GunicornPrometheusMetrics(app, **options) if settings.gateway_metrics_port

@@ -22,7 +22,7 @@ from integration.gateway.websocket import (
     TRY_AGAIN_LATER,
     WebSocket,
 )
-from integration.problems import Problem, Unauthorized
+from integration.problems import Problem, RetryLater, Unauthorized
 from integration.settings import Settings
 from integration.store import StatusStore
 
@@ -42,6 +42,8 @@ def frame(kind: str, **fields: Any) -> str:
 def error_frame(problem: Problem | dict[str, Any], ref: Any = None, **fields: Any) -> str:
     document = problem.to_dict() if isinstance(problem, Problem) else problem
     extra = {"ref": ref} if ref is not None else {}
+    if isinstance(problem, RetryLater):  # what REST says in the Retry-After header
+        extra["retry_after"] = problem.retry_after
     return frame("error", **extra, **fields, problem=document)
 
 

@@ -124,9 +124,10 @@ def authed(gateway: Gateway, token: str, **options: Any) -> Iterator[ClientConne
 
 @pytest.fixture(scope="module")
 def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped policy plus a role that may send and watch alerts, reading its own only."""
+    """The shipped policy plus a role that watches its own alerts and one with a tiny budget."""
     policy = yaml.safe_load(files("integration").joinpath("default_policy.yaml").read_text())
     policy["roles"]["watcher"] = {"submit": ["alert"], "read": "own", "subscribe": ["alert.*"]}
+    policy["roles"]["trickle"] = {"submit": ["alert"], "read": "own", "rate_limit": "3/minute"}
     path = tmp_path_factory.mktemp("policy") / "policy.yaml"
     path.write_text(yaml.safe_dump(policy))
     return path
@@ -340,6 +341,20 @@ def test_a_batch_gets_one_answer_per_message_and_the_policy_applies(gateway: Gat
     assert first["type"] == "ack" and first["index"] == 0
     assert second["type"] == "error" and second["index"] == 1
     assert second["problem"]["status"] == 403
+
+
+def test_submit_frames_spend_the_subjects_rate_limit(gateway: Gateway) -> None:
+    """The upgrade and each submit frame count against the subject's API budget: past it, a
+    429 error frame with retry_after, and nothing is enqueued."""
+    with authed(gateway, token_for("trickler", ["trickle"])) as ws:  # 1 of 3
+        answers = []
+        for n in range(3):
+            ws.send(json.dumps({"type": "submit", "id": n, "message": alert(f"t{n}")}))
+            answers.append(recv_json(ws))
+    assert [a["type"] for a in answers] == ["ack", "ack", "error"]
+    problem = answers[2]["problem"]
+    assert problem["status"] == 429 and problem["type"] == "/problems/too-many-requests"
+    assert answers[2]["retry_after"] >= 1
 
 
 def test_socket_submissions_are_counted_on_the_websocket_channel(gateway: Gateway) -> None:
