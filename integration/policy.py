@@ -7,6 +7,7 @@ unset) is read once at start. Deny by default: a role grants only what it lists.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -24,6 +25,7 @@ Resource = Literal["dead_letters", "schedules", "subscriptions", "tokens", "brea
                    "actions"]
 ReadScope = Literal["none", "own", "any"]
 _READ_ORDER: dict[str, int] = {"none": 0, "own": 1, "any": 2}
+_WILDCARD = re.compile(r"[*?\[]")
 
 
 def _check_limit(value: str | None) -> str | None:
@@ -85,6 +87,25 @@ class Grants:
 
     def may_subscribe(self, topic: str) -> bool:
         return any(fnmatchcase(topic, pattern) for pattern in self.subscribe)
+
+    def may_subscribe_pattern(self, pattern: str) -> bool:
+        """Whether every topic ``pattern`` can match is granted.
+
+        Matching a requested pattern against a grant as if it were a topic is unsound (``a*c``
+        "matches" the grant ``a?c`` but selects ``abbc``), so a wildcard pattern must equal a
+        grant, or keep the fixed part of a ``prefix*`` or ``*suffix`` grant.
+        """
+        if not _WILDCARD.search(pattern):
+            return self.may_subscribe(pattern)
+        for grant in self.subscribe:
+            if grant == "*" or grant == pattern:
+                return True
+            head, tail = grant[:-1], grant[1:]
+            if grant.endswith("*") and not _WILDCARD.search(head) and pattern.startswith(head):
+                return True
+            if grant.startswith("*") and not _WILDCARD.search(tail) and pattern.endswith(tail):
+                return True
+        return False
 
     def may_manage(self, resource: str) -> bool:
         return resource in self.manage

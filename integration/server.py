@@ -1,9 +1,10 @@
-"""Run the gateway under gunicorn (threads per worker; SIGTERM finishes in-flight requests)."""
+"""Run the gateway under gunicorn (gevent workers; SIGTERM finishes in-flight requests)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,46 @@ def _child_exit(server: Any, worker: Any) -> None:
     GunicornPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)
 
 
+def _gevent_worker() -> type:
+    """Gunicorn's gevent worker, which also closes open WebSockets (1001) on SIGTERM: they
+    would otherwise hold the worker until the graceful timeout."""
+    from gunicorn.workers.ggevent import GeventWorker
+
+    class GatewayWorker(GeventWorker):
+        def patch(self) -> None:
+            # The master imported ssl (settings, gunicorn) before forking. The modules gevent
+            # names for it (jwt.jwks_client, redis.asyncio) use the unpatched name only as a
+            # type or not at all, so the warning would only alarm operators.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Monkey-patching ssl after ssl")
+                super().patch()
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            import gevent
+
+            from integration.gateway.ws import going_away
+
+            # Out of the signal handler, where nothing may block (as gunicorn's handle_quit).
+            gevent.spawn(going_away, self.wsgi)
+
+    return GatewayWorker
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """gevent by default: an open WebSocket is a greenlet, not one of a fixed set of threads,
+    so hundreds of idle sockets leave HTTP requests their full capacity."""
+    if settings.gateway_worker_class == "gthread":
+        return {"worker_class": "gthread", "threads": settings.gateway_threads}
+    return {"worker_class": _gevent_worker(),
+            "worker_connections": settings.gateway_worker_connections}
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     options = {
         "bind": f"{host}:{port}",
         "workers": settings.gateway_workers,
-        "worker_class": "gthread",
-        "threads": settings.gateway_threads,
+        **worker_options(settings),
         "graceful_timeout": settings.graceful_timeout_seconds,
         "timeout": 60,
         "accesslog": None,

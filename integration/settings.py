@@ -84,6 +84,23 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
 
     # -- WebSocket gateway -------------------------------------------------------------------
+    #: gevent: one greenlet per connection, so open WebSockets do not take HTTP's threads;
+    #: gthread: a thread per request (WebSockets are then refused with 503).
+    gateway_worker_class: Literal["gevent", "gthread"] = "gevent"
+    #: Concurrent connections (HTTP and WebSocket) per gevent worker process.
+    gateway_worker_connections: int = Field(2000, ge=10)
+    #: Frames (events, acks, errors) waiting for one slow socket; past it the client is dropped.
+    ws_max_buffer: int = Field(256, ge=1, le=100_000)
+    #: A frame that cannot be written within this long means the client stopped reading.
+    ws_send_timeout_seconds: float = Field(10.0, gt=0)
+    #: A ping every interval; a client silent for two intervals is dropped.
+    ws_heartbeat_seconds: float = Field(20.0, gt=0)
+    #: Time for an auth frame when the upgrade request carried no Authorization header.
+    ws_auth_timeout_seconds: float = Field(5.0, gt=0)
+    #: Open sockets per gateway process; more are refused (503) so HTTP keeps its capacity.
+    ws_max_connections: int = Field(1000, ge=1)
+    #: How long the event reader blocks on the stream per round trip (milliseconds).
+    ws_read_block_ms: int = Field(1000, ge=10, le=30_000)
 
     # -- input adapters: Alertmanager, CloudEvents -------------------------------------------
     #: Alertmanager re-sends a group on every change and every repeat_interval; the same alert

@@ -456,6 +456,14 @@ class StatusStore:
         value = cast(bytes | None, self.client.hget(self._record_key(message_id), "status"))
         return value.decode() if value is not None else None
 
+    def owners(self, message_ids: Sequence[str]) -> dict[str, str | None]:
+        """Who submitted each message (None once its record has expired), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.hget(self._record_key(message_id), "owner")
+        return {message_id: owner.decode() if owner else None
+                for message_id, owner in zip(message_ids, pipe.execute(), strict=True)}
+
     def get(self, message_id: str) -> dict[str, Any] | None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self._record_key(message_id))

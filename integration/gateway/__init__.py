@@ -24,6 +24,7 @@ from integration.gateway.metrics import GatewayMetrics
 from integration.gateway.requestlog import init_request_log
 from integration.gateway.runtime import Runtime
 from integration.gateway.schemas import ProblemDocument
+from integration.gateway.ws import init_websocket
 from integration.registry import default_registry
 from integration.settings import Settings, get_settings
 
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     runtime.init_app(app)
     init_auth(app, runtime.verification, runtime.revocations, runtime.policy)
     api = register_blueprints(app)
-    init_limiter(app, settings, api)
+    init_limiter(app, settings, api, init_websocket(app))
     register_errorhandlers(app)
     register_metrics(app, settings)
     app.after_request(security_headers)
@@ -82,7 +83,9 @@ def register_metrics(app: Flask, settings: Settings) -> PrometheusMetrics:
     processes' metrics are aggregated; they are served on ``/metrics``, or only on
     ``INTEGRATION_GATEWAY_METRICS_PORT`` of the gunicorn master when that is set.
     """
-    options = {"group_by": "url_rule", "defaults_prefix": "integration_gateway"}
+    # A WebSocket's "request" lasts as long as the socket: it would swamp the latency buckets.
+    options = {"group_by": "url_rule", "defaults_prefix": "integration_gateway",
+               "excluded_paths": ["^/api/v1/ws$"]}
     metrics: PrometheusMetrics
     if settings.prometheus_multiproc_dir:
         metrics = (GunicornPrometheusMetrics(app, **options) if settings.gateway_metrics_port

@@ -8,10 +8,11 @@ import math
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
 from flask_limiter import HeaderNames, Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
+from limits import parse as parse_limit
 
 from integration.gateway.auth import current_principal
 from integration.gateway.cloudevents import request_mode
@@ -22,6 +23,9 @@ from integration.settings import Settings
 
 log = logging.getLogger(__name__)
 
+EXTENSION_KEY = "integration_limiter"
+#: The scope of the per-subject budget that every API route shares.
+SHARED_SCOPE = "api"
 #: Routes that probes and scrapers call often; a limit there would only cause false alarms.
 UNLIMITED_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "prometheus_metrics"})
 
@@ -53,7 +57,7 @@ def _too_many_requests(limit: RequestLimit) -> Response:
     return problem_response(problem)
 
 
-def init_limiter(app: Flask, settings: Settings, api: Blueprint) -> Limiter:
+def init_limiter(app: Flask, settings: Settings, *blueprints: Blueprint) -> Limiter:
     timeouts: dict[str, Any] = {"socket_timeout": settings.publish_timeout_seconds,
                                 "socket_connect_timeout": settings.publish_timeout_seconds}
     limiter = Limiter(
@@ -69,7 +73,7 @@ def init_limiter(app: Flask, settings: Settings, api: Blueprint) -> Limiter:
         # 503's own value); Retry-After is only sent with the 429 below.
         header_name_mapping={HeaderNames.RETRY_AFTER: "X-RateLimit-Retry-After"},
         on_breach=_too_many_requests,
-        key_prefix=f"{settings.key_prefix}:ratelimit",
+        key_prefix=_key_prefix(settings),
         # A rate-limit store that cannot be reached must not take the API down with it.
         swallow_errors=True,
     )
@@ -79,10 +83,35 @@ def init_limiter(app: Flask, settings: Settings, api: Blueprint) -> Limiter:
             return current_principal().grants.rate_limit
         return settings.anonymous_rate_limit
 
-    # One budget per subject across the whole API, not one per route.
-    limiter.shared_limit(limit_for_caller, scope="api", key_func=_subject_or_address,
-                         on_breach=_too_many_requests)(api)
+    # One budget per subject across the whole API (WebSocket upgrades included), not one
+    # per route.
+    shared = limiter.shared_limit(limit_for_caller, scope=SHARED_SCOPE,
+                                  key_func=_subject_or_address, on_breach=_too_many_requests)
+    for blueprint in blueprints:
+        shared(blueprint)
+    app.extensions[EXTENSION_KEY] = (limiter, _key_prefix(settings))
     return limiter
+
+
+def _key_prefix(settings: Settings) -> str:
+    return f"{settings.key_prefix}:ratelimit"
+
+
+def charge(subject: str, limit: str) -> int | None:
+    """Count one request against ``subject``'s shared budget, as an API call would be counted
+    (a submit frame on a WebSocket); the seconds to wait when it is spent, else None."""
+    limiter, prefix = current_app.extensions[EXTENSION_KEY]
+    item = parse_limit(limit)
+    # Flask-Limiter's key for the shared limit: [key prefix, key function's value, scope].
+    key = [prefix, f"sub:{subject}", SHARED_SCOPE]
+    try:
+        if limiter.limiter.hit(item, *key):
+            return None
+        reset_at = limiter.limiter.get_window_stats(item, *key).reset_time
+    except Exception:  # noqa: BLE001 - like the HTTP limiter: no store, no limit
+        log.warning("rate-limit store unavailable; WebSocket submit not counted")
+        return None
+    return max(1, math.ceil(reset_at - time.time()))
 
 
 def security_headers(response: Response) -> Response:
