@@ -74,7 +74,11 @@ def test_commands_are_real_entry_points(resolved: dict[str, Any]) -> None:
     port = gateway[gateway.index("--port") + 1]
     assert any(str(p.get("target", p)).endswith(port) for p in services["gateway"]["ports"])
 
-    queues = set(Registry(BUILTIN_TYPES).queues()) | {DEFAULT_QUEUE}
+    from integration.loop import STAGES
+    from integration.webhooks import WEBHOOK_TYPE
+
+    queues = set(Registry(BUILTIN_TYPES).queues()) | {DEFAULT_QUEUE, WEBHOOK_TYPE} | {
+        f"consumer.loop-{stage}" for stage in STAGES}
     consumed: set[str] = set()
     for name, service in services.items():
         command = service.get("command") or []
@@ -95,3 +99,13 @@ def test_redis_is_durable_and_never_evicts(resolved: dict[str, Any]) -> None:
 def test_every_service_has_a_health_check_or_depends_on_one(resolved: dict[str, Any]) -> None:
     for name, service in resolved["services"].items():
         assert "healthcheck" in service or name in ("beat", "flower"), name
+
+
+def test_prometheus_scrapes_every_worker_service(resolved: dict[str, Any]) -> None:
+    """deploy/prometheus.yml discovers every worker service of the compose file."""
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    [job] = [j for j in scrape["scrape_configs"] if j["job_name"] == "integration-workers"]
+    named = {n for config in job["dns_sd_configs"] for n in config["names"]}
+    workers = {name for name, service in resolved["services"].items()
+               if (service.get("command") or [])[:4] == ["celery", "-A", "tasks", "worker"]}
+    assert named == workers
