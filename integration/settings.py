@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     #: How long one series' threshold state outlives its last sample (abandoned series expire).
     rules_state_ttl_seconds: int = Field(24 * 3600, ge=60)
 
+    # -- schedules (Celery beat) ---------------------------------------------------------------
+
+    # -- operations: check, lifecycle ---------------------------------------------------------
+
+    # -- benchmarks ----------------------------------------------------------------------------
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``json`` (one object per line) or ``console``; default: console in development.
     log_format: Literal["json", "console"] | None = None
