@@ -21,12 +21,12 @@ run: $(STAMP)
 ## Install and run the whole test suite against real Redis and real worker processes.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy integration tasks celeryconfig.py
+	$(BIN)/mypy integration tasks bench celeryconfig.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy integration tasks celeryconfig.py
+	$(BIN)/mypy integration tasks bench celeryconfig.py
 
 clean:
 	rm -rf $(VENV) .run

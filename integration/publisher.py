@@ -92,6 +92,15 @@ class Publisher:
             published += len(chunk)
         return PublishOutcome(published)
 
+    def shares_database(self, client: redis.Redis) -> bool:
+        """Whether the broker is ``client``'s Redis database, so that a store script may push
+        broker messages in the same transaction as status records."""
+        if self._redis is None:
+            return False
+        mine = self._redis.connection_pool.connection_kwargs
+        theirs = client.connection_pool.connection_kwargs
+        return all(mine.get(k) == theirs.get(k) for k in ("host", "port", "path", "db"))
+
     def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
         """Messages waiting in each queue (one round trip on Redis)."""
         if self._redis is not None:

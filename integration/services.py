@@ -21,7 +21,7 @@ from integration.submission import Submitter
 from integration.webhooks import Post, Webhooks
 
 
-def build_submitter(settings: Settings, origin: str) -> Submitter:
+def build_submitter(settings: Settings, origin: str, *, coalesce: int = 0) -> Submitter:
     # Producers never import tasks/: they send by task name with celeryconfig's settings.
     celery = create_celery(f"integration.{origin}")
     celery.conf.broker_url = settings.broker
@@ -31,7 +31,7 @@ def build_submitter(settings: Settings, origin: str) -> Submitter:
                         max_string=settings.max_string_length)
     return Submitter(default_registry(), store_from_settings(settings), publisher,
                      retry_after=settings.retry_after_seconds, limits=limits,
-                     max_queue_depth=settings.max_queue_depth)
+                     max_queue_depth=settings.max_queue_depth, coalesce=coalesce)
 
 
 def build_guards(settings: Settings, client: redis.Redis) -> Guards:

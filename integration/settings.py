@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     # -- operations: check, lifecycle ---------------------------------------------------------
 
     # -- benchmarks ----------------------------------------------------------------------------
+    #: Submissions of concurrent requests in one gateway process are recorded and enqueued
+    #: together, up to this many messages per flush (0: every request on its own).
+    submit_coalesce_messages: int = Field(500, ge=0, le=10_000)
+    #: The Redis ``make bench`` measures against; unset: it starts a redis-server of its own.
+    bench_redis_url: str | None = None
+    #: RabbitMQ for the benchmark's RabbitMQ figures (skipped when it cannot be reached).
+    bench_amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``json`` (one object per line) or ``console``; default: console in development.

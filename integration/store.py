@@ -35,6 +35,22 @@ end
 return 1
 """
 
+# Create a record already ``queued`` and push its broker message, in one step: the message is
+# in the queue if and only if its record exists (same Redis for store and broker).
+_CREATE_QUEUED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('RPUSH', KEYS[2], ARGV[4], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+for i = 3, 6 do
+  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[5])
+end
+redis.call('LPUSH', KEYS[7], ARGV[7])
+return 1
+"""
+
 _DISCARD = """
 if redis.call('HGET', KEYS[1], 'request') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
@@ -173,6 +189,7 @@ class StatusStore:
         self._take_due = client.register_script(_TAKE_DUE)
         self._release_due = client.register_script(_RELEASE_DUE)
         self._replay = client.register_script(_REPLAY)
+        self._create_queued = client.register_script(_CREATE_QUEUED)
 
     # -- keys ---------------------------------------------------------------------------
     def _record_key(self, message_id: str) -> str:
@@ -212,28 +229,10 @@ class StatusStore:
         pipe = self.client.pipeline(transaction=True)
         positions: list[int] = []
         for record in records:
-            fields = {
-                "id": record.id,
-                "type": record.type,
-                "queue": record.queue,
-                "owner": record.owner,
-                "channel": record.channel,
-                "status": str(record.status),
-                "attempts": 0,
-                "accepted_ms": at,
-                "accepted_at": iso(at),
-                "updated_at": iso(at),
-                "envelope": json.dumps(record.envelope, separators=(",", ":")),
-                "request": request,
-                "generation": 1,
-            }
+            fields = self._fields(record, record.status, at, request)
             flat: list[Any] = [item for pair in fields.items() for item in pair]
             entry = _history_entry(record.status, at, {"channel": record.channel})
-            cause = record.envelope.get("causationid")
-            if isinstance(cause, str) and cause != record.id:
-                # Who caused whom, for traces that follow a chain (metric -> alert -> ...).
-                pipe.sadd(self._caused_key(cause), record.id)
-                pipe.expire(self._caused_key(cause), self.ttl)
+            self._link_cause(pipe, record)
             positions.append(len(pipe.command_stack))
             self._create(
                 keys=[
@@ -249,6 +248,71 @@ class StatusStore:
             )
         replies = pipe.execute()
         return [bool(replies[i]) for i in positions]
+
+    def create_queued_many(self, records: Sequence[NewRecord], messages: Sequence[str],
+                           request: str = "") -> list[bool]:
+        """Create ``queued`` records and push each one's broker message (``messages[i]`` to
+        ``records[i].queue``) in one transaction: one round trip for the whole chunk, and no
+        message without its record. False where a record with that id exists (its message is
+        not pushed). Only for a broker on this store's Redis database."""
+        if not records:
+            return []
+        at = now_ms()
+        queued = _history_entry(Status.QUEUED, at, None)
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=True)
+            positions: list[int] = []
+            for record, message in zip(records, messages, strict=True):
+                fields = self._fields(record, Status.QUEUED, at, request)
+                fields["queued_at"] = iso(at)
+                flat: list[Any] = [item for pair in fields.items() for item in pair]
+                self._link_cause(pipe, record)
+                positions.append(len(pipe.command_stack))
+                pipe.evalsha(
+                    self._create_queued.sha, 7,
+                    self._record_key(record.id), self._history_key(record.id),
+                    self._index_key("all"), self._index_key("type", record.type),
+                    self._index_key("status", str(Status.QUEUED)),
+                    self._index_key("owner", record.owner), record.queue,
+                    record.id, at, self.ttl,
+                    _history_entry(Status.ACCEPTED, at, {"channel": record.channel}),
+                    self._cutoff(at), queued, message, *flat,
+                )
+            try:
+                replies = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                # A restarted or flushed Redis forgot the script: no command of the chunk
+                # stored anything but the idempotent cause links, so load it and go again.
+                if attempt == 2:
+                    raise
+                self.client.script_load(_CREATE_QUEUED)
+        return [bool(replies[i]) for i in positions]
+
+    def _fields(self, record: NewRecord, status: Status, at: int,
+                request: str) -> dict[str, Any]:
+        return {
+            "id": record.id,
+            "type": record.type,
+            "queue": record.queue,
+            "owner": record.owner,
+            "channel": record.channel,
+            "status": str(status),
+            "attempts": 0,
+            "accepted_ms": at,
+            "accepted_at": iso(at),
+            "updated_at": iso(at),
+            "envelope": json.dumps(record.envelope, separators=(",", ":")),
+            "request": request,
+            "generation": 1,
+        }
+
+    def _link_cause(self, pipe: redis.client.Pipeline, record: NewRecord) -> None:
+        cause = record.envelope.get("causationid")
+        if isinstance(cause, str) and cause != record.id:
+            # Who caused whom, for traces that follow a chain (metric -> alert -> ...).
+            pipe.sadd(self._caused_key(cause), record.id)
+            pipe.expire(self._caused_key(cause), self.ttl)
 
     def transition(
         self,
@@ -289,9 +353,11 @@ class StatusStore:
             self.transition(message_id, Status.QUEUED, allowed_from=(Status.ACCEPTED,), pipe=pipe)
         pipe.execute()
 
-    def discard_many(self, records: Sequence[NewRecord], request: str) -> None:
+    def discard_many(self, records: Sequence[NewRecord], request: str,
+                     status: Status | None = None) -> None:
         """Remove this request's records of messages that did not reach the broker (the client
-        got a 503), so that the same ids can be submitted again."""
+        got a 503), so that the same ids can be submitted again; ``status`` is the one they
+        were created with (their record's)."""
         if not records:
             return
         pipe = self.client.pipeline(transaction=False)
@@ -299,7 +365,7 @@ class StatusStore:
             self._discard(
                 keys=[self._record_key(record.id), self._history_key(record.id),
                       self._index_key("all"), self._index_key("type", record.type),
-                      self._index_key("status", str(record.status)),
+                      self._index_key("status", str(status or record.status)),
                       self._index_key("owner", record.owner)],
                 args=[request, record.id], client=pipe,
             )

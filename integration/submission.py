@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from integration.coalescer import Coalescer
 from integration.envelope import Envelope
 from integration.jsonlimits import JsonLimits
 from integration.problems import (
@@ -24,6 +25,7 @@ from integration.problems import (
 )
 from integration.publisher import Outgoing, Publisher
 from integration.registry import Registry
+from integration.status import Status
 from integration.store import NewRecord, StatusStore
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,21 @@ class Accepted:
 Result = Accepted | Problem
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One caller's messages, waiting to be flushed with others'."""
+
+    envelopes: Sequence[Envelope]
+    owner: str
+    channel: str
+
+
 class Submitter:
     """Turns raw JSON into enqueued messages with a status record, reporting each item's fate."""
 
     def __init__(self, registry: Registry, store: StatusStore, publisher: Publisher, *,
                  retry_after: int, limits: JsonLimits | None = None,
-                 max_queue_depth: int | None = None) -> None:
+                 max_queue_depth: int | None = None, coalesce: int = 0) -> None:
         self.limits = limits or JsonLimits()
         self.max_queue_depth = max_queue_depth
         self._depths: dict[str, tuple[float, int]] = {}
@@ -53,6 +64,13 @@ class Submitter:
         self.store = store
         self.publisher = publisher
         self.retry_after = retry_after
+        #: Broker and store share a Redis database: record and enqueue in one transaction.
+        self.fused = publisher.shares_database(store.client)
+        #: With ``coalesce`` > 0, concurrent submissions of this process share one flush of
+        #: at most that many messages (the gateway's single-message fast path).
+        self.coalescer: Coalescer[_Request, list[Result]] | None = Coalescer(
+            self._submit_together, max_size=coalesce,
+            size_of=lambda r: len(r.envelopes)) if coalesce > 0 else None
 
     def parse(self, raw: Any, loc: Sequence[str | int] = (),
               may_submit: Callable[[str], bool] | None = None,
@@ -122,12 +140,31 @@ class Submitter:
 
     def _submit(self, envelopes: Sequence[Envelope], *, owner: str,
                 channel: str) -> list[Result]:
+        if not envelopes:
+            return []
+        if self.coalescer is not None:
+            return self.coalescer.run(_Request(envelopes, owner, channel))
+        return self._submit_together([_Request(envelopes, owner, channel)])[0]
+
+    def _submit_together(self, requests: Sequence[_Request]) -> list[list[Result]]:
+        """Record and enqueue the messages of several requests in one go (the coalescer's
+        flush); one list of results per request, each item's result its own."""
         records = [
             NewRecord(id=e.id, type=e.type, queue=self.registry.get(e.type).queue,
-                      envelope=e.to_wire(), owner=owner, channel=channel)
-            for e in envelopes
+                      envelope=e.to_wire(), owner=r.owner, channel=r.channel)
+            for r in requests for e in r.envelopes
         ]
+        results = self._record_and_enqueue(records)
+        answers, start = [], 0
+        for r in requests:
+            answers.append(results[start:start + len(r.envelopes)])
+            start += len(r.envelopes)
+        return answers
+
+    def _record_and_enqueue(self, records: list[NewRecord]) -> list[Result]:
         request = uuid.uuid4().hex
+        if self.fused:
+            return self._create_queued(records, request)
         try:
             created = self.store.create_many(records, request)
         except Exception:  # noqa: BLE001 - store unreachable: nothing was enqueued
@@ -158,6 +195,30 @@ class Submitter:
                 slots[index] = next(accepted, problem)
         return [r for r in slots if r is not None]
 
+    def _create_queued(self, records: list[NewRecord], request: str) -> list[Result]:
+        """Broker on the store's Redis: each chunk's records and messages in one transaction,
+        so a message is accepted exactly when its chunk's ``EXEC`` returned."""
+        results: list[Result] = []
+        size = self.publisher.chunk_size
+        for start in range(0, len(records), size):
+            chunk = records[start:start + size]
+            messages = [self.publisher.redis_message(Outgoing(r.id, r.envelope, r.queue))
+                        for r in chunk]
+            try:
+                created = self.store.create_queued_many(chunk, messages, request)
+            except Exception as exc:  # noqa: BLE001 - this chunk and the rest are refused
+                log.warning("broker unavailable; %d of %d message(s) not enqueued: %s",
+                            len(records) - start, len(records), exc)
+                # The transaction may have been applied before the connection broke.
+                self._discard(records[start:], request, Status.QUEUED)
+                problem = self._unavailable(
+                    "The broker is unavailable; the message was not enqueued.")
+                return results + [problem] * (len(records) - start)
+            results += [Accepted(r.id, r.queue) if ok else
+                        Conflict("A message with this id already exists.")
+                        for r, ok in zip(chunk, created, strict=True)]
+        return results
+
     def submit_raw(self, items: Sequence[Any], *, owner: str, channel: str,
                    may_submit: Callable[[str], bool] | None = None,
                    correlation_id: str | None = None) -> list[Result]:
@@ -185,9 +246,10 @@ class Submitter:
             log.warning("could not mark %d message(s) queued", len(sent), exc_info=True)
         self._discard(unsent, request)
 
-    def _discard(self, records: Sequence[NewRecord], request: str) -> None:
+    def _discard(self, records: Sequence[NewRecord], request: str,
+                 status: Status = Status.ACCEPTED) -> None:
         try:
-            self.store.discard_many(records, request)
+            self.store.discard_many(records, request, status)
         except Exception:  # noqa: BLE001 - the records expire with their TTL
             log.warning("could not discard %d unsent record(s)", len(records), exc_info=True)
 

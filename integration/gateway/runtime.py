@@ -39,7 +39,8 @@ class Runtime:
         verification = token_verification(settings)
         policy = load_policy(settings.policy_file)
         check_durations(settings, default_registry())
-        submitter = build_submitter(settings, origin="gateway")
+        submitter = build_submitter(settings, origin="gateway",
+                                    coalesce=settings.submit_coalesce_messages)
         revocations = Revocations(submitter.store.client, settings.key_prefix,
                                   settings.service_token_max_ttl_seconds)
         guards = build_guards(settings, submitter.store.client)

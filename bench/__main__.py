@@ -1,0 +1,124 @@
+"""``python -m bench [--smoke] [--soak SECONDS]``: run, print the table, write the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bench.run import Plan, Results, Run
+from integration.settings import get_settings
+
+#: (figure, baseline, target ratio or None, what it means). The ratio is taken per round,
+#: then the median over rounds is reported.
+RATIOS: list[tuple[str, str, float | None, str]] = [
+    ("submit_per_s", "send_task_per_s", 2.0, "single submit vs raw send_task"),
+    ("submit_per_s", "hello_post_per_s", 0.6, "single submit vs Flask hello-world POST"),
+    ("submit_per_s", "naive_post_per_s", None, "single submit vs naive pydantic+send_task"),
+    ("batch_redis_msgs_per_s", "send_task_per_s", 10.0, "batch (Redis) vs raw send_task"),
+    ("batch_amqp_msgs_per_s", "kombu_batch_amqp_msgs_per_s", 1.0,
+     "batch (RabbitMQ) vs kombu batched producer, confirms"),
+    ("e2e_event_msgs_per_s", "e2e_raw_worker_msgs_per_s", 0.7,
+     "end to end (event) vs raw no-op worker"),
+    ("e2e_consumer_msgs_per_s", "e2e_raw_worker_msgs_per_s", None,
+     "end to end with one consumer vs raw no-op worker"),
+]
+#: (figure, limit, meaning): absolute limits.
+LIMITS: list[tuple[str, float, str]] = [
+    ("submit_p99_ms", 10.0, "p99 latency at half of peak (ms)"),
+]
+RSS_LIMIT_MB = 120.0
+
+
+def summarise(results: Results) -> dict[str, Any]:
+    rounds = results.rounds
+    names = sorted({name for r in rounds for name in r})
+    medians = {n: statistics.median([r[n] for r in rounds if n in r]) for n in names}
+    ratios = []
+    for figure, baseline, target, meaning in RATIOS:
+        per_round = [r[figure] / r[baseline] for r in rounds
+                     if figure in r and baseline in r and r[baseline]]
+        if not per_round:
+            continue
+        ratio = statistics.median(per_round)
+        ratios.append({"figure": figure, "baseline": baseline, "meaning": meaning,
+                       "value": medians[figure], "baseline_value": medians[baseline],
+                       "ratio": ratio, "per_round": per_round, "target": target,
+                       "met": None if target is None else ratio >= target})
+    limits = [{"figure": f, "meaning": m, "value": medians[f], "limit": limit,
+               "met": medians[f] <= limit} for f, limit, m in LIMITS if f in medians]
+    rss = results.notes.get("rss_peak_mb", {})
+    if "gateway" in rss:
+        limits.append({"figure": "gateway_rss_peak_mb", "meaning": "peak RSS of a gateway "
+                       "worker process (MB)", "value": rss["gateway"], "limit": RSS_LIMIT_MB,
+                       "met": rss["gateway"] <= RSS_LIMIT_MB})
+    return {"medians": medians, "ratios": ratios, "limits": limits}
+
+
+def table(summary: dict[str, Any], notes: dict[str, Any]) -> str:
+    lines = [f"{'figure':<58} {'ours':>10} {'baseline':>10} {'ratio':>7} {'target':>7}  met"]
+    for row in summary["ratios"]:
+        target = f">={row['target']:g}" if row["target"] is not None else ""
+        met = {True: "yes", False: "NO", None: ""}[row["met"]]
+        lines.append(f"{row['meaning']:<58} {row['value']:>10.0f} "
+                     f"{row['baseline_value']:>10.0f} {row['ratio']:>7.2f} {target:>7}  {met}")
+    for row in summary["limits"]:
+        lines.append(f"{row['meaning']:<58} {row['value']:>10.1f} {'':>10} {'':>7} "
+                     f"{'<=' + format(row['limit'], 'g'):>7}  {'yes' if row['met'] else 'NO'}")
+    for name in ("submit_p50_ms", "submit_p999_ms", "submit_paced_rate"):
+        if name in summary["medians"]:
+            lines.append(f"{name:<58} {summary['medians'][name]:>10.1f}")
+    rss = notes.get("rss_peak_mb", {})
+    if "worker" in rss:
+        lines.append(f"{'peak RSS of a worker process (MB)':<58} {rss['worker']:>10.1f}")
+    soak = notes.get("soak")
+    if soak:
+        lines.append(f"{'soak: gateway RSS first/last tenth (MB)':<58} "
+                     f"{soak['gateway_rss_first_tenth_mb']:>10.1f} "
+                     f"{soak['gateway_rss_last_tenth_mb']:>10.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true",
+                        help="one tiny round (seconds): checks that the benchmark still runs")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    parser.add_argument("--seconds", type=float, help="seconds per throughput figure")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                        help="then submit at half of peak this long, watching gateway RSS")
+    parser.add_argument("--out", default=".bench", help="folder of the JSON results")
+    args = parser.parse_args(argv)
+    plan = Plan.smoke() if args.smoke else Plan()
+    plan = replace(plan, soak_seconds=args.soak,
+                   rounds=args.rounds or plan.rounds, seconds=args.seconds or plan.seconds)
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="integration-bench-") as workdir:
+        results = Run(plan, get_settings(), Path(workdir)).execute()
+    summary = summarise(results)
+    print()
+    print(table(summary, results.notes))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(started))
+    path = out / f"results-{stamp}{'-smoke' if args.smoke else ''}.json"
+    document = {"started": started, "seconds": round(time.time() - started, 1),
+                "smoke": args.smoke, **results.notes, **summary, "rounds": results.rounds}
+    path.write_text(json.dumps(document, indent=2, default=_finite))
+    print(f"\nwritten to {path}")
+    return 0
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

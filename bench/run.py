@@ -1,0 +1,326 @@
+"""One benchmark run: start everything, measure each figure and its baseline round after
+round (interleaved, so machine noise hits both alike), and summarise as ratios."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+from kombu import Connection
+
+from bench import baselines, loadgen
+from bench.stack import RssSampler, Stack, Worker
+from integration.settings import Settings
+from integration.tokens import issue_token
+
+SUBMIT = "/api/v1/messages"
+#: The policy the gateway runs with: a rate limit that is counted but never reached.
+POLICY = """\
+default_rate_limit: "50/second"
+roles:
+  bench:
+    submit: ["*"]
+    read: any
+    rate_limit: "1000000/second"
+"""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of a run; ``smoke`` shrinks them to seconds."""
+
+    rounds: int = 3
+    seconds: float = 4.0
+    connections: int = 32
+    batch: int = 500
+    batch_connections: int = 4
+    e2e_messages: int = 4000
+    e2e_batch: int = 100
+    concurrency: int = 2
+    soak_seconds: float = 0.0
+
+    @classmethod
+    def smoke(cls) -> Plan:
+        return cls(rounds=1, seconds=1.0, connections=4, batch=100, batch_connections=2,
+                   e2e_messages=200, e2e_batch=50)
+
+
+def metric(n: int) -> dict[str, Any]:
+    """A realistic monitoring sample."""
+    return {"type": "metric", "source": f"bench/host-{n % 50}",
+            "data": {"name": "cpu_usage_percent", "value": float(n % 100), "unit": "percent",
+                     "labels": {"host": f"host-{n % 50}", "region": "eu-west-1"},
+                     "thresholds": {"warning": 80, "critical": 95}}}
+
+
+def event(n: int) -> dict[str, Any]:
+    return {"type": "event", "source": "bench/e2e", "data": {"n": n, "kind": "bench"}}
+
+
+@dataclass
+class Results:
+    """Per-round figures (name -> one value per round) and what describes them."""
+
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.rounds[-1][name] = value
+        print(f"  {name:<28} {value:12.1f}", flush=True)
+
+
+class Run:
+    def __init__(self, plan: Plan, settings: Settings, workdir: Path) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.workdir = workdir
+        secret = secrets.token_urlsafe(48)
+        policy = workdir / "policy.yaml"
+        policy.write_text(POLICY)
+        self.env = {"INTEGRATION_JWT_SECRET": secret, "INTEGRATION_POLICY_FILE": str(policy),
+                    "INTEGRATION_ENV": "production", "INTEGRATION_LOG_FORMAT": "json",
+                    "INTEGRATION_LOOP_STAGES": "", "INTEGRATION_CONSUMER_MODULES": "",
+                    "INTEGRATION_LOG_LEVEL": "INFO"}
+        self.token = issue_token(secret, "bench", ["bench"], 3600)
+        self.stack = Stack(workdir, settings, self.env)
+        self.rss = RssSampler()
+        self.results = Results()
+        self._worker: Worker | None = None
+
+    # -- request bodies ----------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+                "Idempotency-Key": uuid.uuid4().hex}
+
+    def single(self, n: int) -> bytes:
+        return loadgen.http_request(SUBMIT, json.dumps(metric(n)).encode(), self._headers())
+
+    def batch_of(self, size: int, make: Callable[[int], dict[str, Any]]
+                 ) -> Callable[[int], bytes]:
+        def build(n: int) -> bytes:
+            body = json.dumps([make(n * size + i) for i in range(size)]).encode()
+            return loadgen.http_request(SUBMIT, body, self._headers())
+        return build
+
+    # -- the run -----------------------------------------------------------------------------
+    def execute(self) -> Results:
+        plan = self.plan
+        url = self.stack.start_redis()
+        self.client = redis.Redis.from_url(url)
+        amqp = _reachable(self.settings.bench_amqp_url)
+        self.results.notes.update(
+            redis=url.rsplit("@", 1)[-1], rabbitmq=amqp, plan=plan.__dict__,
+            gunicorn={"workers": self.settings.gateway_workers,
+                      "worker_class": self.settings.gateway_worker_class,
+                      "worker_connections": self.settings.gateway_worker_connections},
+            load_generator="bench.loadgen (asyncio, keep-alive; open loop from intended "
+                           "send times)")
+        ours = self.stack.gateway("gateway")
+        hello = self.stack.baseline_server("hello")
+        naive = self.stack.baseline_server("naive")
+        ours_amqp = self.stack.gateway("gateway-amqp",
+                                       INTEGRATION_BROKER_URL=self.settings.bench_amqp_url) \
+            if amqp else None
+        for server in (ours, hello, naive, ours_amqp):
+            if server is not None:
+                server.wait_ready("/healthz" if server in (ours, ours_amqp) else SUBMIT)
+        self.rss.watch("gateway", ours.children)
+        self.rss.watch("worker", lambda: self._worker.pids() if self._worker else [])
+        self.rss.start()
+        try:
+            for number in range(1, plan.rounds + 1):
+                print(f"round {number}/{plan.rounds}", flush=True)
+                self.results.rounds.append({})
+                self._round(ours, hello.port, naive.port, ours_amqp, amqp)
+            if plan.soak_seconds:
+                self._soak(ours.port)
+        finally:
+            self.rss.stop()
+            self.stack.close()
+        self.results.notes["rss_peak_mb"] = self.rss.peak_mb
+        return self.results
+
+    def _round(self, ours: Any, hello: int, naive: int, ours_amqp: Any, amqp: bool) -> None:
+        plan, add = self.plan, self.results.add
+        envelope = metric(0)
+        self._flush()
+        add("send_task_per_s", baselines.send_task_rate(self.stack.redis_url, envelope,
+                                                        plan.seconds))
+        for name, port in (("hello_post_per_s", hello), ("naive_post_per_s", naive),
+                           ("submit_per_s", ours.port)):
+            self._flush()
+            outcome = loadgen.closed_loop("127.0.0.1", port, self.single,
+                                          connections=plan.connections, duration=plan.seconds)
+            _expect(outcome, name)
+            add(name, outcome.rate)
+        peak = self.results.rounds[-1]["submit_per_s"]
+        self._flush()
+        paced = loadgen.open_loop("127.0.0.1", ours.port, self.single, rate=peak / 2,
+                                  duration=max(plan.seconds, 1.0))
+        _expect(paced, "paced submit")
+        add("submit_paced_rate", paced.rate)
+        add("submit_p50_ms", paced.percentile(50))
+        add("submit_p99_ms", paced.percentile(99))
+        add("submit_p999_ms", paced.percentile(99.9))
+        self._flush()
+        batches = loadgen.closed_loop("127.0.0.1", ours.port,
+                                      self.batch_of(plan.batch, metric),
+                                      connections=plan.batch_connections,
+                                      duration=plan.seconds)
+        _expect(batches, "batch submit")
+        add("batch_redis_msgs_per_s", batches.rate * plan.batch)
+        if amqp:
+            add("kombu_batch_amqp_msgs_per_s", baselines.kombu_batch_rate(
+                self.settings.bench_amqp_url, envelope, plan.seconds))
+            batches = loadgen.closed_loop("127.0.0.1", ours_amqp.port,
+                                          self.batch_of(plan.batch, metric),
+                                          connections=plan.batch_connections,
+                                          duration=plan.seconds)
+            _expect(batches, "batch submit on RabbitMQ")
+            add("batch_amqp_msgs_per_s", batches.rate * plan.batch)
+            _purge_amqp(self.settings.bench_amqp_url, "metric")
+        raw = self._drain_raw()
+        add("e2e_raw_worker_msgs_per_s", raw)
+        add("e2e_event_msgs_per_s", self._end_to_end(ours.port, raw, consumer=False))
+        add("e2e_consumer_msgs_per_s", self._end_to_end(ours.port, raw, consumer=True))
+
+    def _flush(self) -> None:
+        """A clean database before each figure: queues left by the last one must neither
+        slow this one down nor trip the queue-depth limit."""
+        self.client.flushdb()
+
+    # -- end to end ----------------------------------------------------------------------------
+    def _drain_raw(self) -> float:
+        """A stock worker with a no-op task draining a pre-filled queue: first to last task."""
+        plan = self.plan
+        self._flush()
+        app = baselines.raw_celery(self.stack.redis_url)
+        with app.producer_or_acquire() as producer:
+            for n in range(plan.e2e_messages):
+                app.send_task(baselines.NOOP_TASK, args=(event(n),),
+                              kwargs={"total": plan.e2e_messages},
+                              queue=baselines.NOOP_QUEUE, producer=producer)
+        worker = self._start_worker("raw-worker", "bench.noop", [baselines.NOOP_QUEUE])
+        try:
+            _wait(lambda: self.client.exists("bench:noop:last"), 300, "the raw worker")
+            first, last = (float(cast(bytes, self.client.get(k)) or 0)
+                           for k in ("bench:noop:first", "bench:noop:last"))
+        finally:
+            self._stop_worker(worker)
+        return (plan.e2e_messages - 1) / max(last - first, 1e-6)
+
+    def _end_to_end(self, port: int, rate: float, *, consumer: bool) -> float:
+        """Events submitted through the gateway (batches, paced at the raw worker's rate)
+        while our worker processes them; messages per second from the first acceptance to
+        the last completion (the consumer's delivery, when one is subscribed)."""
+        plan = self.plan
+        self._flush()
+        queues = ["event"]
+        env = {}
+        if consumer:
+            queues.append("consumer.bench-sink")
+            env["INTEGRATION_CONSUMER_MODULES"] = "bench.consumers:CONSUMERS"
+        worker = self._start_worker("worker", "tasks", queues, **env)
+        try:
+            requests = max(1, plan.e2e_messages // plan.e2e_batch)
+            outcome = loadgen.open_loop(
+                "127.0.0.1", port, self.batch_of(plan.e2e_batch, event),
+                rate=rate / plan.e2e_batch, duration=requests / (rate / plan.e2e_batch),
+                connections=16)
+            _expect(outcome, "end-to-end submit")
+            total = requests * plan.e2e_batch * (2 if consumer else 1)
+            index = f"{self.settings.key_prefix}:idx:status:succeeded"
+            _wait(lambda: cast(int, self.client.zcard(index)) >= total, 600,
+                  "every message finished")
+        finally:
+            self._stop_worker(worker)
+        ids = [m.decode() for m in cast(list[bytes], self.client.zrange(index, 0, -1))]
+        pipe = self.client.pipeline(transaction=False)
+        for message_id in ids:
+            pipe.hmget(f"{self.settings.key_prefix}:msg:{message_id}",
+                       ["accepted_ms", "finished_at"])
+        accepted, finished = [], []
+        for accepted_ms, finished_at in pipe.execute():
+            accepted.append(int(accepted_ms) / 1000)
+            finished.append(_epoch(finished_at.decode()))
+        return (requests * plan.e2e_batch) / max(max(finished) - min(accepted), 1e-6)
+
+    def _start_worker(self, name: str, app: str, queues: list[str], **env: str) -> Worker:
+        worker = self.stack.worker(name, app, queues, self.plan.concurrency, **env)
+        worker.wait_ready()
+        self._worker = worker
+        return worker
+
+    def _stop_worker(self, worker: Worker) -> None:
+        self._worker = None
+        self.stack.stop(worker)
+
+    # -- soak --------------------------------------------------------------------------------
+    def _soak(self, port: int) -> None:
+        """Half of the first round's peak for ``soak_seconds``; gateway RSS over time."""
+        rate = self.results.rounds[0]["submit_per_s"] / 2
+        print(f"soak: {self.plan.soak_seconds:.0f} s at {rate:.0f}/s", flush=True)
+        start_mb = self.rss.sample().get("gateway", 0.0)
+        self.rss.series["gateway"] = []
+        deadline = time.monotonic() + self.plan.soak_seconds
+        statuses: dict[int, int] = {}
+        while (left := deadline - time.monotonic()) > 0:
+            self._flush()  # the unconsumed metric queue must not grow for five minutes
+            outcome = loadgen.open_loop("127.0.0.1", port, self.single, rate=rate,
+                                        duration=min(30.0, left))
+            for status, n in outcome.statuses.items():
+                statuses[status] = statuses.get(status, 0) + n
+        series = [mb for _, mb in self.rss.series.get("gateway", [])]
+        tenth = max(1, len(series) // 10)
+        self.results.notes["soak"] = {
+            "seconds": self.plan.soak_seconds, "rate": rate, "statuses": statuses,
+            "gateway_rss_start_mb": start_mb,
+            "gateway_rss_first_tenth_mb": statistics.mean(series[:tenth]) if series else None,
+            "gateway_rss_last_tenth_mb": statistics.mean(series[-tenth:]) if series else None,
+            "gateway_rss_peak_mb": max(series) if series else None,
+        }
+
+
+def _expect(outcome: loadgen.Outcome, what: str) -> None:
+    """A figure only counts if the requests succeeded."""
+    failed = {s: n for s, n in outcome.statuses.items() if not 200 <= s < 300}
+    if outcome.ok == 0 or sum(failed.values()) > 0.01 * outcome.completed:
+        raise RuntimeError(f"{what}: answers {dict(outcome.statuses)}")
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _epoch(iso_time: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso_time).timestamp()
+
+
+def _reachable(amqp_url: str) -> bool:
+    try:
+        with Connection(amqp_url, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+    except Exception:  # noqa: BLE001 - any failure: skip RabbitMQ
+        return False
+
+
+def _purge_amqp(amqp_url: str, queue: str) -> None:
+    # A queue never declared has nothing to purge.
+    with Connection(amqp_url) as connection, contextlib.suppress(Exception):
+        connection.channel().queue_purge(queue)

@@ -1,0 +1,211 @@
+"""The processes a benchmark run starts and stops: Redis, gunicorn servers, Celery workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import psutil
+
+from integration.embedded_redis import EmbeddedRedis, free_port
+from integration.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Process:
+    """A child process with its log file; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log_path = log
+        self._log = log.open("ab")
+        self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    def pids(self) -> list[int]:
+        """This process and its children (gunicorn's or Celery's workers)."""
+        try:
+            parent = psutil.Process(self.popen.pid)
+            return [parent.pid, *(c.pid for c in parent.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
+
+    def children(self) -> list[int]:
+        return self.pids()[1:]
+
+    def check(self) -> None:
+        if self.popen.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{tail}")
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self._log.close()
+
+
+class Server(Process):
+    """A gunicorn server on 127.0.0.1:``port``."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path,
+                 port: int) -> None:
+        super().__init__(name, argv, env, log)
+        self.port = port
+
+    def wait_ready(self, path: str = "/healthz", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}",  # noqa: S310
+                                            timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return  # it answers (405 for a GET on a POST route): up
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} did not start (log {self.log_path})") \
+                        from None
+                time.sleep(0.2)
+
+
+class Worker(Process):
+    """A ``celery worker``; ready once its log says so."""
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while " ready." not in self.log_path.read_text(errors="replace"):
+            self.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start (log {self.log_path})")
+            time.sleep(0.1)
+
+
+class RssSampler:
+    """Samples the resident memory of process groups in the background; keeps each group's
+    peak (of any one process) and a time series for the soak."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.groups: dict[str, Callable[[], Iterable[int]]] = {}
+        self.peak_mb: dict[str, float] = {}
+        self.series: dict[str, list[tuple[float, float]]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss")
+
+    def watch(self, group: str, pids: Callable[[], Iterable[int]]) -> None:
+        self.groups[group] = pids
+
+    def sample(self) -> dict[str, float]:
+        """Each group's largest process right now (MB)."""
+        now: dict[str, float] = {}
+        for group, pids in list(self.groups.items()):
+            sizes = []
+            for pid in pids():
+                try:
+                    sizes.append(psutil.Process(pid).memory_info().rss / 2**20)
+                except psutil.NoSuchProcess:
+                    continue
+            if sizes:
+                now[group] = max(sizes)
+                self.peak_mb[group] = max(self.peak_mb.get(group, 0.0), now[group])
+                self.series.setdefault(group, []).append((time.time(), now[group]))
+        return now
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Stack:
+    """Starts what a run measures, all sharing one Redis, and stops it all at the end."""
+
+    def __init__(self, workdir: Path, settings: Settings, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.settings = settings
+        self.redis: EmbeddedRedis | None = None
+        self.redis_url = settings.bench_redis_url or ""
+        self.env = env
+        self.started: list[Process] = []
+
+    def start_redis(self) -> str:
+        if not self.redis_url:
+            # Like production's broker (AOF, every second); no RDB snapshots mid-run.
+            self.redis = EmbeddedRedis(self.workdir / "redis", persistent=True).start()
+            self.redis_url = self.redis.url
+        return self.redis_url
+
+    def child_env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, **self.env, "INTEGRATION_REDIS_URL": self.redis_url, **extra}
+
+    def gateway(self, name: str, **extra_env: str) -> Server:
+        """Our gateway: ``integration serve`` as deployed."""
+        port = free_port()
+        metrics = self.workdir / f"metrics-{name}"
+        env = self.child_env(PROMETHEUS_MULTIPROC_DIR=str(metrics), **extra_env)
+        server = Server(name, [sys.executable, "-m", "integration", "serve", "--port",
+                               str(port)], env, self.workdir / f"{name}.log", port)
+        self.started.append(server)
+        return server
+
+    def baseline_server(self, name: str) -> Server:
+        """A baseline app under gunicorn with the gateway's worker class and counts."""
+        port = free_port()
+        options = ["-w", str(self.settings.gateway_workers)]
+        if self.settings.gateway_worker_class == "gevent":
+            options += ["-k", "gevent", "--worker-connections",
+                        str(self.settings.gateway_worker_connections)]
+        else:
+            options += ["-k", "gthread", "--threads", str(self.settings.gateway_threads)]
+        argv = [sys.executable, "-m", "gunicorn", *options, "-b", f"127.0.0.1:{port}",
+                "--error-logfile", "-", "--no-control-socket",
+                f"bench.baselines:{name}_app()"]
+        server = Server(name, argv, self.child_env(), self.workdir / f"{name}.log", port)
+        self.started.append(server)
+        return server
+
+    def worker(self, name: str, app: str, queues: list[str], concurrency: int,
+               **extra_env: str) -> Worker:
+        argv = [sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel", "INFO",
+                "--pool", "prefork", "--concurrency", str(concurrency), "--hostname",
+                f"{name}-{os.getpid()}@%h", "--queues", ",".join(queues), "--without-gossip",
+                "--without-mingle"]
+        env = self.child_env(INTEGRATION_METRICS_PORT=str(free_port()), **extra_env)
+        log = self.workdir / f"{name}.log"
+        log.write_bytes(b"")
+        worker = Worker(name, argv, env, log)
+        self.started.append(worker)
+        return worker
+
+    def stop(self, process: Process) -> None:
+        process.stop()
+        if process in self.started:
+            self.started.remove(process)
+
+    def close(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+        self.started.clear()
+        if self.redis is not None:
+            self.redis.stop()
