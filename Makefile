@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean bench soak
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy integration tasks bench celeryconfig.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The service against raw Celery and Flask, side by side (ratios; JSON in .bench/).
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## Five minutes at half of peak, watching the gateway's memory.
+soak: $(STAMP)
+	$(BIN)/python -m bench --rounds 1 --soak 300 $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -40,6 +40,7 @@ class Plan:
 
     rounds: int = 3
     seconds: float = 4.0
+    warmup: float = 0.5
     connections: int = 32
     batch: int = 500
     batch_connections: int = 4
@@ -50,8 +51,8 @@ class Plan:
 
     @classmethod
     def smoke(cls) -> Plan:
-        return cls(rounds=1, seconds=1.0, connections=4, batch=100, batch_connections=2,
-                   e2e_messages=200, e2e_batch=50)
+        return cls(rounds=1, seconds=0.5, warmup=0.1, connections=4, batch=100,
+                   batch_connections=2, e2e_messages=100, e2e_batch=50)
 
 
 def metric(n: int) -> dict[str, Any]:
@@ -159,13 +160,14 @@ class Run:
                            ("submit_per_s", ours.port)):
             self._flush()
             outcome = loadgen.closed_loop("127.0.0.1", port, self.single,
-                                          connections=plan.connections, duration=plan.seconds)
+                                          connections=plan.connections, duration=plan.seconds,
+                                          warmup=plan.warmup)
             _expect(outcome, name)
             add(name, outcome.rate)
         peak = self.results.rounds[-1]["submit_per_s"]
         self._flush()
         paced = loadgen.open_loop("127.0.0.1", ours.port, self.single, rate=peak / 2,
-                                  duration=max(plan.seconds, 1.0))
+                                  duration=plan.seconds)
         _expect(paced, "paced submit")
         add("submit_paced_rate", paced.rate)
         add("submit_p50_ms", paced.percentile(50))
@@ -175,7 +177,7 @@ class Run:
         batches = loadgen.closed_loop("127.0.0.1", ours.port,
                                       self.batch_of(plan.batch, metric),
                                       connections=plan.batch_connections,
-                                      duration=plan.seconds)
+                                      duration=plan.seconds, warmup=plan.warmup)
         _expect(batches, "batch submit")
         add("batch_redis_msgs_per_s", batches.rate * plan.batch)
         if amqp:
@@ -184,7 +186,7 @@ class Run:
             batches = loadgen.closed_loop("127.0.0.1", ours_amqp.port,
                                           self.batch_of(plan.batch, metric),
                                           connections=plan.batch_connections,
-                                          duration=plan.seconds)
+                                          duration=plan.seconds, warmup=plan.warmup)
             _expect(batches, "batch submit on RabbitMQ")
             add("batch_amqp_msgs_per_s", batches.rate * plan.batch)
             _purge_amqp(self.settings.bench_amqp_url, "metric")

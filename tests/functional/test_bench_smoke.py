@@ -1,0 +1,32 @@
+"""``python -m bench --smoke``: the benchmark still runs end to end and writes its results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_the_benchmark_runs_in_smoke_mode_and_writes_its_json(tmp_path: Path) -> None:
+    """One tiny round measures every figure and writes the table's JSON (so it cannot rot)."""
+    # The benchmark starts its own Redis and configures its own processes: nothing of the
+    # test session's configuration may leak into them.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
+    result = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [written] = tmp_path.glob("results-*-smoke.json")
+    document = json.loads(written.read_text())
+    figures = document["rounds"][0]
+    for name in ("send_task_per_s", "hello_post_per_s", "naive_post_per_s", "submit_per_s",
+                 "submit_p99_ms", "batch_redis_msgs_per_s", "e2e_raw_worker_msgs_per_s",
+                 "e2e_event_msgs_per_s", "e2e_consumer_msgs_per_s"):
+        assert figures[name] > 0, name
+    assert {r["baseline"] for r in document["ratios"]} >= {"send_task_per_s",
+                                                           "hello_post_per_s"}
+    assert document["rss_peak_mb"]["gateway"] > 0
+    assert "single submit vs raw send_task" in result.stdout
