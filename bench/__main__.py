@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import statistics
 import sys
 import tempfile
@@ -29,6 +30,8 @@ RATIOS: list[tuple[str, str, float | None, str]] = [
      "end to end (event) vs raw no-op worker"),
     ("e2e_consumer_msgs_per_s", "e2e_raw_worker_msgs_per_s", None,
      "end to end with one consumer vs raw no-op worker"),
+    ("e2e_event_2_workers_msgs_per_s", "e2e_raw_worker_msgs_per_s", None,
+     "end to end (event), two worker instances vs raw no-op worker"),
 ]
 #: (figure, limit, meaning): absolute limits.
 LIMITS: list[tuple[str, float, str]] = [
@@ -99,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.smoke() if args.smoke else Plan()
     plan = replace(plan, soak_seconds=args.soak,
                    rounds=args.rounds or plan.rounds, seconds=args.seconds or plan.seconds)
+    # SIGTERM (Ctrl-C's cousin from a supervisor or a test's timeout) still stops every
+    # process the run started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="integration-bench-") as workdir:
         results = Run(plan, get_settings(), Path(workdir)).execute()

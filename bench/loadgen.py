@@ -37,6 +37,8 @@ class Connection:
         """Send one request and read its whole answer; the status code (0 on a broken
         connection)."""
         try:
+            if self.reader is not None and self.reader.at_eof():
+                self.close()  # the server closed it while idle (gunicorn's keep-alive timeout)
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
             assert self.reader is not None

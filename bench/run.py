@@ -44,7 +44,7 @@ class Plan:
     connections: int = 32
     batch: int = 500
     batch_connections: int = 4
-    e2e_messages: int = 4000
+    e2e_messages: int = 2000
     e2e_batch: int = 100
     concurrency: int = 2
     soak_seconds: float = 0.0
@@ -194,6 +194,8 @@ class Run:
         add("e2e_raw_worker_msgs_per_s", raw)
         add("e2e_event_msgs_per_s", self._end_to_end(ours.port, raw, consumer=False))
         add("e2e_consumer_msgs_per_s", self._end_to_end(ours.port, raw, consumer=True))
+        add("e2e_event_2_workers_msgs_per_s",
+            self._end_to_end(ours.port, raw, consumer=False, instances=2))
 
     def _flush(self) -> None:
         """A clean database before each figure: queues left by the last one must neither
@@ -220,10 +222,13 @@ class Run:
             self._stop_worker(worker)
         return (plan.e2e_messages - 1) / max(last - first, 1e-6)
 
-    def _end_to_end(self, port: int, rate: float, *, consumer: bool) -> float:
+    def _end_to_end(self, port: int, rate: float, *, consumer: bool,
+                    instances: int = 1) -> float:
         """Events submitted through the gateway (batches, paced at the raw worker's rate)
         while our worker processes them; messages per second from the first acceptance to
-        the last completion (the consumer's delivery, when one is subscribed)."""
+        the last completion (the consumer's delivery, when one is subscribed). With
+        ``instances`` > 1, that many worker processes of the same concurrency share the
+        queue (several instances on one host)."""
         plan = self.plan
         self._flush()
         queues = ["event"]
@@ -231,7 +236,8 @@ class Run:
         if consumer:
             queues.append("consumer.bench-sink")
             env["INTEGRATION_CONSUMER_MODULES"] = "bench.consumers:CONSUMERS"
-        worker = self._start_worker("worker", "tasks", queues, **env)
+        workers = [self._start_worker(f"worker-{n}", "tasks", queues, **env)
+                   for n in range(instances)]
         try:
             requests = max(1, plan.e2e_messages // plan.e2e_batch)
             outcome = loadgen.open_loop(
@@ -244,7 +250,8 @@ class Run:
             _wait(lambda: cast(int, self.client.zcard(index)) >= total, 600,
                   "every message finished")
         finally:
-            self._stop_worker(worker)
+            for worker in workers:
+                self._stop_worker(worker)
         ids = [m.decode() for m in cast(list[bytes], self.client.zrange(index, 0, -1))]
         pipe = self.client.pipeline(transaction=False)
         for message_id in ids:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,6 +20,16 @@ from integration.embedded_redis import EmbeddedRedis, free_port
 from integration.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+#: prctl(2) option: the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def _detached_until_parent_dies() -> None:
+    """In the child before exec: a session of its own (signals reach its whole group), and
+    SIGTERM when the benchmark dies, so that no server outlives an interrupted run."""
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Process:
@@ -28,7 +40,8 @@ class Process:
         self.log_path = log
         self._log = log.open("ab")
         self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+                                      stderr=subprocess.STDOUT,
+                                      preexec_fn=_detached_until_parent_dies)  # noqa: PLW1509
 
     def pids(self) -> list[int]:
         """This process and its children (gunicorn's or Celery's workers)."""

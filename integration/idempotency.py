@@ -15,6 +15,8 @@ from typing import Any, Literal, cast
 
 import redis
 
+from integration.store import IdempotentAnswer
+
 MAX_KEY_LENGTH = 255
 
 
@@ -58,6 +60,10 @@ class IdempotencyKeys:
         if raw is None:  # expired between the two calls: try once more
             return self.reserve(owner, key, body_fingerprint)
         return Stored(**json.loads(raw))
+
+    def answer(self, owner: str, key: str, stored: Stored) -> IdempotentAnswer:
+        """``stored`` as the store's one-transaction path writes it, with the message."""
+        return IdempotentAnswer(self._key(owner, key), json.dumps(stored.__dict__), self.ttl)
 
     def complete(self, owner: str, key: str, stored: Stored) -> None:
         self.client.set(self._key(owner, key), json.dumps(stored.__dict__), ex=self.ttl)

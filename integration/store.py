@@ -36,18 +36,18 @@ return 1
 """
 
 # Create a record already ``queued`` and push its broker message, in one step: the message is
-# in the queue if and only if its record exists (same Redis for store and broker).
+# in the queue if and only if its record exists (same Redis for store and broker). With
+# KEYS[7], the request's idempotency key is completed with its answer in the same step.
+# Index trimming is left to the caller, once per chunk rather than once per message.
 _CREATE_QUEUED = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('RPUSH', KEYS[2], ARGV[4], ARGV[6])
+redis.call('RPUSH', KEYS[2], ARGV[4], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-for i = 3, 6 do
-  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[5])
-end
-redis.call('LPUSH', KEYS[7], ARGV[7])
+for i = 3, 6 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1]) end
+redis.call('LPUSH', ARGV[6], ARGV[7])
+if KEYS[7] then redis.call('SET', KEYS[7], ARGV[8], 'EX', ARGV[9]) end
 return 1
 """
 
@@ -156,6 +156,16 @@ class NewRecord:
 
 
 @dataclass(frozen=True)
+class IdempotentAnswer:
+    """An idempotency key to complete with ``value`` (kept ``ttl`` seconds) once the
+    request's message is enqueued."""
+
+    key: str
+    value: str
+    ttl: int
+
+
+@dataclass(frozen=True)
 class DeliveryState:
     status: str | None
     generation: int
@@ -250,40 +260,51 @@ class StatusStore:
         return [bool(replies[i]) for i in positions]
 
     def create_queued_many(self, records: Sequence[NewRecord], messages: Sequence[str],
-                           request: str = "") -> list[bool]:
+                           request: str = "",
+                           answers: Sequence[IdempotentAnswer | None] = ()) -> list[bool]:
         """Create ``queued`` records and push each one's broker message (``messages[i]`` to
         ``records[i].queue``) in one transaction: one round trip for the whole chunk, and no
         message without its record. False where a record with that id exists (its message is
-        not pushed). Only for a broker on this store's Redis database."""
+        not pushed). ``answers[i]``, when given, completes an idempotency key with the answer
+        to the request of ``records[i]``, only if its message was pushed. Only for a broker on
+        this store's Redis database."""
         if not records:
             return []
         at = now_ms()
         queued = _history_entry(Status.QUEUED, at, None)
+        answers = answers or [None] * len(records)
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=True)
             positions: list[int] = []
-            for record, message in zip(records, messages, strict=True):
+            indexes: set[str] = set()
+            for record, message, answer in zip(records, messages, answers, strict=True):
                 fields = self._fields(record, Status.QUEUED, at, request)
                 fields["queued_at"] = iso(at)
                 flat: list[Any] = [item for pair in fields.items() for item in pair]
                 self._link_cause(pipe, record)
+                keys = [self._record_key(record.id), self._history_key(record.id),
+                        self._index_key("all"), self._index_key("type", record.type),
+                        self._index_key("status", str(Status.QUEUED)),
+                        self._index_key("owner", record.owner)]
+                indexes.update(keys[2:])
+                if answer is not None:
+                    keys.append(answer.key)
                 positions.append(len(pipe.command_stack))
                 pipe.evalsha(
-                    self._create_queued.sha, 7,
-                    self._record_key(record.id), self._history_key(record.id),
-                    self._index_key("all"), self._index_key("type", record.type),
-                    self._index_key("status", str(Status.QUEUED)),
-                    self._index_key("owner", record.owner), record.queue,
+                    self._create_queued.sha, len(keys), *keys,
                     record.id, at, self.ttl,
                     _history_entry(Status.ACCEPTED, at, {"channel": record.channel}),
-                    self._cutoff(at), queued, message, *flat,
+                    queued, record.queue, message, answer.value if answer else "",
+                    answer.ttl if answer else 0, *flat,
                 )
+            for index in sorted(indexes):
+                pipe.zremrangebyscore(index, "-inf", f"({self._cutoff(at)}")
             try:
                 replies = pipe.execute()
                 break
             except redis.exceptions.NoScriptError:
                 # A restarted or flushed Redis forgot the script: no command of the chunk
-                # stored anything but the idempotent cause links, so load it and go again.
+                # stored anything but idempotent cause links and trims, so load it, go again.
                 if attempt == 2:
                     raise
                 self.client.script_load(_CREATE_QUEUED)

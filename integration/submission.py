@@ -26,7 +26,7 @@ from integration.problems import (
 from integration.publisher import Outgoing, Publisher
 from integration.registry import Registry
 from integration.status import Status
-from integration.store import NewRecord, StatusStore
+from integration.store import IdempotentAnswer, NewRecord, StatusStore
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class _Request:
     envelopes: Sequence[Envelope]
     owner: str
     channel: str
+    answer: IdempotentAnswer | None = None
 
 
 class Submitter:
@@ -102,9 +103,13 @@ class Submitter:
                           f"The data is not a valid {envelope.type!r} payload.") from None
         return envelope
 
-    def submit(self, envelopes: Sequence[Envelope], *, owner: str, channel: str) -> list[Result]:
+    def submit(self, envelopes: Sequence[Envelope], *, owner: str, channel: str,
+               answer: IdempotentAnswer | None = None) -> list[Result]:
         """Record and enqueue, in order; an item is ``Accepted`` only once it is in the broker.
-        Types whose queue is over ``max_queue_depth`` are refused with 503 (backpressure)."""
+        Types whose queue is over ``max_queue_depth`` are refused with 503 (backpressure).
+
+        ``answer`` (one message, and only where ``completes_answers``) completes the request's
+        idempotency key in the same transaction as its message; the caller need not."""
         full = self._full_queues({self.registry.get(e.type).queue for e in envelopes})
         if full:
             results: list[Result] = []
@@ -116,7 +121,7 @@ class Submitter:
                     f"The {queue!r} queue holds {full[queue]} messages, over its limit; "
                     "retry later.") if queue in full else next(outcomes))
             return results
-        results = self._submit(envelopes, owner=owner, channel=channel)
+        results = self._submit(envelopes, owner=owner, channel=channel, answer=answer)
         for result in results:  # count what was just added until the next fresh reading
             if isinstance(result, Accepted) and result.queue in self._depths:
                 seen, depth = self._depths[result.queue]
@@ -138,13 +143,20 @@ class Submitter:
         return {q: self._depths[q][1] for q in queues
                 if q in self._depths and self._depths[q][1] >= self.max_queue_depth}
 
-    def _submit(self, envelopes: Sequence[Envelope], *, owner: str,
-                channel: str) -> list[Result]:
+    @property
+    def completes_answers(self) -> bool:
+        """Whether ``submit`` stores a single message's idempotent answer itself."""
+        return self.fused
+
+    def _submit(self, envelopes: Sequence[Envelope], *, owner: str, channel: str,
+                answer: IdempotentAnswer | None = None) -> list[Result]:
         if not envelopes:
             return []
+        request = _Request(envelopes, owner, channel,
+                           answer if len(envelopes) == 1 and self.fused else None)
         if self.coalescer is not None:
-            return self.coalescer.run(_Request(envelopes, owner, channel))
-        return self._submit_together([_Request(envelopes, owner, channel)])[0]
+            return self.coalescer.run(request)
+        return self._submit_together([request])[0]
 
     def _submit_together(self, requests: Sequence[_Request]) -> list[list[Result]]:
         """Record and enqueue the messages of several requests in one go (the coalescer's
@@ -154,17 +166,19 @@ class Submitter:
                       envelope=e.to_wire(), owner=r.owner, channel=r.channel)
             for r in requests for e in r.envelopes
         ]
-        results = self._record_and_enqueue(records)
+        results = self._record_and_enqueue(
+            records, [r.answer for r in requests for _ in r.envelopes])
         answers, start = [], 0
         for r in requests:
             answers.append(results[start:start + len(r.envelopes)])
             start += len(r.envelopes)
         return answers
 
-    def _record_and_enqueue(self, records: list[NewRecord]) -> list[Result]:
+    def _record_and_enqueue(self, records: list[NewRecord],
+                            answers: list[IdempotentAnswer | None]) -> list[Result]:
         request = uuid.uuid4().hex
         if self.fused:
-            return self._create_queued(records, request)
+            return self._create_queued(records, request, answers)
         try:
             created = self.store.create_many(records, request)
         except Exception:  # noqa: BLE001 - store unreachable: nothing was enqueued
@@ -195,7 +209,8 @@ class Submitter:
                 slots[index] = next(accepted, problem)
         return [r for r in slots if r is not None]
 
-    def _create_queued(self, records: list[NewRecord], request: str) -> list[Result]:
+    def _create_queued(self, records: list[NewRecord], request: str,
+                       answers: list[IdempotentAnswer | None]) -> list[Result]:
         """Broker on the store's Redis: each chunk's records and messages in one transaction,
         so a message is accepted exactly when its chunk's ``EXEC`` returned."""
         results: list[Result] = []
@@ -205,7 +220,8 @@ class Submitter:
             messages = [self.publisher.redis_message(Outgoing(r.id, r.envelope, r.queue))
                         for r in chunk]
             try:
-                created = self.store.create_queued_many(chunk, messages, request)
+                created = self.store.create_queued_many(chunk, messages, request,
+                                                        answers[start:start + size])
             except Exception as exc:  # noqa: BLE001 - this chunk and the rest are refused
                 log.warning("broker unavailable; %d of %d message(s) not enqueued: %s",
                             len(records) - start, len(records), exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
@@ -37,7 +38,7 @@ from integration.problems import (
 from integration.publisher import Outgoing
 from integration.routing import PROCESS_TASK
 from integration.status import Status
-from integration.store import public
+from integration.store import IdempotentAnswer, public
 from integration.submission import Accepted, Result
 from integration.trace import trace
 
@@ -48,6 +49,8 @@ DETAIL_ORDER = ("id", "type", "status", "attempts", "owner", "channel", "queue",
                 "delivered_queue", "task_id", "accepted_at", "queued_at", "started_at",
                 "finished_at", "updated_at", "result", "error", "topic")
 TOKEN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Builds the idempotent answer of a single message's 202 (its body and Location).
+Answering = Callable[[dict[str, Any], str], IdempotentAnswer]
 PROBLEMS = {f"HTTP_{code}": schemas.ProblemDocument
             for code in (400, 401, 403, 413, 415, 422, 429, 503)}
 
@@ -109,16 +112,22 @@ def create_api(spec: SpecTree) -> Blueprint:
                           "Invalid Idempotency-Key.")
         rt, owner = runtime(), current_principal().subject
         digest = fingerprint(cloudevents.identity(mode, raw))
-        earlier = rt.idempotency.reserve(owner, key, digest)
+        keys = rt.idempotency
+        earlier = keys.reserve(owner, key, digest)
         if earlier is not None:
             return _repeat(earlier, digest, mode)
+
+        def answer(body: dict[str, Any], location: str) -> IdempotentAnswer:
+            return keys.answer(owner, key, Stored("done", digest, 202, body, location))
+
         try:
-            response, status = _submit(mode, raw)
+            response, status = _submit(mode, raw, answer)
         except BaseException:
-            rt.idempotency.release(owner, key)  # nothing was accepted: the key is free again
+            keys.release(owner, key)  # nothing was accepted: the key is free again
             raise
-        rt.idempotency.complete(owner, key, Stored(
-            "done", digest, status, response.get_json(), response.headers.get("Location")))
+        if not g.get("answer_stored"):
+            keys.complete(owner, key, Stored(
+                "done", digest, status, response.get_json(), response.headers.get("Location")))
         return response, status
 
     def _repeat(earlier: Stored, digest: str, mode: Mode) -> tuple[Response, int]:
@@ -135,7 +144,8 @@ def create_api(spec: SpecTree) -> Blueprint:
         response.headers["Idempotent-Replayed"] = "true"
         return response, earlier.status
 
-    def _submit(mode: Mode, raw: bytes) -> tuple[Response, int]:
+    def _submit(mode: Mode, raw: bytes, answer: Answering | None = None
+                ) -> tuple[Response, int]:
         body = cloudevents.binary_event(raw) if mode is Mode.BINARY else parse_json(raw)
         if mode is Mode.BATCHED and not isinstance(body, list):
             raise invalid([{"loc": [], "msg": "a batch is a JSON array of events",
@@ -157,13 +167,18 @@ def create_api(spec: SpecTree) -> Blueprint:
             if mode is Mode.BINARY and isinstance(problem, InvalidMessage):
                 raise cloudevents.in_headers(problem, body) from None
             raise
+        url = _status_url(envelope.id)
+        reply = {"id": envelope.id, "type": envelope.type, "status": "queued",
+                 "status_url": url}
+        # The idempotency key's answer rides in the message's own transaction, if it can.
+        stored = answer(reply, url) if answer and rt.submitter.completes_answers else None
         [result] = rt.submitter.submit([envelope], owner=principal.subject,
-                                       channel=mode.channel)
+                                       channel=mode.channel, answer=stored)
         gateway_metrics().count(body, result, channel=mode.channel)
         if isinstance(result, Problem):
             raise result
-        url = _status_url(result.id)
-        response = jsonify(id=result.id, type=envelope.type, status="queued", status_url=url)
+        g.answer_stored = stored is not None
+        response = jsonify(reply)
         response.headers["Location"] = url
         return response, 202
 
