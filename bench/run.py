@@ -167,7 +167,7 @@ class Run:
         peak = self.results.rounds[-1]["submit_per_s"]
         self._flush()
         paced = loadgen.open_loop("127.0.0.1", ours.port, self.single, rate=peak / 2,
-                                  duration=plan.seconds)
+                                  duration=2 * plan.seconds)
         _expect(paced, "paced submit")
         add("submit_paced_rate", paced.rate)
         add("submit_p50_ms", paced.percentile(50))

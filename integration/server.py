@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import warnings
@@ -59,7 +60,13 @@ class GatewayServer(BaseApplication):
     def load(self) -> Any:
         from integration.gateway import create_app
 
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        # The app's ~90k long-lived objects (modules, models, routes) would be scanned by
+        # every full collection: a 70 ms pause of every request of the process. Frozen, they
+        # are left out, and a full collection scans only what requests left behind.
+        gc.collect()
+        gc.freeze()
+        return app
 
 
 def _when_ready(settings: Settings) -> Any:
