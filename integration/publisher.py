@@ -47,6 +47,10 @@ def args_summary(envelope: Mapping[str, Any]) -> str:
     return repr({k: envelope[k] for k in fields if k in envelope})
 
 
+class BrokerRefused(Exception):
+    """RabbitMQ nacked a message of the chunk: the broker is up but will not take it."""
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One message to enqueue: its id (also the Celery task id), envelope and queue."""
@@ -180,8 +184,21 @@ class Publisher:
             self._publish_each(chunk)
             return
         with self.app.pool.acquire(block=True) as connection:
-            connection.ensure_connection(max_retries=1)
-            self._publish_confirmed(connection, chunk)
+            try:
+                connection.ensure_connection(max_retries=1)
+                self._publish_confirmed(connection, chunk)
+                return
+            except BrokerRefused:
+                raise
+            except (*connection.connection_errors, OSError):
+                # A pooled connection the broker closed while idle (heartbeats are not
+                # sent between publishes): drop it and try once on a new one, as send_task's
+                # retry policy did. A message published before the break may then be in the
+                # queue twice; the worker's claim runs its effect once.
+                connection.collect()
+        with self.app.connection_for_write() as fresh:
+            fresh.ensure_connection(max_retries=1)
+            self._publish_confirmed(fresh, chunk)
 
     def _publish_confirmed(self, connection: Any, chunk: Sequence[Outgoing]) -> None:
         """RabbitMQ: publish the whole chunk on a confirm-mode channel, then wait for all its
@@ -218,7 +235,7 @@ class Publisher:
                 channel.wait([spec.Basic.Ack, spec.Basic.Nack], callback=on_confirm,
                              timeout=self._timeout)
             if refused or not confirmed.issuperset(range(1, len(chunk) + 1)):
-                raise ConnectionError(f"the broker refused {len(refused)} message(s)")
+                raise BrokerRefused(f"the broker refused {len(refused)} message(s)")
         finally:
             with contextlib.suppress(Exception):
                 channel.close()
