@@ -32,6 +32,7 @@ class Connection:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.body = b""  # the last answer's body (b"" for a chunked one)
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -58,10 +59,11 @@ class Connection:
                     close = True
                 elif name == b"transfer-encoding" and b"chunked" in value.lower():
                     chunked = True
+            self.body = b""
             if chunked:
                 await self._skip_chunks()
             elif length:
-                await self.reader.readexactly(length)
+                self.body = await self.reader.readexactly(length)
             if close:
                 self.close()
             return status
@@ -88,6 +90,7 @@ class Outcome:
     """What a run did: completed requests by status, elapsed seconds, latencies (ms)."""
 
     statuses: Counter[int] = field(default_factory=Counter)
+    items: int = 0  # what ``items`` counted in the answers (accepted messages of batches)
     elapsed: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -112,7 +115,8 @@ class Outcome:
 
 
 async def _closed(host: str, port: int, make: RequestFactory, connections: int,
-                  duration: float, warmup: float) -> Outcome:
+                  duration: float, warmup: float,
+                  items: Callable[[int, bytes], int] | None) -> Outcome:
     outcome = Outcome()
     counter = iter(range(1 << 62))
     start = time.perf_counter()
@@ -127,6 +131,8 @@ async def _closed(host: str, port: int, make: RequestFactory, connections: int,
             status = await conn.send(make(next(counter)))
             if time.perf_counter() >= measure_from:  # answered after the warm-up
                 outcome.statuses[status] += 1
+                if items is not None:
+                    outcome.items += items(status, conn.body)
                 counted += 1
         conn.close()
 
@@ -136,10 +142,12 @@ async def _closed(host: str, port: int, make: RequestFactory, connections: int,
 
 
 def closed_loop(host: str, port: int, make: RequestFactory, *, connections: int,
-                duration: float, warmup: float = 0.5) -> Outcome:
+                duration: float, warmup: float = 0.5,
+                items: Callable[[int, bytes], int] | None = None) -> Outcome:
     """Each of ``connections`` sends its next request as soon as the last is answered: the
-    server's peak rate (answers within the warm-up are not counted)."""
-    return asyncio.run(_closed(host, port, make, connections, duration, warmup))
+    server's peak rate (answers within the warm-up are not counted). ``items(status, body)``
+    counts something in each answer (the accepted messages of a batch)."""
+    return asyncio.run(_closed(host, port, make, connections, duration, warmup, items))
 
 
 async def _paced(host: str, port: int, make: RequestFactory, rate: float, duration: float,
