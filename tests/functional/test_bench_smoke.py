@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+# Starting four gunicorn servers and three Celery workers dominates: about 40 s on two idle
+# cores, more when the machine is busy.
+@pytest.mark.timeout(300)
 def test_the_benchmark_runs_in_smoke_mode_and_writes_its_json(tmp_path: Path) -> None:
     """One tiny round measures every figure and writes the table's JSON (so it cannot rot)."""
     # The benchmark starts its own Redis and configures its own processes: nothing of the
