@@ -26,9 +26,10 @@ def test_the_benchmark_runs_in_smoke_mode_and_writes_its_json(tmp_path: Path) ->
                            text=True)
     try:
         stdout, stderr = run.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        run.terminate()  # SIGTERM: the benchmark stops what it started
-        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:  # timed out (here or pytest-timeout) or interrupted
+            run.terminate()  # SIGTERM: the benchmark stops what it started
+            run.wait(60)
     assert run.returncode == 0, stdout[-3000:] + stderr[-3000:]
     [written] = tmp_path.glob("results-*-smoke.json")
     document = json.loads(written.read_text())
