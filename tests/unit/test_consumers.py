@@ -52,3 +52,22 @@ def test_loop_stages_can_be_left_out_and_unknown_ones_are_refused() -> None:
     assert loop_subscriptions("") == []
     with pytest.raises(ConfigurationError, match="unknown stage"):
         loop_subscriptions("alerting,healing")
+
+
+def test_delivery_events_reach_only_subscribers_that_name_them() -> None:
+    """A ``*`` subscriber does not receive the events of deliveries (which would feed it its
+    own deliveries forever); ``webhook.dead`` named explicitly does; a consumer never gets the
+    events of its own deliveries; webhooks never get webhook delivery events."""
+    from integration.webhooks import Webhook
+
+    everything = consumer("*", name="audit")(lambda e, c: None)
+    failures = consumer("webhook.dead", "consumer.*.dead", name="watcher")(lambda e, c: None)
+    assert everything.matches("alert.succeeded")
+    assert not everything.matches("webhook.succeeded")
+    assert not everything.matches("consumer.watcher.dead")
+    assert failures.matches("webhook.dead") and failures.matches("consumer.audit.dead")
+    assert not failures.matches("consumer.watcher.dead")
+    hook = Webhook(id="w", url="https://example.com/h", topics=["*", "webhook.dead"],
+                   secret="s" * 16, owner="o", created_at="2026-01-01T00:00:00+00:00")
+    assert hook.matches("action.dead") and hook.matches("consumer.audit.dead") is False
+    assert not hook.matches("webhook.dead")
