@@ -77,9 +77,15 @@ class DeadLetters:
         return self.store.delete(message_id)
 
     def purge(self, *, type: str | None = None, since_ms: int | None = None,
-              until_ms: int | None = None, limit: int = 100_000) -> int:
-        return sum(self.delete(r["id"]) for page in self._pages(type, since_ms, until_ms, limit)
-                   for r in page)
+              until_ms: int | None = None, limit: int = 100_000,
+              progress: Callable[[int], None] | None = None) -> int:
+        """Delete up to ``limit`` dead letters matching the filters; how many were deleted."""
+        purged = 0
+        for page in self._pages(type, since_ms, until_ms, limit):
+            purged += sum(self.delete(r["id"]) for r in page)
+            if progress:
+                progress(len(page))
+        return purged
 
     def _pages(self, type: str | None, since_ms: int | None, until_ms: int | None,
                limit: int) -> Iterable[list[dict[str, Any]]]:

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     # -- schedules (Celery beat) ---------------------------------------------------------------
 
     # -- operations: check, lifecycle ---------------------------------------------------------
+    #: The NO_COLOR convention (no-color.org): any non-empty value turns the CLI's colours off.
+    no_color: str = Field("", validation_alias="NO_COLOR")
 
     # -- benchmarks ----------------------------------------------------------------------------
 
