@@ -425,8 +425,8 @@ def dlq_replay(message_ids: tuple[str, ...], type_: str | None, since: datetime 
 
 def _progress(length: int, label: str) -> Any:
     """A progress bar on stderr when it is a terminal (nothing when piped)."""
-    return click.progressbar(length=length, label=label, file=sys.stderr,
-                             show_pos=True)
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True,
+                             hidden=not sys.stderr.isatty())
 
 
 @dlq.command("purge")
@@ -446,9 +446,9 @@ def dlq_purge(type_: str | None, yes: bool) -> None:
         click.echo("purged 0 dead letter(s)")
         return
     if not yes:
-        about = "about " if type_ else ""
-        click.confirm(f"Delete {about}{total} dead letter(s)"
-                      f"{f' of type {type_}' if type_ else ''}?", abort=True)
+        # With a type the index count covers every type: an upper bound.
+        click.confirm(f"Delete every dead letter of type {type_} (at most {total})?"
+                      if type_ else f"Delete all {total} dead letter(s)?", abort=True)
     with _progress(total, "purging") as bar:
         purged = letters.purge(type=type_, progress=bar.update)
     click.echo(f"purged {purged} dead letter(s)")

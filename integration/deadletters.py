@@ -89,12 +89,15 @@ class DeadLetters:
 
     def _pages(self, type: str | None, since_ms: int | None, until_ms: int | None,
                limit: int) -> Iterable[list[dict[str, Any]]]:
-        # Each page is taken from the top again: replayed or purged letters leave the index.
-        remaining = limit
+        # One walk down the index behind a position cursor (score and id), which stays valid
+        # as replayed or purged letters leave the index. A replayed letter that dies again
+        # during the walk is back above the cursor, so one call never replays it twice.
+        remaining, cursor = limit, None
         while remaining > 0:
-            page, _ = self.page(type=type, since_ms=since_ms, until_ms=until_ms,
-                                limit=min(remaining, 100))
-            if not page:
+            page, cursor = self.page(type=type, since_ms=since_ms, until_ms=until_ms,
+                                     limit=min(remaining, 100), cursor=cursor)
+            if page:
+                remaining -= len(page)
+                yield page
+            if cursor is None:
                 return
-            remaining -= len(page)
-            yield page

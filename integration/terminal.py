@@ -26,10 +26,15 @@ STATUS_COLOURS = {
 }
 
 
+#: Statuses whose record's ``next_attempt_at`` is still ahead.
+WAITING = ("retrying", "deferred")
+
+
 def paint_status(text: str) -> str:
     """``text`` (a status, possibly padded) in its status's colour."""
     colour = STATUS_COLOURS.get(text.strip())
-    return click.style(text, fg=colour, bold=text.strip() == "dead") if colour else text
+    return click.style(text, fg=colour, bold=True if text.strip() == "dead" else None) \
+        if colour else text
 
 
 def _duration_ms(start: str | None, end: str | None) -> float | None:
@@ -66,10 +71,11 @@ def record_summary(record: dict[str, Any]) -> list[str]:
     if envelope.get("causationid"):
         rows.append(("caused by", str(envelope["causationid"])))
     for label, field in (("accepted", "accepted_at"), ("queued", "queued_at"),
-                         ("started", "started_at"), ("finished", "finished_at"),
-                         ("next attempt", "next_attempt_at")):
+                         ("started", "started_at"), ("finished", "finished_at")):
         if record.get(field):
             rows.append((label, str(record[field])))
+    if record.get("next_attempt_at") and record.get("status") in WAITING:
+        rows.append(("next attempt", str(record["next_attempt_at"])))
     took = _duration_ms(record.get("accepted_at"), record.get("finished_at"))
     if took is not None:
         rows.append(("took", f"{took:.0f} ms from acceptance"))
