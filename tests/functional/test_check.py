@@ -6,7 +6,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 import pytest
 
 from integration.embedded_redis import EmbeddedRedis, free_port
-from tests.conftest import ROOT
 
 STRONG_SECRET = secrets.token_urlsafe(48)
 RULES = """
