@@ -1,5 +1,5 @@
 """The ``integration`` command: ``up``, ``serve``, ``token``, ``dlq``, ``status``, ``trace``,
-``demo``."""
+``demo``, ``check``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from integration.commands.check import check
 from integration.deadletters import DeadLetters
 from integration.logs import configure_logging
 from integration.security import Revocations, signing_key
@@ -77,6 +78,9 @@ def main(ctx: click.Context, no_color: bool) -> None:
     """
     if no_color or get_settings().no_color:
         ctx.color = False  # inherited by every subcommand's context
+
+
+main.add_command(check)
 
 
 @main.command()
