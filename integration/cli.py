@@ -76,7 +76,14 @@ def main(ctx: click.Context, no_color: bool) -> None:
       1  failed: not found, refused, Redis or the gateway unreachable
       2  usage error: an unknown command, option or value
     """
-    if no_color or get_settings().no_color:
+    from contextlib import suppress
+
+    from pydantic import ValidationError
+
+    # An invalid setting is left to the command: `check` lists them all, others name one.
+    with suppress(ValidationError):
+        no_color = no_color or bool(get_settings().no_color)
+    if no_color:
         ctx.color = False  # inherited by every subcommand's context
 
 

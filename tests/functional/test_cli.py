@@ -219,3 +219,17 @@ def test_dead_letters_table_json_replay_and_purge(cli: Any, bus: Client) -> None
     purged = cli("dlq", "purge", "--type", "test.flaky", "--yes")
     assert purged.exit_code == 0 and "purged" in purged.stdout
     assert bus.status(doomed) is None
+
+
+def test_an_invalid_setting_is_one_line_and_check_still_lists_it(
+    cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command reading an invalid setting names the variable in one line (exit 1), while
+    `check` still gets to report it in its own listing."""
+    monkeypatch.setenv("INTEGRATION_PORT", "not-a-port")
+    result = cli("status", "x")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: invalid setting INTEGRATION_PORT: ")
+    assert "Traceback" not in result.output
+    checked = cli("check", "--offline", color=False)
+    assert checked.exit_code == 1 and "INTEGRATION_PORT" in checked.stdout
