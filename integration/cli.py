@@ -1,5 +1,5 @@
-"""The ``integration`` command: ``up``, ``serve``, ``token``, ``dlq``, ``status``, ``trace``,
-``demo``."""
+"""The ``integration`` command: ``up``, ``serve``, ``token``, ``dlq``, ``schedule``, ``status``,
+``trace``, ``demo``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from integration.commands.schedule import schedule
 from integration.deadletters import DeadLetters
 from integration.logs import configure_logging
 from integration.security import Revocations, signing_key
@@ -21,6 +22,9 @@ from integration.tokens import SERVICE_TOKEN, issue_token, read_token, unverifie
 @click.version_option(package_name="integration-bus")
 def main() -> None:
     """Message bus for self-healing operations."""
+
+
+main.add_command(schedule)
 
 
 @main.command()

@@ -1,0 +1,1 @@
+"""Command groups of the ``integration`` command, one module per group."""
