@@ -20,7 +20,7 @@ from integration.schedules import (
     period_after,
     scheduled_time,
 )
-from integration.settings import get_settings
+from integration.settings import ConfigurationError, get_settings
 
 log = get_logger("integration.beat")
 
@@ -41,7 +41,12 @@ class Scheduler(RedBeatScheduler):
 
         settings = get_settings()
         parse = build_submitter(settings, origin="beat").parse
-        specs = load_schedule_file(settings.schedule_file, parse)
+        try:
+            specs = load_schedule_file(settings.schedule_file, parse)
+        except ConfigurationError as exc:
+            # Stop beat with the reason alone: a traceback would bury it.
+            log.error("schedule file invalid; beat stops", error=str(exc))
+            raise SystemExit(1) from None
         report = Schedules(self.app, parse).sync_file(specs)
         log.info("schedule file synced", file=settings.schedule_file or "(default)",
                  created=report.created, updated=report.updated, removed=report.removed,
