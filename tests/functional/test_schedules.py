@@ -179,7 +179,8 @@ def test_a_runtime_schedule_fires_pauses_resumes_and_stops(
     """Created through the API it fires within one loop and period; paused it stops, resumed
     it fires again, deleted it stops for good; no beat restart is needed."""
     headers = bearer("scheduler-1", "admin")
-    start_beat(beats, tmp_path, schedule_file(tmp_path)).wait_active()
+    beat = start_beat(beats, tmp_path, schedule_file(tmp_path))
+    beat.wait_active()
     created_at = time.monotonic()
     response = client.post("/api/v1/schedules", headers=headers, json={
         "name": "pulse", "every": "1s", "type": "event", "data": {"kind": "pulse"}})
@@ -191,22 +192,24 @@ def test_a_runtime_schedule_fires_pauses_resumes_and_stops(
     wait_for(lambda: count() >= 1, timeout=TAKES_EFFECT, message="first firing")
     assert time.monotonic() - created_at <= TAKES_EFFECT
 
+    def stops_firing() -> None:
+        time.sleep(LOOP_SECONDS + 0.5)  # the change reaches beat within one loop
+        sent = beat.sent("pulse")
+        time.sleep(2.5)
+        assert beat.sent("pulse") == sent, "beat still fires it"
+        wait_for(lambda: count() == sent, timeout=10, message="what was sent is processed")
+
     assert client.post("/api/v1/schedules/pulse/pause", headers=headers).get_json()[
         "enabled"] is False
-    time.sleep(LOOP_SECONDS + 2.0)  # a firing already sent may still arrive
-    paused = count()
-    time.sleep(2)
-    assert count() == paused, "a paused schedule fired"
+    stops_firing()
 
     resumed = client.post("/api/v1/schedules/pulse/resume", headers=headers).get_json()
     assert resumed["enabled"] is True and resumed["next_run_at"]
+    paused = count()
     wait_for(lambda: count() >= paused + 2, timeout=TAKES_EFFECT + 1, message="fires again")
 
     assert client.delete("/api/v1/schedules/pulse", headers=headers).status_code == 204
-    time.sleep(LOOP_SECONDS + 2.0)
-    deleted = count()
-    time.sleep(2)
-    assert count() == deleted, "a deleted schedule fired"
+    stops_firing()
     assert client.get("/api/v1/schedules/pulse", headers=headers).status_code == 404
 
 
@@ -289,8 +292,10 @@ def test_firings_missed_while_beat_was_down(
     wait_for(lambda: fired(settings, "missed-once") and fired(settings, "missed-skip"),
              timeout=TAKES_EFFECT, message="firings")
     beat.stop()
-    time.sleep(1.5)  # what was sent before the stop is processed
-    seen = {r["id"] for mode in ("once", "skip") for r in fired(settings, f"missed-{mode}")}
+    names = ("missed-once", "missed-skip")
+    wait_for(lambda: all(len(fired(settings, n)) == beat.sent(n) for n in names),
+             timeout=10, message="what was sent before the stop is processed")
+    seen = {r["id"] for name in names for r in fired(settings, name)}
     time.sleep(4)  # four periods without beat
 
     restarted = time.time()
