@@ -16,7 +16,7 @@ from integration.schedules import (
     FIRE_TASK,
     Schedules,
     StoredSchedule,
-    load_schedule_file,
+    load_schedules,
     period_after,
     scheduled_time,
 )
@@ -42,7 +42,7 @@ class Scheduler(RedBeatScheduler):
         settings = get_settings()
         parse = build_submitter(settings, origin="beat").parse
         try:
-            specs = load_schedule_file(settings.schedule_file, parse)
+            specs = load_schedules(settings.schedule_file)
         except ConfigurationError as exc:
             # Stop beat with the reason alone: a traceback would bury it.
             log.error("schedule file invalid; beat stops", error=str(exc))

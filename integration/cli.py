@@ -1,5 +1,5 @@
 """The ``integration`` command: ``up``, ``serve``, ``token``, ``dlq``, ``schedule``, ``status``,
-``trace``, ``demo``."""
+``trace``, ``demo``, ``check``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from integration.commands.check import check
 from integration.commands.schedule import schedule
 from integration.deadletters import DeadLetters
 from integration.logs import configure_logging
@@ -24,6 +25,7 @@ def main() -> None:
     """Message bus for self-healing operations."""
 
 
+main.add_command(check)
 main.add_command(schedule)
 
 

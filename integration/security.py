@@ -50,6 +50,11 @@ def _pem(value: str) -> str:
     return value if value.lstrip().startswith("-----BEGIN") else Path(value).read_text()
 
 
+def weak_secret(secret: str) -> bool:
+    """Shorter than ``MIN_SECRET_BYTES`` or a value known from examples."""
+    return len(secret.encode()) < MIN_SECRET_BYTES or secret.lower() in KNOWN_WEAK_SECRETS
+
+
 def token_verification(settings: Settings) -> TokenVerification:
     """Validate the token settings; raise ``ConfigurationError`` with what to change."""
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
@@ -65,7 +70,7 @@ def token_verification(settings: Settings) -> TokenVerification:
             raise ConfigurationError(
                 "INTEGRATION_JWT_SECRET is not set: the gateway verifies bearer tokens with it. "
                 "Set it to a random string of at least 32 bytes (make run generates one).")
-        weak = len(secret.encode()) < MIN_SECRET_BYTES or secret.lower() in KNOWN_WEAK_SECRETS
+        weak = weak_secret(secret)
         if weak and settings.env == "production":
             raise ConfigurationError(
                 "INTEGRATION_JWT_SECRET is too weak for production: use a random value of at "

@@ -19,13 +19,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from fnmatch import fnmatchcase
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
+from integration.consumers import topic_matches
 from integration.dispatch import Fanout, derived_id
 from integration.envelope import Envelope, new_id, utc_now
 from integration.registry import MessageType
@@ -95,7 +95,10 @@ class Webhook(BaseModel):
         return f"{host}:{parts.port}" if parts.port else host
 
     def matches(self, topic: str) -> bool:
-        return self.enabled and any(fnmatchcase(topic, p) for p in self.topics)
+        """Enabled and selecting ``topic``; webhook deliveries' own events are never sent to
+        webhooks (a failing receiver would be sent the news of its own failures forever)."""
+        return self.enabled and not topic.startswith("webhook.") and \
+            topic_matches(self.topics, topic)
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(exclude={"secret"})

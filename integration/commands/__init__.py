@@ -1,1 +1,1 @@
-"""Command groups of the ``integration`` command, one module per group."""
+"""Subcommands of the ``integration`` command that have a module of their own."""
