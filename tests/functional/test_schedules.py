@@ -223,12 +223,12 @@ def test_two_beats_at_once_fire_each_time_once(
     first = start_beat(beats, tmp_path, path)
     second = start_beat(beats, tmp_path, path)
     wait_for(lambda: first.active() or second.active(), timeout=30, message="a beat active")
-    time.sleep(4)
+    wait_for(lambda: first.sent("pair") + second.sent("pair") >= 4, timeout=15,
+             message="four firings sent")
     assert [first.active(), second.active()].count(True) == 1
     for beat in beats:
         beat.stop()
     sent = first.sent("pair") + second.sent("pair")
-    assert sent >= 4
     records = wait_for(lambda: len(r := fired(settings, "pair")) == sent and r, timeout=10,
                        message="every firing processed")
     assert len({scheduled_at(r) for r in records}) == len(records)
