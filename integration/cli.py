@@ -1,5 +1,5 @@
-"""The ``integration`` command: ``up``, ``serve``, ``token``, ``dlq``, ``status``, ``trace``,
-``demo``, ``check``."""
+"""The ``integration`` command: ``up``, ``serve``, ``token``, ``dlq``, ``schedule``, ``status``,
+``trace``, ``demo``, ``check``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from integration.commands.check import check
+from integration.commands.schedule import schedule
 from integration.deadletters import DeadLetters
 from integration.logs import configure_logging
 from integration.security import Revocations, signing_key
@@ -88,6 +89,7 @@ def main(ctx: click.Context, no_color: bool) -> None:
 
 
 main.add_command(check)
+main.add_command(schedule)
 
 
 @main.command()

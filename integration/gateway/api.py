@@ -21,6 +21,7 @@ from integration.gateway.deadletters import create_dead_letters_api
 from integration.gateway.metrics import gateway_metrics
 from integration.gateway.requestlog import correlation_id
 from integration.gateway.runtime import runtime
+from integration.gateway.schedules import create_schedules_api
 from integration.gateway.subscriptions import create_subscriptions_api
 from integration.idempotency import MAX_KEY_LENGTH, Stored, fingerprint, parse_key
 from integration.problems import (
@@ -315,6 +316,7 @@ def create_api(spec: SpecTree) -> Blueprint:
     api.register_blueprint(create_dead_letters_api(spec))
     api.register_blueprint(create_subscriptions_api(spec))
     api.register_blueprint(create_alertmanager_api(spec))
+    api.register_blueprint(create_schedules_api(spec))
     return api
 
 
