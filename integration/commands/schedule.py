@@ -57,7 +57,7 @@ class _StoreErrors(click.Group):
 
 @click.group(cls=_StoreErrors)
 def schedule() -> None:
-    """Messages that beat sends on a schedule: list, show, create, pause, resume, delete.
+    """Scheduled messages: list, show, create, pause, resume, delete.
 
     Changes reach the running beat within INTEGRATION_BEAT_MAX_LOOP_INTERVAL_SECONDS.
 
@@ -78,7 +78,12 @@ def schedule() -> None:
 
 @schedule.command("list")
 def schedule_list() -> None:
-    """Every schedule by name, with its timing, state and next firing (UTC)."""
+    """Every schedule by name, with its timing, state and next firing (UTC).
+
+    \b
+    Examples:
+      integration schedule list
+    """
     items = _schedules().all()
     for item in items:
         state = "enabled" if item["enabled"] else "paused"
@@ -90,7 +95,12 @@ def schedule_list() -> None:
 @schedule.command("show")
 @click.argument("name")
 def schedule_show(name: str) -> None:
-    """One schedule as JSON, with its last and next firing."""
+    """One schedule as JSON, with its last and next firing.
+
+    \b
+    Examples:
+      integration schedule show disk-check
+    """
     found = _schedules().get(name)
     if found is None:
         raise click.ClickException(f"no schedule {name}")
@@ -114,7 +124,15 @@ def schedule_show(name: str) -> None:
 def schedule_create(name: str, every: str | None, crontab: str | None, type_: str, data: str,
                     source: str | None, subject: str | None, catch_up: str | None,
                     paused: bool, owner: str) -> None:
-    """Create a schedule; its message is validated now as the submit path would."""
+    """Create a schedule; its message is validated now as the submit path would.
+
+    \b
+    Examples:
+      integration schedule create disk-check --every 5m --type metric \\
+          --data '{"name": "disk_free_percent", "value": 100}'
+      integration schedule create nightly --crontab "0 3 * * *" --type event \\
+          --data '{"kind": "nightly"}' --catch-up skip --paused
+    """
     if (every is None) == (crontab is None):
         raise click.UsageError("give exactly one of --every or --crontab")
     try:
@@ -140,7 +158,12 @@ def schedule_create(name: str, every: str | None, crontab: str | None, type_: st
 @schedule.command("pause")
 @click.argument("name")
 def schedule_pause(name: str) -> None:
-    """Stop firing until resumed."""
+    """Stop firing until resumed.
+
+    \b
+    Examples:
+      integration schedule pause nightly
+    """
     found = _schedules().set_enabled(name, False)
     if found is None:
         raise click.ClickException(f"no schedule {name}")
@@ -150,7 +173,12 @@ def schedule_pause(name: str) -> None:
 @schedule.command("resume")
 @click.argument("name")
 def schedule_resume(name: str) -> None:
-    """Fire again, from one period after now."""
+    """Fire again, from one period after now.
+
+    \b
+    Examples:
+      integration schedule resume nightly
+    """
     found = _schedules().set_enabled(name, True)
     if found is None:
         raise click.ClickException(f"no schedule {name}")
@@ -160,8 +188,14 @@ def schedule_resume(name: str) -> None:
 @schedule.command("delete")
 @click.argument("name")
 def schedule_delete(name: str) -> None:
-    """Remove a schedule (a file's schedule returns at the next beat start unless it is
-    removed from the file too)."""
+    """Remove a schedule (a file's schedule returns at the next beat start).
+
+    Remove it from INTEGRATION_SCHEDULE_FILE too, or it comes back.
+
+    \b
+    Examples:
+      integration schedule delete nightly
+    """
     if not _schedules().delete(name):
         raise click.ClickException(f"no schedule {name}")
     click.echo(f"deleted {name}")
