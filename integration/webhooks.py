@@ -26,7 +26,7 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from integration.consumers import topic_matches
-from integration.dispatch import Fanout, derived_id
+from integration.dispatch import Fanout, delivery_id
 from integration.envelope import Envelope, new_id, utc_now
 from integration.registry import MessageType
 from integration.retry import DownstreamError, PermanentError
@@ -201,7 +201,7 @@ class Webhooks:
 
     def deliveries(self, fanout: Fanout, source: str) -> list[dict[str, Any]]:
         """One ``webhook`` delivery envelope per matching subscription."""
-        return [{"id": derived_id(fanout.message_id, f"webhook:{w.id}"), "type": WEBHOOK_TYPE,
+        return [{"id": delivery_id(fanout, f"webhook:{w.id}"), "type": WEBHOOK_TYPE,
                  "source": source, "subject": fanout.message_id,
                  "correlationid": fanout.correlationid, "causationid": fanout.message_id,
                  "data": {"subscription": w.id, "host": w.host, "topic": fanout.topic,

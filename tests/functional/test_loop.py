@@ -9,8 +9,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from integration.dispatch import derived_id
-from tests.conftest import wait_for, wait_status
+from tests.conftest import delivery_of, wait_for, wait_status
 
 
 def send_metric(client: FlaskClient, auth: dict[str, str], host: str, value: float,
@@ -28,7 +27,9 @@ def send_metric(client: FlaskClient, auth: dict[str, str], host: str, value: flo
 def stage_result(client: FlaskClient, auth: dict[str, str], cause: str,
                  stage: str) -> dict[str, Any]:
     """The result of the loop stage's delivery for the message ``cause``."""
-    record = wait_status(client, auth, derived_id(cause, f"loop-{stage}"), timeout=30)
+    record = wait_status(client, auth,
+                         delivery_of(client, auth, cause, f"consumer.loop-{stage}", timeout=30),
+                         timeout=30)
     assert record["status"] == "succeeded", record
     return dict(record["result"])
 
