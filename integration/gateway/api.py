@@ -286,8 +286,10 @@ def create_api(spec: SpecTree) -> Blueprint:
         principal.require_manage("actions")
         record = _held(message_id)
         error = {"type": "Dropped", "message": f"dropped by {principal.subject} while held"}
+        # Parked in the outbox at once: the workers' relay delivers the event to the
+        # subscribers of <type>.dead (the loop's recording stage, webhooks, ...).
         finish(runtime().store, message_id, record["type"], Status.DEAD,
-               record["envelope"].get("correlationid"), "error", error)
+               record["envelope"].get("correlationid"), "error", error, outbox_in=0.0)
         return jsonify(id=message_id, type=record["type"], status="dead", attempts=0,
                        accepted_at=record["accepted_at"])
 

@@ -133,6 +133,11 @@ def test_a_subscription_that_keeps_failing_is_disabled_and_reported(
         assert len(receiver.seen(path)) == before, "a disabled subscription gets nothing"
         enabled = client.post(f"/api/v1/subscriptions/{webhook['id']}/enable", headers=auth)
         assert enabled.status_code == 200 and enabled.get_json()["enabled"] is True
+        # Enabled again starts afresh: one more failure does not disable it at once.
+        again = delivery_of(client, auth, produce(client, auth), "webhook")
+        assert wait_status(client, auth, again)["status"] == "dead"
+        assert client.get(f"/api/v1/subscriptions/{webhook['id']}",
+                          headers=auth).get_json()["enabled"] is True
 
 
 def test_subscriptions_need_the_permission(client: FlaskClient) -> None:
