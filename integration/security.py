@@ -134,3 +134,10 @@ class Revocations:
 
     def is_revoked(self, jti: str) -> bool:
         return bool(self.client.exists(self._key(jti)))
+
+    def revoked_among(self, jtis: list[str]) -> set[str]:
+        """Which of these token ids are revoked (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for jti in jtis:
+            pipe.exists(self._key(jti))
+        return {jti for jti, found in zip(jtis, pipe.execute(), strict=True) if found}
