@@ -8,6 +8,7 @@ from __future__ import annotations
 from integration.registry import default_registry
 from integration.retry import check_durations
 from integration.routing import DEFAULT_QUEUE, declare_queues, route_task
+from integration.schedules import beat_key_prefix, redbeat_options
 from integration.settings import get_settings
 
 _settings = get_settings()
@@ -73,6 +74,15 @@ worker_hijack_root_logger = False
 
 timezone = "UTC"
 enable_utc = True
+
+# Beat: schedules live in Redis (celery-redbeat), so run-time changes reach beat at its next
+# loop and beat keeps no local state; a lock makes one beat of several the active one.
+beat_scheduler = "integration.beat:Scheduler"
+beat_max_loop_interval = _settings.beat_max_loop_interval_seconds
+redbeat_redis_url = _settings.redis_url
+redbeat_key_prefix = beat_key_prefix(_settings.key_prefix)
+redbeat_lock_timeout = _settings.beat_lock_timeout_seconds
+redbeat_redis_options = redbeat_options(_settings)
 
 if __name__ == "__main__":
     print(f"celeryconfig OK: broker {broker_url.split('@')[-1]}, queues "

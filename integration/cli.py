@@ -1,33 +1,113 @@
-"""The ``integration`` command: ``up``, ``serve``, ``token``, ``dlq``, ``status``, ``trace``,
-``demo``."""
+"""The ``integration`` command: ``up``, ``serve``, ``token``, ``dlq``, ``schedule``, ``status``,
+``trace``, ``demo``, ``check``."""
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from integration.commands.check import check
+from integration.commands.schedule import schedule
 from integration.deadletters import DeadLetters
 from integration.logs import configure_logging
 from integration.security import Revocations, signing_key
 from integration.settings import ConfigurationError, get_settings
-from integration.store import store_from_settings
+from integration.store import public, store_from_settings
+from integration.terminal import attempt_lines, paint_status, record_summary, table
 from integration.tokens import SERVICE_TOKEN, issue_token, read_token, unverified_claims
 
 
-@click.group()
+class CommandGroup(click.Group):
+    """The ``integration`` group: an unreachable Redis or an invalid setting is one line on
+    stderr and exit status 1, in every command, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from pydantic import ValidationError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            return super().invoke(ctx)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # redis-py names host and port, never the password of the URL.
+            reason = " ".join(str(exc).split()).rstrip(".")
+            raise click.ClickException(f"cannot reach Redis: {reason}; check that it runs "
+                                       "and INTEGRATION_REDIS_URL") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = "INTEGRATION_" + "_".join(str(part) for part in first["loc"]).upper()
+            raise click.ClickException(f"invalid setting {name}: {first['msg']}") from None
+
+
+def _no_colour(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.color = False
+
+
+#: ``--no-color`` on a command as well as on the group (``integration status ID --no-color``).
+no_color_option = click.option("--no-color", is_flag=True, expose_value=False,
+                               is_eager=True, callback=_no_colour,
+                               help="Plain output without colours.")
+
+
+@click.group(cls=CommandGroup)
+@click.option("--no-color", is_flag=True,
+              help="Plain output without colours (also when NO_COLOR is set or the output is "
+                   "not a terminal).")
 @click.version_option(package_name="integration-bus")
-def main() -> None:
-    """Message bus for self-healing operations."""
+@click.pass_context
+def main(ctx: click.Context, no_color: bool) -> None:
+    """Message bus for self-healing operations.
+
+    \b
+    Examples:
+      integration up                          # everything, for development
+      integration status 3f2a9c…              # how is my message doing?
+      integration trace 3f2a9c…               # what happened, step by step
+      integration dlq list --type action      # what ended dead
+      integration COMMAND --help              # more on one command
+
+    \b
+    Exit status:
+      0  done
+      1  failed: not found, refused, Redis or the gateway unreachable
+      2  usage error: an unknown command, option or value
+    """
+    from contextlib import suppress
+
+    from pydantic import ValidationError
+
+    # An invalid setting is left to the command: `check` lists them all, others name one.
+    with suppress(ValidationError):
+        no_color = no_color or bool(get_settings().no_color)
+    if no_color:
+        ctx.color = False  # inherited by every subcommand's context
+
+
+main.add_command(check)
+main.add_command(schedule)
 
 
 @main.command()
 @click.option("--host", default=None, help="Address to bind (default INTEGRATION_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default INTEGRATION_PORT).")
 def serve(host: str | None, port: int | None) -> None:
-    """Start the HTTP gateway alone under gunicorn (for deployments)."""
+    """Run the HTTP gateway alone under gunicorn (for deployments).
+
+    Gevent workers (INTEGRATION_GATEWAY_WORKERS); SIGTERM stops accepting connections,
+    finishes requests in flight within INTEGRATION_GRACEFUL_TIMEOUT_SECONDS, closes
+    WebSockets with 1001 and exits 0.
+
+    \b
+    Examples:
+      integration serve
+      integration serve --host 0.0.0.0 --port 8080
+      INTEGRATION_GATEWAY_WORKERS=4 integration serve
+    """
     from integration.server import prepare_metrics_dir
     from integration.server import serve as run_server
 
@@ -49,8 +129,17 @@ def serve(host: str | None, port: int | None) -> None:
 @click.option("--no-beat", is_flag=True, help="Do not start Celery beat.")
 @click.option("--flower", is_flag=True, help="Also start Flower (basic auth, printed).")
 def up(host: str | None, port: int | None, no_beat: bool, flower: bool) -> None:
-    """Start everything for development: Redis (embedded unless configured), gateway, worker
-    and beat. Ctrl-C stops every process it started."""
+    """Start everything for development: Redis, gateway, worker and beat.
+
+    Redis is embedded unless INTEGRATION_REDIS_URL is set; prints the URLs and a development
+    token. Ctrl-C stops every process it started.
+
+    \b
+    Examples:
+      integration up
+      integration up --port 8080 --no-beat
+      integration up --flower                 # also Flower, with a printed password
+    """
     from integration.devstack import run_stack
 
     settings = get_settings()
@@ -60,7 +149,14 @@ def up(host: str | None, port: int | None, no_beat: bool, flower: bool) -> None:
 
 @main.group()
 def token() -> None:
-    """Issue, revoke and inspect access tokens."""
+    """Issue, revoke and inspect access tokens (JWT).
+
+    \b
+    Examples:
+      integration token issue --sub alertmanager --role monitoring --service --ttl 31536000
+      integration token inspect "$TOKEN"
+      integration token revoke "$TOKEN"
+    """
 
 
 def _signing_key() -> str:
@@ -79,7 +175,16 @@ def _signing_key() -> str:
               help="A long-lived service token for senders that cannot refresh (up to "
                    "INTEGRATION_SERVICE_TOKEN_MAX_TTL_SECONDS).")
 def token_issue(subject: str, roles: tuple[str, ...], ttl: int, service: bool) -> None:
-    """Print a signed token; its jti (for revoking) is in `token inspect`."""
+    """Print a signed token for a subject and its roles.
+
+    Its jti (for revoking) is shown by `token inspect`.
+
+    \b
+    Examples:
+      integration token issue --sub alice --role operator
+      integration token issue --sub ci --role admin --ttl 600
+      integration token issue --sub prometheus --role monitoring --service --ttl 31536000
+    """
     settings = get_settings()
     limit = settings.service_token_max_ttl_seconds if service else settings.token_max_ttl_seconds
     if ttl > limit:
@@ -94,7 +199,13 @@ def token_issue(subject: str, roles: tuple[str, ...], ttl: int, service: bool) -
 @token.command("revoke")
 @click.argument("jti_or_token")
 def token_revoke(jti_or_token: str) -> None:
-    """Revoke a token, given its jti or the token itself, in every gateway at once."""
+    """Revoke a token in every gateway at once, given its jti or the token itself.
+
+    \b
+    Examples:
+      integration token revoke "$TOKEN"
+      integration token revoke 0b8e6a52c1f14d0c9d0f3b1a2e7c4d55   # a jti
+    """
     import jwt
 
     settings = get_settings()
@@ -116,7 +227,15 @@ def token_revoke(jti_or_token: str) -> None:
 @token.command("inspect")
 @click.argument("token_text")
 def token_inspect(token_text: str) -> None:
-    """Verify a token (when this machine has the key) and print its claims."""
+    """Verify a token (when this machine has the key) and print its claims as JSON.
+
+    Exits 1 when the token is invalid or expired.
+
+    \b
+    Examples:
+      integration token inspect "$TOKEN"
+      integration token inspect "$TOKEN" | jq .roles
+    """
     import json
 
     import jwt
@@ -136,35 +255,75 @@ def token_inspect(token_text: str) -> None:
 
 @main.command("status")
 @click.argument("message_id")
-def status_command(message_id: str) -> None:
-    """A message's status record."""
-    import json
+@click.option("--json", "as_json", is_flag=True, help="The whole record (and history) as JSON.")
+@no_color_option
+def status_command(message_id: str, as_json: bool) -> None:
+    """Show a message's status: type, status, attempts, times and error.
 
-    from integration.store import store_from_settings
+    Exits 1 when there is no message with this id (never accepted, or expired after
+    INTEGRATION_STATUS_TTL_SECONDS).
 
+    \b
+    Examples:
+      integration status 3f2a9c0e4b5d4e8f9a1b2c3d4e5f6a7b
+      integration status 3f2a9c0e4b5d4e8f9a1b2c3d4e5f6a7b --json | jq -r .status
+    """
     record = store_from_settings(get_settings()).get(message_id)
     if record is None:
-        raise click.ClickException(f"no message {message_id}")
-    record.pop("history", None)
-    click.echo(json.dumps(record, indent=2, default=str))
+        raise _not_found(message_id)
+    if as_json:
+        click.echo(json.dumps(public(record), indent=2, default=str))
+        return
+    click.echo("\n".join(record_summary(record)))
+    steps = len(record.get("history", []))
+    click.echo(click.style(f"{steps} step(s) recorded; `integration trace {message_id}` "
+                           "shows them", dim=True))
+
+
+def _not_found(message_id: str) -> click.ClickException:
+    return click.ClickException(f"no message with id {message_id!r} (never accepted, or "
+                                "expired after INTEGRATION_STATUS_TTL_SECONDS)")
 
 
 @main.command("trace")
 @click.argument("message_id")
-def trace_command(message_id: str) -> None:
-    """A message's timeline and the messages it caused."""
-    from integration.store import store_from_settings
+@click.option("--json", "as_json", is_flag=True, help="The trace as JSON.")
+@no_color_option
+def trace_command(message_id: str, as_json: bool) -> None:
+    """Show a message's timeline and the messages it caused, as a tree.
+
+    Each step shows the time since the one before; each message its status and how long it
+    took from acceptance to its last step. Exits 1 when there is no message with this id.
+
+    \b
+    Examples:
+      integration trace 3f2a9c0e4b5d4e8f9a1b2c3d4e5f6a7b
+      integration trace 3f2a9c0e4b5d4e8f9a1b2c3d4e5f6a7b --json | jq '.caused[].type'
+    """
     from integration.trace import render, trace
 
     found = trace(store_from_settings(get_settings()), message_id)
     if found is None:
-        raise click.ClickException(f"no message {message_id}")
-    click.echo("\n".join(render(found)))
+        raise _not_found(message_id)
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
+        return
+    click.echo("\n".join(render(found, paint=paint_status)))
 
 
 @main.group()
 def dlq() -> None:
-    """Dead letters: list, show, replay and purge (straight from the store, no HTTP)."""
+    """Dead letters: list, show, replay and purge.
+
+    Straight from Redis, no HTTP: run it where INTEGRATION_REDIS_URL reaches the store.
+
+    \b
+    Examples:
+      integration dlq list
+      integration dlq show 3f2a9c0e4b5d4e8f9a1b2c3d4e5f6a7b
+      integration dlq replay --type action
+      integration dlq purge --type metric --yes
+    """
 
 
 def _dead_letters() -> DeadLetters:
@@ -182,28 +341,62 @@ def _since(value: datetime | None) -> int | None:
 @click.option("--type", "type_", help="Only this message type.")
 @click.option("--since", type=click.DateTime(), help="Accepted at or after (UTC).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
-def dlq_list(type_: str | None, since: datetime | None, limit: int) -> None:
-    """Newest dead letters first."""
+@click.option("--json", "as_json", is_flag=True, help="The records as a JSON array.")
+@no_color_option
+def dlq_list(type_: str | None, since: datetime | None, limit: int, as_json: bool) -> None:
+    """List dead letters as a table, newest first.
+
+    \b
+    Examples:
+      integration dlq list
+      integration dlq list --type action --since 2026-01-31T08:00:00
+      integration dlq list --json | jq -r '.[].id'
+    """
     items, _ = _dead_letters().page(type=type_, since_ms=_since(since), limit=limit)
-    for item in items:
-        error = item.get("error") or {}
-        click.echo(f"{item['id']}  {item['type']:<14} attempts={item.get('attempts', 0)}  "
-                   f"{item.get('finished_at', '')}  {error.get('type', '')}: "
-                   f"{str(error.get('message', ''))[:60]}")
+    if as_json:
+        click.echo(json.dumps([public(item) for item in items], indent=2, default=str))
+        return
+    if items:
+        rows = [[str(item["id"]), str(item.get("type", "")), str(item.get("attempts", 0)),
+                 str(item.get("finished_at", "")), _error_text(item.get("error"))]
+                for item in items]
+        click.echo("\n".join(table(["ID", "TYPE", "ATTEMPTS", "FINISHED", "ERROR"], rows,
+                                   {4: lambda text: click.style(text, fg="red")})))
     click.echo(f"{len(items)} dead letter(s)", err=True)
+
+
+def _error_text(error: Any) -> str:
+    if not isinstance(error, dict):
+        return ""
+    return f"{error.get('type', '')}: {str(error.get('message', ''))[:60]}"
 
 
 @dlq.command("show")
 @click.argument("message_id")
-def dlq_show(message_id: str) -> None:
-    """A dead letter with every attempt's error."""
-    import json
+@click.option("--json", "as_json", is_flag=True, help="The record as JSON.")
+@no_color_option
+def dlq_show(message_id: str, as_json: bool) -> None:
+    """Show a dead letter with every attempt's error.
 
+    Exits 1 when the message is not a dead letter (unknown, or not dead).
+
+    \b
+    Examples:
+      integration dlq show 3f2a9c0e4b5d4e8f9a1b2c3d4e5f6a7b
+      integration dlq show 3f2a9c0e4b5d4e8f9a1b2c3d4e5f6a7b --json | jq .attempt_errors
+    """
     record = _dead_letters().get(message_id)
     if record is None:
-        raise click.ClickException(f"no dead letter {message_id}")
-    record.pop("history", None)
-    click.echo(json.dumps(record, indent=2, default=str))
+        raise click.ClickException(f"no dead letter with id {message_id!r}")
+    if as_json:
+        record.pop("history", None)
+        click.echo(json.dumps(public(record), indent=2, default=str))
+        return
+    click.echo("\n".join(record_summary(record)))
+    errors = record.get("attempt_errors", [])
+    if errors:
+        click.echo(click.style("attempts", bold=True))
+        click.echo("\n".join(attempt_lines(errors)))
 
 
 @dlq.command("replay")
@@ -214,29 +407,64 @@ def dlq_show(message_id: str) -> None:
 @click.option("--limit", type=click.IntRange(1), default=10_000, show_default=True)
 def dlq_replay(message_ids: tuple[str, ...], type_: str | None, since: datetime | None,
                replay_all: bool, limit: int) -> None:
-    """Re-enqueue dead letters by id, or all matching --type/--since (or --all)."""
+    """Re-enqueue dead letters by id, or all matching --type/--since (or --all).
+
+    A replay runs the message again under the same id, once, however often it is replayed.
+    With ids, exits 1 when any of them was not a dead letter (the others are replayed).
+
+    \b
+    Examples:
+      integration dlq replay 3f2a9c0e4b5d4e8f9a1b2c3d4e5f6a7b 9b1c…
+      integration dlq replay --type action --since 2026-01-31T08:00:00
+      integration dlq replay --all
+    """
     letters = _dead_letters()
     if message_ids:
         replayed = letters.replay(list(message_ids), by="cli")
-    elif type_ or since or replay_all:
-        total, _ = letters.store.count(status="dead", type=type_)
-        with click.progressbar(length=min(total, limit), label="replaying") as bar:
-            replayed = letters.replay_matching(type=type_, since_ms=_since(since), limit=limit,
-                                               by="cli", progress=bar.update)
-    else:
+        click.echo(f"replayed {len(replayed)} dead letter(s)")
+        missing = sorted(set(message_ids) - {r.id for r in replayed})
+        if missing:
+            raise click.ClickException(f"not dead letters (unknown, or not dead): "
+                                       f"{', '.join(missing)}")
+        return
+    if not (type_ or since or replay_all):
         raise click.UsageError("name message ids, or use --type, --since or --all")
+    total, _ = letters.store.count(status="dead", type=type_)
+    with _progress(min(total, limit), "replaying") as bar:
+        replayed = letters.replay_matching(type=type_, since_ms=_since(since), limit=limit,
+                                           by="cli", progress=bar.update)
     click.echo(f"replayed {len(replayed)} dead letter(s)")
+
+
+def _progress(length: int, label: str) -> Any:
+    """A progress bar on stderr when it is a terminal (nothing when piped)."""
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True,
+                             hidden=not sys.stderr.isatty())
 
 
 @dlq.command("purge")
 @click.option("--type", "type_", help="Only this message type.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def dlq_purge(type_: str | None, yes: bool) -> None:
-    """Delete dead letters for good."""
+    """Delete dead letters for good.
+
+    \b
+    Examples:
+      integration dlq purge --type metric
+      integration dlq purge --yes             # all of them, without asking
+    """
+    letters = _dead_letters()
+    total, _ = letters.store.count(status="dead", type=type_)
+    if not total:
+        click.echo("purged 0 dead letter(s)")
+        return
     if not yes:
-        click.confirm(f"Delete every dead letter{f' of type {type_}' if type_ else ''}?",
-                      abort=True)
-    click.echo(f"purged {_dead_letters().purge(type=type_)} dead letter(s)")
+        # With a type the index count covers every type: an upper bound.
+        click.confirm(f"Delete every dead letter of type {type_} (at most {total})?"
+                      if type_ else f"Delete all {total} dead letter(s)?", abort=True)
+    with _progress(total, "purging") as bar:
+        purged = letters.purge(type=type_, progress=bar.update)
+    click.echo(f"purged {purged} dead letter(s)")
 
 
 if __name__ == "__main__":  # pragma: no cover
@@ -275,11 +503,13 @@ def _demo_token(settings: Any) -> str:
 @click.option("--timeout", type=click.FloatRange(1), default=60, show_default=True,
               help="Seconds to wait for the loop to complete.")
 def demo(url: str | None, token_text: str | None, host_label: str, timeout: float) -> None:
-    """Send a metric over the shipped HighCPU threshold and follow the self-healing loop
-    until its action.result, printing each step as it completes.
+    """Run the self-healing loop once and follow it to its action.result.
+
+    Sends a metric over the shipped HighCPU threshold; each step of the loop is printed as
+    it completes, then the whole trace.
 
     \b
-    Example (with `make run` in another terminal):
+    Examples (with `make run` in another terminal):
       integration demo
       integration demo --url http://gateway:8000 --token "$TOKEN"
 
@@ -331,10 +561,10 @@ def demo(url: str | None, token_text: str | None, host_label: str, timeout: floa
                 and n["status"] == "succeeded"]
         if done:
             click.echo("\nthe loop completed; its trace:\n")
-            click.echo("\n".join(render(found)))
+            click.echo("\n".join(render(found, paint=paint_status)))
             return
         time.sleep(0.5)
-    click.echo("\n".join(render(found)))
+    click.echo("\n".join(render(found, paint=paint_status)))
     raise click.ClickException(
         f"the loop did not reach action.result within {timeout:.0f} s (are workers running, "
         "and do the rules have the HighCPU threshold?)")

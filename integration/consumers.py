@@ -41,6 +41,21 @@ ENTRY_POINT_GROUP = "integration.consumers"
 TYPE_PREFIX = "consumer."
 #: Channel recorded for messages created by the service itself (deliveries, loop stages).
 EVENT_CHANNEL = "event"
+#: Topics of delivery messages themselves (a consumer's or a webhook's delivery finishing).
+DELIVERY_TOPIC_PREFIXES = (TYPE_PREFIX, "webhook.")
+
+
+def is_delivery_topic(topic: str) -> bool:
+    return topic.startswith(DELIVERY_TOPIC_PREFIXES)
+
+
+def topic_matches(patterns: Iterable[str], topic: str) -> bool:
+    """Whether any pattern selects ``topic``. The events of deliveries are selected only by a
+    pattern that names them (``webhook.dead``, ``consumer.pager.*``), never by a leading
+    wildcard: otherwise a ``*`` subscriber's own deliveries would feed it forever."""
+    if is_delivery_topic(topic):
+        patterns = [p for p in patterns if p.startswith(DELIVERY_TOPIC_PREFIXES)]
+    return any(fnmatchcase(topic, pattern) for pattern in patterns)
 
 
 class Emit(Protocol):
@@ -87,7 +102,10 @@ class Subscription:
         return TYPE_PREFIX + self.name
 
     def matches(self, topic: str) -> bool:
-        return any(fnmatchcase(topic, pattern) for pattern in self.patterns)
+        """Whether this consumer receives ``topic`` (never the events of its own deliveries)."""
+        if topic.startswith(self.type_name + "."):
+            return False
+        return topic_matches(self.patterns, topic)
 
     def __call__(self, event: dict[str, Any], context: ConsumerContext) -> Any:
         return self.handler(event, context)

@@ -77,18 +77,27 @@ class DeadLetters:
         return self.store.delete(message_id)
 
     def purge(self, *, type: str | None = None, since_ms: int | None = None,
-              until_ms: int | None = None, limit: int = 100_000) -> int:
-        return sum(self.delete(r["id"]) for page in self._pages(type, since_ms, until_ms, limit)
-                   for r in page)
+              until_ms: int | None = None, limit: int = 100_000,
+              progress: Callable[[int], None] | None = None) -> int:
+        """Delete up to ``limit`` dead letters matching the filters; how many were deleted."""
+        purged = 0
+        for page in self._pages(type, since_ms, until_ms, limit):
+            purged += sum(self.delete(r["id"]) for r in page)
+            if progress:
+                progress(len(page))
+        return purged
 
     def _pages(self, type: str | None, since_ms: int | None, until_ms: int | None,
                limit: int) -> Iterable[list[dict[str, Any]]]:
-        # Each page is taken from the top again: replayed or purged letters leave the index.
-        remaining = limit
+        # One walk down the index behind a position cursor (score and id), which stays valid
+        # as replayed or purged letters leave the index. A replayed letter that dies again
+        # during the walk is back above the cursor, so one call never replays it twice.
+        remaining, cursor = limit, None
         while remaining > 0:
-            page, _ = self.page(type=type, since_ms=since_ms, until_ms=until_ms,
-                                limit=min(remaining, 100))
-            if not page:
+            page, cursor = self.page(type=type, since_ms=since_ms, until_ms=until_ms,
+                                     limit=min(remaining, 100), cursor=cursor)
+            if page:
+                remaining -= len(page)
+                yield page
+            if cursor is None:
                 return
-            remaining -= len(page)
-            yield page

@@ -42,7 +42,7 @@ def _dev_secret(run_dir: Path) -> str:
 FLOWER_PORT = 5555
 
 
-def _commands(settings: Settings, host: str, port: int, run_dir: Path,
+def _commands(settings: Settings, host: str, port: int,
               beat: bool, flower_auth: str | None) -> dict[str, list[str]]:
     python = sys.executable
     commands = {
@@ -52,8 +52,8 @@ def _commands(settings: Settings, host: str, port: int, run_dir: Path,
                    "--hostname", "worker@%h"],
     }
     if beat:
-        commands["beat"] = [python, "-m", "celery", "-A", "tasks", "beat", "--loglevel", "INFO",
-                            "--schedule", str(run_dir / "celerybeat-schedule")]
+        # The scheduler (redbeat, from celeryconfig) keeps schedules and state in Redis.
+        commands["beat"] = [python, "-m", "celery", "-A", "tasks", "beat", "--loglevel", "INFO"]
     if flower_auth:
         # Never unauthenticated: Flower's API can revoke tasks and shut workers down.
         commands["flower"] = [python, "-m", "celery", "-A", "tasks", "flower",
@@ -111,7 +111,7 @@ def run_stack(settings: Settings, host: str, port: int, *, beat: bool = True,
         })
         flower_auth = f"admin:{secrets.token_urlsafe(12)}" if flower else None
         manager = Manager(Printer(sys.stdout))
-        for name, argv in _commands(settings, host, port, run_dir, beat, flower_auth).items():
+        for name, argv in _commands(settings, host, port, beat, flower_auth).items():
             manager.add_process(name, shlex.join(argv), env=env, cwd=str(Path.cwd()))
 
         token = issue_token(secret, DEV_SUBJECT, ["admin"], DEV_TOKEN_TTL)

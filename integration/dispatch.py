@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from integration.consumers import EVENT_CHANNEL, Emit, Subscription
 from integration.envelope import Envelope
 from integration.problems import Conflict, Forbidden, InvalidMessage, Problem
@@ -39,6 +41,13 @@ class Fanout:
     topic: str
     event: Mapping[str, Any]
     correlationid: str
+
+
+def delivery_id(fanout: Fanout, subscriber: str) -> str:
+    """The id of the delivery of this event to ``subscriber``: the same when the event is
+    delivered again (the outbox), a new one for the message's next event (held, then
+    released and succeeded; dead, then replayed)."""
+    return derived_id(str(fanout.event.get("id") or fanout.message_id), subscriber)
 
 
 class DynamicSubscribers(Protocol):
@@ -74,7 +83,7 @@ class Dispatcher:
 
     def _envelope(self, fanout: Fanout, type_name: str, key: str,
                   data: dict[str, Any]) -> dict[str, Any]:
-        return {"id": derived_id(fanout.message_id, key), "type": type_name,
+        return {"id": delivery_id(fanout, key), "type": type_name,
                 "source": self.source, "subject": fanout.message_id, "data": data,
                 "correlationid": fanout.correlationid, "causationid": fanout.message_id}
 
@@ -93,16 +102,27 @@ class Dispatcher:
         ids = []
         for envelope, result in zip(envelopes, results, strict=True):
             if isinstance(result, Conflict):
-                self._resend_if_stranded(envelope.id)
+                self._resend_if_stranded(envelope)
             elif isinstance(result, Problem):
                 raise TransientError(f"{envelope.type} {envelope.id} not enqueued: "
                                      f"{result.detail}")
             ids.append(envelope.id if not isinstance(result, Accepted) else result.id)
         return ids
 
-    def _resend_if_stranded(self, message_id: str) -> None:
+    def _resend_if_stranded(self, envelope: Envelope) -> None:
+        """The id is taken: by this very message (sent before; re-send it if a process died
+        before publishing it), or by another one, which must not pass for this delivery."""
+        message_id = envelope.id
         record = self.submitter.store.get(message_id)
-        if record is None or record.get("status") != Status.ACCEPTED:
+        if record is None:
+            return
+        stored = record.get("envelope") or {}
+        if record.get("type") != envelope.type or \
+                stored.get("causationid") != envelope.causationid:
+            raise PermanentError(f"message id {message_id} is taken by another message; "
+                                 f"the {envelope.type} message caused by "
+                                 f"{envelope.causationid} cannot be sent")
+        if record.get("status") != Status.ACCEPTED:
             return
         outcome = self.submitter.publisher.publish(
             [Outgoing(message_id, record["envelope"], record["queue"])])
@@ -153,6 +173,9 @@ class OutboxRelay:
                 self.dispatcher.dispatch(Fanout(
                     message_id, record.get("owner", "direct"), str(event.get("type")), event,
                     str(event.get("correlationid") or message_id)))
+            except (PermanentError, ValidationError) as exc:
+                # Trying again cannot help: say so once, and stop.
+                log.error("deliveries of %s abandoned: %s", message_id, exc)
             except Exception as exc:  # noqa: BLE001 - due again when the lease ends
                 log.warning("deliveries of %s still delayed: %s", message_id, exc)
                 continue

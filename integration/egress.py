@@ -121,6 +121,8 @@ def forbidden_reason(address: IPAddress) -> str | None:
         return "reserved"
     if address.is_private:
         return "private"  # RFC 1918, fc00::/7, and the other special-purpose blocks
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "site-local"  # fec0::/10: deprecated, but still internal where it is routed
     if not address.is_global:
         return "not globally routable"
     return None

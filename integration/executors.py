@@ -318,14 +318,18 @@ def declared_targets() -> Targets:
     """The targets of this process's rules file, loaded once; none without a file."""
     settings = get_settings()
     targets = Targets.load(settings.rules_file) if settings.rules_file else Targets()
-    lease = settings.claim_lease_seconds
+    check_timeouts(targets, settings.claim_lease_seconds, str(settings.rules_file))
+    return targets
+
+
+def check_timeouts(targets: Targets, lease: int, source: str) -> None:
+    """Refuse an http target whose timeout reaches the claim lease (``ConfigurationError``)."""
     for name, spec in targets.targets.items():
         # A call outlasting its claim could run a second time beside a redelivery.
         if spec.executor == "http" and spec.timeout_seconds >= lease:
             raise ConfigurationError(
-                f"{settings.rules_file}: targets.{name}.timeout_seconds ({spec.timeout_seconds:g})"
+                f"{source}: targets.{name}.timeout_seconds ({spec.timeout_seconds:g})"
                 f" must be shorter than INTEGRATION_CLAIM_LEASE_SECONDS ({lease})")
-    return targets
 
 
 def run_action(payload: ActionPayload, envelope: Envelope | None = None,

@@ -10,14 +10,18 @@ your own consumer to its topic to replace it.
 
 from __future__ import annotations
 
+import json
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from integration.builtin_types import MetricPayload
 from integration.consumers import ConsumerContext, ConsumerHandler, Subscription
 from integration.rules import Rules, load_rules
 from integration.settings import ConfigurationError, get_settings
 from integration.thresholds import ThresholdEvaluator
+
+#: How long a delivery's alert edges are kept for its retries (longer than any retry schedule).
+EDGES_TTL_SECONDS = 7 * 24 * 3600
 
 
 @cache
@@ -48,8 +52,19 @@ def raise_alerts(event: dict[str, Any], context: ConsumerContext) -> dict[str, A
         "name": sample["metric"], "value": sample["value"],
         "labels": sample.get("labels") or {}, "observed_at": sample.get("observed_at"),
         "thresholds": sample.get("thresholds")}, strict=False)
-    alerts = [context.emit("alert", t.payload(), key=f"alert:{t.fingerprint}:{t.status}")
-              for t in default_evaluator().observe(metric)]
+    evaluator = default_evaluator()
+    # The series' state moves before the alerts are emitted. Should an emit fail, the retried
+    # delivery would see no edge any more (the state has moved): so the edges this delivery
+    # found are kept under its id, and a retry emits those.
+    key = f"{evaluator.prefix}:loop:edges:{context.envelope.id}"
+    stored = cast(bytes | None, evaluator.client.get(key))
+    if stored is not None:
+        edges = json.loads(stored)
+    else:
+        edges = [[t.fingerprint, t.status, t.payload()] for t in evaluator.observe(metric)]
+        evaluator.client.set(key, json.dumps(edges), ex=EDGES_TTL_SECONDS)
+    alerts = [context.emit("alert", payload, key=f"alert:{fingerprint}:{status}")
+              for fingerprint, status, payload in edges]
     return {"alerts": alerts}
 
 

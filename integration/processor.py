@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from integration import logs
-from integration.consumers import emitting
+from integration.consumers import emitting, is_delivery_topic
 from integration.dispatch import Dispatcher, Fanout
 from integration.envelope import ID_PATTERN, Envelope, utc_now
 from integration.events import finish
@@ -29,7 +29,7 @@ from integration.guards import Deferred, Guards, Held
 from integration.jsonlimits import JsonLimits
 from integration.problems import validation_errors
 from integration.registry import Registry
-from integration.retry import RetryPolicy, classify
+from integration.retry import PermanentError, RetryPolicy, classify
 from integration.status import STARTABLE, Status
 from integration.store import NewRecord, StatusStore
 
@@ -157,12 +157,14 @@ class Processor:
         if current is None or Status(current).final:
             return None
         raw_type = raw_map.get("type")
-        message_type = raw_type if isinstance(raw_type, str) else "unknown"
-        correlation = raw_map.get("correlationid")
-        finish(self.store, message_id, message_type, Status.DEAD,
-               correlation if isinstance(correlation, str) else None, "error",
-               {"type": "Revoked", "reason": reason,
-                "message": f"the Celery task was {reason} before it could finish"})
+        message_type = raw_type if isinstance(raw_type, str) and raw_type in self.registry \
+            else "unknown"
+        correlation = _usable_id(raw_map.get("correlationid"))
+        self._notes = {"owner": self.store.delivery_state(message_id).owner}
+        self._finish(message_id, message_type, Status.DEAD, None, "error",
+                     {"type": "Revoked", "reason": reason,
+                      "message": f"the Celery task was {reason} before it could finish"},
+                     correlation=correlation)
         return Status.DEAD
 
     def _admitted(self, target: str | None) -> Any:
@@ -315,14 +317,16 @@ class Processor:
         return True
 
     def _finish(self, message_id: str, message_type: str, outcome: Status,
-                envelope: Envelope | None, field: str, value: dict[str, Any]) -> None:
+                envelope: Envelope | None, field: str, value: dict[str, Any], *,
+                correlation: str | None = None) -> None:
         """Record the outcome and its event on ``<type>.<outcome>``, then deliver the event to
         its subscribers (parked in the outbox first, so a crash or a broker failure in between
         only delays the deliveries)."""
         topic = f"{message_type}.{outcome}"
         dispatcher = self.dispatcher
-        pending = dispatcher is not None and dispatcher.wants(topic)
-        correlation = (envelope.correlationid if envelope else None) or message_id
+        pending = dispatcher is not None and dispatcher.wants(topic) and \
+            not _second_hop(topic, envelope)
+        correlation = (envelope.correlationid if envelope else correlation) or message_id
         event = finish(self.store, message_id, message_type, outcome, correlation, field, value,
                        outbox_in=self.outbox_grace if pending else None)
         if not pending or dispatcher is None:
@@ -330,10 +334,20 @@ class Processor:
         try:
             dispatcher.dispatch(Fanout(message_id, self._notes.get("owner", "direct"), topic,
                                        event, correlation))
+        except (PermanentError, ValidationError) as exc:
+            log.error("deliveries of %s on %s abandoned: %s", message_id, topic, exc)
         except Exception as exc:  # noqa: BLE001 - the outbox delivers it later
             log.warning("deliveries of %s on %s delayed: %s", message_id, topic, exc)
             return
         self.store.clear_outbox(message_id)
+
+
+def _second_hop(topic: str, envelope: Envelope | None) -> bool:
+    """A delivery that consumed the event of another delivery publishes no further deliveries:
+    two consumers of ``consumer.*`` would otherwise feed each other forever."""
+    consumed = envelope.data.get("topic") if envelope is not None else None
+    return is_delivery_topic(topic) and isinstance(consumed, str) and \
+        is_delivery_topic(consumed)
 
 
 def _usable_id(value: Any) -> str | None:

@@ -73,10 +73,22 @@ class RequeueLoop(threading.Thread):
         while not self._stopped.wait(self.interval):
             for work in self.passes:
                 try:
-                    while work.run_once() >= work.batch:
-                        pass  # a backlog: keep going without waiting
+                    # A backlog is worked without waiting, but a stop ends it between batches.
+                    while work.run_once() >= work.batch and not self._stopped.is_set():
+                        pass
                 except Exception:  # noqa: BLE001 - the loop must outlive an outage
                     log.warning("%s pass failed: %s", type(work).__name__, sys.exc_info()[1])
+                if self._stopped.is_set():
+                    break
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop once the pass under way has finished, waiting up to ``timeout`` seconds;
+        True when the thread has ended.
+
+        A pass cut off by the process exiting (the thread is a daemon) could leave a
+        message published but still leased, to be enqueued a second time after the lease.
+        """
         self._stopped.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+        return not self.is_alive()

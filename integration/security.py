@@ -50,6 +50,11 @@ def _pem(value: str) -> str:
     return value if value.lstrip().startswith("-----BEGIN") else Path(value).read_text()
 
 
+def weak_secret(secret: str) -> bool:
+    """Shorter than ``MIN_SECRET_BYTES`` or a value known from examples."""
+    return len(secret.encode()) < MIN_SECRET_BYTES or secret.lower() in KNOWN_WEAK_SECRETS
+
+
 def token_verification(settings: Settings) -> TokenVerification:
     """Validate the token settings; raise ``ConfigurationError`` with what to change."""
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
@@ -65,7 +70,7 @@ def token_verification(settings: Settings) -> TokenVerification:
             raise ConfigurationError(
                 "INTEGRATION_JWT_SECRET is not set: the gateway verifies bearer tokens with it. "
                 "Set it to a random string of at least 32 bytes (make run generates one).")
-        weak = len(secret.encode()) < MIN_SECRET_BYTES or secret.lower() in KNOWN_WEAK_SECRETS
+        weak = weak_secret(secret)
         if weak and settings.env == "production":
             raise ConfigurationError(
                 "INTEGRATION_JWT_SECRET is too weak for production: use a random value of at "
@@ -129,3 +134,10 @@ class Revocations:
 
     def is_revoked(self, jti: str) -> bool:
         return bool(self.client.exists(self._key(jti)))
+
+    def revoked_among(self, jtis: list[str]) -> set[str]:
+        """Which of these token ids are revoked (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for jti in jtis:
+            pipe.exists(self._key(jti))
+        return {jti for jti, found in zip(jtis, pipe.execute(), strict=True) if found}

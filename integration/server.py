@@ -86,11 +86,34 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 
 def _gevent_worker() -> type:
-    """Gunicorn's gevent worker, which also closes open WebSockets (1001) on SIGTERM: they
-    would otherwise hold the worker until the graceful timeout."""
+    """Gunicorn's gevent worker, which also closes open WebSockets (1001) on SIGTERM (they
+    would otherwise hold the worker until the graceful timeout) and ends keep-alive
+    connections with the response in flight, so no client sends its next request to a
+    worker that is about to close the connection under it."""
     from gunicorn.workers.ggevent import GeventWorker
 
     class GatewayWorker(GeventWorker):
+        gateway_app: Any = None
+
+        def load_wsgi(self) -> None:
+            super().load_wsgi()
+            self.gateway_app = app = getattr(self, "wsgi")  # noqa: B009 - untyped in gunicorn
+            self.wsgi = self.closing_when_stopped(app)
+
+        def closing_when_stopped(self, app: Any) -> Any:
+            def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+                def start(status: str, headers: list[tuple[str, str]],
+                          exc_info: Any = None) -> Any:
+                    # Gunicorn decides keep-alive when a request arrives; a request still
+                    # being answered after SIGTERM must say "Connection: close" too.
+                    force_close = getattr(getattr(start_response, "__self__", None),
+                                          "force_close", None)
+                    if not self.alive and force_close is not None:
+                        force_close()
+                    return start_response(status, headers, exc_info)
+                return app(environ, start)
+            return wsgi
+
         def patch(self) -> None:
             # The master imported ssl (settings, gunicorn) before forking. The modules gevent
             # names for it (jwt.jwks_client, redis.asyncio) use the unpatched name only as a
@@ -106,7 +129,7 @@ def _gevent_worker() -> type:
             from integration.gateway.ws import going_away
 
             # Out of the signal handler, where nothing may block (as gunicorn's handle_quit).
-            gevent.spawn(going_away, self.wsgi)
+            gevent.spawn(going_away, self.gateway_app)
 
     return GatewayWorker
 

@@ -6,7 +6,7 @@ import os
 from functools import cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -122,8 +122,33 @@ class Settings(BaseSettings):
     rules_state_ttl_seconds: int = Field(24 * 3600, ge=60)
 
     # -- schedules (Celery beat) ---------------------------------------------------------------
+    #: Schedules (YAML) synced into Redis when beat starts; the shipped
+    #: ``default_schedule.yaml`` (one hourly heartbeat event) when unset.
+    schedule_file: str | None = None
+    #: Beat re-reads the schedules from Redis at least this often: a schedule created, paused
+    #: or deleted at run time takes effect within this long.
+    beat_max_loop_interval_seconds: float = Field(5.0, gt=0, le=300)
+    #: The active beat renews its lock every loop; a beat that dies without releasing it
+    #: (SIGKILL, lost host) is replaced by a standby after at most this long.
+    beat_lock_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    #: What a firing missed while no beat ran becomes: ``once`` (caught up once, however many
+    #: were missed) or ``skip`` (dropped); a schedule's ``catch_up`` overrides it.
+    beat_catch_up: Literal["once", "skip"] = "once"
+    #: A firing later than this (or later than one period of its schedule) counts as missed.
+    beat_missed_after_seconds: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _beat_lock_outlives_loop(self) -> Settings:
+        # The lock is renewed once per loop: shorter than two loops, a healthy beat loses it.
+        if self.beat_lock_timeout_seconds < 2 * self.beat_max_loop_interval_seconds:
+            raise ValueError("INTEGRATION_BEAT_LOCK_TIMEOUT_SECONDS must be at least twice "
+                             "INTEGRATION_BEAT_MAX_LOOP_INTERVAL_SECONDS")
+        return self
+
 
     # -- operations: check, lifecycle ---------------------------------------------------------
+    #: The NO_COLOR convention (no-color.org): any non-empty value turns the CLI's colours off.
+    no_color: str = Field("", validation_alias="NO_COLOR")
 
     # -- benchmarks ----------------------------------------------------------------------------
     #: Submissions of concurrent requests in one gateway process are recorded and enqueued

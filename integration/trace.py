@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -47,19 +48,21 @@ def trace(store: StatusStore, message_id: str, depth: int = MAX_DEPTH) -> dict[s
     }
 
 
-def render(node: dict[str, Any], indent: int = 0) -> list[str]:
-    """A readable outline of a trace, for the CLI."""
+def render(node: dict[str, Any], indent: int = 0,
+           paint: Callable[[str], str] = str) -> list[str]:
+    """A readable outline of a trace, for the CLI; ``paint`` styles each status (colours)."""
     pad = "  " * indent
-    lines = [f"{pad}{node['type']} {node['id']}  {node['status']}  attempts={node['attempts']}"
-             f"  {node['duration_ms']:.0f} ms"]
+    lines = [f"{pad}{node['type']} {node['id']}  {paint(str(node['status']))}  "
+             f"attempts={node['attempts']}  {node['duration_ms']:.0f} ms"]
     for step in node["timeline"]:
         extra = {k: v for k, v in step.items()
                  if k not in ("status", "at", "since_previous_ms", "error")}
         error = step.get("error")
         note = f"  {error.get('type')}: {error.get('message', '')[:60]}" \
             if isinstance(error, dict) else ""
-        lines.append(f"{pad}  +{step['since_previous_ms']:>8.1f} ms  {step['status']:<10}"
-                     f"{note}{'  ' + str(extra) if extra else ''}")
+        status = paint(f"{step['status']:<10}")
+        lines.append(f"{pad}  +{step['since_previous_ms']:>8.1f} ms  {status}{note}"
+                     f"{'  ' + str(extra) if extra else ''}".rstrip())
     for child in node["caused"]:
-        lines += render(child, indent + 1)
+        lines += render(child, indent + 1, paint)
     return lines

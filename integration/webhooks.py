@@ -19,17 +19,17 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from fnmatch import fnmatchcase
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from integration.dispatch import Fanout, derived_id
+from integration.consumers import topic_matches
+from integration.dispatch import Fanout, delivery_id
 from integration.envelope import Envelope, new_id, utc_now
 from integration.registry import MessageType
-from integration.retry import DownstreamError, PermanentError
+from integration.retry import DownstreamError, PermanentError, TransientError, classify
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class Webhook(BaseModel):
     secret: str
     description: str = ""
     owner: str
+    #: The creator's read scope: with ``own``, only events of the creator's own messages.
+    scope: Literal["own", "any"] = "any"
     enabled: bool = True
     created_at: str
     failures: int = 0
@@ -95,7 +97,10 @@ class Webhook(BaseModel):
         return f"{host}:{parts.port}" if parts.port else host
 
     def matches(self, topic: str) -> bool:
-        return self.enabled and any(fnmatchcase(topic, p) for p in self.topics)
+        """Enabled and selecting ``topic``; webhook deliveries' own events are never sent to
+        webhooks (a failing receiver would be sent the news of its own failures forever)."""
+        return self.enabled and not topic.startswith("webhook.") and \
+            topic_matches(self.topics, topic)
 
     def public(self) -> dict[str, Any]:
         return self.model_dump(exclude={"secret"})
@@ -122,10 +127,11 @@ class Webhooks:
     def _key(self, webhook_id: str) -> str:
         return f"{self.prefix}:webhook:{webhook_id}"
 
-    def create(self, request: WebhookRequest, owner: str) -> Webhook:
+    def create(self, request: WebhookRequest, owner: str,
+               scope: Literal["own", "any"] = "any") -> Webhook:
         webhook = Webhook(id=new_id(), url=request.url, topics=request.topics,
                           secret=request.secret or secrets.token_urlsafe(32),
-                          description=request.description, owner=owner,
+                          description=request.description, owner=owner, scope=scope,
                           created_at=utc_now().isoformat())
         self._save(webhook, new=True)
         return webhook
@@ -152,6 +158,7 @@ class Webhooks:
     def delete(self, webhook_id: str) -> bool:
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self._key(webhook_id))
+        pipe.delete(self._failures_key(webhook_id))
         pipe.srem(self._all_key, webhook_id)
         pipe.incr(self._version_key)
         return bool(pipe.execute()[0])
@@ -164,11 +171,15 @@ class Webhooks:
         webhook = webhook.model_copy(update={"enabled": True, "failures": 0,
                                              "disabled_at": None, "disabled_reason": None})
         self._save(webhook)
+        self.client.delete(self._failures_key(webhook_id))  # a fresh start, not one failure away
         return webhook
+
+    def _failures_key(self, webhook_id: str) -> str:
+        return f"{self._key(webhook_id)}:failures"
 
     def record(self, webhook_id: str, ok: bool, error: str = "") -> None:
         """Count consecutive failed attempts; disable the subscription at the limit."""
-        counter = f"{self._key(webhook_id)}:failures"
+        counter = self._failures_key(webhook_id)
         if ok:
             self.client.delete(counter)
             return
@@ -198,12 +209,22 @@ class Webhooks:
 
     def deliveries(self, fanout: Fanout, source: str) -> list[dict[str, Any]]:
         """One ``webhook`` delivery envelope per matching subscription."""
-        return [{"id": derived_id(fanout.message_id, f"webhook:{w.id}"), "type": WEBHOOK_TYPE,
+        return [{"id": delivery_id(fanout, f"webhook:{w.id}"), "type": WEBHOOK_TYPE,
                  "source": source, "subject": fanout.message_id,
                  "correlationid": fanout.correlationid, "causationid": fanout.message_id,
                  "data": {"subscription": w.id, "host": w.host, "topic": fanout.topic,
                           "event": dict(fanout.event)}}
-                for w in self.matching(fanout.topic)]
+                for w in self.matching(fanout.topic)
+                if w.scope == "any" or w.owner == fanout.owner]
+
+
+def _without_url(error: Exception, message: str) -> Exception:
+    """The same kind of error (so retries and the breaker treat it alike), with ``message``."""
+    try:
+        return type(error)(message)
+    except Exception:  # noqa: BLE001 - a class with another signature: keep its retry class
+        return PermanentError(message) if classify(error) == "permanent" \
+            else TransientError(message)
 
 
 class WebhookDelivery(BaseModel):
@@ -243,7 +264,10 @@ def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post]) -> 
             status = post()(webhook.url, body, headers)
         except Exception as exc:
             store.record(webhook.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:200])
-            raise
+            # The delivery's record belongs to the message's owner: name the subscription
+            # and host, never the receiver's URL (its path often carries a token).
+            raise _without_url(exc, f"POST to subscription {webhook.id} ({webhook.host}) "
+                                    f"failed: {type(exc).__name__}") from None
         if 200 <= status < 300:
             store.record(webhook.id, ok=True)
             return {"subscription": webhook.id, "status_code": status}

@@ -80,6 +80,11 @@ class WorkerMetrics:
             "integration_tasks_revoked_total",
             "Tasks revoked before or while running (revoked, terminated, expired).",
             ["type", "reason"])
+        # The gateway's family of the same name: beat's firings are received in the worker.
+        self.received = Counter(
+            "integration_messages_received_total",
+            "Messages received, by type, channel (beat) and outcome (accepted, rejected, "
+            "duplicate, unavailable).", ["type", "channel", "outcome"])
         self.in_progress = Gauge("integration_messages_in_progress",
                                  "Deliveries running now.", ["type"],
                                  multiprocess_mode="livesum")

@@ -6,7 +6,12 @@ from integration.worker_metrics import prepare_multiprocess
 
 prepare_multiprocess(get_settings().worker_metrics_dir)
 
-from tasks import lifecycle, observability, processing  # noqa: E402, F401  (tasks and signals)
+from tasks import (  # noqa: E402, F401  (tasks and signals)
+    lifecycle,
+    observability,
+    processing,
+    schedules,
+)
 from tasks.app import app  # noqa: E402
 
 __all__ = ["app"]

@@ -48,6 +48,14 @@ def start_requeue_loop(sender: Any = None, **_: Any) -> None:
 
 @worker_shutdown.connect
 def stop_requeue_loop(sender: Any = None, **_: Any) -> None:
+    """After the warm shutdown: let the loop finish its pass, so nothing it took is left
+    half-done (published but still leased)."""
     loop = _loops.pop("requeue", None)
-    if loop is not None:
-        loop.stop()
+    if loop is None:
+        return
+    timeout = get_settings().graceful_timeout_seconds
+    if loop.stop(timeout):
+        log.info("requeue loop stopped")
+    else:
+        log.warning("requeue loop still busy at exit; what it took is due again after its "
+                    "lease", timeout_seconds=timeout)

@@ -198,3 +198,15 @@ def wait_status(client: FlaskClient, auth: dict[str, str], message_id: str,
         return body if response.status_code == 200 and body["status"] in statuses else None
 
     return wait_for(current, timeout=timeout, message=f"message {message_id} in {statuses}")
+
+
+def delivery_of(client: FlaskClient, auth: dict[str, str], message_id: str, type_name: str,
+                timeout: float = 20.0) -> str:
+    """The id of the delivery (a ``consumer.<name>`` or ``webhook`` message) that the event of
+    ``message_id`` caused, from its trace."""
+    def find() -> str | None:
+        found = client.get(f"/api/v1/messages/{message_id}/trace", headers=auth).get_json()
+        ids = [c["id"] for c in (found or {}).get("caused", []) if c["type"] == type_name]
+        return ids[-1] if ids else None
+
+    return str(wait_for(find, timeout=timeout, message=f"{type_name} delivery of {message_id}"))

@@ -22,6 +22,7 @@ from integration.gateway.deadletters import create_dead_letters_api
 from integration.gateway.metrics import gateway_metrics
 from integration.gateway.requestlog import correlation_id
 from integration.gateway.runtime import runtime
+from integration.gateway.schedules import create_schedules_api
 from integration.gateway.subscriptions import create_subscriptions_api
 from integration.idempotency import MAX_KEY_LENGTH, Stored, fingerprint, parse_key
 from integration.problems import (
@@ -300,8 +301,10 @@ def create_api(spec: SpecTree) -> Blueprint:
         principal.require_manage("actions")
         record = _held(message_id)
         error = {"type": "Dropped", "message": f"dropped by {principal.subject} while held"}
+        # Parked in the outbox at once: the workers' relay delivers the event to the
+        # subscribers of <type>.dead (the loop's recording stage, webhooks, ...).
         finish(runtime().store, message_id, record["type"], Status.DEAD,
-               record["envelope"].get("correlationid"), "error", error)
+               record["envelope"].get("correlationid"), "error", error, outbox_in=0.0)
         return jsonify(id=message_id, type=record["type"], status="dead", attempts=0,
                        accepted_at=record["accepted_at"])
 
@@ -330,6 +333,7 @@ def create_api(spec: SpecTree) -> Blueprint:
     api.register_blueprint(create_dead_letters_api(spec))
     api.register_blueprint(create_subscriptions_api(spec))
     api.register_blueprint(create_alertmanager_api(spec))
+    api.register_blueprint(create_schedules_api(spec))
     return api
 
 

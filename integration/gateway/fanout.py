@@ -23,6 +23,7 @@ from integration.gateway.websocket import (
     WebSocket,
 )
 from integration.problems import Problem, RetryLater, Unauthorized
+from integration.security import Revocations
 from integration.settings import Settings
 from integration.store import StatusStore
 
@@ -30,6 +31,8 @@ log = logs.get_logger("integration.gateway.ws")
 
 #: How often the housekeeper looks at every socket's deadlines.
 _TICK_SECONDS = 0.25
+#: How often open sockets' tokens are checked against the revocation list.
+REVOCATION_CHECK_SECONDS = 2.0
 #: Stream entries taken per read at most; never more than one send buffer holds, so a burst
 #: read at once cannot by itself overflow a client that keeps up.
 _READ_COUNT = 500
@@ -66,6 +69,8 @@ class Client:
     #: Monotonic deadlines: the auth frame, then the token's expiry.
     auth_deadline: float | None = None
     expires_at: float | None = None
+    #: The token's id, checked against the revocation list while the socket is open.
+    jti: str | None = None
     opened: float = field(default_factory=time.monotonic)
 
     def wants(self, topic: str) -> bool:
@@ -78,6 +83,8 @@ class WebSocketHub:
     def __init__(self, settings: Settings, store: StatusStore) -> None:
         self.settings = settings
         self.store = store
+        self.revocations = Revocations(store.client, settings.key_prefix,
+                                       settings.service_token_max_ttl_seconds)
         self._lock = threading.Lock()
         self._clients: set[Client] = set()
         self._subscribers: set[Client] = set()
@@ -220,17 +227,37 @@ class WebSocketHub:
     # -- deadlines ---------------------------------------------------------------------------
     def _housekeep(self) -> None:
         settings = self.settings
+        revocations_checked = time.monotonic()
         while True:
             time.sleep(_TICK_SECONDS)
             with self._lock:
                 clients = list(self._clients)
             now = time.monotonic()
+            if now - revocations_checked >= REVOCATION_CHECK_SECONDS:
+                revocations_checked = now
+                self._close_revoked(clients)
             for client in clients:
                 try:
                     self._check(client, now, settings)
                 except Exception:  # noqa: BLE001 - one broken socket must not stop the others
                     log.exception("websocket housekeeping failed for one socket")
                     client.ws.abort()
+
+    def _close_revoked(self, clients: list[Client]) -> None:
+        """A token revoked while its socket is open stops working there too (one round trip
+        for all of this process's sockets)."""
+        holders = [c for c in clients if c.jti and c.ws.open]
+        if not holders:
+            return
+        try:
+            revoked = self.revocations.revoked_among([cast(str, c.jti) for c in holders])
+        except redis.RedisError as exc:
+            log.warning("websocket revocation check failed: %s", exc)
+            return
+        for client in holders:
+            if client.jti in revoked:
+                client.ws.close(POLICY_VIOLATION, "token revoked", last=error_frame(
+                    Unauthorized("The bearer token has been revoked.")))
 
     @staticmethod
     def _check(client: Client, now: float, settings: Settings) -> None:

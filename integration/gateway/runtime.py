@@ -14,6 +14,7 @@ from integration.policy import Policy, load_policy
 from integration.publisher import Publisher
 from integration.registry import Registry, default_registry
 from integration.retry import check_durations, idempotency_ttl
+from integration.schedules import Schedules
 from integration.security import Revocations, TokenVerification, token_verification
 from integration.services import build_guards, build_submitter
 from integration.settings import Settings
@@ -71,6 +72,10 @@ class Runtime:
     def webhooks(self) -> Webhooks:
         return Webhooks(self.store.client, self.settings.key_prefix,
                         disable_after=self.settings.webhook_disable_after)
+
+    @cached_property
+    def schedules(self) -> Schedules:
+        return Schedules.from_settings(self.settings, self.submitter.parse)
 
     def egress_refusal(self, url: str) -> str | None:
         """Why a URL may not be called (scheme, address policy, unresolvable), or None."""

@@ -212,3 +212,29 @@ class AlertmanagerResponse(BaseModel):
     duplicates: int
     rejected: int
     results: list[AlertmanagerItem]
+
+
+class Schedule(BaseModel):
+    """A schedule, its state and its next firing (UTC)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    every: float | None = Field(None, description="the interval in seconds")
+    crontab: str | None = None
+    type: str
+    data: dict[str, Any]
+    source: str
+    subject: str | None = None
+    enabled: bool
+    catch_up: Literal["once", "skip"] | None = None
+    owner: str = Field(description="owns the fired messages: the creator, or beat for the "
+                                   "file's schedules")
+    origin: Literal["file", "api", "cli"]
+    created_at: str
+    next_run_at: str | None = Field(None, description="when it fires next (none when paused)")
+    fired_count: int = Field(description="firings sent by beat")
+
+
+class ScheduleList(BaseModel):
+    items: list[Schedule]

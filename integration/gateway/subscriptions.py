@@ -4,6 +4,7 @@ subscription may name only topics its creator may subscribe to."""
 
 from __future__ import annotations
 
+import redis
 from flask import Blueprint, Response, jsonify, url_for
 from pydantic import ValidationError
 from spectree import Response as Responses
@@ -12,8 +13,9 @@ from spectree import SpecTree
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
+from integration.gateway.errors import problem_response
 from integration.gateway.runtime import runtime
-from integration.problems import Forbidden, NotFound, invalid, validation_errors
+from integration.problems import Forbidden, NotFound, Unavailable, invalid, validation_errors
 from integration.webhooks import SIGNATURE_HEADER, WebhookRequest
 
 
@@ -23,6 +25,12 @@ def create_subscriptions_api(spec: SpecTree) -> Blueprint:
     @subscriptions.before_request
     def _permission() -> None:
         current_principal().require_manage("subscriptions")
+
+    @subscriptions.errorhandler(redis.RedisError)
+    def _store_down(exc: redis.RedisError) -> Response:
+        return problem_response(Unavailable(
+            "The subscription store is unavailable.",
+            retry_after=runtime().settings.retry_after_seconds))
 
     @subscriptions.post("")
     @spec.validate(json=schemas.WebhookCreate, skip_validation=True, tags=["subscriptions"],
@@ -36,7 +44,8 @@ def create_subscriptions_api(spec: SpecTree) -> Blueprint:
         except ValidationError as exc:
             raise invalid(validation_errors(exc), "Invalid subscription.") from None
         principal = current_principal()
-        refused = [t for t in request.topics if not principal.grants.may_subscribe(t)]
+        refused = [t for t in request.topics
+                   if not principal.grants.may_subscribe_pattern(t)]
         if refused:
             raise Forbidden(f"subscribe:{refused[0]}")
         rt = runtime()
@@ -44,7 +53,10 @@ def create_subscriptions_api(spec: SpecTree) -> Blueprint:
         if problem:
             raise invalid([{"loc": ["url"], "type": "url_refused", "msg": problem}],
                           "The webhook URL is not allowed.")
-        webhook = rt.webhooks.create(request, owner=principal.subject)
+        if principal.grants.read == "none":
+            raise Forbidden("read:messages")
+        webhook = rt.webhooks.create(request, owner=principal.subject,
+                                     scope=principal.grants.read)
         location = url_for("api.subscriptions.get_subscription", webhook_id=webhook.id)
         return (jsonify(**webhook.public(), secret=webhook.secret,
                         signature_header=SIGNATURE_HEADER), 201, {"Location": location})

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import jwt
+import redis
 from flask import Blueprint, Flask, Response, current_app, g, request, url_for
 from flask_jwt_extended import decode_token, get_jwt, verify_jwt_in_request
 from flask_jwt_extended.internal_utils import (
@@ -207,6 +208,8 @@ class Session:
         self.client.subject = principal.subject
         self.client.read = principal.grants.read
         self.client.auth_deadline = None
+        jti = claims.get("jti")
+        self.client.jti = jti if isinstance(jti, str) else None
         expires = claims.get("exp")
         if isinstance(expires, int | float):
             self.client.expires_at = time.monotonic() + max(0.0, expires - time.time())
@@ -230,7 +233,11 @@ class Session:
             raise invalid([{"loc": ["topics"], "type": "too_long",
                             "msg": f"at most {MAX_PATTERNS} patterns per connection"}],
                           "Too many topic patterns.")
-        self.hub.subscribe(self.client, patterns)
+        try:
+            self.hub.subscribe(self.client, patterns)
+        except redis.RedisError:
+            raise Unavailable("The event stream is unavailable; subscribe again shortly.",
+                              retry_after=self.rt.settings.retry_after_seconds) from None
         self.reply(frame("subscribed", **_ref(ref), topics=sorted(self.client.patterns)))
 
     def unsubscribe(self, body: dict[str, Any], ref: Any) -> None:
@@ -245,6 +252,9 @@ class Session:
         """One message or a list: an ``ack`` or ``error`` frame per message, in order."""
         assert self.principal is not None
         principal, rt, metrics = self.principal, self.rt, gateway_metrics()
+        if self.client.jti and rt.revocations.is_revoked(self.client.jti):
+            self.refuse(Unauthorized("The bearer token has been revoked."))
+            return
         raw = body.get("message")
         wait = charge(principal.subject, principal.grants.rate_limit)
         if wait is not None:

@@ -10,8 +10,7 @@ from typing import Any
 import redis
 from flask.testing import FlaskClient
 
-from integration.dispatch import derived_id
-from tests.conftest import wait_for, wait_status
+from tests.conftest import delivery_of, wait_for, wait_status
 from tests.support.consumers import CONSUMED
 
 
@@ -39,7 +38,7 @@ def test_a_failing_consumer_does_not_delay_another_and_recovers(
         assert wait_status(client, auth, message_id)["status"] == "succeeded"
         wait_for(lambda: consumed(redis_client, "healthy", message_id), timeout=10,
                  message="the healthy consumer got the event")
-        fragile_id = derived_id(message_id, "fragile")
+        fragile_id = delivery_of(client, auth, message_id, "consumer.fragile")
         record = wait_status(client, auth, fragile_id, statuses=("retrying",), timeout=10)
         assert record["type"] == "consumer.fragile" and record["queue"] == "consumer.fragile"
         assert consumed(redis_client, "fragile", message_id) == []
@@ -48,13 +47,14 @@ def test_a_failing_consumer_does_not_delay_another_and_recovers(
     assert wait_status(client, auth, fragile_id)["status"] == "succeeded"
     assert len(consumed(redis_client, "fragile", message_id)) == 1
     assert len(consumed(redis_client, "healthy", message_id)) == 1
-    healthy = client.get(f"/api/v1/messages/{derived_id(message_id, 'healthy')}",
-                         headers=auth).get_json()
+    healthy = client.get(
+        f"/api/v1/messages/{delivery_of(client, auth, message_id, 'consumer.healthy')}",
+        headers=auth).get_json()
     assert healthy["attempts"] == 1 and healthy["status"] == "succeeded"
     # The trace of the message shows its deliveries as the messages it caused.
     trace = client.get(f"/api/v1/messages/{message_id}/trace", headers=auth).get_json()
     caused = {c["type"] for c in trace["caused"]}
-    assert caused == {"consumer.healthy", "consumer.fragile"}
+    assert caused == {"consumer.healthy", "consumer.fragile", "consumer.ledger"}
 
 
 def test_a_consumer_that_keeps_failing_ends_dead_and_can_be_replayed(
@@ -64,7 +64,7 @@ def test_a_consumer_that_keeps_failing_ends_dead_and_can_be_replayed(
     redis_client.set("tests:consumer-down", 1)
     try:
         message_id = produce(client, auth)
-        fragile_id = derived_id(message_id, "fragile")
+        fragile_id = delivery_of(client, auth, message_id, "consumer.fragile")
         record = wait_status(client, auth, fragile_id, statuses=("dead",), timeout=20)
         assert record["attempts"] == 4
         assert record["error"]["type"] == "TransientError"
@@ -83,7 +83,7 @@ def test_a_consumer_emits_a_caused_message_once(
     emitting it again (as a retry would) enqueues it once."""
     message_id = produce(client, auth, fail_times=1, kind="permanent")
     assert wait_status(client, auth, message_id)["status"] == "dead"
-    delivery_id = derived_id(message_id, "emitter")
+    delivery_id = delivery_of(client, auth, message_id, "consumer.emitter")
     delivery = wait_status(client, auth, delivery_id)
     assert delivery["status"] == "succeeded", delivery
     assert delivery["result"]["same"] is True
@@ -120,8 +120,25 @@ def test_the_outbox_delivers_events_whose_deliveries_were_never_enqueued(
     wait_for(lambda: consumed(redis_client, "healthy", message_id), timeout=15,
              message="the outbox delivered the event")
     assert time.time() - began >= 1.0, "not before the grace period"
-    assert wait_status(client, auth, derived_id(message_id, "healthy"))["status"] == \
-        "succeeded"
+    assert wait_status(client, auth, delivery_of(client, auth, message_id,
+                                                 "consumer.healthy"))["status"] == "succeeded"
     time.sleep(1.5)
     assert len(consumed(redis_client, "healthy", message_id)) == 1
     assert redis_client.zscore(store.outbox_key, message_id) is None
+
+
+def test_each_outcome_of_a_replayed_message_is_delivered(
+    client: FlaskClient, auth: dict[str, str], worker: Any, redis_client: redis.Redis
+) -> None:
+    """A message that ends dead, is replayed and then succeeds delivers both events to a
+    consumer of both topics: its second event is a new delivery, not a repeat."""
+    message_id = produce(client, auth, fail_times=1, kind="permanent")
+    assert wait_status(client, auth, message_id)["status"] == "dead"
+    key = f"{CONSUMED}:ledger:{message_id}"
+    wait_for(lambda: redis_client.llen(key) == 1, message="the dead event consumed")
+    assert client.post(f"/api/v1/dead-letters/{message_id}/replay",
+                       headers=auth).status_code == 202
+    assert wait_status(client, auth, message_id, statuses=("succeeded",))["generation"] == 2
+    wait_for(lambda: redis_client.llen(key) == 2, message="the success consumed too")
+    assert [e.decode() for e in redis_client.lrange(key, 0, -1)] == \
+        ["test.produce.dead", "test.produce.succeeded"]

@@ -53,7 +53,9 @@ def gateway(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         yield base, metrics, tmp_path / "metrics"
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, "gunicorn stops cleanly on SIGTERM"
+        code = process.wait(timeout=30)
+        assert code == 0, "gunicorn stops cleanly on SIGTERM:\n" + \
+            (tmp_path / "gateway.log").read_text(errors="replace")[-3000:]
 
 
 def test_metrics_add_up_across_workers_and_stay_off_the_public_port(

@@ -7,10 +7,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
-from integration.dispatch import derived_id
-from tests.conftest import wait_for, wait_status
+from tests.conftest import delivery_of, wait_for, wait_status
 
 
 def send_metric(client: FlaskClient, auth: dict[str, str], host: str, value: float,
@@ -28,7 +28,9 @@ def send_metric(client: FlaskClient, auth: dict[str, str], host: str, value: flo
 def stage_result(client: FlaskClient, auth: dict[str, str], cause: str,
                  stage: str) -> dict[str, Any]:
     """The result of the loop stage's delivery for the message ``cause``."""
-    record = wait_status(client, auth, derived_id(cause, f"loop-{stage}"), timeout=30)
+    record = wait_status(client, auth,
+                         delivery_of(client, auth, cause, f"consumer.loop-{stage}", timeout=30),
+                         timeout=30)
     assert record["status"] == "succeeded", record
     return dict(record["result"])
 
@@ -127,3 +129,33 @@ def test_alertmanager_alerts_run_the_loop_once_and_a_resolution_closes_it(
                            json=notification("resolved")).get_json()["results"][0]
     assert resolved["duplicate"] is False
     assert stage_result(client, auth, resolved["id"], "diagnosing") == {"closed": fingerprint}
+
+
+def test_an_alert_edge_is_not_lost_when_its_emit_fails(redis_url: str) -> None:
+    """The threshold state moves before the alert is emitted: a delivery retried after a
+    failed emit still emits the alert its first attempt found."""
+    from integration.consumers import ConsumerContext
+    from integration.envelope import Envelope
+    from integration.loop import raise_alerts
+    from integration.retry import TransientError
+
+    host = f"flaky-emit-{uuid.uuid4().hex[:6]}"
+    event = {"subject": "m1", "data": {"result": {
+        "metric": "cpu_usage_percent", "value": 99.0, "labels": {"host": host}}}}
+    delivery = Envelope(id=f"delivery-{uuid.uuid4().hex[:8]}", type="consumer.loop-alerting",
+                        source="test", data={"topic": "metric.succeeded", "event": event})
+    emitted: list[dict[str, Any]] = []
+
+    def failing(type: str, data: Any, **attributes: Any) -> str:
+        raise TransientError("the alert queue is full")
+
+    def recording(type: str, data: Any, **attributes: Any) -> str:
+        emitted.append(dict(data))
+        return "alert-1"
+
+    with pytest.raises(TransientError):
+        raise_alerts(event, ConsumerContext(delivery, "metric.succeeded", failing))
+    assert raise_alerts(event, ConsumerContext(delivery, "metric.succeeded", recording)) == \
+        {"alerts": ["alert-1"]}
+    assert [(a["name"], a["status"], a["labels"]["host"]) for a in emitted] == \
+        [("HighCPU", "firing", host)]

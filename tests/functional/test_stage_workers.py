@@ -43,7 +43,8 @@ def test_a_stage_worker_consumes_only_its_queue(own_redis: EmbeddedRedis,
 
 def test_sigterm_returns_unstarted_messages_to_the_queue(own_redis: EmbeddedRedis,
                                                          tmp_path: Path) -> None:
-    """Warm shutdown mid-backlog: every message is either finished or back in its queue."""
+    """Warm shutdown mid-backlog: every message is either finished or back in its queue, and
+    the requeue/outbox loop stops before the worker exits 0."""
     import base64
     import json
 
@@ -58,9 +59,11 @@ def test_sigterm_returns_unstarted_messages_to_the_queue(own_redis: EmbeddedRedi
     try:
         wait_for(lambda: broker.llen("event") < 380, message="the worker under way")
         stage.process.terminate()
-        stage.process.wait(timeout=60)
+        assert stage.process.wait(timeout=60) == 0, "a warm shutdown exits 0"
     finally:
         stage.stop()
+    assert "requeue loop stopped" in stage.log_path.read_text(errors="replace"), \
+        "the background loop finished its pass before the worker exited"
 
     waiting = {json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]["id"]
                for raw in broker.lrange("event", 0, -1)}

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from integration.dispatch import derived_id
 from integration.webhooks import SIGNATURE_HEADER, verify
-from tests.conftest import wait_for, wait_status
+from tests.conftest import delivery_of, wait_for, wait_status
 from tests.support.http_target import RecordingServer
 
 
@@ -54,7 +53,7 @@ def test_a_delivery_is_signed_retried_on_500_and_arrives_once(
         assert "secret" not in client.get(f"/api/v1/subscriptions/{webhook['id']}",
                                           headers=auth).get_json()
         message_id = produce(client, auth)
-        delivery_id = derived_id(message_id, f"webhook:{webhook['id']}")
+        delivery_id = delivery_of(client, auth, message_id, "webhook")
         record = wait_status(client, auth, delivery_id)
         assert record["status"] == "succeeded" and record["attempts"] == 2
         seen = receiver.seen(path)
@@ -81,9 +80,9 @@ def test_the_breaker_opens_for_a_failing_host_and_nothing_is_lost(
     with RecordingServer() as receiver:
         path = "/down"
         receiver.script(path, *([503] * 6))
-        webhook = subscribe(client, auth, receiver.url(path), ["test.produce.succeeded"])
+        subscribe(client, auth, receiver.url(path), ["test.produce.succeeded"])
         ids = [produce(client, auth) for _ in range(5)]
-        deliveries = [derived_id(i, f"webhook:{webhook['id']}") for i in ids]
+        deliveries = [delivery_of(client, auth, i, "webhook") for i in ids]
 
         def breaker_opened() -> bool:
             names = {b["name"]: b for b in client.get("/api/v1/breakers", headers=auth)
@@ -123,7 +122,7 @@ def test_a_subscription_that_keeps_failing_is_disabled_and_reported(
         receiver.script(path, *([410] * 50))
         webhook = subscribe(client, auth, receiver.url(path), ["test.produce.succeeded"])
         for _ in range(8):  # INTEGRATION_WEBHOOK_DISABLE_AFTER in the tests
-            delivery = derived_id(produce(client, auth), f"webhook:{webhook['id']}")
+            delivery = delivery_of(client, auth, produce(client, auth), "webhook")
             assert wait_status(client, auth, delivery)["status"] == "dead"
         shown = client.get(f"/api/v1/subscriptions/{webhook['id']}", headers=auth).get_json()
         assert shown["enabled"] is False and "410" in shown["disabled_reason"]
@@ -134,6 +133,11 @@ def test_a_subscription_that_keeps_failing_is_disabled_and_reported(
         assert len(receiver.seen(path)) == before, "a disabled subscription gets nothing"
         enabled = client.post(f"/api/v1/subscriptions/{webhook['id']}/enable", headers=auth)
         assert enabled.status_code == 200 and enabled.get_json()["enabled"] is True
+        # Enabled again starts afresh: one more failure does not disable it at once.
+        again = delivery_of(client, auth, produce(client, auth), "webhook")
+        assert wait_status(client, auth, again)["status"] == "dead"
+        assert client.get(f"/api/v1/subscriptions/{webhook['id']}",
+                          headers=auth).get_json()["enabled"] is True
 
 
 def test_subscriptions_need_the_permission(client: FlaskClient) -> None:

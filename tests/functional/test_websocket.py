@@ -500,3 +500,20 @@ def test_sigterm_closes_open_sockets_with_1001_and_stops_promptly(
     finally:
         if own.process.poll() is None:
             own.process.kill()
+
+
+def test_a_token_revoked_while_its_socket_is_open_closes_it(gateway: Gateway) -> None:
+    """Revoking a token ends the sockets already open with it (401 frame, close 1008)."""
+    from integration.tokens import unverified_claims
+
+    token = token_for("revoked-later", ["admin"])
+    admin = token_for("token-admin", ["admin"])
+    with authed(gateway, token) as ws:
+        ws.send(json.dumps({"type": "subscribe", "topics": ["alert.*"]}))
+        assert recv_json(ws)["type"] == "subscribed"
+        jti = unverified_claims(token)["jti"]
+        assert http("DELETE", f"{gateway.base}/api/v1/tokens/{jti}", admin)[0] == 204
+        frames, closed = closed_with(ws, timeout=10)
+    assert frames[-1]["type"] == "error" and frames[-1]["problem"]["status"] == 401
+    assert "revoked" in frames[-1]["problem"]["detail"]
+    assert closed.rcvd is not None and closed.rcvd.code == 1008

@@ -41,4 +41,11 @@ def emitter(event: dict[str, Any], context: ConsumerContext) -> dict[str, Any]:
     return {"emitted": first, "same": first == again}
 
 
-CONSUMERS = [healthy, fragile, emitter]
+@consumer("test.produce.dead", "test.produce.succeeded", name="ledger")
+def ledger(event: dict[str, Any], context: ConsumerContext) -> dict[str, Any]:
+    """Records each outcome of a message, in order."""
+    _redis().rpush(f"{CONSUMED}:ledger:{event['subject']}", event["type"])
+    return {"seen": event["type"]}
+
+
+CONSUMERS = [healthy, fragile, emitter, ledger]

@@ -24,6 +24,7 @@ from integration.settings import ConfigurationError
     ("http://[2002:7f00:1::]/", "loopback"),
     ("http://[fd12:3456::1]/", "private"),
     ("http://[fe80::1]/", "link-local"),
+    ("http://[fec0::1]/", "site-local"),
     ("http://100.64.0.1/", "CGNAT"),
     ("http://224.0.0.251/", "multicast"),
     ("http://0.0.0.0/", "unspecified"),

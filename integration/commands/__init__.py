@@ -1,0 +1,1 @@
+"""Subcommands of the ``integration`` command that have a module of their own."""

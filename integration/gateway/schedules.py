@@ -1,0 +1,109 @@
+"""``/api/v1/schedules``: messages sent on a schedule by beat (create, list, show, pause,
+resume, delete). Nested in the API blueprint; every route needs ``manage:schedules``, and
+creating one also needs ``submit`` for its message type (a schedule sends as its creator)."""
+
+from __future__ import annotations
+
+import re
+
+import redis
+from flask import Blueprint, Response, jsonify, url_for
+from pydantic import ValidationError
+from spectree import Response as Responses
+from spectree import SpecTree
+
+from integration.gateway import schemas
+from integration.gateway.auth import current_principal
+from integration.gateway.bodies import json_body
+from integration.gateway.errors import problem_response
+from integration.gateway.runtime import runtime
+from integration.problems import NotFound, Unavailable, invalid, validation_errors
+from integration.schedules import NAME_PATTERN, ScheduleSpec
+
+NOT_FOUND = "No schedule with this name."
+
+
+def create_schedules_api(spec: SpecTree) -> Blueprint:
+    schedules = Blueprint("schedules", __name__, url_prefix="/schedules")
+
+    @schedules.before_request
+    def _permission() -> None:
+        current_principal().require_manage("schedules")
+
+    @schedules.errorhandler(redis.RedisError)
+    def _store_down(exc: redis.RedisError) -> Response:
+        return problem_response(Unavailable(
+            "The schedule store is unavailable.",
+            retry_after=runtime().settings.retry_after_seconds))
+
+    @schedules.post("")
+    @spec.validate(json=ScheduleSpec, skip_validation=True, tags=["schedules"],
+                   resp=Responses(HTTP_201=schemas.Schedule, HTTP_403=schemas.ProblemDocument,
+                                  HTTP_409=schemas.ProblemDocument,
+                                  HTTP_422=schemas.ProblemDocument))
+    def create_schedule() -> tuple[Response, int, dict[str, str]]:
+        """Send a message every interval or on a crontab (UTC); it is validated now as the
+        submit path would, and each firing is an ordinary message (channel ``beat``)."""
+        try:
+            request = ScheduleSpec.model_validate(json_body())
+        except ValidationError as exc:
+            raise invalid(validation_errors(exc), "Invalid schedule.") from None
+        principal = current_principal()
+        created = runtime().schedules.create(request, owner=principal.subject, origin="api",
+                                             may_submit=principal.grants.may_submit)
+        location = url_for("api.schedules.get_schedule", name=request.name)
+        return jsonify(created), 201, {"Location": location}
+
+    @schedules.get("")
+    @spec.validate(skip_validation=True, tags=["schedules"],
+                   resp=Responses(HTTP_200=schemas.ScheduleList,
+                                  HTTP_403=schemas.ProblemDocument))
+    def list_schedules() -> Response:
+        """Every schedule, from the file and made at run time, by name."""
+        return jsonify(items=runtime().schedules.all())
+
+    @schedules.get("/<name>")
+    @spec.validate(skip_validation=True, tags=["schedules"],
+                   resp=Responses(HTTP_200=schemas.Schedule, HTTP_404=schemas.ProblemDocument))
+    def get_schedule(name: str) -> Response:
+        """One schedule with its last and next firing."""
+        return jsonify(_found(runtime().schedules.get(name) if _valid(name) else None))
+
+    @schedules.post("/<name>/pause")
+    @spec.validate(skip_validation=True, tags=["schedules"],
+                   resp=Responses(HTTP_200=schemas.Schedule, HTTP_404=schemas.ProblemDocument))
+    def pause_schedule(name: str) -> Response:
+        """Stop firing (within one beat loop) until resumed."""
+        return jsonify(_found(runtime().schedules.set_enabled(name, False)
+                              if _valid(name) else None))
+
+    @schedules.post("/<name>/resume")
+    @spec.validate(skip_validation=True, tags=["schedules"],
+                   resp=Responses(HTTP_200=schemas.Schedule, HTTP_404=schemas.ProblemDocument))
+    def resume_schedule(name: str) -> Response:
+        """Fire again, from one period after now (firings missed while paused are not
+        caught up)."""
+        return jsonify(_found(runtime().schedules.set_enabled(name, True)
+                              if _valid(name) else None))
+
+    @schedules.delete("/<name>")
+    @spec.validate(skip_validation=True, tags=["schedules"],
+                   resp=Responses(HTTP_204=None, HTTP_404=schemas.ProblemDocument))
+    def delete_schedule(name: str) -> tuple[str, int]:
+        """Remove a schedule (a file's schedule returns when beat next starts, unless it is
+        removed from the file too)."""
+        if not (_valid(name) and runtime().schedules.delete(name)):
+            raise NotFound(NOT_FOUND)
+        return "", 204
+
+    return schedules
+
+
+def _valid(name: str) -> bool:
+    return re.match(NAME_PATTERN, name) is not None
+
+
+def _found(schedule: dict[str, object] | None) -> dict[str, object]:
+    if schedule is None:
+        raise NotFound(NOT_FOUND)
+    return schedule
