@@ -10,7 +10,6 @@ enqueued. The messages are Celery protocol-2 task messages in kombu's Redis wire
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,6 @@ from redis.retry import Retry
 from integration.routing import PROCESS_TASK
 
 _REDIS_SCHEMES = ("redis", "rediss")
-_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 
 #: The Celery message header that carries the correlation id, named like the envelope's
@@ -45,10 +43,6 @@ def args_summary(envelope: Mapping[str, Any]) -> str:
     may carry secrets)."""
     fields = ("id", "type", "source", "correlationid")
     return repr({k: envelope[k] for k in fields if k in envelope})
-
-
-class BrokerRefused(Exception):
-    """RabbitMQ nacked a message of the chunk: the broker is up but will not take it."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +70,6 @@ class Publisher:
         self.app = celery_app
         self.chunk_size = chunk_size
         self._origin = origin
-        self._timeout = timeout
-        self._declared: set[str] = set()
         self._redis: redis.Redis | None = None
         if urlsplit(broker_url).scheme in _REDIS_SCHEMES:
             self._redis = redis.Redis.from_url(
@@ -142,17 +134,6 @@ class Publisher:
             pipe.lpush(item.queue, self.redis_message(item))
         pipe.execute()
 
-    def _task_message(self, item: Outgoing) -> tuple[dict[str, Any], dict[str, Any], str]:
-        """Headers, properties and JSON body of the Celery protocol-2 message ``send_task``
-        would send (built by Celery's own ``as_task_v2``)."""
-        headers, properties, body, _ = self.app.amqp.as_task_v2(
-            item.id, PROCESS_TASK, args=(dict(item.envelope),), kwargs={},
-            origin=self._origin, ignore_result=True, argsrepr=args_summary(item.envelope),
-        )
-        headers[CORRELATION_HEADER] = correlation_of(item.envelope)
-        _, _, data = kombu_dumps(body, serializer="json")
-        return headers, properties, data if isinstance(data, str) else data.decode()
-
     def redis_message(self, item: Outgoing) -> str:
         """The message kombu's Redis transport would push for ``send_task``."""
         headers, properties, body, _ = self.app.amqp.as_task_v2(
@@ -178,75 +159,8 @@ class Publisher:
         }
         return json.dumps(message, separators=(",", ":"))
 
-    # -- other transports -----------------------------------------------------------------
+    # -- other transports: one producer, confirms per message ------------------------------
     def _publish_producer(self, chunk: Sequence[Outgoing]) -> None:
-        if self.app.conf.broker_url.split(":", 1)[0] not in _AMQP_SCHEMES:
-            self._publish_each(chunk)
-            return
-        with self.app.pool.acquire(block=True) as connection:
-            try:
-                connection.ensure_connection(max_retries=1)
-                self._publish_confirmed(connection, chunk)
-                return
-            except BrokerRefused:
-                raise
-            except (*connection.connection_errors, OSError):
-                # A pooled connection the broker closed while idle (heartbeats are not
-                # sent between publishes): drop it and try once on a new one, as send_task's
-                # retry policy did. A message published before the break may then be in the
-                # queue twice; the worker's claim runs its effect once.
-                connection.collect()
-        with self.app.connection_for_write() as fresh:
-            fresh.ensure_connection(max_retries=1)
-            self._publish_confirmed(fresh, chunk)
-
-    def _publish_confirmed(self, connection: Any, chunk: Sequence[Outgoing]) -> None:
-        """RabbitMQ: publish the whole chunk on a confirm-mode channel, then wait for all its
-        confirms at once (a round trip per chunk, not per message). The chunk counts as
-        published only when every message was confirmed; a nack, an unroutable message, a
-        broker silent for the publish timeout or a broken connection fails it whole."""
-        from amqp import spec
-
-        channel = connection.channel()
-        try:
-            channel.confirm_select()
-            for queue in {item.queue for item in chunk} - self._declared:
-                self._declare(channel, queue)
-                self._declared.add(queue)
-            confirmed: set[int] = set()
-            refused: list[int] = []
-
-            def on_confirm(method: Any, delivery_tag: int, multiple: bool, *_: Any) -> None:
-                tags = range(1, delivery_tag + 1) if multiple else (delivery_tag,)
-                (refused.extend if method == spec.Basic.Nack else confirmed.update)(tags)
-
-            for item in chunk:
-                headers, properties, body = self._task_message(item)
-                # The plain publish: with confirm_publish on, basic_publish would wait for
-                # each message's confirm in turn.
-                channel._basic_publish(
-                    channel.prepare_message(body, priority=0, content_type="application/json",
-                                            content_encoding="utf-8", headers=headers,
-                                            properties={**properties, "delivery_mode": 2}),
-                    exchange=item.queue, routing_key=item.queue, mandatory=True)
-            while len(confirmed) < len(chunk) and not refused:
-                # Bounded like a socket read: a broker silent for the publish timeout fails
-                # the chunk; one that keeps confirming (a slow disk) is waited for.
-                channel.wait([spec.Basic.Ack, spec.Basic.Nack], callback=on_confirm,
-                             timeout=self._timeout)
-            if refused or not confirmed.issuperset(range(1, len(chunk) + 1)):
-                raise BrokerRefused(f"the broker refused {len(refused)} message(s)")
-        finally:
-            with contextlib.suppress(Exception):
-                channel.close()
-
-    def _declare(self, channel: Any, queue: str) -> None:
-        """The queue as Celery declares it (durable, a direct exchange of its name)."""
-        from kombu import Exchange, Queue
-
-        Queue(queue, Exchange(queue, type="direct"), routing_key=queue)(channel).declare()
-
-    def _publish_each(self, chunk: Sequence[Outgoing]) -> None:
         with self.app.producer_or_acquire() as producer:
             for item in chunk:
                 self.app.send_task(

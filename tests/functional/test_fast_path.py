@@ -196,8 +196,10 @@ def test_no_202_while_the_broker_is_paused_and_every_202_is_enqueued(
         threads, outcomes = burst(gateway, auth, senders=16)
         wait_for(lambda: sum(v[1] == 202 for v in list(outcomes.values())) >= 100,
                  message="the burst under way")
-        paused_wall = time.time()
         broker.execute_command("CLIENT", "PAUSE", int(pause * 1000), "WRITE")
+        # Taken once the pause is certainly in effect: a flush that started later cannot
+        # have had its EXEC run before the pause ends.
+        paused_wall = time.time()
         paused_at = time.monotonic()
         wait_for(lambda: sum(v[1] == 202 and v[3] > paused_at + pause
                              for v in list(outcomes.values())) >= 50,
