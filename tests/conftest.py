@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -210,3 +210,13 @@ def delivery_of(client: FlaskClient, auth: dict[str, str], message_id: str, type
         return ids[-1] if ids else None
 
     return str(wait_for(find, timeout=timeout, message=f"{type_name} delivery of {message_id}"))
+
+
+def submitted_records(client: redis.Redis) -> Callable[[], int]:
+    """How many submitted messages were ever recorded (every enqueued message is recorded
+    first), not counting deliveries to consumers and webhooks, which the session worker
+    records on its own time for earlier tests' messages."""
+    types = [t.name for t in default_registry()
+             if not t.name.startswith("consumer.") and t.name != "webhook"]
+    return lambda: sum(int(cast(int, client.zcard(f"integration:idx:type:{t}")))
+                       for t in types)

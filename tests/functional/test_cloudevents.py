@@ -14,7 +14,7 @@ from cloudevents.core.v1.event import CloudEvent
 from flask.testing import FlaskClient
 
 from integration.envelope import new_id
-from tests.conftest import wait_status
+from tests.conftest import submitted_records, wait_status
 
 URL = "/api/v1/messages"
 ALERT = {"name": "DiskFull", "severity": "critical", "labels": {"host": "db-1"}}
@@ -42,14 +42,7 @@ def batch_of(*events: CloudEvent) -> HTTPMessage:
 
 @pytest.fixture
 def recorded(redis_client: redis.Redis) -> Callable[[], int]:
-    """How many messages were ever recorded (every enqueued message is recorded first), not
-    counting deliveries to consumers and webhooks, which the session worker records on its
-    own time for earlier tests' messages."""
-    from integration.registry import default_registry
-
-    types = [t.name for t in default_registry()
-             if not t.name.startswith("consumer.") and t.name != "webhook"]
-    return lambda: sum(int(redis_client.zcard(f"integration:idx:type:{t}")) for t in types)
+    return submitted_records(redis_client)
 
 
 def assert_processed_as(client: FlaskClient, auth: dict[str, str], message_id: str,

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from integration.embedded_redis import free_port
 from integration.tokens import issue_token
-from tests.conftest import TEST_SECRET, configured
+from tests.conftest import TEST_SECRET, configured, submitted_records
 
 METRIC = {"type": "metric", "source": "tests", "data": {"name": "cpu", "value": 1.0}}
 
@@ -31,8 +31,7 @@ def assert_problem(response: Any, status: int, slug: str) -> dict[str, Any]:
 
 @pytest.fixture
 def queue_lengths(redis_client: redis.Redis) -> Callable[[], int]:
-    """How many messages were ever recorded (every enqueued message is recorded first)."""
-    return lambda: int(redis_client.zcard("integration:idx:all"))
+    return submitted_records(redis_client)
 
 
 def test_malformed_json_is_400(client: FlaskClient, auth: dict[str, str]) -> None:
