@@ -220,3 +220,10 @@ def submitted_records(client: redis.Redis) -> Callable[[], int]:
              if not t.name.startswith("consumer.") and t.name != "webhook"]
     return lambda: sum(int(cast(int, client.zcard(f"integration:idx:type:{t}")))
                        for t in types)
+
+
+def purge_keys(client: redis.Redis, pattern: str) -> None:
+    """Delete every key matching ``pattern`` (what one test leaves for the next)."""
+    keys = list(client.scan_iter(match=pattern))
+    if keys:
+        client.delete(*keys)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-import redis
 from flask import Blueprint, Response, jsonify, url_for
 from pydantic import ValidationError
 from spectree import Response as Responses
@@ -15,26 +14,17 @@ from spectree import SpecTree
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
-from integration.gateway.errors import problem_response
+from integration.gateway.resources import managed
 from integration.gateway.runtime import runtime
-from integration.problems import NotFound, Unavailable, invalid, validation_errors
+from integration.problems import NotFound, invalid, validation_errors
 from integration.schedules import NAME_PATTERN, ScheduleSpec
 
 NOT_FOUND = "No schedule with this name."
 
 
 def create_schedules_api(spec: SpecTree) -> Blueprint:
-    schedules = Blueprint("schedules", __name__, url_prefix="/schedules")
-
-    @schedules.before_request
-    def _permission() -> None:
-        current_principal().require_manage("schedules")
-
-    @schedules.errorhandler(redis.RedisError)
-    def _store_down(exc: redis.RedisError) -> Response:
-        return problem_response(Unavailable(
-            "The schedule store is unavailable.",
-            retry_after=runtime().settings.retry_after_seconds))
+    schedules = managed(Blueprint("schedules", __name__, url_prefix="/schedules"),
+                        "schedules", "schedule store")
 
     @schedules.post("")
     @spec.validate(json=ScheduleSpec, skip_validation=True, tags=["schedules"],

@@ -4,7 +4,6 @@ subscription may name only topics its creator may subscribe to."""
 
 from __future__ import annotations
 
-import redis
 from flask import Blueprint, Response, jsonify, url_for
 from pydantic import ValidationError
 from spectree import Response as Responses
@@ -13,24 +12,15 @@ from spectree import SpecTree
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
-from integration.gateway.errors import problem_response
+from integration.gateway.resources import managed
 from integration.gateway.runtime import runtime
-from integration.problems import Forbidden, NotFound, Unavailable, invalid, validation_errors
+from integration.problems import Forbidden, NotFound, invalid, validation_errors
 from integration.webhooks import SIGNATURE_HEADER, WebhookRequest
 
 
 def create_subscriptions_api(spec: SpecTree) -> Blueprint:
-    subscriptions = Blueprint("subscriptions", __name__, url_prefix="/subscriptions")
-
-    @subscriptions.before_request
-    def _permission() -> None:
-        current_principal().require_manage("subscriptions")
-
-    @subscriptions.errorhandler(redis.RedisError)
-    def _store_down(exc: redis.RedisError) -> Response:
-        return problem_response(Unavailable(
-            "The subscription store is unavailable.",
-            retry_after=runtime().settings.retry_after_seconds))
+    subscriptions = managed(Blueprint("subscriptions", __name__, url_prefix="/subscriptions"),
+                            "subscriptions", "subscription store")
 
     @subscriptions.post("")
     @spec.validate(json=schemas.WebhookCreate, skip_validation=True, tags=["subscriptions"],

@@ -27,7 +27,7 @@ from integration.schedules import FIRE_TASK, StoredSchedule
 from integration.settings import Settings
 from integration.store import store_from_settings
 from integration.tokens import issue_token
-from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, wait_for
+from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, purge_keys, wait_for
 
 LOOP_SECONDS = 1.0
 LOCK_SECONDS = 5.0
@@ -80,14 +80,9 @@ class BeatProcess:
 @pytest.fixture
 def clean_schedules(redis_client: redis.Redis) -> Iterator[None]:
     """No schedule, due time or beat lock of another test (or of an API test) is left."""
-    def purge() -> None:
-        keys = list(redis_client.scan_iter(match="integration:beat:*"))
-        if keys:
-            redis_client.delete(*keys)
-
-    purge()
+    purge_keys(redis_client, "integration:beat:*")
     yield
-    purge()
+    purge_keys(redis_client, "integration:beat:*")
 
 
 @pytest.fixture

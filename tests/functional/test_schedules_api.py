@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from integration.cli import main
 from integration.tokens import issue_token
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, purge_keys
 
 NIGHTLY = {"name": "nightly", "crontab": "0 3 * * *", "type": "event",
            "data": {"kind": "nightly"}, "catch_up": "skip"}
@@ -21,14 +21,10 @@ NIGHTLY = {"name": "nightly", "crontab": "0 3 * * *", "type": "event",
 
 @pytest.fixture(autouse=True)
 def clean_schedules(redis_client: redis.Redis) -> Iterator[None]:
-    def purge() -> None:
-        keys = list(redis_client.scan_iter(match="integration:beat:*"))
-        if keys:
-            redis_client.delete(*keys)
-
-    purge()
+    """No schedule, due time or beat lock of another test is left."""
+    purge_keys(redis_client, "integration:beat:*")
     yield
-    purge()
+    purge_keys(redis_client, "integration:beat:*")
 
 
 def bearer(subject: str, *roles: str) -> dict[str, str]:
