@@ -38,6 +38,7 @@ LIMITS: list[tuple[str, float, str]] = [
     ("submit_p99_ms", 10.0, "p99 latency at half of peak (ms)"),
 ]
 RSS_LIMIT_MB = 120.0
+GROUPS = ("submit", "batch", "e2e")
 
 
 def summarise(results: Results) -> dict[str, Any]:
@@ -98,10 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                         help="then submit at half of peak this long, watching gateway RSS")
     parser.add_argument("--out", default=".bench", help="folder of the JSON results")
+    parser.add_argument("--only", action="append", choices=GROUPS, metavar="GROUP",
+                        help="measure only this group of figures (repeatable): "
+                             + ", ".join(GROUPS))
     args = parser.parse_args(argv)
     plan = Plan.smoke() if args.smoke else Plan()
     plan = replace(plan, soak_seconds=args.soak,
-                   rounds=args.rounds or plan.rounds, seconds=args.seconds or plan.seconds)
+                   rounds=args.rounds or plan.rounds, seconds=args.seconds or plan.seconds,
+                   groups=tuple(args.only or plan.groups))
     # SIGTERM (Ctrl-C's cousin from a supervisor or a test's timeout) still stops every
     # process the run started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -48,6 +48,8 @@ class Plan:
     e2e_batch: int = 100
     concurrency: int = 2
     soak_seconds: float = 0.0
+    #: Which groups of figures to measure (``submit``, ``batch``, ``e2e``); all by default.
+    groups: tuple[str, ...] = ("submit", "batch", "e2e")
 
     @classmethod
     def smoke(cls) -> Plan:
@@ -117,7 +119,7 @@ class Run:
         plan = self.plan
         url = self.stack.start_redis()
         self.client = redis.Redis.from_url(url)
-        amqp = _reachable(self.settings.bench_amqp_url)
+        amqp = "batch" in plan.groups and _reachable(self.settings.bench_amqp_url)
         self.results.notes.update(
             redis=url.rsplit("@", 1)[-1], rabbitmq=amqp, plan=plan.__dict__,
             gunicorn={"workers": self.settings.gateway_workers,
@@ -156,6 +158,28 @@ class Run:
         self._flush()
         add("send_task_per_s", baselines.send_task_rate(self.stack.redis_url, envelope,
                                                         plan.seconds))
+        if "submit" in plan.groups:
+            self._singles(ours, hello, naive)
+        if "batch" in plan.groups:
+            self._flush()
+            add("batch_redis_msgs_per_s", self._batches(ours.port, "batch submit"))
+            if amqp:
+                add("kombu_batch_amqp_msgs_per_s", baselines.kombu_batch_rate(
+                    self.settings.bench_amqp_url, envelope, plan.seconds))
+                add("batch_amqp_msgs_per_s", self._batches(ours_amqp.port,
+                                                           "batch submit on RabbitMQ"))
+                _purge_amqp(self.settings.bench_amqp_url, "metric")
+        if "e2e" in plan.groups:
+            raw = self._drain_raw()
+            add("e2e_raw_worker_msgs_per_s", raw)
+            add("e2e_event_msgs_per_s", self._end_to_end(ours.port, raw, consumer=False))
+            add("e2e_consumer_msgs_per_s", self._end_to_end(ours.port, raw, consumer=True))
+            add("e2e_event_2_workers_msgs_per_s",
+                self._end_to_end(ours.port, raw, consumer=False, instances=2))
+
+    def _singles(self, ours: Any, hello: int, naive: int) -> None:
+        """Single submits at peak against the HTTP baselines, then latency at half of peak."""
+        plan, add = self.plan, self.results.add
         for name, port in (("hello_post_per_s", hello), ("naive_post_per_s", naive),
                            ("submit_per_s", ours.port)):
             self._flush()
@@ -173,20 +197,6 @@ class Run:
         add("submit_p50_ms", paced.percentile(50))
         add("submit_p99_ms", paced.percentile(99))
         add("submit_p999_ms", paced.percentile(99.9))
-        self._flush()
-        add("batch_redis_msgs_per_s", self._batches(ours.port, "batch submit"))
-        if amqp:
-            add("kombu_batch_amqp_msgs_per_s", baselines.kombu_batch_rate(
-                self.settings.bench_amqp_url, envelope, plan.seconds))
-            add("batch_amqp_msgs_per_s", self._batches(ours_amqp.port,
-                                                       "batch submit on RabbitMQ"))
-            _purge_amqp(self.settings.bench_amqp_url, "metric")
-        raw = self._drain_raw()
-        add("e2e_raw_worker_msgs_per_s", raw)
-        add("e2e_event_msgs_per_s", self._end_to_end(ours.port, raw, consumer=False))
-        add("e2e_consumer_msgs_per_s", self._end_to_end(ours.port, raw, consumer=True))
-        add("e2e_event_2_workers_msgs_per_s",
-            self._end_to_end(ours.port, raw, consumer=False, instances=2))
 
     def _batches(self, port: int, what: str) -> float:
         """Accepted messages per second of batch submissions. An item refused with 503 (a

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(10, ge=0, le=300)
     jwt_roles_claim: str = "roles"
+    #: A token whose signature verified is not verified again for this long (exp is still
+    #: checked on every request); 0 verifies every request.
+    jwt_verified_cache_seconds: float = Field(300, ge=0)
+    #: How long a gateway process trusts a "not revoked" answer for a token id; a revocation
+    #: reaches every process within this time (at once in the process that revoked). 0 asks
+    #: Redis on every request.
+    revocation_check_interval_seconds: float = Field(1.0, ge=0, le=60)
     token_max_ttl_seconds: int = Field(24 * 3600, ge=60)
     service_token_max_ttl_seconds: int = Field(365 * 24 * 3600, ge=60)
     policy_file: str | None = None

@@ -6,6 +6,7 @@ default); a revocation list that cannot be read fails closed with 503.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from flask import Flask, Response, g
 from flask_jwt_extended import JWTManager, get_jwt
 
 from integration.gateway.errors import problem_response
+from integration.memo import remember
 from integration.policy import Grants, Policy
 from integration.problems import Forbidden, Unauthorized, Unavailable
 from integration.security import Revocations, TokenVerification
@@ -57,6 +59,41 @@ def current_principal() -> Principal:
     return principal
 
 
+class VerifyingJWTManager(JWTManager):
+    """flask-jwt-extended's manager, remembering the claims of tokens whose signature verified.
+
+    A caller sends the same token with every request; decoding and verifying it took a
+    tenth of a submit's CPU. The exact token text is the key, so another signature or claim
+    is another entry. An entry lasts ``cache_seconds`` at most and never past the token's
+    ``exp`` (plus leeway): after that the token is decoded again and refused as expired.
+    Roles, revocation and the other per-request checks run on every request either way.
+    """
+
+    #: Tokens one process remembers (the oldest go first).
+    REMEMBERED = 4096
+
+    def __init__(self, app: Flask, cache_seconds: float, leeway: int) -> None:
+        self.cache_seconds = cache_seconds
+        self.leeway = leeway
+        self._verified: dict[str, tuple[float, dict[str, Any]]] = {}
+        super().__init__(app)
+
+    def _decode_jwt_from_config(self, encoded_token: str, csrf_value: Any = None,
+                                allow_expired: bool = False) -> dict[str, Any]:
+        if self.cache_seconds <= 0 or csrf_value or allow_expired:
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        now = time.time()
+        entry = self._verified.get(encoded_token)
+        if entry is not None and now < entry[0]:
+            return dict(entry[1])
+        claims = super()._decode_jwt_from_config(encoded_token)
+        exp = claims.get("exp")
+        if isinstance(exp, int | float):
+            until = min(now + self.cache_seconds, exp + self.leeway)
+            remember(self._verified, encoded_token, (until, dict(claims)), self.REMEMBERED)
+        return claims
+
+
 def _unauthorized(detail: str) -> Response:
     return problem_response(Unauthorized(detail))
 
@@ -76,7 +113,7 @@ def init_auth(app: Flask, verification: TokenVerification, revocations: Revocati
         app.config["JWT_SECRET_KEY"] = verification.secret
     elif verification.public_key:
         app.config["JWT_PUBLIC_KEY"] = verification.public_key
-    manager = JWTManager(app)
+    manager = VerifyingJWTManager(app, verification.cache_seconds, verification.leeway)
 
     if verification.jwks is not None:
         jwks = verification.jwks

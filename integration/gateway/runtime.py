@@ -43,7 +43,8 @@ class Runtime:
         submitter = build_submitter(settings, origin="gateway",
                                     coalesce=settings.submit_coalesce_messages)
         revocations = Revocations(submitter.store.client, settings.key_prefix,
-                                  settings.service_token_max_ttl_seconds)
+                                  settings.service_token_max_ttl_seconds,
+                                  settings.revocation_check_interval_seconds)
         guards = build_guards(settings, submitter.store.client)
         return cls(settings, submitter, policy, verification, revocations, guards)
 

@@ -210,3 +210,40 @@ def test_cli_caps_token_lifetime_unless_service(monkeypatch: pytest.MonkeyPatch)
 
 def test_tokens_issued_by_the_cli_pass_the_gateway(app: Flask) -> None:
     assert status_with(app, issue_token(TEST_SECRET, "x", ["reader"])) == 200
+
+
+def test_a_verified_token_is_remembered_until_it_expires(
+        make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same token is verified once, not per request; it still stops working at its
+    ``exp``, and any other text (a changed signature) is verified on its own."""
+    verified: list[bytes] = []
+    original = jwt.api_jws.PyJWS._verify_signature
+
+    def counting(self: Any, signing_input: bytes, *args: Any, **kwargs: Any) -> Any:
+        verified.append(signing_input)
+        return original(self, signing_input, *args, **kwargs)
+
+    monkeypatch.setattr(jwt.api_jws.PyJWS, "_verify_signature", counting)
+    app = make_app(jwt_leeway_seconds=0)
+    token = jwt.encode(claims(exp=int(time.time()) + 2), TEST_SECRET)
+    assert [status_with(app, token) for _ in range(3)] == [200, 200, 200]
+    assert len(verified) == 1
+    head, body, signature = token.split(".")
+    forged = f"{head}.{body}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    assert status_with(app, forged) == 401
+    assert len(verified) > 1  # checked (and refused), not taken from the cache
+    time.sleep(max(0.0, jwt.decode(token, TEST_SECRET, algorithms=["HS256"])["exp"]
+                   - time.time()) + 1.1)
+    assert status_with(app, token) == 401
+
+
+def test_verification_cache_can_be_turned_off(make_app: Callable[..., Flask],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = jwt.api_jws.PyJWS._verify_signature
+    monkeypatch.setattr(jwt.api_jws.PyJWS, "_verify_signature",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    app = make_app(jwt_verified_cache_seconds=0)
+    token = jwt.encode(claims(), TEST_SECRET)
+    assert [status_with(app, token) for _ in range(2)] == [200, 200]
+    assert len(calls) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -118,3 +119,30 @@ def test_unreadable_revocation_list_fails_closed(app: Flask) -> None:
     assert response.status_code == 503
     assert "Retry-After" in response.headers
 
+
+
+def test_a_revocation_from_another_process_applies_within_the_check_interval(
+        make_app: Callable[..., Flask], redis_client: redis.Redis) -> None:
+    """A gateway process trusts a "not revoked" answer for the check interval only: a token
+    revoked elsewhere (the CLI, another gateway process) is refused once it has passed."""
+    app = make_app(revocation_check_interval_seconds=0.5)
+    headers = bearer("carol", "reader")
+    client = app.test_client()
+    assert client.get("/api/v1/messages", headers=headers).status_code == 200
+    other_process = make_app().extensions["integration"].revocations
+    other_process.revoke(unverified_claims(headers["Authorization"].split()[1])["jti"])
+    time.sleep(0.6)
+    response = client.get("/api/v1/messages", headers=headers)
+    assert response.status_code == 401
+    assert "revoked" in response.get_json()["detail"]
+
+
+def test_without_a_check_interval_every_request_asks_redis(
+        make_app: Callable[..., Flask]) -> None:
+    app = make_app(revocation_check_interval_seconds=0)
+    headers = bearer("dave", "reader")
+    client = app.test_client()
+    assert client.get("/api/v1/messages", headers=headers).status_code == 200
+    make_app().extensions["integration"].revocations.revoke(
+        unverified_claims(headers["Authorization"].split()[1])["jti"])
+    assert client.get("/api/v1/messages", headers=headers).status_code == 401
