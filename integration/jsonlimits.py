@@ -21,32 +21,61 @@ class JsonLimits:
     max_string: int = 65_536
 
     def errors(self, value: Any, loc: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
-        """Every place (up to 20) where ``value`` breaks a limit, as 422 error items."""
+        """Every place (up to 20) where ``value`` breaks a limit, as 422 error items.
+
+        Containers are walked with an explicit stack; a child's location is kept as a link
+        to its parent's and spelled out only for an error, and scalars are checked in place,
+        so a valid message costs one pass with no allocation per value.
+        """
         found: list[dict[str, Any]] = []
-        stack: list[tuple[Any, tuple[str | int, ...], int]] = [(value, loc, 0)]
+        max_string, max_depth = self.max_string, self.max_depth
+        # (container, depth, path): path is (parent path, key), or None at the root.
+        stack: list[tuple[Any, int, Any]] = []
+        if isinstance(value, dict | list):
+            stack.append((value, 0, None))
+        else:
+            problem = _scalar_problem(value, max_string)
+            if problem:
+                found.append(_error(loc, *problem))
         while stack and len(found) < _MAX_ERRORS:
-            item, where, depth = stack.pop()
-            if isinstance(item, dict | list):
-                if depth >= self.max_depth:
-                    found.append(_error(where, f"nested deeper than {self.max_depth} levels",
-                                        "too_deep"))
+            item, depth, path = stack.pop()
+            if depth >= max_depth:
+                found.append(_error(_spelled(loc, path), f"nested deeper than {max_depth} "
+                                    "levels", "too_deep"))
+                continue
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in children:
+                if isinstance(key, str) and len(key) > max_string:
+                    found.append(_error(_spelled(loc, path), "key too long", "string_too_long"))
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1, (path, key)))
                     continue
-                children = item.items() if isinstance(item, dict) else enumerate(item)
-                for key, child in children:
-                    if isinstance(key, str) and len(key) > self.max_string:
-                        found.append(_error(where, "key too long", "string_too_long"))
-                    stack.append((child, (*where, key), depth + 1))
-            elif isinstance(item, str):
-                if len(item) > self.max_string:
-                    found.append(_error(where, f"longer than {self.max_string} characters",
-                                        "string_too_long"))
-            elif isinstance(item, float):
-                if not math.isfinite(item):
-                    found.append(_error(where, "number out of range (NaN, infinite or too "
-                                        "large)", "finite_number"))
-            elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > INT64_MAX:
-                found.append(_error(where, "integer out of the 64-bit range", "int_range"))
-        return found
+                if child is None or child is True or child is False:
+                    continue
+                problem = _scalar_problem(child, max_string)
+                if problem:
+                    found.append(_error(_spelled(loc, (path, key)), *problem))
+        return found[:_MAX_ERRORS]
+
+
+def _scalar_problem(item: Any, max_string: int) -> tuple[str, str] | None:
+    if isinstance(item, str):
+        if len(item) > max_string:
+            return f"longer than {max_string} characters", "string_too_long"
+    elif isinstance(item, float):
+        if not math.isfinite(item):
+            return "number out of range (NaN, infinite or too large)", "finite_number"
+    elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > INT64_MAX:
+        return "integer out of the 64-bit range", "int_range"
+    return None
+
+
+def _spelled(loc: tuple[str | int, ...], path: Any) -> tuple[str | int, ...]:
+    keys: list[str | int] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    return (*loc, *reversed(keys))
 
 
 def _error(loc: tuple[str | int, ...], msg: str, kind: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property, lru_cache
 from typing import Any, cast
 
 import redis
@@ -138,6 +139,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@lru_cache(maxsize=256)  # a batch's records share their timestamps
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
@@ -153,6 +155,11 @@ class NewRecord:
     owner: str
     channel: str
     status: Status = Status.ACCEPTED
+
+    @cached_property
+    def envelope_json(self) -> str:
+        """The envelope as stored and as sent in the broker message (encoded once)."""
+        return json.dumps(self.envelope, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -323,7 +330,7 @@ class StatusStore:
             "accepted_ms": at,
             "accepted_at": iso(at),
             "updated_at": iso(at),
-            "envelope": json.dumps(record.envelope, separators=(",", ":")),
+            "envelope": record.envelope_json,
             "request": request,
             "generation": 1,
         }

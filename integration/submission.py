@@ -217,8 +217,8 @@ class Submitter:
         size = self.publisher.chunk_size
         for start in range(0, len(records), size):
             chunk = records[start:start + size]
-            messages = [self.publisher.redis_message(Outgoing(r.id, r.envelope, r.queue))
-                        for r in chunk]
+            messages = [self.publisher.redis_message(
+                Outgoing(r.id, r.envelope, r.queue, r.envelope_json)) for r in chunk]
             try:
                 created = self.store.create_queued_many(chunk, messages, request,
                                                         answers[start:start + size])

@@ -60,10 +60,23 @@ def _status_url(message_id: str) -> str:
     return url_for("api.get_message", message_id=message_id)
 
 
-def _item(index: int, result: Result) -> dict[str, Any]:
+#: Characters a message id may hold that a URL path carries as they are.
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
+
+
+def _status_urls() -> Callable[[str], str]:
+    """``_status_url`` for the many ids of one batch: the route is built once, and ids that
+    need no quoting (every valid message id) are appended to it."""
+    marker = "0"
+    prefix = _status_url(marker)[:-len(marker)]
+    return lambda message_id: (prefix + message_id if _PLAIN_ID.match(message_id)
+                               else _status_url(message_id))
+
+
+def _item(index: int, result: Result, status_url: Callable[[str], str]) -> dict[str, Any]:
     if isinstance(result, Accepted):
         return {"index": index, "status": 202, "id": result.id,
-                "status_url": _status_url(result.id)}
+                "status_url": status_url(result.id)}
     return {"index": index, "status": result.status, "problem": result.to_dict()}
 
 
@@ -200,9 +213,9 @@ def create_api(spec: SpecTree) -> Blueprint:
                                               channel=mode.channel,
                                               may_submit=principal.grants.may_submit,
                                               correlation_id=correlation_id())
-        for item, result in zip(items, results, strict=True):
-            gateway_metrics().count(item, result, channel=mode.channel)
-        report = [_item(i, r) for i, r in enumerate(results)]
+        gateway_metrics().count_all(items, results, channel=mode.channel)
+        status_url = _status_urls()
+        report = [_item(i, r, status_url) for i, r in enumerate(results)]
         accepted = sum(1 for r in results if isinstance(r, Accepted))
         if accepted:
             return jsonify(accepted=accepted, rejected=len(items) - accepted, results=report), 202

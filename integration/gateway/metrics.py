@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter as Counter_
+from collections.abc import Sequence
 from typing import Any
 
 from flask import current_app, g
@@ -30,10 +32,19 @@ class GatewayMetrics:
         return value if isinstance(value, str) and value in self.types else "unknown"
 
     def count(self, raw: Any, result: Accepted | Problem, channel: str = "rest") -> None:
-        kind = self.type_label(raw.get("type") if isinstance(raw, dict) else None)
-        outcome = "accepted" if isinstance(result, Accepted) else \
-            _OUTCOMES.get(result.status, "rejected")
-        self.received.labels(kind, channel, outcome).inc()
+        self.count_all([raw], [result], channel)
+
+    def count_all(self, raws: Sequence[Any], results: Sequence[Accepted | Problem],
+                  channel: str = "rest") -> None:
+        """Count a batch's items: one increment per (type, outcome), not one per item."""
+        tally: Counter_[tuple[str, str]] = Counter_()
+        for raw, result in zip(raws, results, strict=True):
+            kind = self.type_label(raw.get("type") if isinstance(raw, dict) else None)
+            outcome = "accepted" if isinstance(result, Accepted) else \
+                _OUTCOMES.get(result.status, "rejected")
+            tally[kind, outcome] += 1
+        for (kind, outcome), number in tally.items():
+            self.received.labels(kind, channel, outcome).inc(number)
         g.received_counted = True
 
 
