@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -21,8 +21,12 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
 def new_id() -> str:
-    """A fresh message id."""
-    return uuid.uuid4().hex
+    """A fresh message id: a random (version 4) UUID in hex, as ``uuid.uuid4().hex`` writes
+    it, without building a UUID object (a fifth of a batched message's validation time)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 def utc_now() -> datetime:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import redis
 from celery import Celery
 from kombu.serialization import dumps as kombu_dumps
@@ -177,7 +178,7 @@ class Publisher:
         headers = dict(template.headers)
         headers.update(id=item.id, root_id=item.id, argsrepr=args_summary(item.envelope))
         headers[CORRELATION_HEADER] = correlation_of(item.envelope)
-        envelope = item.envelope_json or json.dumps(dict(item.envelope), separators=(",", ":"))
+        envelope = item.envelope_json or orjson.dumps(dict(item.envelope)).decode()
         body = f"[[{envelope}],{template.rest_of_body}".encode()
         message = {
             "body": base64.b64encode(body).decode("ascii"),
@@ -191,7 +192,7 @@ class Publisher:
                 "delivery_tag": str(uuid.uuid4()),
             },
         }
-        return json.dumps(message, separators=(",", ":"))
+        return orjson.dumps(message).decode()
 
     def _template(self) -> _MessageTemplate:
         if self._message_template is None:

@@ -46,3 +46,33 @@ def test_invalid_extensions_are_rejected(attributes: dict[str, object]) -> None:
 def test_invalid_core_attributes_are_rejected(attributes: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Envelope.model_validate({"type": "t", "source": "s", **attributes})
+
+
+def test_generated_ids_are_version_4_uuids_in_hex() -> None:
+    import uuid
+
+    from integration.envelope import new_id
+
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in list(ids)[:50]:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == value
+
+
+def test_history_entries_are_written_as_the_standard_library_writes_them() -> None:
+    """The fast encoder keeps the stored format: compact, datetimes and unknown types
+    through ``str``, integer keys as strings, non-ASCII as is or escaped (both read back)."""
+    import json
+    from datetime import UTC, datetime
+
+    from integration.store import _history_entry, iso
+
+    when = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+    detail = {"channel": "rest", "at_time": when, "count": 3, 7: "seven", "text": "größe"}
+    entry = _history_entry("queued", 1_795_000_000_000, detail)
+    expected = {"status": "queued", "at": iso(1_795_000_000_000),
+                "channel": "rest", "at_time": str(when), "count": 3, "7": "seven",
+                "text": "größe"}
+    assert json.loads(entry) == expected
+    assert '", "' not in entry and '": ' not in entry
