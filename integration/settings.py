@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     rate_limit_strategy: Literal["fixed-window", "moving-window",
                                  "sliding-window-counter"] = "sliding-window-counter"
     anonymous_rate_limit: str = "20/second"
+    #: ``X-RateLimit-Limit/Remaining/Reset`` on every response: one more Redis read per
+    #: request. A 429 carries ``Retry-After`` either way.
+    rate_limit_headers: bool = False
     proxy_hops: int = Field(0, ge=0, le=5)
     max_queue_depth: int = Field(100_000, ge=1)
     max_json_depth: int = Field(32, ge=2, le=200)

@@ -68,7 +68,7 @@ def init_limiter(app: Flask, settings: Settings, *blueprints: Blueprint) -> Limi
         strategy=settings.rate_limit_strategy,
         default_limits=[settings.anonymous_rate_limit],
         default_limits_exempt_when=lambda: request.endpoint in UNLIMITED_ENDPOINTS,
-        headers_enabled=True,
+        headers_enabled=settings.rate_limit_headers,
         # Flask-Limiter would put Retry-After on every response (even a 200, and over our
         # 503's own value); Retry-After is only sent with the 429 below.
         header_name_mapping={HeaderNames.RETRY_AFTER: "X-RateLimit-Retry-After"},

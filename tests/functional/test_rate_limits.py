@@ -44,7 +44,8 @@ def bearer(subject: str, role: str) -> dict[str, str]:
 def limited_app(make_app: Callable[..., Flask], policy_file: Path) -> Flask:
     # A moving window has no boundary for the test to straddle.
     return make_app(policy_file=str(policy_file), rate_limit_strategy="moving-window",
-                    anonymous_rate_limit="3/hour", key_prefix=f"rl-{uuid.uuid4().hex[:8]}")
+                    anonymous_rate_limit="3/hour", key_prefix=f"rl-{uuid.uuid4().hex[:8]}",
+                    rate_limit_headers=True)
 
 
 def test_a_subject_over_its_role_limit_gets_429(limited_app: Flask) -> None:
@@ -130,3 +131,17 @@ def test_the_limit_is_shared_by_every_gateway_process(two_gateways: list[str]) -
              for i in range(10)]
     assert sorted(codes) == [202] * 5 + [429] * 5
     assert codes[:5] == [202] * 5
+
+
+def test_by_default_a_429_carries_retry_after_and_no_rate_limit_headers(
+        make_app: Callable[..., Flask], policy_file: Path) -> None:
+    """The X-RateLimit-* headers are opt-in (each costs a Redis read per request); the 429
+    still says when to come back."""
+    app = make_app(policy_file=str(policy_file), rate_limit_strategy="moving-window",
+                   key_prefix=f"rl-{uuid.uuid4().hex[:8]}")
+    client = app.test_client()
+    erin = bearer("erin", "limited")
+    answers = [client.post("/api/v1/messages", json=METRIC, headers=erin) for _ in range(6)]
+    assert [a.status_code for a in answers] == [202] * 5 + [429]
+    assert not any(h.startswith("X-RateLimit") for a in answers for h in a.headers.keys())
+    assert 0 < int(answers[-1].headers["Retry-After"]) <= 3601
