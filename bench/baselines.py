@@ -1,7 +1,8 @@
 """The baselines our figures are divided by: what raw Celery, kombu and Flask do alone.
 
 The two WSGI apps run under the same gunicorn settings as the gateway (worker class, worker
-and connection counts): ``hello`` answers a POST and nothing else; ``naive`` is the gateway
+and connection counts): ``hello`` answers a POST and nothing else; ``guarded`` is ``hello``
+behind a verified bearer token and a Redis-counted rate limit; ``naive`` is the gateway
 people write first (parse, validate with pydantic, ``send_task``), without auth, limits,
 status or idempotency.
 """
@@ -15,6 +16,8 @@ from typing import Any
 
 from celery import Celery
 from flask import Flask, request
+from flask_jwt_extended import JWTManager, get_jwt_identity, verify_jwt_in_request
+from flask_limiter import Limiter
 from kombu import Connection, Exchange, Producer, Queue
 from pydantic import ValidationError
 
@@ -79,6 +82,33 @@ def hello_app() -> Flask:
 
     @app.post("/api/v1/messages")
     def hello() -> tuple[str, int]:
+        request.get_data()
+        return '{"hello": "world"}', 202
+
+    return app
+
+
+def guarded_app() -> Flask:
+    """The hello-world POST behind the two checks every request of ours passes before any
+    message work: a bearer token verified by flask-jwt-extended and a per-subject rate limit
+    counted in Redis by Flask-Limiter (the same strategy and storage as ours), both as the
+    libraries come. What a single submit costs at least with them."""
+    settings = get_settings()
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+    app = Flask("bench.guarded")
+    app.config.update(JWT_SECRET_KEY=secret, JWT_TOKEN_LOCATION=["headers"])
+    JWTManager(app)
+
+    def subject() -> str:
+        verify_jwt_in_request()
+        return f"sub:{get_jwt_identity()}"
+
+    limiter = Limiter(key_func=subject, app=app, storage_uri=settings.redis_url,
+                      strategy=settings.rate_limit_strategy, key_prefix="bench-guarded")
+
+    @app.post("/api/v1/messages")
+    @limiter.limit("1000000/second")
+    def guarded() -> tuple[str, int]:
         request.get_data()
         return '{"hello": "world"}', 202
 

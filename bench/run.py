@@ -147,12 +147,11 @@ class Run:
             load_generator="bench.loadgen (asyncio, keep-alive; open loop from intended "
                            "send times)")
         ours = self.stack.gateway("gateway")
-        hello = self.stack.baseline_server("hello")
-        naive = self.stack.baseline_server("naive")
+        apps = {name: self.stack.baseline_server(name) for name in ("hello", "guarded", "naive")}
         ours_amqp = self.stack.gateway("gateway-amqp",
                                        INTEGRATION_BROKER_URL=self.settings.bench_amqp_url) \
             if amqp else None
-        for server in (ours, hello, naive, ours_amqp):
+        for server in (ours, *apps.values(), ours_amqp):
             if server is not None:
                 server.wait_ready("/healthz" if server in (ours, ours_amqp) else SUBMIT)
         self.rss.watch("gateway", ours.children)
@@ -162,7 +161,8 @@ class Run:
             for number in range(1, plan.rounds + 1):
                 print(f"round {number}/{plan.rounds}", flush=True)
                 self.results.rounds.append({})
-                self._round(ours, hello.port, naive.port, ours_amqp, amqp)
+                self._round(ours, {name: app.port for name, app in apps.items()},
+                            ours_amqp, amqp)
             if plan.soak_seconds:
                 self._soak(ours.port)
         finally:
@@ -171,14 +171,14 @@ class Run:
         self.results.notes["rss_peak_mb"] = self.rss.peak_mb
         return self.results
 
-    def _round(self, ours: Any, hello: int, naive: int, ours_amqp: Any, amqp: bool) -> None:
+    def _round(self, ours: Any, apps: dict[str, int], ours_amqp: Any, amqp: bool) -> None:
         plan, add = self.plan, self.results.add
         envelope = metric(0)
         self._flush()
         add("send_task_per_s", baselines.send_task_rate(self.stack.redis_url, envelope,
                                                         plan.seconds))
         if "submit" in plan.groups:
-            self._singles(ours, hello, naive)
+            self._singles(ours, apps)
         if "batch" in plan.groups:
             self._flush()
             add("batch_redis_msgs_per_s", self._batches(ours.port, "batch submit"))
@@ -196,10 +196,10 @@ class Run:
             add("e2e_event_2_workers_msgs_per_s",
                 self._end_to_end(ours.port, raw, consumer=False, instances=2))
 
-    def _singles(self, ours: Any, hello: int, naive: int) -> None:
+    def _singles(self, ours: Any, apps: dict[str, int]) -> None:
         """Single submits at peak against the HTTP baselines, then latency at half of peak."""
         plan, add = self.plan, self.results.add
-        for name, port in (("hello_post_per_s", hello), ("naive_post_per_s", naive),
+        for name, port in (*((f"{app}_post_per_s", apps[app]) for app in apps),
                            ("submit_per_s", ours.port)):
             self._flush()
             outcome = loadgen.closed_loop("127.0.0.1", port, self.single,
