@@ -61,9 +61,12 @@ class IdempotencyKeys:
             return self.reserve(owner, key, body_fingerprint)
         return Stored(**json.loads(raw))
 
-    def answer(self, owner: str, key: str, stored: Stored) -> IdempotentAnswer:
-        """``stored`` as the store's one-transaction path writes it, with the message."""
-        return IdempotentAnswer(self._key(owner, key), json.dumps(stored.__dict__), self.ttl)
+    def answer(self, owner: str, key: str, stored: Stored,
+               claim: bool = False) -> IdempotentAnswer:
+        """``stored`` as the store's one-transaction path writes it, with the message; with
+        ``claim``, for a key not reserved first (the transaction takes it if it is free)."""
+        return IdempotentAnswer(self._key(owner, key), json.dumps(stored.__dict__), self.ttl,
+                                claim)
 
     def complete(self, owner: str, key: str, stored: Stored) -> None:
         self.client.set(self._key(owner, key), json.dumps(stored.__dict__), ex=self.ttl)

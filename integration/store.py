@@ -42,8 +42,12 @@ return 1
 # KEYS[7], the request's idempotency key is completed with its answer in the same step.
 # Index trimming is left to the caller, once per chunk rather than once per message.
 _CREATE_QUEUED = """
+if KEYS[7] and ARGV[10] == 'claim' then
+  local earlier = redis.call('GET', KEYS[7])
+  if earlier then return earlier end
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+redis.call('HSET', KEYS[1], unpack(ARGV, 11))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[4], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
@@ -171,6 +175,16 @@ class IdempotentAnswer:
     key: str
     value: str
     ttl: int
+    #: The key was not reserved beforehand: the transaction takes it only if it is free, and
+    #: otherwise enqueues nothing and reports what the key holds (``EarlierAnswer``).
+    claim: bool = False
+
+
+@dataclass(frozen=True)
+class EarlierAnswer:
+    """What an idempotency key held when a claiming transaction found it taken."""
+
+    value: str
 
 
 @dataclass(frozen=True)
@@ -269,13 +283,15 @@ class StatusStore:
 
     def create_queued_many(self, records: Sequence[NewRecord], messages: Sequence[str],
                            request: str = "",
-                           answers: Sequence[IdempotentAnswer | None] = ()) -> list[bool]:
+                           answers: Sequence[IdempotentAnswer | None] = ()
+                           ) -> list[bool | EarlierAnswer]:
         """Create ``queued`` records and push each one's broker message (``messages[i]`` to
         ``records[i].queue``) in one transaction: one round trip for the whole chunk, and no
         message without its record. False where a record with that id exists (its message is
         not pushed). ``answers[i]``, when given, completes an idempotency key with the answer
-        to the request of ``records[i]``, only if its message was pushed. Only for a broker on
-        this store's Redis database."""
+        to the request of ``records[i]``, only if its message was pushed; a claiming answer
+        whose key is already taken pushes nothing and gives ``EarlierAnswer`` in its place.
+        Only for a broker on this store's Redis database."""
         if not records:
             return []
         at = now_ms()
@@ -303,7 +319,8 @@ class StatusStore:
                     record.id, at, self.ttl,
                     _history_entry(Status.ACCEPTED, at, {"channel": record.channel}),
                     queued, record.queue, message, answer.value if answer else "",
-                    answer.ttl if answer else 0, *flat,
+                    answer.ttl if answer else 0,
+                    "claim" if answer is not None and answer.claim else "", *flat,
                 )
             for index in sorted(indexes):
                 pipe.zremrangebyscore(index, "-inf", f"({self._cutoff(at)}")
@@ -316,7 +333,7 @@ class StatusStore:
                 if attempt == 2:
                     raise
                 self.client.script_load(_CREATE_QUEUED)
-        return [bool(replies[i]) for i in positions]
+        return [_created_or_earlier(replies[i]) for i in positions]
 
     def _fields(self, record: NewRecord, status: Status, at: int,
                 request: str) -> dict[str, Any]:
@@ -652,6 +669,12 @@ INTERNAL_FIELDS = ("accepted_ms", "request", "event")
 def public(record: dict[str, Any]) -> dict[str, Any]:
     """The record as the API and CLI show it."""
     return {k: v for k, v in record.items() if k not in INTERNAL_FIELDS}
+
+
+def _created_or_earlier(reply: Any) -> bool | EarlierAnswer:
+    if isinstance(reply, bytes | str):
+        return EarlierAnswer(reply.decode() if isinstance(reply, bytes) else reply)
+    return bool(reply)
 
 
 _AS_STDLIB = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS

@@ -26,7 +26,7 @@ from integration.problems import (
 from integration.publisher import Outgoing, Publisher
 from integration.registry import Registry
 from integration.status import Status
-from integration.store import IdempotentAnswer, NewRecord, StatusStore
+from integration.store import EarlierAnswer, IdempotentAnswer, NewRecord, StatusStore
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,16 @@ class Accepted:
 
     id: str
     queue: str
+
+
+class Repeated(Conflict):
+    """The request's idempotency key already held an answer (``stored``, as JSON): nothing
+    was enqueued. Only for a claiming answer (``IdempotentAnswer.claim``); to anyone else
+    it is the conflict it is."""
+
+    def __init__(self, stored: str) -> None:
+        super().__init__("A request with this Idempotency-Key was already answered.")
+        self.stored = stored
 
 
 Result = Accepted | Problem
@@ -230,7 +240,8 @@ class Submitter:
                 problem = self._unavailable(
                     "The broker is unavailable; the message was not enqueued.")
                 return results + [problem] * (len(records) - start)
-            results += [Accepted(r.id, r.queue) if ok else
+            results += [Repeated(ok.value) if isinstance(ok, EarlierAnswer) else
+                        Accepted(r.id, r.queue) if ok else
                         Conflict("A message with this id already exists.")
                         for r, ok in zip(chunk, created, strict=True)]
         return results
@@ -277,4 +288,4 @@ def first_problem(results: Sequence[Result]) -> Problem | None:
     return next((r for r in results if isinstance(r, Problem)), None)
 
 
-__all__ = ["Accepted", "InvalidMessage", "Submitter", "first_problem"]
+__all__ = ["Accepted", "InvalidMessage", "Repeated", "Submitter", "first_problem"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +41,7 @@ from integration.publisher import Outgoing
 from integration.routing import PROCESS_TASK
 from integration.status import Status
 from integration.store import IdempotentAnswer, public
-from integration.submission import Accepted, Result
+from integration.submission import Accepted, Repeated, Result
 from integration.trace import trace
 
 #: Fields of a status record that a summary (list item) shows.
@@ -118,7 +119,7 @@ def create_api(spec: SpecTree) -> Blueprint:
     def _submit_with_key(mode: Mode, raw: bytes) -> tuple[Response, int]:
         header = request.headers.get("Idempotency-Key")
         if header is None:
-            return _submit(mode, raw)
+            return _submit(mode, _body(mode, raw))
         key = parse_key(header)
         if key is None:
             raise invalid([{"loc": ["header", "Idempotency-Key"], "type": "string_type",
@@ -127,15 +128,28 @@ def create_api(spec: SpecTree) -> Blueprint:
         rt, owner = runtime(), current_principal().subject
         digest = fingerprint(cloudevents.identity(mode, raw))
         keys = rt.idempotency
+        body = _body(mode, raw)
+        if rt.submitter.completes_answers and not isinstance(body, list):
+            # One message on the one-transaction path: the transaction that enqueues it takes
+            # the key, or finds the earlier answer and enqueues nothing. No reservation round
+            # trip, and no "pending" key left behind by a gateway that died mid-request.
+            def claiming(reply: dict[str, Any], location: str) -> IdempotentAnswer:
+                return keys.answer(owner, key, Stored("done", digest, 202, reply, location),
+                                   claim=True)
+
+            try:
+                return _submit(mode, body, claiming)
+            except Repeated as repeated:
+                return _repeat(Stored(**json.loads(repeated.stored)), digest, mode)
         earlier = keys.reserve(owner, key, digest)
         if earlier is not None:
             return _repeat(earlier, digest, mode)
 
-        def answer(body: dict[str, Any], location: str) -> IdempotentAnswer:
-            return keys.answer(owner, key, Stored("done", digest, 202, body, location))
+        def answer(reply: dict[str, Any], location: str) -> IdempotentAnswer:
+            return keys.answer(owner, key, Stored("done", digest, 202, reply, location))
 
         try:
-            response, status = _submit(mode, raw, answer)
+            response, status = _submit(mode, body, answer)
         except BaseException:
             keys.release(owner, key)  # nothing was accepted: the key is free again
             raise
@@ -158,8 +172,8 @@ def create_api(spec: SpecTree) -> Blueprint:
         response.headers["Idempotent-Replayed"] = "true"
         return response, earlier.status
 
-    def _submit(mode: Mode, raw: bytes, answer: Answering | None = None
-                ) -> tuple[Response, int]:
+    def _body(mode: Mode, raw: bytes) -> Any:
+        """The request's message (a JSON object) or batch (a JSON array), per its mode."""
         body = cloudevents.binary_event(raw) if mode is Mode.BINARY else parse_json(raw)
         if mode is Mode.BATCHED and not isinstance(body, list):
             raise invalid([{"loc": [], "msg": "a batch is a JSON array of events",
@@ -168,6 +182,10 @@ def create_api(spec: SpecTree) -> Blueprint:
             raise invalid([{"loc": [], "msg": "structured mode carries one event; send a batch "
                             f"as {cloudevents.BATCHED}", "type": "dict_type"}],
                           "A structured-mode body is one event.")
+        return body
+
+    def _submit(mode: Mode, body: Any, answer: Answering | None = None
+                ) -> tuple[Response, int]:
         if isinstance(body, list):
             return _submit_batch(mode, body)
         rt = runtime()
@@ -188,6 +206,8 @@ def create_api(spec: SpecTree) -> Blueprint:
         stored = answer(reply, url) if answer and rt.submitter.completes_answers else None
         [result] = rt.submitter.submit([envelope], owner=principal.subject,
                                        channel=mode.channel, answer=stored)
+        if isinstance(result, Repeated):
+            raise result  # the caller answers as the earlier request was answered
         gateway_metrics().count(body, result, channel=mode.channel)
         if isinstance(result, Problem):
             raise result

@@ -85,3 +85,40 @@ def test_an_unusable_key_is_422(client: FlaskClient) -> None:
     response = client.post("/api/v1/messages", json=METRIC,
                            headers=headers("erin", "x" * 300))
     assert response.status_code == 422
+
+
+def test_concurrent_repeats_of_one_message_enqueue_it_once(
+        app: Flask, redis_client: redis.Redis) -> None:
+    """A single message takes its key in the transaction that enqueues it: of twelve
+    simultaneous requests with one key, one message is enqueued and every other request is
+    answered with that message's 202 (or 409 while it is in flight), never a second copy."""
+    import concurrent.futures
+
+    before = redis_client.zcard("integration:idx:type:metric")
+    body = {**METRIC, "source": "idem-race"}
+
+    def send(_: int) -> tuple[int, dict[str, object]]:
+        response = app.test_client().post("/api/v1/messages", json=body,
+                                          headers=headers("race", "k-race"))
+        return response.status_code, response.get_json()
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(send, range(12)))
+    accepted = [reply for status, reply in answers if status == 202]
+    assert {status for status, _ in answers} <= {202, 409}
+    assert len({reply["id"] for reply in accepted}) == 1
+    assert redis_client.zcard("integration:idx:type:metric") == before + 1
+    runtime: Runtime = app.extensions["integration"]
+    assert runtime.submitter.completes_answers  # the claiming path was the one exercised
+    assert runtime.idempotency.reserve("race", "k-race", "x").state == "done"  # type: ignore[union-attr]
+
+
+def test_a_key_reserved_by_an_unfinished_batch_is_409_for_a_single_message(
+        app: Flask, client: FlaskClient) -> None:
+    """The claiming transaction sees another request's reservation and enqueues nothing."""
+    runtime: Runtime = app.extensions["integration"]
+    body = b'{"type":"metric","source":"idem","data":{"name":"cpu","value":9.0}}'
+    assert runtime.idempotency.reserve("alice", "k-held", fingerprint(body)) is None
+    response = client.post("/api/v1/messages", data=body, content_type="application/json",
+                           headers=headers("alice", "k-held"))
+    assert response.status_code == 409

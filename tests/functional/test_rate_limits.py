@@ -143,5 +143,5 @@ def test_by_default_a_429_carries_retry_after_and_no_rate_limit_headers(
     erin = bearer("erin", "limited")
     answers = [client.post("/api/v1/messages", json=METRIC, headers=erin) for _ in range(6)]
     assert [a.status_code for a in answers] == [202] * 5 + [429]
-    assert not any(h.startswith("X-RateLimit") for a in answers for h in a.headers.keys())
+    assert not any(h.startswith("X-RateLimit") for a in answers for h, _ in a.headers)
     assert 0 < int(answers[-1].headers["Retry-After"]) <= 3601
