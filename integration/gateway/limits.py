@@ -18,6 +18,7 @@ from integration.gateway.auth import current_principal
 from integration.gateway.cloudevents import request_mode
 from integration.gateway.errors import problem_response
 from integration.gateway.metrics import gateway_metrics
+from integration.gateway.ratelimitstore import coalesced_uri
 from integration.problems import TooManyRequests
 from integration.settings import Settings
 
@@ -63,7 +64,7 @@ def init_limiter(app: Flask, settings: Settings, *blueprints: Blueprint) -> Limi
     limiter = Limiter(
         key_func=get_remote_address,
         app=app,
-        storage_uri=settings.redis_url,
+        storage_uri=coalesced_uri(settings.redis_url),
         storage_options=timeouts,
         strategy=settings.rate_limit_strategy,
         default_limits=[settings.anonymous_rate_limit],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 from flask import Flask
 
@@ -145,3 +147,51 @@ def test_by_default_a_429_carries_retry_after_and_no_rate_limit_headers(
     assert [a.status_code for a in answers] == [202] * 5 + [429]
     assert not any(h.startswith("X-RateLimit") for a in answers for h, _ in a.headers)
     assert 0 < int(answers[-1].headers["Retry-After"]) <= 3601
+
+
+@pytest.mark.parametrize("strategy", ["sliding-window-counter", "moving-window",
+                                      "fixed-window"])
+def test_simultaneous_requests_share_round_trips_but_each_counts_once(
+        make_app: Callable[..., Flask], policy_file: Path, strategy: str) -> None:
+    """Hits of concurrent requests of one process go to Redis together; the budget still
+    admits exactly its number of requests (5 of 16 at once here), whatever the strategy."""
+    from integration.gateway.limits import EXTENSION_KEY
+    from integration.gateway.ratelimitstore import CoalescedRedisStorage
+
+    app = make_app(policy_file=str(policy_file), rate_limit_strategy=strategy,
+                   key_prefix=f"rl-{uuid.uuid4().hex[:8]}")
+    limiter, _ = app.extensions[EXTENSION_KEY]
+    storage = limiter.storage
+    assert isinstance(storage, CoalescedRedisStorage)
+    round_trips: list[int] = []
+    flush = storage._calls._flush
+    storage._calls._flush = lambda calls: round_trips.append(len(calls)) or flush(calls)
+    frank = bearer("frank", "limited")
+
+    def send(_: int) -> int:
+        return app.test_client().post("/api/v1/messages", json=METRIC,
+                                      headers=frank).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(send, range(16)))
+    assert sorted(codes) == [202] * 5 + [429] * 11
+    assert sum(round_trips) == 16  # every request's hit was sent, once
+
+
+def test_rate_limit_hits_survive_a_redis_that_forgot_its_scripts(
+        make_app: Callable[..., Flask], policy_file: Path, tmp_path: Path) -> None:
+    """After a Redis restart (scripts gone), the next hits load them and still count."""
+    from integration.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis", persistent=False).start()
+    try:
+        app = make_app(policy_file=str(policy_file), redis_url=server.url)
+        client = app.test_client()
+        gina = bearer("gina", "limited")
+        assert client.post("/api/v1/messages", json=METRIC, headers=gina).status_code == 202
+        redis.Redis.from_url(server.url).script_flush()
+        codes = [client.post("/api/v1/messages", json=METRIC, headers=gina).status_code
+                 for _ in range(5)]
+        assert codes == [202] * 4 + [429]
+    finally:
+        server.stop()

@@ -1,0 +1,73 @@
+"""Flask-Limiter's Redis storage (from ``limits``), with the hits of concurrent requests of a
+gateway process sent to Redis together.
+
+Every API request counts one hit against its subject's budget, one Lua script call each.
+Under load, the requests that arrive while one hit is on the wire queue up behind it and go
+together in the next pipelined round trip (``integration.coalescer``), so a busy process
+makes one round trip per batch of hits instead of one per request. Each hit is still its own
+script call with its own answer, run by Redis in arrival order: the counting is the
+library's, unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis
+from limits.storage import RedisStorage
+
+from integration.coalescer import Coalescer
+
+#: ``limits`` picks a storage class by the URI's scheme.
+SCHEME_PREFIX = "integration+"
+
+#: One script call: (script, keys, args).
+Call = tuple[Any, list[Any], list[Any]]
+
+
+class CoalescedRedisStorage(RedisStorage):
+    STORAGE_SCHEME = [f"{SCHEME_PREFIX}redis", f"{SCHEME_PREFIX}rediss"]
+
+    def __init__(self, uri: str, **options: Any) -> None:
+        super().__init__(uri.removeprefix(SCHEME_PREFIX), **options)
+        self._calls: Coalescer[Call, Any] = Coalescer(self._run, max_size=256)
+
+    def _run(self, calls: Sequence[Call]) -> list[Any]:
+        """The calls' replies, in order, from one pipelined round trip (the scripts are run
+        by SHA; a Redis that forgot them, after a restart, gets them loaded and one retry)."""
+        for attempt in (1, 2):
+            client = cast(redis.Redis, self.get_connection())
+            pipe = client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script, _, _ in calls:
+                    client.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int,
+                                     amount: int = 1) -> bool:
+        previous_key = self.prefixed_key(self._previous_window_key(key))
+        current_key = self.prefixed_key(self._current_window_key(key))
+        return bool(self._calls.run((self.lua_acquire_sliding_window,
+                                     [previous_key, current_key], [limit, expiry, amount])))
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        return bool(self._calls.run((self.lua_acquire_moving_window, [self.prefixed_key(key)],
+                                     [time.time(), limit, expiry, amount])))
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return int(self._calls.run((self.lua_incr_expire, [self.prefixed_key(key)],
+                                    [expiry, amount])))
+
+
+def coalesced_uri(redis_url: str) -> str:
+    """The storage URI that selects ``CoalescedRedisStorage`` for a Redis URL."""
+    return SCHEME_PREFIX + redis_url if redis_url.startswith(("redis://", "rediss://")) \
+        else redis_url
