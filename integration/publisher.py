@@ -3,8 +3,10 @@
 On a Redis broker a chunk of messages is one ``MULTI``/``LPUSH``.../``EXEC`` round trip: all
 of a chunk is in the broker or none of it is, so the gateway reports exactly what was
 enqueued. The messages are Celery protocol-2 task messages in kombu's Redis wire format
-(built with Celery's own ``as_task_v2``), consumed by an unmodified worker. Other transports
-(RabbitMQ) publish through one kombu producer per batch, with publisher confirms.
+(built with Celery's own ``as_task_v2``), consumed by an unmodified worker. On RabbitMQ a
+chunk is published on a confirm-mode channel and its confirms are awaited together
+(``integration.confirms``): each message is published exactly when its own confirm came.
+Other transports publish through one kombu producer per batch.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from kombu.serialization import dumps as kombu_dumps
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from integration.confirms import ConfirmedPublisher, TaskMessages
 from integration.routing import PROCESS_TASK
 
 _REDIS_SCHEMES = ("redis", "rediss")
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 
 #: The Celery message header that carries the correlation id, named like the envelope's
@@ -56,10 +60,18 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class PublishOutcome:
-    """Items ``[0, published)`` are in the broker; the rest are not, for ``error``'s reason."""
+    """Items ``[0, published)`` are in the broker, except those in ``refused`` (RabbitMQ did
+    not confirm them); the rest are not, for ``error``'s reason."""
 
     published: int
     error: BaseException | None = None
+    refused: frozenset[int] = frozenset()
+
+    def sent(self, index: int) -> bool:
+        return index < self.published and index not in self.refused
+
+    def unsent(self, items: Sequence[Outgoing]) -> list[Outgoing]:
+        return [item for index, item in enumerate(items) if not self.sent(index)]
 
 
 class Publisher:
@@ -71,7 +83,13 @@ class Publisher:
         self.chunk_size = chunk_size
         self._origin = origin
         self._redis: redis.Redis | None = None
-        if urlsplit(broker_url).scheme in _REDIS_SCHEMES:
+        self._confirmed: ConfirmedPublisher | None = None
+        self._messages: TaskMessages | None = None
+        scheme = urlsplit(broker_url).scheme
+        if scheme in _AMQP_SCHEMES:
+            self._confirmed = ConfirmedPublisher(celery_app, timeout=timeout)
+            self._messages = TaskMessages(celery_app, origin)
+        if scheme in _REDIS_SCHEMES:
             self._redis = redis.Redis.from_url(
                 broker_url, socket_timeout=timeout, socket_connect_timeout=timeout,
                 health_check_interval=30, retry=Retry(NoBackoff(), 0),
@@ -79,6 +97,8 @@ class Publisher:
 
     def publish(self, items: Sequence[Outgoing]) -> PublishOutcome:
         """Publish in order, chunk by chunk; stop at the first chunk that fails."""
+        if self._confirmed is not None:
+            return self._publish_confirmed(items)
         published = 0
         for start in range(0, len(items), self.chunk_size):
             chunk = items[start:start + self.chunk_size]
@@ -158,6 +178,21 @@ class Publisher:
             },
         }
         return json.dumps(message, separators=(",", ":"))
+
+    # -- RabbitMQ: a chunk's confirms awaited together ---------------------------------------
+    def _publish_confirmed(self, items: Sequence[Outgoing]) -> PublishOutcome:
+        assert self._confirmed is not None and self._messages is not None
+        build = self._messages.build
+        messages = [
+            (item.queue, *build(item.id, (dict(item.envelope),),
+                                {CORRELATION_HEADER: correlation_of(item.envelope)},
+                                args_summary(item.envelope)))
+            for item in items
+        ]
+        flags, error = self._confirmed.publish(messages, self.chunk_size)
+        published = max((i + 1 for i, ok in enumerate(flags) if ok), default=0)
+        return PublishOutcome(published, error,
+                              frozenset(i for i in range(published) if not flags[i]))
 
     # -- other transports: one producer, confirms per message ------------------------------
     def _publish_producer(self, chunk: Sequence[Outgoing]) -> None:
