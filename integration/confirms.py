@@ -162,9 +162,12 @@ class ConfirmedPublisher:
                  ) -> tuple[list[bool], BaseException | None]:
         try:
             connection.ensure_connection(max_retries=1)
-            state = self._channel(connection)
-            for queue, *_ in chunk:
-                self._declare(state.channel, queue)
+            # Opening the channel and declaring queues wait for the broker's answers: a
+            # broker that stopped answering must fail them within the publish timeout too.
+            with connection.connection.transport.having_timeout(self._timeout):
+                state = self._channel(connection)
+                for queue, *_ in chunk:
+                    self._declare(state.channel, queue)
         except Exception as exc:  # noqa: BLE001 - reported with the chunk
             self._drop(connection)
             raise _NothingWritten(exc) from exc
