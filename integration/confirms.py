@@ -20,44 +20,19 @@ arrive while the chunk is still being written, most of them are read there.
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from kombu.common import maybe_declare
-from kombu.utils.json import dumps as json_dumps
 
-from integration.routing import PROCESS_TASK
-
-#: Celery's protocol-2 embed of a task without callbacks, errbacks, chain or chord.
-_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+from integration.amqp_frames import TaskFrames, TaskMessage
 
 
 class NotConfirmed(Exception):
     """The broker did not confirm every message of a chunk (nacked, returned, or silent)."""
-
-
-class TaskMessages:
-    """Builds the Celery protocol-2 messages ``send_task`` would publish, without calling
-    ``as_task_v2`` for each one: its headers are the same for every ``integration.process``
-    message of this producer except the id, the root id and the arguments' summary."""
-
-    def __init__(self, celery_app: Any, origin: str) -> None:
-        headers, properties, _, _ = celery_app.amqp.as_task_v2(
-            "", PROCESS_TASK, args=((),), kwargs={}, origin=origin, ignore_result=True,
-            argsrepr="",
-        )
-        self._headers: dict[str, Any] = headers
-        self._properties: dict[str, Any] = {**properties, "delivery_mode": 2}
-
-    def build(self, task_id: str, args: tuple[Any, ...], extra_headers: dict[str, Any],
-              argsrepr: str) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
-        """Body, headers and properties of one message."""
-        headers = {**self._headers, "id": task_id, "root_id": task_id, "argsrepr": argsrepr,
-                   **extra_headers}
-        body = json_dumps([list(args), {}, _EMBED]).encode("utf-8")
-        return body, headers, {**self._properties, "correlation_id": task_id}
 
 
 class _Tracker:
@@ -91,11 +66,10 @@ class _Tracker:
     def nack(self, tag: int, multiple: bool) -> None:
         self.settle(tag, multiple, False)
 
-    def flags(self, chunk: Sequence[tuple[str, bytes, dict[str, Any], dict[str, Any]]]
-              ) -> list[bool]:
+    def flags(self, chunk: Sequence[TaskMessage]) -> list[bool]:
         """Per message: acked, and not returned as unroutable."""
-        return [ok is True and properties.get("correlation_id") not in self.returned
-                for ok, (*_, properties) in zip(self.acked, chunk, strict=True)]
+        return [ok is True and message.id not in self.returned
+                for ok, message in zip(self.acked, chunk, strict=True)]
 
     def on_return(self, _exc: Any, _exchange: str, _routing_key: str, message: Any) -> None:
         # RabbitMQ sends an unroutable message back before its ack: the ack must not count.
@@ -117,20 +91,17 @@ class _ConfirmChannel:
         self.channel.events["basic_return"].add(tracker.on_return)
 
 
-#: One message to publish: its queue, body, headers and properties.
-Message = tuple[str, bytes, dict[str, Any], dict[str, Any]]
-
-
 class ConfirmedPublisher:
     """Publishes task messages to RabbitMQ with publisher confirms awaited chunk by chunk."""
 
-    def __init__(self, celery_app: Any, *, timeout: float) -> None:
+    def __init__(self, celery_app: Any, frames: TaskFrames, *, timeout: float) -> None:
         self.app = celery_app
+        self._frames = frames
         self._timeout = timeout
         self._channels: weakref.WeakKeyDictionary[Any, _ConfirmChannel] = (
             weakref.WeakKeyDictionary())
 
-    def publish(self, messages: Sequence[Message], chunk_size: int
+    def publish(self, messages: Sequence[TaskMessage], chunk_size: int
                 ) -> tuple[list[bool], BaseException | None]:
         """Publish in order; one flag per message (confirmed or not) and the error that
         stopped publishing, if any. Nothing is published after a chunk that failed."""
@@ -143,7 +114,7 @@ class ConfirmedPublisher:
                     return confirmed + [False] * (len(messages) - len(confirmed)), error
         return confirmed, None
 
-    def _chunk(self, connection: Any, chunk: Sequence[Message]
+    def _chunk(self, connection: Any, chunk: Sequence[TaskMessage]
                ) -> tuple[list[bool], BaseException | None]:
         try:
             return self._attempt(connection, chunk)
@@ -158,7 +129,7 @@ class ConfirmedPublisher:
         except _NothingWritten as failed:
             return [False] * len(chunk), failed.error
 
-    def _attempt(self, connection: Any, chunk: Sequence[Message]
+    def _attempt(self, connection: Any, chunk: Sequence[TaskMessage]
                  ) -> tuple[list[bool], BaseException | None]:
         try:
             connection.ensure_connection(max_retries=1)
@@ -166,30 +137,35 @@ class ConfirmedPublisher:
             # broker that stopped answering must fail them within the publish timeout too.
             with connection.connection.transport.having_timeout(self._timeout):
                 state = self._channel(connection)
-                for queue, *_ in chunk:
+                for queue in {message.queue for message in chunk}:
                     self._declare(state.channel, queue)
+            # A connection the broker closed meanwhile (a restart, an idle timeout) shows in
+            # what it sent last: read it now, while nothing of the chunk is written.
+            with contextlib.suppress(socket.timeout):
+                connection.connection.drain_events(timeout=0)
         except Exception as exc:  # noqa: BLE001 - reported with the chunk
             self._drop(connection)
             raise _NothingWritten(exc) from exc
+        raw = connection.connection
         tracker = state.tracker
         tracker.start(state.next_tag, len(chunk))
-        written = 0
+        encode, channel_id = self._frames.encode, state.channel.channel_id
+        data = b"".join(encode(message, channel_id, raw.frame_max) for message in chunk)
         try:
-            for queue, body, headers, properties in chunk:
-                message = state.channel.prepare_message(
-                    body, priority=0, content_type="application/json",
-                    content_encoding="utf-8", headers=headers, properties=properties)
-                # The plain publish (basic_publish would wait for this message's confirm),
-                # through the default exchange to the queue of that name, as send_task does.
-                state.channel._basic_publish(message, exchange="", routing_key=queue,
-                                             mandatory=True, timeout=self._timeout)
-                written += 1
-                state.next_tag += 1
-            self._await(connection.connection, tracker)
+            # The whole chunk in one write (py-amqp would wait for each message's confirm
+            # with confirm_publish on); a broker that stops reading fails it after the
+            # publish timeout.
+            with raw.transport.having_timeout(self._timeout):
+                raw.transport.write(data)
+        except Exception as exc:  # noqa: BLE001 - part of the chunk may have been sent
+            self._drop(connection)
+            return [False] * len(chunk), exc
+        raw.bytes_sent += 1  # for heartbeats, as py-amqp's frame writer counts
+        state.next_tag += len(chunk)
+        try:
+            self._await(raw, tracker)
         except Exception as exc:  # noqa: BLE001 - what was confirmed until now still counts
             self._drop(connection)
-            if not written:
-                raise _NothingWritten(exc) from exc
             return tracker.flags(chunk), exc
         flags = tracker.flags(chunk)
         if not all(flags):
@@ -238,4 +214,4 @@ def _is_connection_error(connection: Any, exc: BaseException) -> bool:
     return isinstance(exc, (*connection.connection_errors, OSError))
 
 
-__all__ = ["ConfirmedPublisher", "Message", "NotConfirmed", "TaskMessages"]
+__all__ = ["ConfirmedPublisher", "NotConfirmed"]

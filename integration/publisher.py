@@ -25,7 +25,8 @@ from kombu.serialization import dumps as kombu_dumps
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from integration.confirms import ConfirmedPublisher, TaskMessages
+from integration.amqp_frames import TaskFrames
+from integration.confirms import ConfirmedPublisher
 from integration.routing import PROCESS_TASK
 
 _REDIS_SCHEMES = ("redis", "rediss")
@@ -84,11 +85,10 @@ class Publisher:
         self._origin = origin
         self._redis: redis.Redis | None = None
         self._confirmed: ConfirmedPublisher | None = None
-        self._messages: TaskMessages | None = None
         scheme = urlsplit(broker_url).scheme
         if scheme in _AMQP_SCHEMES:
-            self._confirmed = ConfirmedPublisher(celery_app, timeout=timeout)
-            self._messages = TaskMessages(celery_app, origin)
+            self._confirmed = ConfirmedPublisher(celery_app, TaskFrames(celery_app, origin),
+                                                 timeout=timeout)
         if scheme in _REDIS_SCHEMES:
             self._redis = redis.Redis.from_url(
                 broker_url, socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -181,12 +181,12 @@ class Publisher:
 
     # -- RabbitMQ: a chunk's confirms awaited together ---------------------------------------
     def _publish_confirmed(self, items: Sequence[Outgoing]) -> PublishOutcome:
-        assert self._confirmed is not None and self._messages is not None
-        build = self._messages.build
+        assert self._confirmed is not None
         messages = [
-            (item.queue, *build(item.id, (dict(item.envelope),),
-                                {CORRELATION_HEADER: correlation_of(item.envelope)},
-                                args_summary(item.envelope)))
+            TaskFrames.message(item.queue, item.id, (dict(item.envelope),), {
+                "argsrepr": args_summary(item.envelope),
+                CORRELATION_HEADER: correlation_of(item.envelope),
+            })
             for item in items
         ]
         flags, error = self._confirmed.publish(messages, self.chunk_size)
