@@ -299,3 +299,29 @@ def test_a_broker_that_stops_confirming_gets_503_within_the_publish_timeout(
         assert [r["status"] for r in again.get_json()["results"]] == [202] * 9
     finally:
         proxy.close()
+
+
+def test_a_pooled_connection_the_broker_closed_is_replaced_before_the_batch_is_sent(
+    make_app: Callable[..., Flask], auth: dict[str, str], quiet_vhost: tuple[str, str]
+) -> None:
+    """RabbitMQ closes the gateway's idle pooled connection (as on a broker restart): the
+    next batch notices before writing anything and goes out once on a new connection, all
+    202, each message queued once."""
+    import time
+
+    vhost, url = quiet_vhost
+    client = make_app(broker_url=url).test_client()
+    batch = [{"type": "metric", "source": "rabbit-closed", "data": {"name": f"m{i}", "value": i}}
+             for i in range(12)]
+    assert client.post("/api/v1/messages", headers=auth, json=batch[:2]).status_code == 202
+    closing = subprocess.run([shutil.which("rabbitmqctl") or "rabbitmqctl",
+                              "close_all_connections", "--vhost", vhost, "closed by the test"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "Closed 0 connections" not in closing
+    time.sleep(0.2)  # the broker's Connection.Close has reached the gateway's socket
+    response = client.post("/api/v1/messages", headers=auth, json=batch[2:])
+    assert response.status_code == 202
+    results = response.get_json()["results"]
+    assert [r["status"] for r in results] == [202] * 10
+    queued = [m.headers["id"] for m in queued_messages(url, "metric")]
+    assert queued[2:] == [r["id"] for r in results] and len(queued) == 12
