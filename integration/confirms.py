@@ -13,8 +13,10 @@ Confirms are collected by listeners on the channel (``channel.events['basic_ack'
 ``['basic_nack']``), never by a one-shot ``channel.wait``: py-amqp's ``basic_publish`` reads
 one pending frame before each publish (``drain_events(timeout=0)``, to notice a
 ``connection.blocked``), and a confirm read there reaches the channel's listeners only. A
-one-shot wait never sees it and waits out its whole timeout; under load, when confirms
-arrive while the chunk is still being written, most of them are read there.
+one-shot wait never sees it and waits out its whole timeout (what an earlier version did:
+under load, confirms arrive while the chunk is still being written). The frames are now
+written directly (``integration.amqp_frames``), so nothing reads between the write and the
+wait, and the listeners see every confirm wherever it is read.
 """
 
 from __future__ import annotations
