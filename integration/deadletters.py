@@ -52,7 +52,7 @@ class DeadLetters:
         records = [self.store.get(r.id) for r in replayed]
         outgoing = [Outgoing(r["id"], r["envelope"], r["queue"]) for r in records if r]
         outcome = self.publisher.publish(outgoing)
-        for item in outgoing[outcome.published:]:
+        for item in outcome.unsent(outgoing):
             # Not enqueued: back to the dead letters, so nothing is lost or stuck as queued.
             self.store.transition(item.id, Status.DEAD, allowed_from=(Status.QUEUED,),
                                   detail={"note": "replay could not be enqueued"})

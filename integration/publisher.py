@@ -3,9 +3,10 @@
 On a Redis broker a chunk of messages is one ``MULTI``/``LPUSH``.../``EXEC`` round trip: all
 of a chunk is in the broker or none of it is, so the gateway reports exactly what was
 enqueued. The messages are Celery protocol-2 task messages in kombu's Redis wire format
-(from a template Celery's own ``as_task_v2`` builds), consumed by an unmodified worker.
-Other transports (RabbitMQ) publish through one kombu producer per batch, with publisher
-confirms.
+(from a template Celery's own ``as_task_v2`` builds), consumed by an unmodified worker. On
+RabbitMQ a chunk is published on a confirm-mode channel and its confirms are awaited together
+(``integration.confirms``): each message is published exactly when its own confirm came.
+Other transports publish through one kombu producer per batch.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from kombu.serialization import dumps as kombu_dumps
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from integration.amqp_frames import TaskFrames
+from integration.confirms import ConfirmedPublisher
 from integration.routing import PROCESS_TASK
 
 _REDIS_SCHEMES = ("redis", "rediss")
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 
 #: The Celery message header that carries the correlation id, named like the envelope's
@@ -87,10 +91,18 @@ class _MessageTemplate:
 
 @dataclass(frozen=True)
 class PublishOutcome:
-    """Items ``[0, published)`` are in the broker; the rest are not, for ``error``'s reason."""
+    """Items ``[0, published)`` are in the broker, except those in ``refused`` (RabbitMQ did
+    not confirm them); the rest are not, for ``error``'s reason."""
 
     published: int
     error: BaseException | None = None
+    refused: frozenset[int] = frozenset()
+
+    def sent(self, index: int) -> bool:
+        return index < self.published and index not in self.refused
+
+    def unsent(self, items: Sequence[Outgoing]) -> list[Outgoing]:
+        return [item for index, item in enumerate(items) if not self.sent(index)]
 
 
 class Publisher:
@@ -103,7 +115,12 @@ class Publisher:
         self._origin = origin
         self._message_template: _MessageTemplate | None = None
         self._redis: redis.Redis | None = None
-        if urlsplit(broker_url).scheme in _REDIS_SCHEMES:
+        self._confirmed: ConfirmedPublisher | None = None
+        scheme = urlsplit(broker_url).scheme
+        if scheme in _AMQP_SCHEMES:
+            self._confirmed = ConfirmedPublisher(celery_app, TaskFrames(celery_app, origin),
+                                                 timeout=timeout)
+        if scheme in _REDIS_SCHEMES:
             self._redis = redis.Redis.from_url(
                 broker_url, socket_timeout=timeout, socket_connect_timeout=timeout,
                 health_check_interval=30, retry=Retry(NoBackoff(), 0),
@@ -111,6 +128,8 @@ class Publisher:
 
     def publish(self, items: Sequence[Outgoing]) -> PublishOutcome:
         """Publish in order, chunk by chunk; stop at the first chunk that fails."""
+        if self._confirmed is not None:
+            return self._publish_confirmed(items)
         published = 0
         for start in range(0, len(items), self.chunk_size):
             chunk = items[start:start + self.chunk_size]
@@ -198,6 +217,21 @@ class Publisher:
         if self._message_template is None:
             self._message_template = _MessageTemplate.of(self.app, self._origin)
         return self._message_template
+
+    # -- RabbitMQ: a chunk's confirms awaited together ---------------------------------------
+    def _publish_confirmed(self, items: Sequence[Outgoing]) -> PublishOutcome:
+        assert self._confirmed is not None
+        messages = [
+            TaskFrames.message(item.queue, item.id, (dict(item.envelope),), {
+                "argsrepr": args_summary(item.envelope),
+                CORRELATION_HEADER: correlation_of(item.envelope),
+            })
+            for item in items
+        ]
+        flags, error = self._confirmed.publish(messages, self.chunk_size)
+        published = max((i + 1 for i, ok in enumerate(flags) if ok), default=0)
+        return PublishOutcome(published, error,
+                              frozenset(i for i in range(published) if not flags[i]))
 
     # -- other transports: one producer, confirms per message ------------------------------
     def _publish_producer(self, chunk: Sequence[Outgoing]) -> None:

@@ -206,17 +206,19 @@ class Submitter:
         outcome = self.publisher.publish(
             [Outgoing(r.id, r.envelope, r.queue) for r in fresh]
         )
-        sent, unsent = fresh[:outcome.published], fresh[outcome.published:]
+        sent = [r for i, r in enumerate(fresh) if outcome.sent(i)]
+        unsent = [r for i, r in enumerate(fresh) if not outcome.sent(i)]
         if outcome.error is not None:
             log.warning("broker unavailable; %d of %d message(s) not enqueued: %s",
                         len(unsent), len(fresh), outcome.error)
         self._settle(sent, unsent, request)
 
-        accepted = iter([Accepted(r.id, r.queue) for r in sent])
         problem = self._unavailable("The broker is unavailable; the message was not enqueued.")
+        answers_of_fresh = iter([Accepted(r.id, r.queue) if outcome.sent(i) else problem
+                                 for i, r in enumerate(fresh)])
         for index, result in enumerate(slots):
             if result is None:
-                slots[index] = next(accepted, problem)
+                slots[index] = next(answers_of_fresh)
         return [r for r in slots if r is not None]
 
     def _create_queued(self, records: list[NewRecord], request: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import socket
 import subprocess
@@ -28,19 +30,48 @@ def rabbitmq_reachable() -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def amqp_url() -> Iterator[str]:
-    """A virtual host of its own on the local RabbitMQ, deleted afterwards."""
-    rabbitmqctl = shutil.which("rabbitmqctl")
-    if not rabbitmq_reachable() or rabbitmqctl is None:
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run([shutil.which("rabbitmqctl") or "rabbitmqctl", *args], check=True,
+                   capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def own_vhost() -> Iterator[tuple[str, str]]:
+    """A virtual host of its own on the local RabbitMQ (its name and URL), deleted afterwards."""
+    if not rabbitmq_reachable() or shutil.which("rabbitmqctl") is None:
         pytest.skip("RabbitMQ is not running on 127.0.0.1:5672 (CI starts it)")
     vhost = f"integration-test-{uuid.uuid4().hex[:8]}"
-    run = lambda *args: subprocess.run([rabbitmqctl, *args], check=True,  # noqa: E731
-                                       capture_output=True, timeout=60)
-    run("add_vhost", vhost)
-    run("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    yield f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}"
-    run("delete_vhost", vhost)
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield vhost, f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="module")
+def amqp_url() -> Iterator[str]:
+    with own_vhost() as (_, url):
+        yield url
+
+
+@pytest.fixture
+def quiet_vhost() -> Iterator[tuple[str, str]]:
+    """A virtual host no worker consumes from: what the gateway published stays queued."""
+    with own_vhost() as vhost:
+        yield vhost
+
+
+def queued_messages(url: str, queue: str) -> list[Any]:
+    """Every message waiting in ``queue``, oldest first (taken off the queue)."""
+    from kombu import Connection
+
+    messages = []
+    with Connection(url) as connection:
+        channel = connection.default_channel
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            messages.append(message)
+    return messages
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +178,150 @@ def test_every_accepted_message_survives_a_cut_connection_once(
     finally:
         worker.stop()
         proxy.close()
+
+
+def test_every_202_item_of_a_batch_on_rabbitmq_is_in_its_queue_once_as_send_task_sends_it(
+    make_app: Callable[..., Flask], auth: dict[str, str], quiet_vhost: tuple[str, str]
+) -> None:
+    """A batch spanning several chunks whose confirms are awaited together: every item is
+    202, its message is in its type's queue exactly once, in order, and it is the Celery
+    protocol-2 message ``send_task`` publishes (same body, headers and properties)."""
+    from integration.celery_app import create_celery
+    from integration.publisher import CORRELATION_HEADER, args_summary, correlation_of
+    from integration.routing import PROCESS_TASK
+
+    _, url = quiet_vhost
+    client = make_app(broker_url=url, publish_chunk_size=40).test_client()
+    types = ("metric", "event")
+    batch = [{"type": types[i % 2], "source": "rabbit-batch",
+              "data": {"name": f"m{i}", "value": i} if i % 2 == 0 else {"n": i}}
+             for i in range(300)]
+    response = client.post("/api/v1/messages", headers=auth, json=batch)
+    assert response.status_code == 202
+    results = response.get_json()["results"]
+    assert [r["status"] for r in results] == [202] * len(batch)
+    expected = {t: [r["id"] for r, item in zip(results, batch, strict=True) if item["type"] == t]
+                for t in types}
+    queued = {t: queued_messages(url, t) for t in types}
+    for t in types:
+        assert [m.headers["id"] for m in queued[t]] == expected[t], f"{t}: each 202 once, in order"
+    record = client.get(f"/api/v1/messages/{expected['metric'][-1]}", headers=auth).get_json()
+    assert record["status"] == "queued"
+
+    # The message send_task would publish for the first item, on the same vhost.
+    ours = queued["metric"][0]
+    envelope = json.loads(ours.body)[0][0]
+    app = create_celery("integration.gateway")
+    app.conf.broker_url = url
+    with app.producer_or_acquire() as producer:
+        app.send_task(PROCESS_TASK, args=(envelope,), task_id=envelope["id"], queue="metric",
+                      producer=producer, ignore_result=True, argsrepr=args_summary(envelope),
+                      headers={CORRELATION_HEADER: correlation_of(envelope)})
+    (theirs,) = queued_messages(url, "metric")
+    assert ours.body == theirs.body
+    assert ours.delivery_info["exchange"] == theirs.delivery_info["exchange"] == ""
+    assert ours.delivery_info["routing_key"] == theirs.delivery_info["routing_key"] == "metric"
+    # send_task names the host process as origin and a reply queue it never reads (results
+    # are ignored); the gateway names itself and no reply queue.
+    assert ours.headers.pop("origin") == "gateway" and theirs.headers.pop("origin")
+    assert {**ours.headers} == {**theirs.headers}
+    assert ours.headers["root_id"] == ours.headers["id"] == envelope["id"]
+    ours_properties = {k: v for k, v in ours.properties.items() if k != "application_headers"}
+    theirs_properties = {k: v for k, v in theirs.properties.items() if k != "application_headers"}
+    assert ours_properties.pop("reply_to") == "" and theirs_properties.pop("reply_to")
+    assert ours_properties == theirs_properties
+
+
+def test_items_rabbitmq_nacks_mid_batch_are_503_without_a_record(
+    make_app: Callable[..., Flask], auth: dict[str, str], quiet_vhost: tuple[str, str]
+) -> None:
+    """The queue takes 15 messages and then RabbitMQ nacks every publish (a length limit with
+    reject-publish overflow), in the middle of the second chunk: the 15 acked items are 202
+    and queued once; the nacked ones and the chunk never published are 503 and leave no
+    record."""
+    vhost, url = quiet_vhost
+    rabbitmqctl("set_policy", "-p", vhost, "--apply-to", "queues", "full", "^metric$",
+                json.dumps({"max-length": 15, "overflow": "reject-publish"}))
+    client = make_app(broker_url=url, publish_chunk_size=10).test_client()
+    run = uuid.uuid4().hex[:8]
+    batch = [{"id": f"full-{run}-{i}", "type": "metric", "source": "rabbit-full",
+              "data": {"name": f"m{i}", "value": i}} for i in range(30)]
+    response = client.post("/api/v1/messages", headers=auth, json=batch)
+    assert response.status_code == 202
+    results = response.get_json()["results"]
+    assert [r["status"] for r in results] == [202] * 15 + [503] * 15
+    accepted = [r["id"] for r in results[:15]]
+    assert accepted == [item["id"] for item in batch[:15]]
+    assert [m.headers["id"] for m in queued_messages(url, "metric")] == accepted
+    for message_id in accepted:
+        record = client.get(f"/api/v1/messages/{message_id}", headers=auth)
+        assert record.status_code == 200 and record.get_json()["status"] == "queued"
+    for item in batch[15:]:
+        assert client.get(f"/api/v1/messages/{item['id']}", headers=auth).status_code == 404
+
+    # The connection stays usable: once there is room, the same gateway publishes again
+    # (the refused items themselves, whose ids are free).
+    again = client.post("/api/v1/messages", headers=auth, json=batch[15:18])
+    assert again.status_code == 202
+    assert [r["status"] for r in again.get_json()["results"]] == [202] * 3
+
+
+def test_a_broker_that_stops_confirming_gets_503_within_the_publish_timeout(
+    make_app: Callable[..., Flask], auth: dict[str, str], quiet_vhost: tuple[str, str]
+) -> None:
+    """RabbitMQ receives the batch but its confirms never come back (held by a proxy): the
+    answer comes within the publish timeout, every item is 503 without a record, and once
+    the broker answers again the next batch is accepted on a new connection."""
+    import time
+
+    from tests.support.tcp_proxy import TcpProxy
+
+    vhost, _ = quiet_vhost
+    proxy = TcpProxy(*RABBITMQ)
+    via_proxy = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
+    client = make_app(broker_url=via_proxy, publish_timeout_seconds=1).test_client()
+    run = uuid.uuid4().hex[:8]
+    batch = [{"id": f"silent-{run}-{i}", "type": "metric", "source": "rabbit-silent",
+              "data": {"name": f"m{i}", "value": i}} for i in range(20)]
+    try:
+        warm = client.post("/api/v1/messages", headers=auth, json=batch[0])
+        assert warm.status_code == 202  # connection, channel and queue in place
+        proxy.silence()
+        started = time.monotonic()
+        response = client.post("/api/v1/messages", headers=auth, json=batch[1:11])
+        assert time.monotonic() - started < 4
+        assert response.status_code == 503
+        for item in batch[1:11]:
+            assert client.get(f"/api/v1/messages/{item['id']}", headers=auth).status_code == 404
+        proxy.answer()
+        again = client.post("/api/v1/messages", headers=auth, json=batch[11:])
+        assert again.status_code == 202
+        assert [r["status"] for r in again.get_json()["results"]] == [202] * 9
+    finally:
+        proxy.close()
+
+
+def test_a_pooled_connection_the_broker_closed_is_replaced_before_the_batch_is_sent(
+    make_app: Callable[..., Flask], auth: dict[str, str], quiet_vhost: tuple[str, str]
+) -> None:
+    """RabbitMQ closes the gateway's idle pooled connection (as on a broker restart): the
+    next batch notices before writing anything and goes out once on a new connection, all
+    202, each message queued once."""
+    import time
+
+    vhost, url = quiet_vhost
+    client = make_app(broker_url=url).test_client()
+    batch = [{"type": "metric", "source": "rabbit-closed", "data": {"name": f"m{i}", "value": i}}
+             for i in range(12)]
+    assert client.post("/api/v1/messages", headers=auth, json=batch[:2]).status_code == 202
+    closing = subprocess.run([shutil.which("rabbitmqctl") or "rabbitmqctl",
+                              "close_all_connections", "--vhost", vhost, "closed by the test"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "Closed 0 connections" not in closing
+    time.sleep(0.2)  # the broker's Connection.Close has reached the gateway's socket
+    response = client.post("/api/v1/messages", headers=auth, json=batch[2:])
+    assert response.status_code == 202
+    results = response.get_json()["results"]
+    assert [r["status"] for r in results] == [202] * 10
+    queued = [m.headers["id"] for m in queued_messages(url, "metric")]
+    assert queued[2:] == [r["id"] for r in results] and len(queued) == 12

@@ -14,6 +14,8 @@ class TcpProxy:
         self.port = int(self.listener.getsockname()[1])
         self.accepting = threading.Event()
         self.accepting.set()
+        self.answering = threading.Event()  # cleared: the target's bytes are held back
+        self.answering.set()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -35,12 +37,17 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._sockets |= {client, upstream}
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, held in ((client, upstream, None),
+                                       (upstream, client, self.answering)):
+                threading.Thread(target=self._pump, args=(source, sink, held),
+                                 daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket,
+              held: threading.Event | None) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if held is not None:
+                    held.wait()
                 sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):
@@ -59,7 +66,16 @@ class TcpProxy:
     def restore(self) -> None:
         self.accepting.set()
 
+    def silence(self) -> None:
+        """The target still receives everything but its answers are held back (a broker that
+        stops confirming), until ``answer``."""
+        self.answering.clear()
+
+    def answer(self) -> None:
+        self.answering.set()
+
     def close(self) -> None:
         self._closed = True
+        self.answering.set()
         self.cut()
         self.listener.close()
