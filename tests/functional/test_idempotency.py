@@ -54,6 +54,8 @@ def test_keys_are_scoped_by_owner(client: FlaskClient) -> None:
 
 
 def test_a_repeat_while_the_first_is_in_flight_is_409(app: Flask, client: FlaskClient) -> None:
+    """A reserved key (a batch, or another gateway's request in flight) is seen by the
+    transaction that would enqueue a single message: nothing is enqueued."""
     runtime: Runtime = app.extensions["integration"]
     body = b'{"type":"metric","source":"idem","data":{"name":"cpu","value":2.0}}'
     assert runtime.idempotency.reserve("alice", "k-3", fingerprint(body)) is None
@@ -112,13 +114,3 @@ def test_concurrent_repeats_of_one_message_enqueue_it_once(
     assert runtime.submitter.completes_answers  # the claiming path was the one exercised
     assert runtime.idempotency.reserve("race", "k-race", "x").state == "done"  # type: ignore[union-attr]
 
-
-def test_a_key_reserved_by_an_unfinished_batch_is_409_for_a_single_message(
-        app: Flask, client: FlaskClient) -> None:
-    """The claiming transaction sees another request's reservation and enqueues nothing."""
-    runtime: Runtime = app.extensions["integration"]
-    body = b'{"type":"metric","source":"idem","data":{"name":"cpu","value":9.0}}'
-    assert runtime.idempotency.reserve("alice", "k-held", fingerprint(body)) is None
-    response = client.post("/api/v1/messages", data=body, content_type="application/json",
-                           headers=headers("alice", "k-held"))
-    assert response.status_code == 409
