@@ -17,7 +17,6 @@ import argparse
 import collections
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -78,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--consumer", action="store_true",
                         help="subscribe the bench consumer to event.succeeded")
     parser.add_argument("--json", help="also write the counts to this file")
+    parser.add_argument("--no-count", action="store_true",
+                        help="only time the drain (no counting hook in the worker)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="roundtrips-") as tmp:
         workdir = Path(tmp)
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         counts.mkdir()
         server = EmbeddedRedis(workdir / "redis", persistent=True).start()
         try:
-            report = _measure(server.url, workdir, hook, counts, args.messages, args.consumer)
+            report = _measure(server.url, workdir, None if args.no_count else hook, counts,
+                              args.messages, args.consumer)
         finally:
             server.stop()
     _print(report, args.messages)
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _measure(url: str, workdir: Path, hook: Path, counts: Path, messages: int,
+def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages: int,
              consumer: bool) -> dict[str, object]:
     env = {"INTEGRATION_REDIS_URL": url, "INTEGRATION_LOOP_STAGES": "",
            "INTEGRATION_CONSUMER_MODULES": "bench.consumers:CONSUMERS" if consumer else "",
@@ -112,8 +114,10 @@ def _measure(url: str, workdir: Path, hook: Path, counts: Path, messages: int,
     stack = Stack(workdir, settings, env)
     stack.redis_url = url
     queues = ["event"] + (["consumer.bench-sink"] if consumer else [])
-    worker = stack.worker("worker", "tasks", queues, 2, BENCH_ROUNDTRIPS_DIR=str(counts),
-                          PYTHONPATH=f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    hooked = {} if hook is None else {
+        "BENCH_ROUNDTRIPS_DIR": str(counts),
+        "PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    worker = stack.worker("worker", "tasks", queues, 2, **hooked)
     r = redis.Redis.from_url(url)
     index = f"{settings.key_prefix}:idx:status:succeeded"
     total = messages * (2 if consumer else 1)
@@ -141,7 +145,7 @@ def _measure(url: str, workdir: Path, hook: Path, counts: Path, messages: int,
             caller, _, names = line.partition("\t")
             by_process[role] += 1
             by_caller[f"{role:5} {caller:45} {_short(names)}"] += 1
-    return {"messages": messages, "consumer": consumer, "seconds": round(elapsed, 2),
+    return {"messages": messages, "consumer": consumer, "seconds": round(elapsed, 3),
             "by_process": dict(by_process), "by_caller": dict(by_caller)}
 
 
@@ -154,16 +158,15 @@ def _print(report: dict[str, object], messages: int) -> None:
     by_process = cast(dict[str, int], report["by_process"])
     by_caller = cast(dict[str, int], report["by_caller"])
     print(f"{messages} messages{' (+ one consumer delivery each)' if report['consumer'] else ''}"
-          f" in {report['seconds']} s (includes idle polling while the worker started)")
+          f" drained in {report['seconds']} s ({messages / cast(float, report['seconds']):.0f}/s)")
     for role, n in sorted(by_process.items()):
         print(f"  {role}: {n} round trips, {n / messages:.2f} per message")
     print("per message, by process, caller and commands:")
     for key, n in sorted(by_caller.items(), key=lambda kv: -kv[1]):
         if n / messages >= 0.05:
             print(f"  {n / messages:6.2f}  {key}")
-    if re.search("child", " ".join(by_process)):
-        return
-    print("  (no pool child wrote to Redis?)", file=sys.stderr)
+    if by_process and "child" not in by_process:
+        print("  (no pool child wrote to Redis?)", file=sys.stderr)
 
 
 if __name__ == "__main__":
