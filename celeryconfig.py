@@ -64,6 +64,9 @@ task_routes = (route_task,)
 # per message; acceptance is recorded in the status store instead.
 worker_send_task_events = True
 task_send_sent_event = False
+# ... published in batches (tasks/consumer.py): one PUBLISH per 0.1 s or 24 events, instead of
+# one per event (three per message) on the process that fetches and acknowledges messages.
+worker_consumer = "tasks.consumer:Consumer"
 
 if _settings.worker_concurrency:
     worker_concurrency = _settings.worker_concurrency

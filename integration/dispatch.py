@@ -53,9 +53,14 @@ def delivery_id(fanout: Fanout, subscriber: str) -> str:
 class DynamicSubscribers(Protocol):
     """Subscribers found at dispatch time (webhook subscriptions kept in Redis)."""
 
-    def matching(self, topic: str) -> Sequence[Any]: ...
+    def matching(self, topic: str, *, fresh: bool = True) -> Sequence[Any]: ...
 
-    def deliveries(self, fanout: Fanout, source: str) -> list[dict[str, Any]]: ...
+    def refresh(self) -> None: ...
+
+    def snapshot(self, topic: str) -> tuple[bool, tuple[str, bytes | None]]: ...
+
+    def deliveries(self, fanout: Fanout, source: str, *,
+                   fresh: bool = True) -> list[dict[str, Any]]: ...
 
 
 class Dispatcher:
@@ -73,12 +78,26 @@ class Dispatcher:
         return any(s.matches(topic) for s in self.subscriptions) or (
             self.dynamic is not None and bool(self.dynamic.matching(topic)))
 
-    def deliveries(self, fanout: Fanout) -> list[dict[str, Any]]:
+    def wants_cached(self, topic: str) -> tuple[bool, tuple[str, bytes | None] | None]:
+        """``wants`` without a Redis read: from the dynamic subscriptions last read, with the
+        (key, version) they were read at, which the caller's write checks (None: nothing
+        to check, no dynamic subscriptions). ``refresh_subscriptions`` reads them again."""
+        static = any(s.matches(topic) for s in self.subscriptions)
+        if self.dynamic is None:
+            return static, None
+        dynamic, version = self.dynamic.snapshot(topic)
+        return static or dynamic, version
+
+    def refresh_subscriptions(self) -> None:
+        if self.dynamic is not None:
+            self.dynamic.refresh()
+
+    def deliveries(self, fanout: Fanout, *, fresh: bool = True) -> list[dict[str, Any]]:
         envelopes = [self._envelope(fanout, s.type_name, s.name,
                                     {"topic": fanout.topic, "event": dict(fanout.event)})
                      for s in self.subscriptions if s.matches(fanout.topic)]
         if self.dynamic is not None:
-            envelopes += self.dynamic.deliveries(fanout, self.source)
+            envelopes += self.dynamic.deliveries(fanout, self.source, fresh=fresh)
         return envelopes
 
     def _envelope(self, fanout: Fanout, type_name: str, key: str,
@@ -87,10 +106,12 @@ class Dispatcher:
                 "source": self.source, "subject": fanout.message_id, "data": data,
                 "correlationid": fanout.correlationid, "causationid": fanout.message_id}
 
-    def dispatch(self, fanout: Fanout) -> int:
+    def dispatch(self, fanout: Fanout, *, fresh: bool = True) -> int:
         """Enqueue every delivery of the event; raises ``TransientError`` if some could not
-        be enqueued (the outbox tries again). Returns how many deliveries there are."""
-        envelopes = self.deliveries(fanout)
+        be enqueued (the outbox tries again). Returns how many deliveries there are. With
+        ``fresh=False``, webhook subscriptions come from the list last read (the caller
+        checked its version when it recorded the event)."""
+        envelopes = self.deliveries(fanout, fresh=fresh)
         if envelopes:
             self.submit_once([Envelope.model_validate(e) for e in envelopes], fanout.owner)
         return len(envelopes)

@@ -30,13 +30,17 @@ def result_event(message_id: str, topic: str, outcome: Status, correlationid: st
 
 def finish(store: StatusStore, message_id: str, message_type: str, outcome: Status,
            correlationid: str | None, field: str, value: dict[str, Any], *,
-           outbox_in: float | None = None) -> dict[str, Any]:
+           outbox_in: float | None = None, claim: tuple[int, str] | None = None,
+           only_if: tuple[str, bytes | None] | None = None) -> dict[str, Any] | None:
     """Record the outcome (``field`` = its result, error or hold) and its event together;
-    with ``outbox_in``, park the event for delivery to subscribers. Returns the event."""
+    with ``outbox_in``, park the event for delivery to subscribers; release ``claim``
+    (generation, holder). Returns the event, or None when ``only_if`` (key, value) no longer
+    held and nothing was written."""
     topic = f"{message_type}.{outcome}"
     event = result_event(message_id, topic, outcome, correlationid or message_id,
                          {field: value})
     detail = {"error": value} if field == "error" else None
-    store.finish(message_id, outcome, fields={field: value}, topic=topic, event=event,
-                 detail=detail, outbox_in=outbox_in)
-    return event
+    written = store.finish(message_id, outcome, fields={field: value}, topic=topic,
+                           event=event, detail=detail, outbox_in=outbox_in, claim=claim,
+                           only_if=only_if)
+    return event if written else None

@@ -31,7 +31,7 @@ from integration.problems import validation_errors
 from integration.registry import Registry
 from integration.retry import PermanentError, RetryPolicy, classify
 from integration.status import STARTABLE, Status
-from integration.store import NewRecord, StatusStore
+from integration.store import Begun, DeliveryState, NewRecord, StatusStore, Transition
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,15 @@ class Processor:
 
         message_type = self.registry.get(envelope.type)
         policy = message_type.retry or self.retry
-        self._ensure_record(envelope, message_type.queue)
-        state = self.store.delivery_state(envelope.id)
+        target = message_type.target(payload) if message_type.target else None
+        # Guards run between the claim and the attempt (a deferral spends none): with none
+        # to run, the claim and the move to processing are one step.
+        guarded = bool(target and self.guards)
+        # The claim keeps two deliveries of one message (a redelivery while the first still
+        # runs, or after its worker died) from running the effect side by side.
+        holder = f"{delivery.task_id}:{uuid.uuid4().hex[:12]}"
+        begun, state = self._begin(envelope, message_type.queue, delivery, holder,
+                                   start=not guarded)
         current, generation, released = state.status, state.generation, state.released
         self._notes.update(type=envelope.type, channel=state.channel, accepted=state.accepted,
                            queued=state.queued, owner=state.owner)
@@ -118,31 +125,28 @@ class Processor:
             log.info("message %s is already %s; delivery skipped", envelope.id, current)
             return Status(current)
 
-        # The claim keeps two deliveries of one message (a redelivery while the first still
-        # runs, or after its worker died) from running the effect side by side.
-        holder = f"{delivery.task_id}:{uuid.uuid4().hex[:12]}"
-        if not self.store.claim(envelope.id, generation, holder, self.claim_lease):
-            wait = self.store.claim_remaining(envelope.id, generation) + 1
+        if not begun.claimed:
+            wait = begun.claim_remaining + 1
             self.store.hold_back(envelope.id, wait, detail={
                 "note": "another delivery holds the claim", "retry_in": round(wait, 1)})
             log.info("message %s is claimed by another delivery; retried in %.0f s",
                      envelope.id, wait)
             return Status.PROCESSING
 
-        target = message_type.target(payload) if message_type.target else None
         try:
             with self._admitted(target) as call:
                 if target and message_type.action_key and self.guards:
                     self.guards.check_storm(message_type.action_key(payload), target,
                                             override=released)
-                return self._run(envelope, payload, delivery, policy, generation, holder, call)
+                return self._run(envelope, payload, delivery, policy, generation, holder, call,
+                                 begun.started)
         except Deferred as wait:
             self._defer(envelope.id, wait, generation, holder)
             return Status.DEFERRED
         except Held as hold:
-            self.store.release_claim(envelope.id, generation, holder)
+            # The claim is released with the hold: a release by an operator runs it again.
             self._finish(envelope.id, envelope.type, Status.HELD, envelope, "hold",
-                         {"reason": str(hold)})
+                         {"reason": str(hold)}, claim=(generation, holder))
             log.warning("message %s held: %s", envelope.id, hold)
             return Status.HELD
 
@@ -173,15 +177,31 @@ class Processor:
             return self.guards.breaker(target).admitted()
         return nullcontext(lambda func: func())
 
+    def _begin(self, envelope: Envelope, queue: str, delivery: Delivery, holder: str, *,
+               start: bool) -> tuple[Begun, DeliveryState]:
+        """The delivery state and the claim (and with ``start``, the attempt's start) in one
+        round trip; a message sent straight to the task gets its record first."""
+        for _ in range(2):
+            begun = self.store.begin(
+                envelope.id, holder, self.claim_lease, startable=STARTABLE, start=start,
+                fields=_start_fields(delivery),
+                detail={"queue": delivery.queue, "redelivered": delivery.redelivered})
+            if begun.state is not None:
+                return begun, begun.state
+            self._ensure_record(envelope, queue)
+        raise RuntimeError(f"the record of {envelope.id} vanished as it was created")
+
     def _run(self, envelope: Envelope, payload: Any, delivery: Delivery, policy: RetryPolicy,
-             generation: int, holder: str, call: Callable[[Callable[[], Any]], Any]) -> Status:
+             generation: int, holder: str, call: Callable[[Callable[[], Any]], Any],
+             started: Transition | None = None) -> Status:
         message_type = self.registry.get(envelope.type)
-        started = self.store.transition(
-            envelope.id, Status.PROCESSING, allowed_from=STARTABLE, count_attempt=True,
-            fields={"task_id": delivery.task_id, "delivered_queue": delivery.queue or ""},
-            detail={"queue": delivery.queue, "redelivered": delivery.redelivered,
-                    "generation": generation},
-        )
+        if started is None:
+            started = self.store.transition(
+                envelope.id, Status.PROCESSING, allowed_from=STARTABLE, count_attempt=True,
+                fields=_start_fields(delivery),
+                detail={"queue": delivery.queue, "redelivered": delivery.redelivered,
+                        "generation": generation},
+            )
         if started is None or not started.applied:
             self.store.release_claim(envelope.id, generation, holder)
             previous = started.previous if started else None
@@ -196,7 +216,8 @@ class Processor:
             error = {"type": "AttemptsExhausted", "attempts": started.attempts - 1,
                      "message": f"{started.attempts - 1} attempts started without finishing "
                                 "(worker lost or timed out)"}
-            self._finish(envelope.id, envelope.type, Status.DEAD, envelope, "error", error)
+            self._finish(envelope.id, envelope.type, Status.DEAD, envelope, "error", error,
+                         claim=(generation, holder))
             return Status.DEAD
 
         try:
@@ -205,7 +226,7 @@ class Processor:
             return self._failed(envelope, exc, started.attempts, policy, generation, holder)
 
         self._finish(envelope.id, envelope.type, Status.SUCCEEDED, envelope, "result",
-                     dict(result or {}))
+                     dict(result or {}), claim=(generation, holder))
         return Status.SUCCEEDED
 
     def _handle(self, handler: Any, payload: Any, envelope: Envelope) -> Any:
@@ -240,7 +261,8 @@ class Processor:
         if kind == "permanent" or attempt >= policy.max_attempts:
             if kind == "transient":
                 error["exhausted"] = f"{attempt} of {policy.max_attempts} attempts failed"
-            self._finish(envelope.id, envelope.type, Status.DEAD, envelope, "error", error)
+            self._finish(envelope.id, envelope.type, Status.DEAD, envelope, "error", error,
+                         claim=(generation, holder))
             return Status.DEAD
         delay = policy.delay(attempt)
         due = utc_now() + timedelta(seconds=delay)
@@ -318,28 +340,44 @@ class Processor:
 
     def _finish(self, message_id: str, message_type: str, outcome: Status,
                 envelope: Envelope | None, field: str, value: dict[str, Any], *,
-                correlation: str | None = None) -> None:
-        """Record the outcome and its event on ``<type>.<outcome>``, then deliver the event to
-        its subscribers (parked in the outbox first, so a crash or a broker failure in between
-        only delays the deliveries)."""
+                correlation: str | None = None, claim: tuple[int, str] | None = None) -> None:
+        """Record the outcome and its event on ``<type>.<outcome>`` (and release ``claim``),
+        then deliver the event to its subscribers (parked in the outbox first, so a crash or
+        a broker failure in between only delays the deliveries).
+
+        Whether the event has subscribers comes from the webhook subscriptions last read;
+        the recording checks, in the same step, that they have not changed since (else they
+        are read again and the recording retried), which saves a read per message."""
         topic = f"{message_type}.{outcome}"
         dispatcher = self.dispatcher
-        pending = dispatcher is not None and dispatcher.wants(topic) and \
-            not _second_hop(topic, envelope)
         correlation = (envelope.correlationid if envelope else correlation) or message_id
-        event = finish(self.store, message_id, message_type, outcome, correlation, field, value,
-                       outbox_in=self.outbox_grace if pending else None)
-        if not pending or dispatcher is None:
+        for attempt in range(3):
+            wants, only_if = dispatcher.wants_cached(topic) if dispatcher else (False, None)
+            if attempt == 2 and dispatcher is not None:  # changing under us: read, then write
+                wants, only_if = dispatcher.wants(topic), None
+            pending = wants and not _second_hop(topic, envelope)
+            event = finish(self.store, message_id, message_type, outcome, correlation, field,
+                           value, outbox_in=self.outbox_grace if pending else None,
+                           claim=claim, only_if=only_if)
+            if event is not None:
+                break
+            if dispatcher is not None:
+                dispatcher.refresh_subscriptions()
+        if event is None or not pending or dispatcher is None:
             return
         try:
             dispatcher.dispatch(Fanout(message_id, self._notes.get("owner", "direct"), topic,
-                                       event, correlation))
+                                       event, correlation), fresh=only_if is None)
         except (PermanentError, ValidationError) as exc:
             log.error("deliveries of %s on %s abandoned: %s", message_id, topic, exc)
         except Exception as exc:  # noqa: BLE001 - the outbox delivers it later
             log.warning("deliveries of %s on %s delayed: %s", message_id, topic, exc)
             return
         self.store.clear_outbox(message_id)
+
+
+def _start_fields(delivery: Delivery) -> dict[str, Any]:
+    return {"task_id": delivery.task_id, "delivered_queue": delivery.queue or ""}
 
 
 def _second_hop(topic: str, envelope: Envelope | None) -> bool:

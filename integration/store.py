@@ -127,6 +127,80 @@ end
 return 0
 """
 
+# A delivery's first step, in one round trip: read what it needs of the record, claim the
+# message's current generation and, with ARGV[6] = '1', move it to ``processing`` (one more
+# attempt). Returns {-1} without a record, {0, state} when the status is not startable,
+# {2, state, claim ttl ms} when another delivery holds the claim, {1, state, attempts} when
+# claimed (attempts 0 when not started). ARGV[9] is the history entry without its closing
+# brace, which the generation completes. The claim key is named here from its prefix
+# ARGV[2]: like the index keys, it needs a single Redis.
+_BEGIN = """
+local state = redis.call('HMGET', KEYS[1], 'status', 'generation', 'released_by', 'channel',
+                         'accepted_ms', 'queued_at', 'owner')
+local old = state[1]
+if not old then return {-1} end
+local startable = false
+for s in string.gmatch(ARGV[5], '[^,]+') do
+  if s == old then startable = true end
+end
+if not startable then return {0, state} end
+local generation = state[2] or '1'
+local claim = ARGV[2] .. generation
+if not redis.call('SET', claim, ARGV[3], 'NX', 'EX', ARGV[4]) then
+  return {2, state, redis.call('PTTL', claim)}
+end
+if ARGV[6] ~= '1' then return {1, state, 0} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('RPUSH', KEYS[2], ARGV[9] .. generation .. '}')
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('EXPIRE', KEYS[2], ARGV[8])
+if old ~= ARGV[7] then
+  redis.call('ZREM', ARGV[10] .. old, ARGV[1])
+  redis.call('ZADD', ARGV[10] .. ARGV[7], state[5], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', ARGV[10] .. ARGV[7], '-inf', '(' .. ARGV[11])
+end
+return {1, state, attempts}
+"""
+
+# A delivery's last step, in one round trip: the final status (as _TRANSITION without a
+# precondition), its result event in the event log and the history, the event parked in the
+# outbox when ARGV[11] (its due time) is given, and the claim released when ARGV[12] (its
+# holder) still holds it. With ARGV[13], nothing is written unless KEYS[6] still holds that
+# value ('-' for no value): the caller chose the outbox from a cached subscription list of
+# that version. Returns {-2, current value} then, else {1, previous status or ''}.
+_FINISH = """
+if ARGV[13] ~= '' then
+  local version = redis.call('GET', KEYS[6]) or '-'
+  if version ~= ARGV[13] then return {-2, version} end
+end
+local old = redis.call('HGET', KEYS[1], 'status')
+if old then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 14))
+  redis.call('RPUSH', KEYS[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  if old ~= ARGV[2] then
+    local score = redis.call('HGET', KEYS[1], 'accepted_ms')
+    redis.call('ZREM', ARGV[5] .. old, ARGV[1])
+    redis.call('ZADD', ARGV[5] .. ARGV[2], score, ARGV[1])
+    redis.call('ZREMRANGEBYSCORE', ARGV[5] .. ARGV[2], '-inf', '(' .. ARGV[6])
+  end
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'topic', ARGV[7],
+           'message_id', ARGV[1], 'event', ARGV[8])
+redis.call('RPUSH', KEYS[2], ARGV[10])
+redis.call('HSET', KEYS[1], 'topic', ARGV[7])
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[1], 'event', ARGV[8])
+  redis.call('ZADD', KEYS[4], ARGV[11], ARGV[1])
+end
+if ARGV[12] ~= '' and redis.call('GET', KEYS[5]) == ARGV[12] then
+  redis.call('DEL', KEYS[5])
+end
+return {1, old or ''}
+"""
+
 #: Fields holding JSON documents rather than plain strings.
 _JSON_FIELDS = ("envelope", "result", "error", "last_error", "hold", "event")
 _INT_FIELDS = ("attempts", "accepted_ms", "generation")
@@ -207,6 +281,16 @@ class Transition:
     attempts: int = 0
 
 
+@dataclass(frozen=True)
+class Begun:
+    """What a delivery's first step found and did (``StatusStore.begin``)."""
+
+    state: DeliveryState | None  # None: the message has no record
+    claimed: bool = False
+    claim_remaining: float = 0.0  # seconds, when another delivery holds the claim
+    started: Transition | None = None  # the move to processing, when asked for and claimed
+
+
 class StatusStore:
     """Status, history and listing of messages, kept for ``ttl`` seconds after the last change."""
 
@@ -222,6 +306,8 @@ class StatusStore:
         self._release_due = client.register_script(_RELEASE_DUE)
         self._replay = client.register_script(_REPLAY)
         self._create_queued = client.register_script(_CREATE_QUEUED)
+        self._begin = client.register_script(_BEGIN)
+        self._finish = client.register_script(_FINISH)
 
     # -- keys ---------------------------------------------------------------------------
     def _record_key(self, message_id: str) -> str:
@@ -419,22 +505,36 @@ class StatusStore:
 
     def finish(self, message_id: str, status: Status, *, fields: Mapping[str, Any],
                topic: str, event: Mapping[str, Any], detail: Mapping[str, Any] | None = None,
-               outbox_in: float | None = None) -> None:
-        """Record the final status and its result event together (one transaction), so no
-        reader sees a finished message without its event.
+               outbox_in: float | None = None, claim: tuple[int, str] | None = None,
+               only_if: tuple[str, bytes | None] | None = None) -> bool:
+        """Record the final status and its result event together (one script, one round
+        trip), so no reader sees a finished message without its event.
 
         With ``outbox_in``, the event is also parked in the outbox: its deliveries to
         subscribers are made right after, and the outbox makes them again after
         ``outbox_in`` seconds if the process died or the broker failed in between.
+        ``claim`` (generation, holder) is released if that holder still has it. With
+        ``only_if`` (key, value), nothing is written unless the key still holds the value
+        (None: no value); returns False then, True otherwise.
         """
-        pipe = self.client.pipeline(transaction=True)
-        self.transition(message_id, status, fields=fields, detail=detail, pipe=pipe)
-        self._add_event(pipe, message_id, topic, event)
-        if outbox_in is not None:
-            pipe.hset(self._record_key(message_id), "event",
-                      json.dumps(event, separators=(",", ":")))
-            pipe.zadd(self.outbox_key, {message_id: now_ms() + int(outbox_in * 1000)})
-        pipe.execute()
+        at = now_ms()
+        flat: list[Any] = [_TIMESTAMP_FIELD.get(status, f"{status}_at"), iso(at),
+                           "updated_at", iso(at), "status", str(status)]
+        for name, value in fields.items():
+            flat += [name, json.dumps(value) if name in _JSON_FIELDS else value]
+        generation, holder = claim if claim is not None else (1, "")
+        check = "" if only_if is None else (only_if[1] or b"-")
+        reply = self._finish(
+            keys=[self._record_key(message_id), self._history_key(message_id),
+                  self.events_key, self.outbox_key, self._claim_key(message_id, generation),
+                  only_if[0] if only_if is not None else self.events_key],
+            args=[message_id, str(status), self.ttl, _history_entry(status, at, detail),
+                  self._index_key("status") + ":", self._cutoff(at), topic,
+                  json.dumps(event, separators=(",", ":")), self.events_maxlen,
+                  _history_entry("published", now_ms(), {"topic": topic}),
+                  "" if outbox_in is None else now_ms() + int(outbox_in * 1000),
+                  holder, check, *flat])
+        return int(reply[0]) != -2
 
     # -- the outbox of result events still to deliver --------------------------------------
     @property
@@ -551,18 +651,42 @@ class StatusStore:
 
     def delivery_state(self, message_id: str) -> DeliveryState:
         """What a delivery needs to know about its message, in one round trip."""
-        values = cast(list[bytes | None], self.client.hmget(
+        return _delivery_state(cast(list[bytes | None], self.client.hmget(
             self._record_key(message_id),
             ["status", "generation", "released_by", "channel", "accepted_ms", "queued_at",
-             "owner"]))
-        status, generation, released, channel, accepted_ms, queued_at, owner = (
-            v.decode() if v else None for v in values)
-        return DeliveryState(
-            status=status, generation=int(generation) if generation else 1,
-            released=bool(released), channel=channel or "direct",
-            accepted=int(accepted_ms) / 1000 if accepted_ms else None,
-            queued=datetime.fromisoformat(queued_at).timestamp() if queued_at else None,
-            owner=owner or "direct")
+             "owner"])))
+
+    def begin(self, message_id: str, holder: str, lease_seconds: int, *,
+              startable: Iterable[Status], start: bool = False,
+              fields: Mapping[str, Any] | None = None,
+              detail: Mapping[str, Any] | None = None) -> Begun:
+        """A delivery's first step, in one round trip: the delivery state, the claim of the
+        message's current generation for ``lease_seconds`` if its status is in
+        ``startable``, and with ``start`` the move to ``processing`` (one more attempt;
+        ``fields`` set, ``detail`` and the generation in the history entry)."""
+        at = now_ms()
+        flat: list[Any] = [_TIMESTAMP_FIELD[Status.PROCESSING], iso(at), "updated_at", iso(at),
+                           "status", str(Status.PROCESSING)]
+        for name, value in (fields or {}).items():
+            flat += [name, json.dumps(value) if name in _JSON_FIELDS else value]
+        entry = _history_entry(Status.PROCESSING, at, detail)
+        reply = self._begin(
+            keys=[self._record_key(message_id), self._history_key(message_id)],
+            args=[message_id, f"{self.prefix}:claim:{message_id}:", holder, lease_seconds,
+                  ",".join(map(str, startable)), "1" if start else "0",
+                  str(Status.PROCESSING), self.ttl, entry[:-1] + ',"generation":',
+                  self._index_key("status") + ":", self._cutoff(at), *flat])
+        code = int(reply[0])
+        if code == -1:
+            return Begun(None)
+        state = _delivery_state(reply[1])
+        if code == 0:
+            return Begun(state)
+        if code == 2:
+            return Begun(state, claim_remaining=max(int(reply[2]), 0) / 1000)
+        attempts = int(reply[2])
+        return Begun(state, claimed=True,
+                     started=Transition(True, state.status, attempts) if start else None)
 
     def status_of(self, message_id: str) -> str | None:
         value = cast(bytes | None, self.client.hget(self._record_key(message_id), "status"))
@@ -687,6 +811,17 @@ def _history_entry(status: str, at_ms: int, detail: Mapping[str, Any] | None) ->
     # As json.dumps(..., default=str) writes it (datetimes through str too), several times
     # faster: every message writes two or more of these.
     return orjson.dumps(entry, default=str, option=_AS_STDLIB).decode()
+
+
+def _delivery_state(values: Sequence[bytes | None]) -> DeliveryState:
+    status, generation, released, channel, accepted_ms, queued_at, owner = (
+        v.decode() if v else None for v in values)
+    return DeliveryState(
+        status=status, generation=int(generation) if generation else 1,
+        released=bool(released), channel=channel or "direct",
+        accepted=int(accepted_ms) / 1000 if accepted_ms else None,
+        queued=datetime.fromisoformat(queued_at).timestamp() if queued_at else None,
+        owner=owner or "direct")
 
 
 def _transition_of(reply: Any) -> Transition | None:

@@ -197,24 +197,39 @@ class Webhooks:
         log.warning("webhook subscription disabled", extra={
             "subscription": webhook_id, "host": webhook.host, "reason": reason})
 
-    def matching(self, topic: str) -> list[Webhook]:
-        """Enabled subscriptions of ``topic`` (one Redis read while nothing changed)."""
+    def matching(self, topic: str, *, fresh: bool = True) -> list[Webhook]:
+        """Enabled subscriptions of ``topic`` (one Redis read while nothing changed); with
+        ``fresh=False``, from the list last read, without asking Redis (the caller checked
+        its version, see ``snapshot``)."""
+        if fresh:
+            self.refresh()
+        return [w for w in self._cache[1] if w.matches(topic)]
+
+    def refresh(self) -> None:
+        """Read the version, and the subscriptions again if it changed."""
         version = cast(bytes | None, self.client.get(self._version_key))
         with self._lock:
             cached_version, cached = self._cache
             if version != cached_version:
-                cached = self.all()
-                self._cache = (version, cached)
-        return [w for w in cached if w.matches(topic)]
+                self._cache = (version, self.all())
 
-    def deliveries(self, fanout: Fanout, source: str) -> list[dict[str, Any]]:
+    def snapshot(self, topic: str) -> tuple[bool, tuple[str, bytes | None]]:
+        """Whether the list last read has subscriptions of ``topic``, and the key and version
+        that list was read at, for a write that must not happen if the list changed since.
+        Before the first read, the list is empty and its version reads as no value: right
+        while no subscription was ever made, and a check that fails otherwise."""
+        version, cached = self._cache
+        return any(w.matches(topic) for w in cached), (self._version_key, version)
+
+    def deliveries(self, fanout: Fanout, source: str, *,
+                   fresh: bool = True) -> list[dict[str, Any]]:
         """One ``webhook`` delivery envelope per matching subscription."""
         return [{"id": delivery_id(fanout, f"webhook:{w.id}"), "type": WEBHOOK_TYPE,
                  "source": source, "subject": fanout.message_id,
                  "correlationid": fanout.correlationid, "causationid": fanout.message_id,
                  "data": {"subscription": w.id, "host": w.host, "topic": fanout.topic,
                           "event": dict(fanout.event)}}
-                for w in self.matching(fanout.topic)
+                for w in self.matching(fanout.topic, fresh=fresh)
                 if w.scope == "any" or w.owner == fanout.owner]
 
 

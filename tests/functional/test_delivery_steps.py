@@ -1,0 +1,172 @@
+"""A delivery's two store steps (begin: state, claim, attempt; finish: outcome, event, outbox,
+claim release) against a Redis of their own: round trips, script reloads, claims, and the
+webhook subscriptions' version checked when the outcome is recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from pydantic import BaseModel
+
+from integration.dispatch import Dispatcher
+from integration.embedded_redis import EmbeddedRedis
+from integration.processor import Delivery, Processor
+from integration.registry import MessageType, Registry
+from integration.services import build_submitter
+from integration.settings import Settings
+from integration.status import Status
+from integration.store import NewRecord, StatusStore, store_from_settings
+from integration.webhooks import WebhookRequest, Webhooks
+from tests.conftest import configured
+
+
+class Count(BaseModel):
+    n: int
+
+
+@pytest.fixture
+def private_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on a Redis of this test's own (it flushes scripts; no worker consumes it)."""
+    server = EmbeddedRedis(tmp_path / "redis", persistent=False).start()
+    try:
+        yield configured(settings, redis_url=server.url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store(private_settings: Settings) -> StatusStore:
+    return store_from_settings(private_settings)
+
+
+def counting_processor(store: StatusStore, dispatcher: Dispatcher | None = None
+                       ) -> tuple[Processor, list[int]]:
+    calls: list[int] = []
+
+    def count(payload: Count, envelope: Any) -> dict[str, int]:
+        calls.append(payload.n)
+        return {"n": payload.n}
+
+    return Processor(Registry([MessageType("count", Count, count)]), store,
+                     dispatcher=dispatcher), calls
+
+
+def envelope(message_id: str, n: int = 1) -> dict[str, Any]:
+    return {"id": message_id, "type": "count", "source": "t", "data": {"n": n}}
+
+
+def queued(message_id: str, n: int = 1) -> NewRecord:
+    return NewRecord(id=message_id, type="count", queue="count", envelope=envelope(message_id, n),
+                     owner="o", channel="rest", status=Status.QUEUED)
+
+
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every request written to any Redis connection of this process from now on."""
+    sent: list[str] = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def send(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(repr(command)[:80])
+        original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", send)
+    return sent
+
+
+def test_a_message_takes_two_round_trips(store: StatusStore,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Begin and finish, once the record exists and the scripts are loaded."""
+    processor, calls = counting_processor(store)
+    assert processor.process(envelope("warm"), Delivery("t0", "count")).status \
+        is Status.SUCCEEDED  # loads the scripts
+    assert processor.process(envelope("rt-1"), Delivery("t1", "count")).status \
+        is Status.SUCCEEDED  # created by the delivery (a direct caller)
+    sent = round_trips(monkeypatch)
+    processor.process(envelope("rt-1"), Delivery("t1b", "count"))  # finished: skipped
+    assert len(sent) == 1, sent
+    store.create_many([queued("rt-2", 2)])  # as the gateway does
+    sent.clear()
+    assert processor.process(envelope("rt-2", 2), Delivery("t2", "count")).status \
+        is Status.SUCCEEDED
+    assert len(sent) == 2, sent
+    assert calls == [1, 1, 2]
+
+
+def test_the_steps_work_after_a_script_flush(store: StatusStore) -> None:
+    """A restarted or flushed Redis forgot the scripts: they are loaded again, and each
+    message is still processed once, with its full history."""
+    processor, calls = counting_processor(store)
+    assert processor.process(envelope("flush-1"), Delivery("t1", "count")).status \
+        is Status.SUCCEEDED
+    store.client.script_flush()
+    assert processor.process(envelope("flush-2", 2), Delivery("t2", "count")).status \
+        is Status.SUCCEEDED
+    store.client.script_flush()
+    assert processor.process(envelope("flush-2", 2), Delivery("t3", "count",
+                                                            redelivered=True)).status \
+        is Status.SUCCEEDED
+    assert calls == [1, 2]
+    record = store.get("flush-2")
+    assert record is not None
+    assert record["attempts"] == 1 and record["task_id"] == "t2"
+    assert record["delivered_queue"] == "count" and record["started_at"]
+    assert [h["status"] for h in record["history"]] == \
+        ["queued", "processing", "succeeded", "published"]
+    started = record["history"][1]
+    assert started["generation"] == 1 and started["queue"] == "count"
+    assert started["redelivered"] is False
+    client = store.client
+    assert client.zscore("integration:idx:status:succeeded", "flush-2") is not None
+    assert client.zscore("integration:idx:status:processing", "flush-2") is None
+    assert client.zscore("integration:idx:status:queued", "flush-2") is None
+    assert not client.exists("integration:claim:flush-2:1"), "the claim is released"
+
+
+def test_a_claim_held_elsewhere_holds_the_delivery_back(store: StatusStore) -> None:
+    """Another delivery runs the message: this one runs nothing, starts no attempt and comes
+    back when the claim's lease ends."""
+    processor, calls = counting_processor(store)
+    store.create_many([queued("held-1")])
+    assert store.claim("held-1", 1, "other-delivery", 30)
+    assert processor.process(envelope("held-1"), Delivery("t1", "count")).status \
+        is Status.PROCESSING
+    record = store.get("held-1")
+    assert record is not None and record["status"] == "queued" and record["attempts"] == 0
+    assert calls == []
+    due = store.client.zscore(store.due_key, "held-1")
+    assert due is not None, "parked until the claim's lease ends"
+    assert record["history"][-1]["status"] == "held back"
+
+    store.release_claim("held-1", 1, "other-delivery")
+    assert processor.process(envelope("held-1"), Delivery("t2", "count")).status \
+        is Status.SUCCEEDED
+    assert calls == [1]
+
+
+def test_a_webhook_made_after_the_subscriptions_were_read_gets_the_event(
+    private_settings: Settings, store: StatusStore
+) -> None:
+    """The worker decides whether an event has subscribers from the subscriptions it read
+    last, and the finish checks that they did not change: a new subscription is seen."""
+    submitter = build_submitter(private_settings, origin="worker")
+    webhooks = Webhooks(store.client, private_settings.key_prefix, disable_after=5)
+    dispatcher = Dispatcher(submitter, [], webhooks, source="/tests")
+    processor, calls = counting_processor(store, dispatcher)
+
+    assert processor.process(envelope("before"), Delivery("t1", "count")).status \
+        is Status.SUCCEEDED
+    assert store.caused_by("before") == []
+    webhooks.create(WebhookRequest(url="http://127.0.0.1:9/hook", topics=["count.*"]),
+                    owner="direct")
+    assert processor.process(envelope("after"), Delivery("t2", "count")).status \
+        is Status.SUCCEEDED
+    caused = store.caused_by("after")
+    assert len(caused) == 1
+    delivery = store.get(caused[0])
+    assert delivery is not None and delivery["type"] == "webhook"
+    assert not store.client.zscore(store.outbox_key, "after"), "delivered, so not parked"
+    assert calls == [1, 1]
