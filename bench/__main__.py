@@ -82,7 +82,8 @@ def table(summary: dict[str, Any], notes: dict[str, Any]) -> str:
     for row in summary["limits"]:
         lines.append(f"{row['meaning']:<58} {row['value']:>10.1f} {'':>10} {'':>7} "
                      f"{'<=' + format(row['limit'], 'g'):>7}  {'yes' if row['met'] else 'NO'}")
-    for name in ("submit_p50_ms", "submit_p999_ms", "submit_paced_rate"):
+    for name in ("submit_p50_ms", "submit_p999_ms", "submit_paced_rate", "hello_p50_ms",
+                 "hello_p99_ms", "hello_p999_ms", "hello_paced_rate"):
         if name in summary["medians"]:
             lines.append(f"{name:<58} {summary['medians'][name]:>10.1f}")
     rss = notes.get("rss_peak_mb", {})

@@ -207,15 +207,19 @@ class Run:
                                           warmup=plan.warmup)
             _expect(outcome, name)
             add(name, outcome.rate)
-        peak = self.results.rounds[-1]["submit_per_s"]
-        self._flush()
-        paced = loadgen.open_loop("127.0.0.1", ours.port, self.single, rate=peak / 2,
-                                  duration=2 * plan.seconds)
-        _expect(paced, "paced submit")
-        add("submit_paced_rate", paced.rate)
-        add("submit_p50_ms", paced.percentile(50))
-        add("submit_p99_ms", paced.percentile(99))
-        add("submit_p999_ms", paced.percentile(99.9))
+        # Latency at half of each one's own peak: ours, and hello-world's as the baseline (the
+        # tail this machine, server and generator give a request that does nothing).
+        for name, port, peak_name in (("submit", ours.port, "submit_per_s"),
+                                      ("hello", apps["hello"], "hello_post_per_s")):
+            peak = self.results.rounds[-1][peak_name]
+            self._flush()
+            paced = loadgen.open_loop("127.0.0.1", port, self.single, rate=peak / 2,
+                                      duration=2 * plan.seconds)
+            _expect(paced, f"paced {name}")
+            add(f"{name}_paced_rate", paced.rate)
+            add(f"{name}_p50_ms", paced.percentile(50))
+            add(f"{name}_p99_ms", paced.percentile(99))
+            add(f"{name}_p999_ms", paced.percentile(99.9))
 
     def _batches(self, port: int, what: str) -> float:
         """Accepted messages per second of batch submissions. An item refused with 503 (a
