@@ -64,7 +64,17 @@ for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
 return 1
 """
 
-_TRANSITION = """
+# A message's entry moves from its old status's index to its new one (scored by acceptance
+# time), and the new index is trimmed to the retention cutoff. Shared by the scripts below.
+_MOVE_INDEX = """
+local function move_index(prefix, id, old, new, score, cutoff)
+  redis.call('ZREM', prefix .. old, id)
+  redis.call('ZADD', prefix .. new, score, id)
+  redis.call('ZREMRANGEBYSCORE', prefix .. new, '-inf', '(' .. cutoff)
+end
+"""
+
+_TRANSITION = _MOVE_INDEX + """
 local old = redis.call('HGET', KEYS[1], 'status')
 if not old then return {-1, ''} end
 if ARGV[5] ~= '' then
@@ -82,10 +92,7 @@ redis.call('RPUSH', KEYS[2], ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 if old ~= ARGV[2] then
-  local score = redis.call('HGET', KEYS[1], 'accepted_ms')
-  redis.call('ZREM', ARGV[8] .. old, ARGV[1])
-  redis.call('ZADD', ARGV[8] .. ARGV[2], score, ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', ARGV[8] .. ARGV[2], '-inf', '(' .. ARGV[9])
+  move_index(ARGV[8], ARGV[1], old, ARGV[2], redis.call('HGET', KEYS[1], 'accepted_ms'), ARGV[9])
 end
 return {1, old, attempts}
 """
@@ -134,7 +141,7 @@ return 0
 # claimed (attempts 0 when not started). ARGV[9] is the history entry without its closing
 # brace, which the generation completes. The claim key is named here from its prefix
 # ARGV[2]: like the index keys, it needs a single Redis.
-_BEGIN = """
+_BEGIN = _MOVE_INDEX + """
 local state = redis.call('HMGET', KEYS[1], 'status', 'generation', 'released_by', 'channel',
                          'accepted_ms', 'queued_at', 'owner')
 local old = state[1]
@@ -155,11 +162,7 @@ local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('RPUSH', KEYS[2], ARGV[9] .. generation .. '}')
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('EXPIRE', KEYS[2], ARGV[8])
-if old ~= ARGV[7] then
-  redis.call('ZREM', ARGV[10] .. old, ARGV[1])
-  redis.call('ZADD', ARGV[10] .. ARGV[7], state[5], ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', ARGV[10] .. ARGV[7], '-inf', '(' .. ARGV[11])
-end
+if old ~= ARGV[7] then move_index(ARGV[10], ARGV[1], old, ARGV[7], state[5], ARGV[11]) end
 return {1, state, attempts}
 """
 
@@ -169,7 +172,7 @@ return {1, state, attempts}
 # holder) still holds it. With ARGV[13], nothing is written unless KEYS[6] still holds that
 # value ('-' for no value): the caller chose the outbox from a cached subscription list of
 # that version. Returns {-2, current value} then, else {1, previous status or ''}.
-_FINISH = """
+_FINISH = _MOVE_INDEX + """
 if ARGV[13] ~= '' then
   local version = redis.call('GET', KEYS[6]) or '-'
   if version ~= ARGV[13] then return {-2, version} end
@@ -181,10 +184,8 @@ if old then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('EXPIRE', KEYS[2], ARGV[3])
   if old ~= ARGV[2] then
-    local score = redis.call('HGET', KEYS[1], 'accepted_ms')
-    redis.call('ZREM', ARGV[5] .. old, ARGV[1])
-    redis.call('ZADD', ARGV[5] .. ARGV[2], score, ARGV[1])
-    redis.call('ZREMRANGEBYSCORE', ARGV[5] .. ARGV[2], '-inf', '(' .. ARGV[6])
+    move_index(ARGV[5], ARGV[1], old, ARGV[2], redis.call('HGET', KEYS[1], 'accepted_ms'),
+               ARGV[6])
   end
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'topic', ARGV[7],
