@@ -37,24 +37,40 @@ end
 return 1
 """
 
-# Create a record already ``queued`` and push its broker message, in one step: the message is
-# in the queue if and only if its record exists (same Redis for store and broker). With
-# KEYS[7], the request's idempotency key is completed with its answer in the same step.
-# Index trimming is left to the caller, once per chunk rather than once per message.
+# Create records already ``queued`` and push their broker messages, a whole chunk in one
+# script call: a message is in the queue if and only if its record exists (same Redis for
+# store and broker). ARGV[1..4]: the number of records, the TTL, the time, the ``queued``
+# history entry. Then, per record, 7 KEYS (record, history, the four indexes, the idempotency
+# key or '') and 8 + n ARGV (id, ``accepted`` history entry, queue, broker message, answer,
+# answer TTL, 'claim' or '', n, then n field names and values). With an idempotency key, the
+# request's answer is stored in the same step; a claiming record whose key is taken pushes
+# nothing and returns what the key holds. One reply per record: 1 created, 0 the id exists,
+# or the earlier answer. Index trimming is left to the caller, once per chunk.
 _CREATE_QUEUED = """
-if KEYS[7] and ARGV[10] == 'claim' then
-  local earlier = redis.call('GET', KEYS[7])
-  if earlier then return earlier end
+local ttl, at, queued = ARGV[2], ARGV[3], ARGV[4]
+local replies = {}
+local k, a = 1, 5
+for r = 1, tonumber(ARGV[1]) do
+  local id, answer_key, nfields = ARGV[a], KEYS[k + 6], tonumber(ARGV[a + 7])
+  local reply = 1
+  if answer_key ~= '' and ARGV[a + 6] == 'claim' then
+    local earlier = redis.call('GET', answer_key)
+    if earlier then reply = earlier end
+  end
+  if reply == 1 and redis.call('EXISTS', KEYS[k]) == 1 then reply = 0 end
+  if reply == 1 then
+    redis.call('HSET', KEYS[k], unpack(ARGV, a + 8, a + 7 + nfields))
+    redis.call('EXPIRE', KEYS[k], ttl)
+    redis.call('RPUSH', KEYS[k + 1], ARGV[a + 1], queued)
+    redis.call('EXPIRE', KEYS[k + 1], ttl)
+    for i = 2, 5 do redis.call('ZADD', KEYS[k + i], at, id) end
+    redis.call('LPUSH', ARGV[a + 2], ARGV[a + 3])
+    if answer_key ~= '' then redis.call('SET', answer_key, ARGV[a + 4], 'EX', ARGV[a + 5]) end
+  end
+  replies[r] = reply
+  k, a = k + 7, a + 8 + nfields
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 11))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('RPUSH', KEYS[2], ARGV[4], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-for i = 3, 6 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1]) end
-redis.call('LPUSH', ARGV[6], ARGV[7])
-if KEYS[7] then redis.call('SET', KEYS[7], ARGV[8], 'EX', ARGV[9]) end
-return 1
+return replies
 """
 
 _DISCARD = """
@@ -382,33 +398,31 @@ class StatusStore:
         if not records:
             return []
         at = now_ms()
-        queued = _history_entry(Status.QUEUED, at, None)
         answers = answers or [None] * len(records)
+        keys: list[str] = []
+        args: list[Any] = [len(records), self.ttl, at, _history_entry(Status.QUEUED, at, None)]
+        accepted = {channel: _history_entry(Status.ACCEPTED, at, {"channel": channel})
+                    for channel in {r.channel for r in records}}
+        indexes: set[str] = set()
+        for record, message, answer in zip(records, messages, answers, strict=True):
+            fields = self._fields(record, Status.QUEUED, at, request)
+            fields["queued_at"] = iso(at)
+            indexed = [self._index_key("all"), self._index_key("type", record.type),
+                       self._index_key("status", str(Status.QUEUED)),
+                       self._index_key("owner", record.owner)]
+            indexes.update(indexed)
+            keys += [self._record_key(record.id), self._history_key(record.id), *indexed,
+                     answer.key if answer else ""]
+            args += [record.id, accepted[record.channel], record.queue, message,
+                     answer.value if answer else "", answer.ttl if answer else 0,
+                     "claim" if answer is not None and answer.claim else "", 2 * len(fields)]
+            args += [item for pair in fields.items() for item in pair]
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=True)
-            positions: list[int] = []
-            indexes: set[str] = set()
-            for record, message, answer in zip(records, messages, answers, strict=True):
-                fields = self._fields(record, Status.QUEUED, at, request)
-                fields["queued_at"] = iso(at)
-                flat: list[Any] = [item for pair in fields.items() for item in pair]
+            for record in records:
                 self._link_cause(pipe, record)
-                keys = [self._record_key(record.id), self._history_key(record.id),
-                        self._index_key("all"), self._index_key("type", record.type),
-                        self._index_key("status", str(Status.QUEUED)),
-                        self._index_key("owner", record.owner)]
-                indexes.update(keys[2:])
-                if answer is not None:
-                    keys.append(answer.key)
-                positions.append(len(pipe.command_stack))
-                pipe.evalsha(
-                    self._create_queued.sha, len(keys), *keys,
-                    record.id, at, self.ttl,
-                    _history_entry(Status.ACCEPTED, at, {"channel": record.channel}),
-                    queued, record.queue, message, answer.value if answer else "",
-                    answer.ttl if answer else 0,
-                    "claim" if answer is not None and answer.claim else "", *flat,
-                )
+            position = len(pipe.command_stack)
+            pipe.evalsha(self._create_queued.sha, len(keys), *keys, *args)
             for index in sorted(indexes):
                 pipe.zremrangebyscore(index, "-inf", f"({self._cutoff(at)}")
             try:
@@ -420,7 +434,7 @@ class StatusStore:
                 if attempt == 2:
                     raise
                 self.client.script_load(_CREATE_QUEUED)
-        return [_created_or_earlier(replies[i]) for i in positions]
+        return [_created_or_earlier(reply) for reply in replies[position]]
 
     def _fields(self, record: NewRecord, status: Status, at: int,
                 request: str) -> dict[str, Any]:
