@@ -22,6 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from integration.luascripts import execute_loading
 from integration.status import Status
 
 _CREATE = """
@@ -370,14 +371,7 @@ class StatusStore:
             self._link_cause(pipe, record)
             positions.append(len(pipe.command_stack))
             self._create(
-                keys=[
-                    self._record_key(record.id),
-                    self._history_key(record.id),
-                    self._index_key("all"),
-                    self._index_key("type", record.type),
-                    self._index_key("status", str(record.status)),
-                    self._index_key("owner", record.owner),
-                ],
+                keys=self._new_record_keys(record, record.status),
                 args=[record.id, at, self.ttl, entry, self._cutoff(at), *flat],
                 client=pipe,
             )
@@ -407,17 +401,17 @@ class StatusStore:
         for record, message, answer in zip(records, messages, answers, strict=True):
             fields = self._fields(record, Status.QUEUED, at, request)
             fields["queued_at"] = iso(at)
-            indexed = [self._index_key("all"), self._index_key("type", record.type),
-                       self._index_key("status", str(Status.QUEUED)),
-                       self._index_key("owner", record.owner)]
-            indexes.update(indexed)
-            keys += [self._record_key(record.id), self._history_key(record.id), *indexed,
-                     answer.key if answer else ""]
+            record_keys = self._new_record_keys(record, Status.QUEUED)
+            indexes.update(record_keys[2:])
+            keys += [*record_keys, answer.key if answer else ""]
             args += [record.id, accepted[record.channel], record.queue, message,
                      answer.value if answer else "", answer.ttl if answer else 0,
                      "claim" if answer is not None and answer.claim else "", 2 * len(fields)]
             args += [item for pair in fields.items() for item in pair]
-        for attempt in (1, 2):
+
+        def execute() -> list[Any]:
+            """The script's replies; run again after NOSCRIPT, when only idempotent cause
+            links and trims ran."""
             pipe = self.client.pipeline(transaction=True)
             for record in records:
                 self._link_cause(pipe, record)
@@ -425,16 +419,10 @@ class StatusStore:
             pipe.evalsha(self._create_queued.sha, len(keys), *keys, *args)
             for index in sorted(indexes):
                 pipe.zremrangebyscore(index, "-inf", f"({self._cutoff(at)}")
-            try:
-                replies = pipe.execute()
-                break
-            except redis.exceptions.NoScriptError:
-                # A restarted or flushed Redis forgot the script: no command of the chunk
-                # stored anything but idempotent cause links and trims, so load it, go again.
-                if attempt == 2:
-                    raise
-                self.client.script_load(_CREATE_QUEUED)
-        return [_created_or_earlier(reply) for reply in replies[position]]
+            return list(pipe.execute()[position])
+
+        replies = execute_loading(self.client, [_CREATE_QUEUED], execute)
+        return [_created_or_earlier(reply) for reply in replies]
 
     def _fields(self, record: NewRecord, status: Status, at: int,
                 request: str) -> dict[str, Any]:
@@ -453,6 +441,13 @@ class StatusStore:
             "request": request,
             "generation": 1,
         }
+
+    def _new_record_keys(self, record: NewRecord, status: str) -> list[str]:
+        """A new record's keys: the record, its history, then its four index entries' sets
+        (all, type, status, owner)."""
+        return [self._record_key(record.id), self._history_key(record.id),
+                self._index_key("all"), self._index_key("type", record.type),
+                self._index_key("status", str(status)), self._index_key("owner", record.owner)]
 
     def _link_cause(self, pipe: redis.client.Pipeline, record: NewRecord) -> None:
         cause = record.envelope.get("causationid")
@@ -510,10 +505,7 @@ class StatusStore:
         pipe = self.client.pipeline(transaction=False)
         for record in records:
             self._discard(
-                keys=[self._record_key(record.id), self._history_key(record.id),
-                      self._index_key("all"), self._index_key("type", record.type),
-                      self._index_key("status", str(status or record.status)),
-                      self._index_key("owner", record.owner)],
+                keys=self._new_record_keys(record, status or record.status),
                 args=[request, record.id], client=pipe,
             )
         pipe.execute()

@@ -32,20 +32,24 @@ class GatewayMetrics:
         return value if isinstance(value, str) and value in self.types else "unknown"
 
     def count(self, raw: Any, result: Accepted | Problem, channel: str = "rest") -> None:
-        self.count_all([raw], [result], channel)
+        self.received.labels(*self._labels(raw, result, channel)).inc()
+        g.received_counted = True
 
     def count_all(self, raws: Sequence[Any], results: Sequence[Accepted | Problem],
                   channel: str = "rest") -> None:
         """Count a batch's items: one increment per (type, outcome), not one per item."""
-        tally: Counter_[tuple[str, str]] = Counter_()
-        for raw, result in zip(raws, results, strict=True):
-            kind = self.type_label(raw.get("type") if isinstance(raw, dict) else None)
-            outcome = "accepted" if isinstance(result, Accepted) else \
-                _OUTCOMES.get(result.status, "rejected")
-            tally[kind, outcome] += 1
-        for (kind, outcome), number in tally.items():
-            self.received.labels(kind, channel, outcome).inc(number)
+        tally = Counter_(self._labels(raw, result, channel)
+                         for raw, result in zip(raws, results, strict=True))
+        for labels, number in tally.items():
+            self.received.labels(*labels).inc(number)
         g.received_counted = True
+
+    def _labels(self, raw: Any, result: Accepted | Problem, channel: str
+                ) -> tuple[str, str, str]:
+        kind = self.type_label(raw.get("type") if isinstance(raw, dict) else None)
+        outcome = "accepted" if isinstance(result, Accepted) else \
+            _OUTCOMES.get(result.status, "rejected")
+        return kind, channel, outcome
 
 
 def gateway_metrics() -> GatewayMetrics:

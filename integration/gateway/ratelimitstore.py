@@ -19,6 +19,7 @@ import redis
 from limits.storage import RedisStorage
 
 from integration.coalescer import Coalescer
+from integration.luascripts import execute_loading
 
 #: ``limits`` picks a storage class by the URI's scheme.
 SCHEME_PREFIX = "integration+"
@@ -35,21 +36,16 @@ class CoalescedRedisStorage(RedisStorage):
         self._calls: Coalescer[Call, Any] = Coalescer(self._run, max_size=256)
 
     def _run(self, calls: Sequence[Call]) -> list[Any]:
-        """The calls' replies, in order, from one pipelined round trip (the scripts are run
-        by SHA; a Redis that forgot them, after a restart, gets them loaded and one retry)."""
-        for attempt in (1, 2):
-            client = cast(redis.Redis, self.get_connection())
+        """The calls' replies, in order, from one pipelined round trip."""
+        client = cast(redis.Redis, self.get_connection())
+
+        def execute() -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-            try:
-                return list(pipe.execute())
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                for script, _, _ in calls:
-                    client.script_load(script.script)
-        raise AssertionError("unreachable")
+            return list(pipe.execute())
+
+        return execute_loading(client, {script.script for script, _, _ in calls}, execute)
 
     def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int,
                                      amount: int = 1) -> bool:
