@@ -60,9 +60,12 @@ task_queues = declare_queues()
 task_default_queue = DEFAULT_QUEUE
 task_routes = (route_task,)
 
-# Flower and celery events: workers report every task. "task-sent" events would cost a publish
+# Flower and celery events: a worker reports its tasks once a monitor enables events (Flower
+# sends ``enable_events`` every few seconds), or from the start with INTEGRATION_TASK_EVENTS.
+# With nobody listening, events would cost the process that fetches and acknowledges every
+# message about a tenth of its throughput for nothing. "task-sent" events would cost a publish
 # per message; acceptance is recorded in the status store instead.
-worker_send_task_events = True
+worker_send_task_events = _settings.task_events
 task_send_sent_event = False
 # ... published in batches (tasks/consumer.py): one PUBLISH per 0.1 s or 24 events, instead of
 # one per event (three per message) on the process that fetches and acknowledges messages.

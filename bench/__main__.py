@@ -34,6 +34,8 @@ RATIOS: list[tuple[str, str, float | None, str]] = [
      "batch (RabbitMQ) vs kombu batched producer, confirms"),
     ("e2e_event_msgs_per_s", "e2e_raw_worker_msgs_per_s", 0.7,
      "end to end (event) vs raw no-op worker"),
+    ("e2e_event_task_events_msgs_per_s", "e2e_raw_worker_msgs_per_s", None,
+     "  (the same with task events on, as while Flower watches)"),
     ("e2e_consumer_msgs_per_s", "e2e_raw_worker_msgs_per_s", None,
      "end to end with one consumer vs raw no-op worker"),
     ("e2e_event_2_workers_msgs_per_s", "e2e_raw_worker_msgs_per_s", None,

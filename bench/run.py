@@ -192,6 +192,8 @@ class Run:
             raw = self._drain_raw()
             add("e2e_raw_worker_msgs_per_s", raw)
             add("e2e_event_msgs_per_s", self._end_to_end(ours.port, raw, consumer=False))
+            add("e2e_event_task_events_msgs_per_s", self._end_to_end(
+                ours.port, raw, consumer=False, INTEGRATION_TASK_EVENTS="true"))
             add("e2e_consumer_msgs_per_s", self._end_to_end(ours.port, raw, consumer=True))
             add("e2e_event_2_workers_msgs_per_s",
                 self._end_to_end(ours.port, raw, consumer=False, instances=2))
@@ -264,16 +266,15 @@ class Run:
         return (plan.e2e_messages - 1) / max(last - first, 1e-6)
 
     def _end_to_end(self, port: int, rate: float, *, consumer: bool,
-                    instances: int = 1) -> float:
+                    instances: int = 1, **env: str) -> float:
         """Events submitted through the gateway (batches, paced at the raw worker's rate)
         while our worker processes them; messages per second from the first acceptance to
         the last completion (the consumer's delivery, when one is subscribed). With
         ``instances`` > 1, that many worker processes of the same concurrency share the
-        queue (several instances on one host)."""
+        queue (several instances on one host). ``env`` goes to the workers (settings)."""
         plan = self.plan
         self._flush()
         queues = ["event"]
-        env = {}
         if consumer:
             queues.append("consumer.bench-sink")
             env["INTEGRATION_CONSUMER_MODULES"] = "bench.consumers:CONSUMERS"

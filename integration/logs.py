@@ -14,6 +14,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from celery.app import trace
 
 from integration.settings import Settings
 
@@ -26,6 +27,19 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
         if key.lower() in SECRET_KEYS:
             event[key] = "[redacted]"
     return event
+
+
+#: The loggers of Celery's "Task ... received" and "Task ... succeeded in ..." lines.
+CELERY_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+class _RoutineTaskLines(logging.Filter):
+    """Drops Celery's "received" and "succeeded" line of every task: the worker's structured
+    ``processed`` line says the same, and rendering two more JSON lines per message costs the
+    process that fetches every message. Retries, failures and the rest still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg is not trace.LOG_RECEIVED and record.msg is not trace.LOG_SUCCESS
 
 
 def configure_logging(settings: Settings) -> None:
@@ -54,6 +68,11 @@ def configure_logging(settings: Settings) -> None:
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True
+    for name in CELERY_TASK_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.filters = [f for f in logger.filters if not isinstance(f, _RoutineTaskLines)]
+        if not settings.celery_task_logs:
+            logger.addFilter(_RoutineTaskLines())
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     list_page_limit: int = Field(100, ge=1, le=1000)
 
     worker_concurrency: int | None = Field(None, ge=1)
+    #: Celery task events (``task-received``/``-started``/``-succeeded``) from the start. Off,
+    #: a worker sends them once a monitor asks (Flower does every few seconds; or ``celery
+    #: control enable_events``), so nobody pays for events that no one reads.
+    task_events: bool = False
     visibility_timeout_seconds: int = Field(3600, ge=10)
     unacked_restore_interval_seconds: int = Field(10, ge=1)
     retry_max_attempts: int = Field(5, ge=1, le=100)
@@ -172,6 +176,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``json`` (one object per line) or ``console``; default: console in development.
     log_format: Literal["json", "console"] | None = None
+    #: Celery's own "Task ... received" and "Task ... succeeded in ..." INFO lines, which
+    #: repeat what the worker's structured ``processed`` line says.
+    celery_task_logs: bool = False
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 from flask.testing import FlaskClient
 
 from integration.embedded_redis import free_port
@@ -50,6 +51,10 @@ def flower(redis_url: str, tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+        # Flower turned the workers' task events on; leave the session's worker as it was.
+        monitor = Celery(broker=redis_url)
+        monitor.control.disable_events()
+        monitor.close()
 
 
 def test_flower_sees_the_worker_and_a_processed_message(
@@ -61,13 +66,23 @@ def test_flower_sees_the_worker_and_a_processed_message(
                        message="flower lists the worker")
     assert any(name.startswith("test-") for name in workers)
 
-    message_id = client.post("/api/v1/messages", headers=auth, json={
-        "type": "event", "source": "flower", "data": {"password": "hunter2"}}).get_json()["id"]
-    wait_status(client, auth, message_id)
-    # Flower learns of the task from its events, which may trail the status record.
-    task = wait_for(lambda: (info := get(f"{flower}/api/task/info/{message_id}")[1])
-                    and info.get("state") == "SUCCESS" and info,
-                    message="flower saw the task succeed")
+    # Workers send task events once a monitor asks; Flower asks every few seconds (5 s by
+    # default), so a message processed before its first request is not shown.
+    def seen() -> dict[str, Any] | None:
+        message_id = client.post("/api/v1/messages", headers=auth, json={
+            "type": "event", "source": "flower",
+            "data": {"password": "hunter2"}}).get_json()["id"]
+        wait_status(client, auth, message_id)
+        # Flower learns of the task from its events, which may trail the status record.
+        try:
+            return wait_for(lambda: (info := get(f"{flower}/api/task/info/{message_id}")[1])
+                            and info.get("state") == "SUCCESS" and info, timeout=2,
+                            message="flower saw the task succeed")
+        except AssertionError:
+            return None
+
+    task = wait_for(seen, timeout=30, message="flower enabled events and saw a task succeed")
+    message_id = task["uuid"]
     assert task["name"] == "integration.process"
     assert message_id in task["args"] and "hunter2" not in json.dumps(task), \
         "arguments shown by their ids, never the data"

@@ -1,5 +1,5 @@
-"""Celery task events from a real worker: every task's events arrive (Flower relies on them),
-and they are published in batches rather than one ``PUBLISH`` per event."""
+"""Celery task events from a real worker: none until a monitor enables them (as Flower does),
+then every task's events arrive, published in batches rather than one ``PUBLISH`` per event."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 import redis
+from celery import Celery
 
 from integration.client import Client
 from tests.conftest import wait_for
@@ -56,18 +57,36 @@ class EventTap:
         self.client.close()
 
 
-def test_every_task_sends_its_events_and_they_share_publishes(
-    redis_url: str, worker: Any
+def _submit(count: int, tag: str) -> list[str]:
+    results = Client().submit_many([{"type": "event", "source": "tests/events",
+                                     "data": {"n": n, "tag": tag}} for n in range(count)])
+    return [result.id for result in results]  # type: ignore[union-attr]
+
+
+def test_task_events_start_when_a_monitor_enables_them_and_share_publishes(
+    redis_url: str, worker: Any, redis_client: redis.Redis
 ) -> None:
+    monitor = Celery(broker=redis_url)
     tap = EventTap(redis_url)
     try:
         time.sleep(0.2)  # subscribed before the first event
-        results = Client().submit_many([{"type": "event", "source": "tests/events",
-                                         "data": {"n": n}} for n in range(40)])
-        ids = [result.id for result in results]  # type: ignore[union-attr]
+        quiet = _submit(10, "before")
+        wait_for(lambda: all(redis_client.hget(f"integration:msg:{i}", "status") == b"succeeded"
+                             for i in quiet), timeout=30, message="the first messages processed")
+        time.sleep(0.3)  # longer than the events' flush delay
+        assert not any(uuid in quiet for uuid, _ in tap.events), \
+            "task events sent before any monitor asked for them"
+
+        # What Flower does every few seconds (and `celery control enable_events` once).
+        replies = monitor.control.enable_events(reply=True, timeout=5)
+        assert any(worker.name.replace("%h", "") in name for reply in replies
+                   for name in reply), replies
+        ids = _submit(40, "after")
         wait_for(lambda: all(tap.events[(i, step)] for i in ids for step in STEPS),
                  timeout=30, message="received, started and succeeded events of every task")
     finally:
+        monitor.control.disable_events()
+        monitor.close()
         tap.close()
     assert all(tap.events[(i, step)] == 1 for i in ids for step in STEPS), \
         "each event once"
