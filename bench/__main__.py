@@ -17,6 +17,7 @@ from typing import Any
 from bench.run import Plan, Results, Run
 from integration.settings import get_settings
 
+BATCH_TARGET = 10.0
 #: (figure, baseline, target ratio or None, what it means). The ratio is taken per round,
 #: then the median over rounds is reported.
 RATIOS: list[tuple[str, str, float | None, str]] = [
@@ -29,7 +30,8 @@ RATIOS: list[tuple[str, str, float | None, str]] = [
      "  (hello-world behind JWT + Redis rate limit vs hello-world)"),
     ("guarded_post_per_s", "send_task_per_s", None,
      "  (hello-world behind JWT + Redis rate limit vs send_task)"),
-    ("batch_redis_msgs_per_s", "send_task_per_s", 10.0, "batch (Redis) vs raw send_task"),
+    ("batch_redis_msgs_per_s", "send_task_per_s", BATCH_TARGET,
+     "batch (Redis) vs raw send_task"),
     ("batch_amqp_msgs_per_s", "kombu_batch_amqp_msgs_per_s", 1.0,
      "batch (RabbitMQ) vs kombu batched producer, confirms"),
     ("e2e_event_msgs_per_s", "e2e_raw_worker_msgs_per_s", 0.7,
@@ -88,6 +90,14 @@ def table(summary: dict[str, Any], notes: dict[str, Any]) -> str:
                  "hello_p99_ms", "hello_p999_ms", "hello_paced_rate"):
         if name in summary["medians"]:
             lines.append(f"{name:<58} {summary['medians'][name]:>10.1f}")
+    medians = summary["medians"]
+    if "batch_redis_cpu_machine_us" in medians and medians.get("send_task_per_s"):
+        # At the target rate, the machine's cores give each message this much CPU time.
+        budget = notes["cores"] * 1e6 / (BATCH_TARGET * medians["send_task_per_s"])
+        parts = ", ".join(f"{name} {medians[f'batch_redis_cpu_{name}_us']:.0f}"
+                          for name in ("gateway", "redis", "loadgen", "machine"))
+        lines.append(f"batch (Redis) CPU us per message: {parts}; at {BATCH_TARGET:g}x "
+                     f"send_task the {notes['cores']} cores allow {budget:.0f}")
     rss = notes.get("rss_peak_mb", {})
     if "worker" in rss:
         lines.append(f"{'peak RSS of a worker process (MB)':<58} {rss['worker']:>10.1f}")

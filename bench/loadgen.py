@@ -116,11 +116,14 @@ class Outcome:
 
 async def _closed(host: str, port: int, make: RequestFactory, connections: int,
                   duration: float, warmup: float,
-                  items: Callable[[int, bytes], int] | None) -> Outcome:
+                  items: Callable[[int, bytes], int] | None,
+                  measuring: Callable[[], None] | None = None) -> Outcome:
     outcome = Outcome()
     counter = iter(range(1 << 62))
     start = time.perf_counter()
     measure_from, stop = start + warmup, start + warmup + duration
+    if measuring is not None:
+        asyncio.get_running_loop().call_later(warmup, measuring)
 
     async def loop() -> None:
         conn = Connection(host, port)
@@ -143,11 +146,14 @@ async def _closed(host: str, port: int, make: RequestFactory, connections: int,
 
 def closed_loop(host: str, port: int, make: RequestFactory, *, connections: int,
                 duration: float, warmup: float = 0.5,
-                items: Callable[[int, bytes], int] | None = None) -> Outcome:
+                items: Callable[[int, bytes], int] | None = None,
+                measuring: Callable[[], None] | None = None) -> Outcome:
     """Each of ``connections`` sends its next request as soon as the last is answered: the
     server's peak rate (answers within the warm-up are not counted). ``items(status, body)``
-    counts something in each answer (the accepted messages of a batch)."""
-    return asyncio.run(_closed(host, port, make, connections, duration, warmup, items))
+    counts something in each answer (the accepted messages of a batch); ``measuring()`` is
+    called when the warm-up ends."""
+    return asyncio.run(_closed(host, port, make, connections, duration, warmup, items,
+                               measuring))
 
 
 async def _paced(host: str, port: int, make: RequestFactory, rate: float, duration: float,

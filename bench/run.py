@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets
 import statistics
@@ -15,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import psutil
 import redis
 from kombu import Connection
 
 from bench import baselines, loadgen
-from bench.stack import RssSampler, Stack, Worker
+from bench.stack import CpuMeter, RssSampler, Stack, Worker
 from integration.settings import Settings
 from integration.tokens import issue_token
 
@@ -105,6 +107,9 @@ class Run:
         self.results = Results()
         self._worker: Worker | None = None
         self._bodies: dict[tuple[int, int, Callable[[int], dict[str, Any]]], bytes] = {}
+        #: CPU microseconds per accepted message of the last metered figure, by process
+        #: group (gateway, redis, loadgen) and for the whole machine.
+        self._cpu_us: dict[str, float] = {}
 
     # -- request bodies ----------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -141,6 +146,7 @@ class Run:
         amqp = "batch" in plan.groups and _reachable(self.settings.bench_amqp_url)
         self.results.notes.update(
             redis=url.rsplit("@", 1)[-1], rabbitmq=amqp, plan=plan.__dict__,
+            cores=psutil.cpu_count(),
             gunicorn={"workers": self.settings.gateway_workers,
                       "worker_class": self.settings.gateway_worker_class,
                       "worker_connections": self.settings.gateway_worker_connections},
@@ -181,7 +187,11 @@ class Run:
             self._singles(ours, apps)
         if "batch" in plan.groups:
             self._flush()
-            add("batch_redis_msgs_per_s", self._batches(ours.port, "batch submit"))
+            meter = CpuMeter({"gateway": ours.children, "redis": self._redis_pids,
+                              "loadgen": lambda: [os.getpid()]})
+            add("batch_redis_msgs_per_s", self._batches(ours.port, "batch submit", meter))
+            for name, micros in self._cpu_us.items():
+                add(f"batch_redis_cpu_{name}_us", micros)
             if amqp:
                 add("kombu_batch_amqp_msgs_per_s", baselines.kombu_batch_rate(
                     self.settings.bench_amqp_url, envelope, plan.seconds))
@@ -223,15 +233,20 @@ class Run:
             add(f"{name}_p99_ms", paced.percentile(99))
             add(f"{name}_p999_ms", paced.percentile(99.9))
 
-    def _batches(self, port: int, what: str) -> float:
+    def _batches(self, port: int, what: str, meter: CpuMeter | None = None) -> float:
         """Accepted messages per second of batch submissions. An item refused with 503 (a
         broker that did not confirm within the publish timeout) is not counted, and the
-        refusals are noted."""
+        refusals are noted. ``meter`` counts CPU from the end of the warm-up to the last
+        answer."""
         plan = self.plan
         outcome = loadgen.closed_loop("127.0.0.1", port, self.batch_of(plan.batch, metric),
                                       connections=plan.batch_connections,
                                       duration=plan.seconds, warmup=plan.warmup,
-                                      items=_accepted_items)
+                                      items=_accepted_items,
+                                      measuring=meter.start if meter else None)
+        if meter is not None:
+            self._cpu_us = {name: seconds / max(outcome.items, 1) * 1e6
+                            for name, seconds in meter.stop().items()}
         if outcome.items == 0:
             raise RuntimeError(f"{what}: nothing accepted; answers {dict(outcome.statuses)}")
         refused = outcome.completed * plan.batch - outcome.items
@@ -239,6 +254,10 @@ class Run:
             self.results.notes.setdefault("refused_batch_items", {}).setdefault(
                 what, []).append(refused)
         return outcome.items / outcome.elapsed
+
+    def _redis_pids(self) -> list[int]:
+        server = self.stack.redis
+        return [server.process.pid] if server is not None and server.process else []
 
     def _flush(self) -> None:
         """A clean database before each figure: queues left by the last one must neither

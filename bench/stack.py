@@ -70,6 +70,37 @@ class Process:
         self._log.close()
 
 
+class CpuMeter:
+    """CPU seconds (user + system) spent by groups of processes, and by the whole machine,
+    between ``start`` and ``stop``: where the cores went while a figure was measured."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self._before: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        seconds = {name: sum(_cpu_seconds(pid) for pid in pids())
+                   for name, pids in self.groups.items()}
+        machine = psutil.cpu_times()
+        seconds["machine"] = machine.user + machine.system
+        return seconds
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self) -> dict[str, float]:
+        after = self._read()
+        return {name: after[name] - self._before.get(name, after[name]) for name in after}
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return float(times.user + times.system)
+
+
 class Server(Process):
     """A gunicorn server on 127.0.0.1:``port``."""
 
