@@ -188,7 +188,10 @@ return {1, state, attempts}
 # outbox when ARGV[11] (its due time) is given, and the claim released when ARGV[12] (its
 # holder) still holds it. With ARGV[13], nothing is written unless KEYS[6] still holds that
 # value ('-' for no value): the caller chose the outbox from a cached subscription list of
-# that version. Returns {-2, current value} then, else {1, previous status or ''}.
+# that version. A record deleted meanwhile is not written again (a partial hash without a
+# TTL would stay forever): the event still goes to the event log, but not to the outbox,
+# which reads it from the record. Returns {-2, current value} then, else {1, previous
+# status or ''}.
 _FINISH = _MOVE_INDEX + """
 if ARGV[13] ~= '' then
   local version = redis.call('GET', KEYS[6]) or '-'
@@ -196,23 +199,21 @@ if ARGV[13] ~= '' then
 end
 local old = redis.call('HGET', KEYS[1], 'status')
 if old then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 14))
-  redis.call('RPUSH', KEYS[2], ARGV[4])
+  redis.call('HSET', KEYS[1], 'topic', ARGV[7], unpack(ARGV, 14))
+  redis.call('RPUSH', KEYS[2], ARGV[4], ARGV[10])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('EXPIRE', KEYS[2], ARGV[3])
   if old ~= ARGV[2] then
     move_index(ARGV[5], ARGV[1], old, ARGV[2], redis.call('HGET', KEYS[1], 'accepted_ms'),
                ARGV[6])
   end
+  if ARGV[11] ~= '' then
+    redis.call('HSET', KEYS[1], 'event', ARGV[8])
+    redis.call('ZADD', KEYS[4], ARGV[11], ARGV[1])
+  end
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'topic', ARGV[7],
            'message_id', ARGV[1], 'event', ARGV[8])
-redis.call('RPUSH', KEYS[2], ARGV[10])
-redis.call('HSET', KEYS[1], 'topic', ARGV[7])
-if ARGV[11] ~= '' then
-  redis.call('HSET', KEYS[1], 'event', ARGV[8])
-  redis.call('ZADD', KEYS[4], ARGV[11], ARGV[1])
-end
 if ARGV[12] ~= '' and redis.call('GET', KEYS[5]) == ARGV[12] then
   redis.call('DEL', KEYS[5])
 end

@@ -170,3 +170,26 @@ def test_a_webhook_made_after_the_subscriptions_were_read_gets_the_event(
     assert delivery is not None and delivery["type"] == "webhook"
     assert not store.client.zscore(store.outbox_key, "after"), "delivered, so not parked"
     assert calls == [1, 1]
+
+
+def test_a_record_deleted_during_its_delivery_is_not_written_again(store: StatusStore) -> None:
+    """The record expired or was deleted while its handler ran: finishing writes no partial
+    record or history without a TTL (they would stay forever); the result event still goes
+    to the event log, and the claim is released."""
+    client = store.client
+
+    def vanish(payload: Count, envelope: Any) -> dict[str, int]:
+        client.delete("integration:msg:gone-1", "integration:hist:gone-1")
+        return {"n": payload.n}
+
+    processor = Processor(Registry([MessageType("count", Count, vanish)]), store)
+    store.create_many([queued("gone-1")])
+    assert processor.process(envelope("gone-1"), Delivery("t1", "count")).status \
+        is Status.SUCCEEDED
+    leftovers = [key.decode() for key in client.scan_iter(match="*gone-1*")
+                 if client.ttl(key) == -1]
+    assert leftovers == [], f"keys without a TTL: {leftovers}"
+    assert not client.exists("integration:msg:gone-1")
+    events = client.xrange(store.events_key)
+    assert any(fields[b"message_id"] == b"gone-1" for _, fields in events)
+    assert not client.exists("integration:claim:gone-1:1"), "the claim is released"
