@@ -18,6 +18,11 @@ RESERVED_ATTRIBUTES = frozenset({"owner", "channel", "status", "attempts", "role
                                  "principal", "generation"})
 #: Ids travel in URLs and Redis keys, so they are restricted to URL-safe characters.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+#: The channel of scheduled firings, and the prefix of their ids (``beat.<name>.<time>``,
+#: predictable by design so that a double fire is a duplicate). Only that channel may submit
+#: an id with the prefix: a client could otherwise take a firing's id first and suppress it.
+FIRING_CHANNEL = "beat"
+FIRING_ID_PREFIX = "beat."
 
 
 def new_id() -> str:

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from integration.envelope import Envelope
+from integration.envelope import FIRING_CHANNEL, FIRING_ID_PREFIX, Envelope
 from integration.problems import Conflict, Forbidden, InvalidMessage, Problem
 from integration.routing import DEFAULT_QUEUE
 from integration.settings import ConfigurationError, Settings
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 #: The task beat sends for each firing: ``fire(schedule: dict, scheduled_at: str)``.
 FIRE_TASK = "integration.schedule.fire"
 #: The channel of fired messages, in their status records and metrics.
-CHANNEL = "beat"
+CHANNEL = FIRING_CHANNEL
 #: The owner of the messages that file schedules fire.
 FILE_OWNER = "beat"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -192,7 +192,7 @@ def firing_id(name: str, scheduled_at: datetime) -> str:
     """The message id of one firing: the same for a second beat or a retried firing, so a
     double fire is a 409 conflict rather than a second message."""
     moment = scheduled_at.astimezone(UTC)
-    return f"beat.{name}.{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z"
+    return f"{FIRING_ID_PREFIX}{name}.{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z"
 
 
 # -- the schedule file --------------------------------------------------------------------
@@ -213,7 +213,7 @@ def check_message(spec: ScheduleSpec, parse: Parse,
     (errors located at the schedule's fields) or ``Forbidden``."""
     trial = StoredSchedule(**spec.model_dump(), owner="check", origin="api",
                            created_at="").envelope(datetime.now(UTC))
-    parse(trial, may_submit=may_submit)
+    parse(trial, may_submit=may_submit, channel=CHANNEL)
 
 
 def load_schedule_file(path: str | None, parse: Parse) -> list[ScheduleSpec]:

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from integration.coalescer import Coalescer
-from integration.envelope import Envelope
+from integration.envelope import FIRING_CHANNEL, FIRING_ID_PREFIX, Envelope
 from integration.jsonlimits import JsonLimits
 from integration.problems import (
     Conflict,
@@ -85,9 +85,10 @@ class Submitter:
 
     def parse(self, raw: Any, loc: Sequence[str | int] = (),
               may_submit: Callable[[str], bool] | None = None,
-              correlation_id: str | None = None) -> Envelope:
+              correlation_id: str | None = None, channel: str | None = None) -> Envelope:
         """Validate an envelope and its type's payload; raise ``InvalidMessage`` with each error,
-        or ``Forbidden`` when ``may_submit`` refuses the type (checked before the payload)."""
+        or ``Forbidden`` when ``may_submit`` refuses the type (checked before the payload).
+        An id of a scheduled firing's form is refused unless ``channel`` is beat's."""
         if not isinstance(raw, dict):
             raise invalid([{"loc": list(loc), "msg": "a message is a JSON object",
                             "type": "object_type"}], "The message is not a JSON object.")
@@ -98,6 +99,10 @@ class Submitter:
             envelope = Envelope.model_validate(raw)
         except ValidationError as exc:
             raise invalid(validation_errors(exc, loc), "The envelope is invalid.") from None
+        if envelope.id.startswith(FIRING_ID_PREFIX) and channel != FIRING_CHANNEL:
+            raise invalid([{"loc": [*loc, "id"], "type": "reserved_id",
+                            "msg": f"ids starting with {FIRING_ID_PREFIX!r} are reserved for "
+                                   "scheduled firings"}], "The message id is reserved.")
         if correlation_id and "correlationid" not in raw:
             envelope.correlationid = correlation_id  # the request's chain, from its header
         if envelope.type not in self.registry:
@@ -258,7 +263,8 @@ class Submitter:
         for index, item in enumerate(items):
             try:
                 valid.append((index, self.parse(item, loc=[index], may_submit=may_submit,
-                                                correlation_id=correlation_id)))
+                                                correlation_id=correlation_id,
+                                                channel=channel)))
             except (InvalidMessage, Forbidden) as problem:
                 results[index] = problem
         outcomes = self.submit([e for _, e in valid], owner=owner, channel=channel)

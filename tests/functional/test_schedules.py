@@ -252,6 +252,40 @@ def test_a_repeated_firing_is_a_conflict_not_a_second_message(
     assert [r["id"] for r in records] == ["beat.twice.20250101T000100.000Z"]
 
 
+def test_no_client_can_take_a_firing_id_first(
+    worker: WorkerProcess, clean_schedules: None, settings: Settings, client: FlaskClient,
+    auth: dict[str, str],
+) -> None:
+    """A firing's id is predictable; submitted by a client first, it would make the firing a
+    duplicate. Every client path refuses the id (422 ``reserved_id``), and the firing runs."""
+    from celery import Celery
+
+    taken = "beat.early.20250101T000100.000Z"
+    message = {"id": taken, "type": "event", "source": "t", "data": {"n": 1}}
+    single = client.post("/api/v1/messages", headers=auth, json=message)
+    assert single.status_code == 422, single.get_json()
+    assert single.get_json()["errors"][0]["type"] == "reserved_id"
+    batch = client.post("/api/v1/messages", headers=auth, json=[message])
+    assert batch.get_json()["results"][0]["status"] == 422, batch.get_json()
+    cloudevent = client.post("/api/v1/messages", headers={
+        **auth, "Content-Type": "application/cloudevents+json"},
+        data=json.dumps({**message, "specversion": "1.0"}))
+    assert cloudevent.status_code == 422, cloudevent.get_json()
+    store = store_from_settings(settings)
+    assert store.get(taken) is None
+
+    stored = StoredSchedule(name="early", every=60.0, type="event", data={"n": 1},
+                            owner="beat", origin="api", created_at="2025-01-01T00:00:00Z")
+    app = Celery("test-fire")
+    app.config_from_object("celeryconfig")
+    app.send_task(FIRE_TASK, kwargs={"schedule": stored.model_dump_json(),
+                                     "scheduled_at": "2025-01-01T00:01:00+00:00"},
+                  queue="integration.default")
+    record = wait_for(lambda: (r := store.get(taken)) and r["status"] == "succeeded" and r,
+                      timeout=15, message="the firing processed")
+    assert record["channel"] == "beat"
+
+
 def test_a_standby_beat_takes_over_after_sigterm(
     worker: WorkerProcess, beats: list[BeatProcess], tmp_path: Path, settings: Settings,
 ) -> None:
