@@ -87,18 +87,33 @@ class WebSocketHub:
                                        settings.service_token_max_ttl_seconds)
         self._lock = threading.Lock()
         self._clients: set[Client] = set()
+        self._reserved = 0  # places taken by upgrades not yet added
         self._subscribers: set[Client] = set()
         self._reading = False
         self._housekeeping = False
         self._shutting_down = False
 
     # -- membership ------------------------------------------------------------------------
-    @property
-    def full(self) -> bool:
-        return self._shutting_down or len(self._clients) >= self.settings.ws_max_connections
+    def reserve(self) -> bool:
+        """Take a place for a socket about to be accepted; False when the process is full or
+        shutting down. Checked and taken under the lock, so a burst of upgrades cannot pass
+        ``WS_MAX_CONNECTIONS`` while earlier ones are still answering their handshake."""
+        with self._lock:
+            if self._shutting_down or (len(self._clients) + self._reserved
+                                       >= self.settings.ws_max_connections):
+                return False
+            self._reserved += 1
+            return True
+
+    def release(self) -> None:
+        """Give back a reserved place whose socket was never added."""
+        with self._lock:
+            self._reserved -= 1
 
     def add(self, client: Client) -> None:
+        """Add a socket in the place ``reserve`` took for it."""
         with self._lock:
+            self._reserved -= 1
             self._clients.add(client)
             if not self._housekeeping:
                 self._housekeeping = True

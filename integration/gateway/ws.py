@@ -109,13 +109,17 @@ def websocket() -> Response:
         verify_jwt_in_request()  # a bad token is a 401 problem, before any upgrade
         principal = current_principal()
     sockets = hub()
-    if sockets.full:
+    if not sockets.reserve():
         raise Unavailable("This gateway process has no room for another WebSocket.",
                           retry_after=rt.settings.retry_after_seconds)
     limit = rt.settings.max_body_bytes
-    conn = WebSocket.accept(request.environ, sock, max_buffer=rt.settings.ws_max_buffer,
-                            max_message_bytes=limit, too_big=error_frame(PayloadTooLarge(
-                                f"A frame holds at most {limit} bytes.")))
+    try:
+        conn = WebSocket.accept(request.environ, sock, max_buffer=rt.settings.ws_max_buffer,
+                                max_message_bytes=limit, too_big=error_frame(PayloadTooLarge(
+                                    f"A frame holds at most {limit} bytes.")))
+    except BaseException:
+        sockets.release()
+        raise
     client = Client(conn)
     sockets.add(client)
     session = Session(rt, sockets, client)

@@ -484,6 +484,38 @@ def test_a_slow_consumer_is_disconnected_while_others_keep_up(
     assert len([f for f in frames if f["type"] == "event"]) < count
 
 
+def test_a_burst_of_upgrades_never_passes_the_connection_limit(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Upgrades that arrive together are admitted up to WS_MAX_CONNECTIONS and no further
+    (the place is taken before the handshake is answered); the rest get 503."""
+    own = Gateway(redis_url, tmp_path, workers=1, INTEGRATION_WS_MAX_CONNECTIONS="3")
+    token = token_for("burst", ["admin"])
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET /api/v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+               ).encode()
+    sockets = [socket.create_connection(("127.0.0.1", own.port), timeout=10)
+               for _ in range(12)]
+    try:
+        start = threading.Barrier(len(sockets))
+
+        def upgrade(sock: socket.socket) -> bytes:
+            start.wait()
+            sock.sendall(request)
+            return sock.recv(12)
+
+        with ThreadPoolExecutor(max_workers=len(sockets)) as pool:
+            answers = list(pool.map(upgrade, sockets))
+        assert answers.count(b"HTTP/1.1 101") == 3, answers
+        assert answers.count(b"HTTP/1.1 503") == len(sockets) - 3, answers
+    finally:
+        for sock in sockets:
+            sock.close()
+        own.stop()
+
+
 def test_sigterm_closes_open_sockets_with_1001_and_stops_promptly(
     redis_url: str, tmp_path: Path
 ) -> None:
