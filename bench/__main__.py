@@ -17,6 +17,8 @@ from typing import Any
 from bench.run import Plan, Results, Run
 from integration.settings import get_settings
 
+#: The Redis batch figure's target ratio to send_task; the table also turns it into a CPU
+#: budget per message.
 BATCH_TARGET = 10.0
 #: (figure, baseline, target ratio or None, what it means). The ratio is taken per round,
 #: then the median over rounds is reported.
