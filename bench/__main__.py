@@ -79,12 +79,17 @@ def summarise(results: Results) -> dict[str, Any]:
 
 
 def table(summary: dict[str, Any], notes: dict[str, Any]) -> str:
-    lines = [f"{'figure':<58} {'ours':>10} {'baseline':>10} {'ratio':>7} {'target':>7}  met"]
+    # "rounds": the lowest and highest per-round ratio, so a reader sees how much of a
+    # difference between runs is the machine's own noise.
+    lines = [f"{'figure':<58} {'ours':>10} {'baseline':>10} {'ratio':>7} {'target':>7}  met"
+             f"  rounds"]
     for row in summary["ratios"]:
         target = f">={row['target']:g}" if row["target"] is not None else ""
         met = {True: "yes", False: "NO", None: ""}[row["met"]]
+        spread = f"{min(row['per_round']):.2f}-{max(row['per_round']):.2f}"
         lines.append(f"{row['meaning']:<58} {row['value']:>10.0f} "
-                     f"{row['baseline_value']:>10.0f} {row['ratio']:>7.2f} {target:>7}  {met}")
+                     f"{row['baseline_value']:>10.0f} {row['ratio']:>7.2f} {target:>7}  "
+                     f"{met:<3}  {spread}")
     for row in summary["limits"]:
         lines.append(f"{row['meaning']:<58} {row['value']:>10.1f} {'':>10} {'':>7} "
                      f"{'<=' + format(row['limit'], 'g'):>7}  {'yes' if row['met'] else 'NO'}")
