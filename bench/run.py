@@ -107,9 +107,6 @@ class Run:
         self.results = Results()
         self._worker: Worker | None = None
         self._bodies: dict[tuple[int, int, Callable[[int], dict[str, Any]]], bytes] = {}
-        #: CPU microseconds per accepted message of the last metered figure, by process
-        #: group (gateway, redis, loadgen) and for the whole machine.
-        self._cpu_us: dict[str, float] = {}
 
     # -- request bodies ----------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -189,14 +186,15 @@ class Run:
             self._flush()
             meter = CpuMeter({"gateway": ours.children, "redis": self._redis_pids,
                               "loadgen": lambda: [os.getpid()]})
-            add("batch_redis_msgs_per_s", self._batches(ours.port, "batch submit", meter))
-            for name, micros in self._cpu_us.items():
+            rate, cpu_us = self._batches(ours.port, "batch submit", meter)
+            add("batch_redis_msgs_per_s", rate)
+            for name, micros in cpu_us.items():
                 add(f"batch_redis_cpu_{name}_us", micros)
             if amqp:
                 add("kombu_batch_amqp_msgs_per_s", baselines.kombu_batch_rate(
                     self.settings.bench_amqp_url, envelope, plan.seconds))
                 add("batch_amqp_msgs_per_s", self._batches(ours_amqp.port,
-                                                           "batch submit on RabbitMQ"))
+                                                           "batch submit on RabbitMQ")[0])
                 _purge_amqp(self.settings.bench_amqp_url, "metric")
         if "e2e" in plan.groups:
             raw = self._drain_raw()
@@ -233,27 +231,27 @@ class Run:
             add(f"{name}_p99_ms", paced.percentile(99))
             add(f"{name}_p999_ms", paced.percentile(99.9))
 
-    def _batches(self, port: int, what: str, meter: CpuMeter | None = None) -> float:
-        """Accepted messages per second of batch submissions. An item refused with 503 (a
-        broker that did not confirm within the publish timeout) is not counted, and the
-        refusals are noted. ``meter`` counts CPU from the end of the warm-up to the last
-        answer."""
+    def _batches(self, port: int, what: str, meter: CpuMeter | None = None
+                 ) -> tuple[float, dict[str, float]]:
+        """Accepted messages per second of batch submissions, and with ``meter`` the CPU
+        microseconds per accepted message by process group, from the end of the warm-up to
+        the last answer. An item refused with 503 (a broker that did not confirm within the
+        publish timeout) is not counted, and the refusals are noted."""
         plan = self.plan
         outcome = loadgen.closed_loop("127.0.0.1", port, self.batch_of(plan.batch, metric),
                                       connections=plan.batch_connections,
                                       duration=plan.seconds, warmup=plan.warmup,
                                       items=_accepted_items,
                                       measuring=meter.start if meter else None)
-        if meter is not None:
-            self._cpu_us = {name: seconds / max(outcome.items, 1) * 1e6
-                            for name, seconds in meter.stop().items()}
+        cpu_us = {name: seconds / max(outcome.items, 1) * 1e6
+                  for name, seconds in meter.stop().items()} if meter is not None else {}
         if outcome.items == 0:
             raise RuntimeError(f"{what}: nothing accepted; answers {dict(outcome.statuses)}")
         refused = outcome.completed * plan.batch - outcome.items
         if refused:
             self.results.notes.setdefault("refused_batch_items", {}).setdefault(
                 what, []).append(refused)
-        return outcome.items / outcome.elapsed
+        return outcome.items / outcome.elapsed, cpu_us
 
     def _redis_pids(self) -> list[int]:
         server = self.stack.redis

@@ -184,8 +184,7 @@ class Processor:
         for _ in range(2):
             begun = self.store.begin(
                 envelope.id, holder, self.claim_lease, startable=STARTABLE, start=start,
-                fields=_start_fields(delivery),
-                detail={"queue": delivery.queue, "redelivered": delivery.redelivered})
+                fields=_start_fields(delivery), detail=_start_detail(delivery))
             if begun.state is not None:
                 return begun, begun.state
             self._ensure_record(envelope, queue)
@@ -199,8 +198,7 @@ class Processor:
             started = self.store.transition(
                 envelope.id, Status.PROCESSING, allowed_from=STARTABLE, count_attempt=True,
                 fields=_start_fields(delivery),
-                detail={"queue": delivery.queue, "redelivered": delivery.redelivered,
-                        "generation": generation},
+                detail={**_start_detail(delivery), "generation": generation},
             )
         if started is None or not started.applied:
             self.store.release_claim(envelope.id, generation, holder)
@@ -377,7 +375,13 @@ class Processor:
 
 
 def _start_fields(delivery: Delivery) -> dict[str, Any]:
+    """What an attempt's start records on the message."""
     return {"task_id": delivery.task_id, "delivered_queue": delivery.queue or ""}
+
+
+def _start_detail(delivery: Delivery) -> dict[str, Any]:
+    """What an attempt's start notes in the history (``begin`` adds the generation)."""
+    return {"queue": delivery.queue, "redelivered": delivery.redelivered}
 
 
 def _second_hop(topic: str, envelope: Envelope | None) -> bool:

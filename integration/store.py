@@ -470,10 +470,7 @@ class StatusStore:
     ) -> Transition | None:
         """Move a message to ``status`` if it is in one of ``allowed_from`` (any when empty)."""
         at = now_ms()
-        flat: list[Any] = [_TIMESTAMP_FIELD.get(status, f"{status}_at"), iso(at),
-                           "updated_at", iso(at)]
-        for name, value in (fields or {}).items():
-            flat += [name, json.dumps(value) if name in _JSON_FIELDS else value]
+        flat = _changed_fields(status, at, fields)
         reply = self._transition(
             keys=[self._record_key(message_id), self._history_key(message_id)],
             args=[
@@ -526,10 +523,7 @@ class StatusStore:
         (None: no value); returns False then, True otherwise.
         """
         at = now_ms()
-        flat: list[Any] = [_TIMESTAMP_FIELD.get(status, f"{status}_at"), iso(at),
-                           "updated_at", iso(at), "status", str(status)]
-        for name, value in fields.items():
-            flat += [name, json.dumps(value) if name in _JSON_FIELDS else value]
+        flat = ["status", str(status), *_changed_fields(status, at, fields)]
         generation, holder = claim if claim is not None else (1, "")
         check = "" if only_if is None else (only_if[1] or b"-")
         reply = self._finish(
@@ -640,8 +634,12 @@ class StatusStore:
         self._release_due(keys=[self.due_key], args=[message_id, lease])
 
     # -- delivery claims ---------------------------------------------------------------------
+    def _claim_prefix(self, message_id: str) -> str:
+        """A message's claim keys without the generation (the begin script completes it)."""
+        return f"{self.prefix}:claim:{message_id}:"
+
     def _claim_key(self, message_id: str, generation: int) -> str:
-        return f"{self.prefix}:claim:{message_id}:{generation}"
+        return f"{self._claim_prefix(message_id)}{generation}"
 
     def claim(self, message_id: str, generation: int, holder: str, lease_seconds: int) -> bool:
         """Claim the right to run this message's effect, for ``lease_seconds`` at most."""
@@ -673,14 +671,11 @@ class StatusStore:
         ``startable``, and with ``start`` the move to ``processing`` (one more attempt;
         ``fields`` set, ``detail`` and the generation in the history entry)."""
         at = now_ms()
-        flat: list[Any] = [_TIMESTAMP_FIELD[Status.PROCESSING], iso(at), "updated_at", iso(at),
-                           "status", str(Status.PROCESSING)]
-        for name, value in (fields or {}).items():
-            flat += [name, json.dumps(value) if name in _JSON_FIELDS else value]
+        flat = ["status", str(Status.PROCESSING), *_changed_fields(Status.PROCESSING, at, fields)]
         entry = _history_entry(Status.PROCESSING, at, detail)
         reply = self._begin(
             keys=[self._record_key(message_id), self._history_key(message_id)],
-            args=[message_id, f"{self.prefix}:claim:{message_id}:", holder, lease_seconds,
+            args=[message_id, self._claim_prefix(message_id), holder, lease_seconds,
                   ",".join(map(str, startable)), "1" if start else "0",
                   str(Status.PROCESSING), self.ttl, entry[:-1] + ',"generation":',
                   self._index_key("status") + ":", self._cutoff(at), *flat])
@@ -810,6 +805,16 @@ def _created_or_earlier(reply: Any) -> bool | EarlierAnswer:
 
 
 _AS_STDLIB = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+
+
+def _changed_fields(status: Status, at_ms: int, fields: Mapping[str, Any] | None) -> list[Any]:
+    """The field/value pairs a move to ``status`` writes: its timestamp, ``updated_at`` and
+    ``fields`` (JSON documents encoded), flattened for HSET."""
+    flat: list[Any] = [_TIMESTAMP_FIELD.get(status, f"{status}_at"), iso(at_ms),
+                       "updated_at", iso(at_ms)]
+    for name, value in (fields or {}).items():
+        flat += [name, json.dumps(value) if name in _JSON_FIELDS else value]
+    return flat
 
 
 def _history_entry(status: str, at_ms: int, detail: Mapping[str, Any] | None) -> str:
