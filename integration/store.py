@@ -40,37 +40,74 @@ return 1
 
 # Create records already ``queued`` and push their broker messages, a whole chunk in one
 # script call: a message is in the queue if and only if its record exists (same Redis for
-# store and broker). ARGV[1..4]: the number of records, the TTL, the time, the ``queued``
-# history entry. Then, per record, 7 KEYS (record, history, the four indexes, the idempotency
-# key or '') and 8 + n ARGV (id, ``accepted`` history entry, queue, broker message, answer,
-# answer TTL, 'claim' or '', n, then n field names and values). With an idempotency key, the
-# request's answer is stored in the same step; a claiming record whose key is taken pushes
-# nothing and returns what the key holds. One reply per record: 1 created, 0 the id exists,
-# or the earlier answer. Index trimming is left to the caller, once per chunk.
+# store and broker). What the chunk's records share is sent once: ARGV[1..14] are the number
+# of records, the TTL, the time in ms and as ISO text, the ``queued`` history entry, the
+# request, the status, the key prefixes of records and histories, the keys of the ``all`` and
+# status indexes, the key prefixes of the type and owner indexes, and the number of channels;
+# then, per channel, its name and its ``accepted`` history entry; then, per record, 11 ARGV:
+# id, type, queue, owner, channel, envelope, broker message, idempotency key or '', answer,
+# answer TTL, 'claim' or ''. Keys are named here from their prefixes: like the worker's
+# scripts, this needs a single Redis. With an idempotency key, the request's answer is
+# stored in the same step; a claiming record whose key is taken pushes nothing and returns
+# what the key holds. One reply per record: 1 created, 0 the id exists, or the earlier
+# answer. The index entries and the broker messages of the created records are written at
+# the end, one command per index and per queue (a few hundred values each) rather than one
+# per record: most of the script's cost was its number of calls. Index trimming is left to
+# the caller, once per chunk.
 _CREATE_QUEUED = """
-local ttl, at, queued = ARGV[2], ARGV[3], ARGV[4]
-local replies = {}
-local k, a = 1, 5
+local ttl, at, stamp, queued, request, status = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+  ARGV[7]
+local records, histories, all, by_status = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local by_type, by_owner = ARGV[12], ARGV[13]
+local accepted, a = {}, 15
+for c = 1, tonumber(ARGV[14]) do accepted[ARGV[a]] = ARGV[a + 1]; a = a + 2 end
+local replies, scored, pushed = {}, {}, {}
+local function append(groups, key, first, second)
+  local group = groups[key]
+  if not group then group = {}; groups[key] = group end
+  group[#group + 1] = first
+  if second then group[#group + 1] = second end
+end
 for r = 1, tonumber(ARGV[1]) do
-  local id, answer_key, nfields = ARGV[a], KEYS[k + 6], tonumber(ARGV[a + 7])
+  local id, answer_key = ARGV[a], ARGV[a + 7]
   local reply = 1
-  if answer_key ~= '' and ARGV[a + 6] == 'claim' then
+  if answer_key ~= '' and ARGV[a + 10] == 'claim' then
     local earlier = redis.call('GET', answer_key)
     if earlier then reply = earlier end
   end
-  if reply == 1 and redis.call('EXISTS', KEYS[k]) == 1 then reply = 0 end
+  local record = records .. id
+  if reply == 1 and redis.call('EXISTS', record) == 1 then reply = 0 end
   if reply == 1 then
-    redis.call('HSET', KEYS[k], unpack(ARGV, a + 8, a + 7 + nfields))
-    redis.call('EXPIRE', KEYS[k], ttl)
-    redis.call('RPUSH', KEYS[k + 1], ARGV[a + 1], queued)
-    redis.call('EXPIRE', KEYS[k + 1], ttl)
-    for i = 2, 5 do redis.call('ZADD', KEYS[k + i], at, id) end
-    redis.call('LPUSH', ARGV[a + 2], ARGV[a + 3])
-    if answer_key ~= '' then redis.call('SET', answer_key, ARGV[a + 4], 'EX', ARGV[a + 5]) end
+    local kind, owner, channel = ARGV[a + 1], ARGV[a + 3], ARGV[a + 4]
+    redis.call('HSET', record, 'id', id, 'type', kind, 'queue', ARGV[a + 2], 'owner', owner,
+               'channel', channel, 'status', status, 'attempts', 0, 'accepted_ms', at,
+               'accepted_at', stamp, 'updated_at', stamp, 'envelope', ARGV[a + 5],
+               'request', request, 'generation', 1, 'queued_at', stamp)
+    redis.call('EXPIRE', record, ttl)
+    local history = histories .. id
+    redis.call('RPUSH', history, accepted[channel], queued)
+    redis.call('EXPIRE', history, ttl)
+    append(scored, all, at, id)
+    append(scored, by_status, at, id)
+    append(scored, by_type .. kind, at, id)
+    append(scored, by_owner .. owner, at, id)
+    append(pushed, ARGV[a + 2], ARGV[a + 6])
+    if answer_key ~= '' then redis.call('SET', answer_key, ARGV[a + 8], 'EX', ARGV[a + 9]) end
   end
   replies[r] = reply
-  k, a = k + 7, a + 8 + nfields
+  a = a + 11
 end
+-- unpack() is bounded by Lua's C stack (8000 values): at most 1000 per command, an even
+-- number, so that a score stays with its member.
+local function in_slices(command, groups)
+  for key, values in pairs(groups) do
+    for first = 1, #values, 1000 do
+      redis.call(command, key, unpack(values, first, math.min(first + 999, #values)))
+    end
+  end
+end
+in_slices('ZADD', scored)
+in_slices('LPUSH', pushed)
 return replies
 """
 
@@ -394,21 +431,22 @@ class StatusStore:
             return []
         at = now_ms()
         answers = answers or [None] * len(records)
-        keys: list[str] = []
-        args: list[Any] = [len(records), self.ttl, at, _history_entry(Status.QUEUED, at, None)]
-        accepted = {channel: _history_entry(Status.ACCEPTED, at, {"channel": channel})
-                    for channel in {r.channel for r in records}}
-        indexes: set[str] = set()
+        channels = {r.channel for r in records}
+        args: list[Any] = [
+            len(records), self.ttl, at, iso(at), _history_entry(Status.QUEUED, at, None),
+            request, str(Status.QUEUED), self._record_key(""), self._history_key(""),
+            self._index_key("all"), self._index_key("status", str(Status.QUEUED)),
+            self._index_key("type") + ":", self._index_key("owner") + ":", len(channels)]
+        for channel in channels:
+            args += [channel, _history_entry(Status.ACCEPTED, at, {"channel": channel})]
+        indexes = {self._index_key("all"), self._index_key("status", str(Status.QUEUED))}
         for record, message, answer in zip(records, messages, answers, strict=True):
-            fields = self._fields(record, Status.QUEUED, at, request)
-            fields["queued_at"] = iso(at)
-            record_keys = self._new_record_keys(record, Status.QUEUED)
-            indexes.update(record_keys[2:])
-            keys += [*record_keys, answer.key if answer else ""]
-            args += [record.id, accepted[record.channel], record.queue, message,
-                     answer.value if answer else "", answer.ttl if answer else 0,
-                     "claim" if answer is not None and answer.claim else "", 2 * len(fields)]
-            args += [item for pair in fields.items() for item in pair]
+            indexes.add(self._index_key("type", record.type))
+            indexes.add(self._index_key("owner", record.owner))
+            args += [record.id, record.type, record.queue, record.owner, record.channel,
+                     record.envelope_json, message]
+            args += ([answer.key, answer.value, answer.ttl, "claim" if answer.claim else ""]
+                     if answer is not None else ["", "", 0, ""])
 
         def execute() -> list[Any]:
             """The script's replies; run again after NOSCRIPT, when only idempotent cause
@@ -417,7 +455,7 @@ class StatusStore:
             for record in records:
                 self._link_cause(pipe, record)
             position = len(pipe.command_stack)
-            pipe.evalsha(self._create_queued.sha, len(keys), *keys, *args)
+            pipe.evalsha(self._create_queued.sha, 0, *args)
             for index in sorted(indexes):
                 pipe.zremrangebyscore(index, "-inf", f"({self._cutoff(at)}")
             return list(pipe.execute()[position])
