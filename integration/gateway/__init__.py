@@ -18,6 +18,7 @@ from integration.gateway.api import create_api
 from integration.gateway.auth import init_auth
 from integration.gateway.errors import register_errorhandlers
 from integration.gateway.health import health
+from integration.gateway.jsonprovider import FastJSONProvider
 from integration.gateway.limits import init_limiter, security_headers
 from integration.gateway.metrics import EXTENSION_KEY as METRICS_KEY
 from integration.gateway.metrics import GatewayMetrics
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def configure(app: Flask, settings: Settings) -> None:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # 413 before parsing
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = FastJSONProvider(app)
     if settings.proxy_hops:
         # Behind a reverse proxy the client address is in X-Forwarded-For (rate limits).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,  # type: ignore[method-assign]
