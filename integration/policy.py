@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from importlib.resources import files
 from pathlib import Path
@@ -74,6 +74,9 @@ def _per_second(limit: str) -> float:
     return item.amount / item.get_expiry()
 
 
+_REMEMBERED = 64
+
+
 @dataclass(frozen=True)
 class Grants:
     submit: tuple[str, ...]
@@ -81,9 +84,18 @@ class Grants:
     subscribe: tuple[str, ...]
     manage: frozenset[str]
     rate_limit: str
+    #: ``may_submit``'s answers so far: the items of a batch share a few types, and each
+    #: answer matches every grant's glob pattern. At most ``_REMEMBERED`` types.
+    _submit_answers: dict[str, bool] = field(default_factory=dict, init=False,
+                                             compare=False, hash=False, repr=False)
 
     def may_submit(self, message_type: str) -> bool:
-        return any(fnmatchcase(message_type, pattern) for pattern in self.submit)
+        answer = self._submit_answers.get(message_type)
+        if answer is None:
+            answer = any(fnmatchcase(message_type, pattern) for pattern in self.submit)
+            if len(self._submit_answers) < _REMEMBERED:
+                self._submit_answers[message_type] = answer
+        return answer
 
     def may_subscribe(self, topic: str) -> bool:
         return any(fnmatchcase(topic, pattern) for pattern in self.subscribe)

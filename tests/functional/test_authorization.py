@@ -48,10 +48,12 @@ def test_a_role_submits_only_its_types(client: FlaskClient,
 
 
 def test_forbidden_items_of_a_batch_are_403_each(client: FlaskClient) -> None:
-    body = client.post("/api/v1/messages", json=[METRIC, ACTION, METRIC],
+    """Each item is judged by its own type (the answers per type are remembered)."""
+    body = client.post("/api/v1/messages", json=[METRIC, ACTION, METRIC, ACTION],
                        headers=bearer("prometheus", "monitoring")).get_json()
-    assert [r["status"] for r in body["results"]] == [202, 403, 202]
+    assert [r["status"] for r in body["results"]] == [202, 403, 202, 403]
     assert body["results"][1]["problem"]["permission"] == "submit:action"
+    assert body["results"][3]["problem"]["permission"] == "submit:action"
 
 
 def test_unknown_roles_and_no_roles_grant_nothing(client: FlaskClient) -> None:
