@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+import orjson
 import redis
 
 from integration.store import IdempotentAnswer
@@ -27,6 +28,10 @@ class Stored:
     status: int = 0
     body: Any = None
     location: str | None = None
+
+    def to_json(self) -> str:
+        """As stored under the key (a batch's answer holds an item per message: orjson)."""
+        return orjson.dumps(self.__dict__).decode()
 
 
 def fingerprint(body: bytes) -> str:
@@ -65,11 +70,10 @@ class IdempotencyKeys:
                claim: bool = False) -> IdempotentAnswer:
         """``stored`` as the store's one-transaction path writes it, with the message; with
         ``claim``, for a key not reserved first (the transaction takes it if it is free)."""
-        return IdempotentAnswer(self._key(owner, key), json.dumps(stored.__dict__), self.ttl,
-                                claim)
+        return IdempotentAnswer(self._key(owner, key), stored.to_json(), self.ttl, claim)
 
     def complete(self, owner: str, key: str, stored: Stored) -> None:
-        self.client.set(self._key(owner, key), json.dumps(stored.__dict__), ex=self.ttl)
+        self.client.set(self._key(owner, key), stored.to_json(), ex=self.ttl)
 
     def release(self, owner: str, key: str) -> None:
         self.client.delete(self._key(owner, key))
