@@ -94,7 +94,9 @@ def table(summary: dict[str, Any], notes: dict[str, Any]) -> str:
         lines.append(f"{row['meaning']:<58} {row['value']:>10.1f} {'':>10} {'':>7} "
                      f"{'<=' + format(row['limit'], 'g'):>7}  {'yes' if row['met'] else 'NO'}")
     for name in ("submit_p50_ms", "submit_p999_ms", "submit_paced_rate", "hello_p50_ms",
-                 "hello_p99_ms", "hello_p999_ms", "hello_paced_rate"):
+                 "hello_p99_ms", "hello_p999_ms", "hello_paced_rate", "hello_at_ours_p50_ms",
+                 "hello_at_ours_p99_ms", "hello_at_ours_p999_ms", "guarded_at_ours_p50_ms",
+                 "guarded_at_ours_p99_ms", "guarded_at_ours_p999_ms"):
         if name in summary["medians"]:
             lines.append(f"{name:<58} {summary['medians'][name]:>10.1f}")
     medians = summary["medians"]

@@ -218,12 +218,17 @@ class Run:
             _expect(outcome, name)
             add(name, outcome.rate)
         # Latency at half of each one's own peak: ours, and hello-world's as the baseline (the
-        # tail this machine, server and generator give a request that does nothing).
-        for name, port, peak_name in (("submit", ours.port, "submit_per_s"),
-                                      ("hello", apps["hello"], "hello_post_per_s")):
-            peak = self.results.rounds[-1][peak_name]
+        # tail this machine, server and generator give a request that does nothing). Then
+        # at our rate, the same arrivals: hello-world (next to no work per request) and
+        # `guarded` (the token check and rate-limit hit every request of ours makes first).
+        figures = self.results.rounds[-1]
+        ours_rate = figures["submit_per_s"] / 2
+        for name, port, rate in (("submit", ours.port, ours_rate),
+                                 ("hello", apps["hello"], figures["hello_post_per_s"] / 2),
+                                 ("hello_at_ours", apps["hello"], ours_rate),
+                                 ("guarded_at_ours", apps["guarded"], ours_rate)):
             self._flush()
-            paced = loadgen.open_loop("127.0.0.1", port, self.single, rate=peak / 2,
+            paced = loadgen.open_loop("127.0.0.1", port, self.single, rate=rate,
                                       duration=2 * plan.seconds)
             _expect(paced, f"paced {name}")
             add(f"{name}_paced_rate", paced.rate)

@@ -35,10 +35,11 @@ def test_the_benchmark_runs_in_smoke_mode_and_writes_its_json(tmp_path: Path) ->
     document = json.loads(written.read_text())
     figures = document["rounds"][0]
     for name in ("send_task_per_s", "hello_post_per_s", "naive_post_per_s", "submit_per_s",
-                 "submit_p99_ms", "batch_redis_msgs_per_s", "e2e_raw_worker_msgs_per_s",
-                 "e2e_event_msgs_per_s", "e2e_event_task_events_msgs_per_s",
-                 "e2e_consumer_msgs_per_s", "batch_redis_cpu_gateway_us",
-                 "batch_redis_cpu_redis_us"):
+                 "submit_p99_ms", "hello_at_ours_p99_ms", "guarded_at_ours_p99_ms",
+                 "batch_redis_msgs_per_s",
+                 "e2e_raw_worker_msgs_per_s", "e2e_event_msgs_per_s",
+                 "e2e_event_task_events_msgs_per_s", "e2e_consumer_msgs_per_s",
+                 "batch_redis_cpu_gateway_us", "batch_redis_cpu_redis_us"):
         assert figures[name] > 0, name
     # The whole machine's CPU per batched message includes the gateway's and Redis's.
     assert figures["batch_redis_cpu_machine_us"] >= 0.9 * (
