@@ -120,6 +120,8 @@ class _MessageTemplate:
                            "delivery_tag": slot["delivery_tag"]},
         }
         cut = _SLOT.split(orjson.dumps(message).decode())
+        if set(cut[1::2]) != set(_REDIS_SLOTS):
+            raise RuntimeError("unexpected task message layout")
         return cls(rest_of_body=rest, redis_texts=tuple(cut[0::2]),
                    redis_slots=tuple(cut[1::2]))
 
