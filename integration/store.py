@@ -49,11 +49,12 @@ return 1
 # answer TTL, 'claim' or ''. Keys are named here from their prefixes: like the worker's
 # scripts, this needs a single Redis. With an idempotency key, the request's answer is
 # stored in the same step; a claiming record whose key is taken pushes nothing and returns
-# what the key holds. One reply per record: 1 created, 0 the id exists, or the earlier
-# answer. The index entries and the broker messages of the created records are written at
-# the end, one command per index and per queue (a few hundred values each) rather than one
-# per record: most of the script's cost was its number of calls. Index trimming is left to
-# the caller, once per chunk.
+# what the key holds (also when an earlier record of the chunk took it). One reply per
+# record: 1 created, 0 the id exists, or the earlier answer. The index entries, the broker
+# messages and then the answers of the created records are written at the end, one command
+# per index and per queue (a few hundred values each) rather than one per record: most of
+# the script's cost was its number of calls. Index trimming is left to the caller, once
+# per chunk.
 _CREATE_QUEUED = """
 local ttl, at, stamp, queued, request, status = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
   ARGV[7]
@@ -61,7 +62,8 @@ local records, histories, all, by_status = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local by_type, by_owner = ARGV[12], ARGV[13]
 local accepted, a = {}, 15
 for c = 1, tonumber(ARGV[14]) do accepted[ARGV[a]] = ARGV[a + 1]; a = a + 2 end
-local replies, scored, pushed = {}, {}, {}
+-- taken: the keys this chunk completes, and their answers (written after the messages).
+local replies, scored, pushed, answers, taken = {}, {}, {}, {}, {}
 local function append(groups, key, first, second)
   local group = groups[key]
   if not group then group = {}; groups[key] = group end
@@ -72,7 +74,7 @@ for r = 1, tonumber(ARGV[1]) do
   local id, answer_key = ARGV[a], ARGV[a + 7]
   local reply = 1
   if answer_key ~= '' and ARGV[a + 10] == 'claim' then
-    local earlier = redis.call('GET', answer_key)
+    local earlier = taken[answer_key] or redis.call('GET', answer_key)
     if earlier then reply = earlier end
   end
   local record = records .. id
@@ -92,7 +94,10 @@ for r = 1, tonumber(ARGV[1]) do
     append(scored, by_type .. kind, at, id)
     append(scored, by_owner .. owner, at, id)
     append(pushed, ARGV[a + 2], ARGV[a + 6])
-    if answer_key ~= '' then redis.call('SET', answer_key, ARGV[a + 8], 'EX', ARGV[a + 9]) end
+    if answer_key ~= '' then
+      taken[answer_key] = ARGV[a + 8]
+      answers[#answers + 1] = a
+    end
   end
   replies[r] = reply
   a = a + 11
@@ -108,6 +113,10 @@ local function in_slices(command, groups)
 end
 in_slices('ZADD', scored)
 in_slices('LPUSH', pushed)
+-- An idempotency key holds its answer only once the answer's message is in the queue.
+for _, at_arg in ipairs(answers) do
+  redis.call('SET', ARGV[at_arg + 7], ARGV[at_arg + 8], 'EX', ARGV[at_arg + 9])
+end
 return replies
 """
 

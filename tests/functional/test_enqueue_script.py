@@ -86,3 +86,17 @@ def test_existing_ids_and_taken_keys_push_nothing(client: redis.Redis) -> None:
     assert client.hget("t:msg:m0001", "request") != b"req-2"
     assert client.get("answer-taken") == b"earlier answer"
     assert client.get("answer-free") == b"given"
+
+
+def test_a_key_claimed_twice_in_one_chunk_enqueues_once(client: redis.Redis) -> None:
+    """Coalesced repeats of one request (same idempotency key) can share a chunk: the first
+    takes the key, the second finds its answer and pushes nothing."""
+    store = StatusStore(client, "t", ttl=600, events_maxlen=100)
+    answers = [IdempotentAnswer("same-key", "first", 60, claim=True),
+               IdempotentAnswer("same-key", "second", 60, claim=True)]
+    replies = store.create_queued_many([record(0, "alice"), record(2, "alice")],
+                                       ["m0", "m2"], "req", answers)
+    assert replies == [True, EarlierAnswer("first")]
+    assert client.lrange("q-metric", 0, -1) == [b"m0"]
+    assert client.get("same-key") == b"first"
+    assert not client.exists("t:msg:m0002", "t:hist:m0002")
