@@ -789,6 +789,7 @@ class StatusStore:
         scanned = 0
         offset = 0
         stale: list[str] = []
+        seen: set[str] = set()
         last: tuple[int, str] | None = None
         while len(found) < limit and scanned < _SCAN_BUDGET:
             # Walk down from the cursor; a batch's messages share one score, so members with
@@ -799,12 +800,19 @@ class StatusStore:
             if not batch:
                 last = None
                 break
+            if max_score == "+inf":
+                # Later pages are read by offset: messages accepted meanwhile (higher scores)
+                # would shift it and show a member twice. The walk stays below this page's top.
+                max_score = int(batch[0][1])
             offset += len(batch)
             candidates = []
             for member, score in batch:
                 member_id = member.decode()
                 if after_id is not None and int(score) == max_score and member_id >= after_id:
                     continue
+                if member_id in seen:  # one accepted within the top page's millisecond
+                    continue
+                seen.add(member_id)
                 candidates.append((member_id, int(score)))
             pipe = self.client.pipeline(transaction=False)
             for member_id, _ in candidates:
