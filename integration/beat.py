@@ -6,6 +6,9 @@ schedule file, each firing's scheduled time, and what happens to missed firings.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -81,9 +84,28 @@ class Scheduler(RedBeatScheduler):
                     **kwargs: Any) -> Any:
         if entry.task != FIRE_TASK:
             return super().apply_async(entry, producer, advance, **kwargs)
-        # Named before the entry moves on: the time it was due, not the time it was sent.
-        last_run_at = entry.last_run_at or self.app.now()
-        scheduled_at = scheduled_time(entry.schedule, last_run_at)
-        entry = self.reserve(entry) if advance else entry
-        entry.kwargs = {**entry.kwargs, "scheduled_at": scheduled_at.isoformat()}
-        return super().apply_async(entry, producer, advance=False, **kwargs)
+        # Moving the entry on and sending its firing are one step for a stop signal: one that
+        # arrived in between would leave the firing recorded as sent and never sent (its
+        # time is past, so no catch-up brings it back). It takes effect once the send is done.
+        with _stop_signals_held():
+            # Named before the entry moves on: the time it was due, not the time it was sent.
+            last_run_at = entry.last_run_at or self.app.now()
+            scheduled_at = scheduled_time(entry.schedule, last_run_at)
+            entry = self.reserve(entry) if advance else entry
+            entry.kwargs = {**entry.kwargs, "scheduled_at": scheduled_at.isoformat()}
+            return super().apply_async(entry, producer, advance=False, **kwargs)
+
+
+#: What stops beat (Celery turns them into SystemExit in the main thread).
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT back from this thread until the block is done; one that
+    arrived meanwhile is delivered then."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
