@@ -108,6 +108,13 @@ def settings(redis_url: str) -> Settings:
 
 
 @pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis server of this test's own: no worker consumes it, and nothing else sees it."""
+    with EmbeddedRedis(tmp_path / "private-redis", persistent=False) as server:
+        yield server
+
+
+@pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client

@@ -5,8 +5,6 @@ largest chunk the settings allow."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -16,12 +14,8 @@ from integration.store import EarlierAnswer, IdempotentAnswer, NewRecord, Status
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = EmbeddedRedis(tmp_path / "redis", persistent=False).start()
-    try:
-        yield redis.Redis(port=server.port)
-    finally:
-        server.stop()
+def client(private_redis: EmbeddedRedis) -> redis.Redis:
+    return redis.Redis(port=private_redis.port)
 
 
 def record(n: int, owner: str) -> NewRecord:

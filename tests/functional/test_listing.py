@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,12 +12,8 @@ from integration.store import NewRecord, StatusStore
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = EmbeddedRedis(tmp_path / "redis", persistent=False).start()
-    try:
-        yield redis.Redis(port=server.port)
-    finally:
-        server.stop()
+def client(private_redis: EmbeddedRedis) -> redis.Redis:
+    return redis.Redis(port=private_redis.port)
 
 
 def test_a_listing_read_while_messages_arrive_shows_each_once(client: redis.Redis) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -24,13 +22,9 @@ from tests.conftest import configured
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+def broker(private_redis: EmbeddedRedis) -> EmbeddedRedis:
     """A broker of its own (no worker consumes it), apart from the store's Redis."""
-    server = EmbeddedRedis(tmp_path / "broker", persistent=False).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    return private_redis
 
 
 @pytest.fixture
