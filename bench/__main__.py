@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.run import Plan, Results, Run
+from bench.run import PACED, Plan, Results, Run
 from integration.settings import get_settings
 
 #: The Redis batch figure's target ratio to send_task; the table also turns it into a CPU
@@ -93,11 +93,10 @@ def table(summary: dict[str, Any], notes: dict[str, Any]) -> str:
     for row in summary["limits"]:
         lines.append(f"{row['meaning']:<58} {row['value']:>10.1f} {'':>10} {'':>7} "
                      f"{'<=' + format(row['limit'], 'g'):>7}  {'yes' if row['met'] else 'NO'}")
-    for name in ("submit_p50_ms", "submit_p999_ms", "submit_paced_rate", "hello_p50_ms",
-                 "hello_p99_ms", "hello_p999_ms", "hello_paced_rate", "hello_at_ours_p50_ms",
-                 "hello_at_ours_p99_ms", "hello_at_ours_p999_ms", "guarded_at_ours_p50_ms",
-                 "guarded_at_ours_p99_ms", "guarded_at_ours_p999_ms"):
-        if name in summary["medians"]:
+    latencies = (f"{run}_{figure}" for run in PACED
+                 for figure in ("p50_ms", "p99_ms", "p999_ms", "paced_rate"))
+    for name in latencies:
+        if name in summary["medians"] and name not in {f for f, _, _ in LIMITS}:
             lines.append(f"{name:<58} {summary['medians'][name]:>10.1f}")
     medians = summary["medians"]
     if "batch_redis_cpu_machine_us" in medians and medians.get("send_task_per_s"):

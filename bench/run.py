@@ -37,6 +37,8 @@ roles:
 """
 
 
+#: The open-loop latency runs of a round, in order (figures ``<name>_p50_ms`` etc.).
+PACED = ("submit", "hello", "hello_at_ours", "guarded_at_ours")
 #: Distinct request bodies the load generator cycles through.
 BODIES = 64
 _ACCEPTED = re.compile(rb'"accepted":\s*(\d+)')
@@ -223,10 +225,12 @@ class Run:
         # `guarded` (the token check and rate-limit hit every request of ours makes first).
         figures = self.results.rounds[-1]
         ours_rate = figures["submit_per_s"] / 2
-        for name, port, rate in (("submit", ours.port, ours_rate),
-                                 ("hello", apps["hello"], figures["hello_post_per_s"] / 2),
-                                 ("hello_at_ours", apps["hello"], ours_rate),
-                                 ("guarded_at_ours", apps["guarded"], ours_rate)):
+        runs = {"submit": (ours.port, ours_rate),
+                "hello": (apps["hello"], figures["hello_post_per_s"] / 2),
+                "hello_at_ours": (apps["hello"], ours_rate),
+                "guarded_at_ours": (apps["guarded"], ours_rate)}
+        for name in PACED:
+            port, rate = runs[name]
             self._flush()
             paced = loadgen.open_loop("127.0.0.1", port, self.single, rate=rate,
                                       duration=2 * plan.seconds)

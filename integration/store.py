@@ -441,17 +441,19 @@ class StatusStore:
         at = now_ms()
         answers = answers or [None] * len(records)
         channels = {r.channel for r in records}
+        every, queued = self._index_key("all"), self._index_key("status", str(Status.QUEUED))
         args: list[Any] = [
             len(records), self.ttl, at, iso(at), _history_entry(Status.QUEUED, at, None),
             request, str(Status.QUEUED), self._record_key(""), self._history_key(""),
-            self._index_key("all"), self._index_key("status", str(Status.QUEUED)),
-            self._index_key("type") + ":", self._index_key("owner") + ":", len(channels)]
+            every, queued, self._index_key("type") + ":", self._index_key("owner") + ":",
+            len(channels)]
         for channel in channels:
             args += [channel, _history_entry(Status.ACCEPTED, at, {"channel": channel})]
-        indexes = {self._index_key("all"), self._index_key("status", str(Status.QUEUED))}
+        # The indexes this chunk adds to, trimmed once each below.
+        indexes = {every, queued,
+                   *(self._index_key("type", kind) for kind in {r.type for r in records}),
+                   *(self._index_key("owner", owner) for owner in {r.owner for r in records})}
         for record, message, answer in zip(records, messages, answers, strict=True):
-            indexes.add(self._index_key("type", record.type))
-            indexes.add(self._index_key("owner", record.owner))
             args += [record.id, record.type, record.queue, record.owner, record.channel,
                      record.envelope_json, message]
             args += ([answer.key, answer.value, answer.ttl, "claim" if answer.claim else ""]
