@@ -7,9 +7,11 @@ schedule file, each firing's scheduled time, and what happens to missed firings.
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from types import FrameType
 from typing import Any
 
 from redbeat import RedBeatScheduler
@@ -97,15 +99,33 @@ class Scheduler(RedBeatScheduler):
 
 
 #: What stops beat (Celery turns them into SystemExit in the main thread).
-_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextmanager
 def _stop_signals_held() -> Iterator[None]:
-    """Hold SIGTERM and SIGINT back from this thread until the block is done; one that
-    arrived meanwhile is delivered then."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    """Hold SIGTERM and SIGINT back until the block is done; one that arrived meanwhile
+    takes effect then.
+
+    The handlers are swapped rather than the signals masked: the kernel hands a signal
+    the main thread blocks to any other thread, and Python then runs the handler in the
+    main thread all the same. Python handlers run only in the main thread, so elsewhere
+    there is nothing to hold back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if signum not in arrived:
+            arrived.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in _STOP_SIGNALS
+                if signal.getsignal(signum) is not None}  # None: set outside Python, left be
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
+        for signum in arrived:
+            signal.raise_signal(signum)
