@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from integration.embedded_redis import EmbeddedRedis, free_port
+from integration.registry import default_registry
+from integration.settings import get_settings
 
 STRONG_SECRET = secrets.token_urlsafe(48)
 RULES = """
@@ -83,7 +85,13 @@ def run_check(env: dict[str, str | None], *args: str) -> subprocess.CompletedPro
     from integration.cli import main
 
     unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("INTEGRATION_")}
-    result = CliRunner().invoke(main, ["check", *args], env={**unset, **env})
+    try:
+        result = CliRunner().invoke(main, ["check", *args], env={**unset, **env})
+    finally:
+        # What the command cached under its configuration must not outlive it: a later
+        # test in this process would see its settings and its registry of types.
+        get_settings.cache_clear()
+        default_registry.cache_clear()
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess(["integration", "check", *args], result.exit_code,
