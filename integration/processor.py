@@ -11,7 +11,6 @@ import logging
 import re
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pydantic import ValidationError
 from integration import logs
 from integration.consumers import emitting, is_delivery_topic
 from integration.dispatch import Dispatcher, Fanout
-from integration.envelope import ID_PATTERN, Envelope, utc_now
+from integration.envelope import ID_PATTERN, Envelope, new_id, utc_now
 from integration.events import finish
 from integration.guards import Deferred, Guards, Held
 from integration.jsonlimits import JsonLimits
@@ -115,7 +114,7 @@ class Processor:
         guarded = bool(target and self.guards)
         # The claim keeps two deliveries of one message (a redelivery while the first still
         # runs, or after its worker died) from running the effect side by side.
-        holder = f"{delivery.task_id}:{uuid.uuid4().hex[:12]}"
+        holder = f"{delivery.task_id}:{new_id()[:12]}"
         begun, state = self._begin(envelope, message_type.queue, delivery, holder,
                                    start=not guarded)
         current, generation, released = state.status, state.generation, state.released
