@@ -40,7 +40,7 @@ class OwnConnectionScript:
     one-line script, 170 against 90 µs here): the pool's fork check, its ``poll`` for
     pending data before every command, connection metrics and argument wrappers. A worker's
     delivery makes two such calls, so they are made here directly: ``EVALSHA`` on an idle
-    connection of this object's own (the client's address, credentials and timeouts), and
+    connection kept beside the client's pool (its address, credentials and timeouts), and
     on ``NOSCRIPT`` the script's text, which ran nothing the first time.
 
     What the client gave stays true: a connection that failed is closed, never reused with
@@ -52,31 +52,26 @@ class OwnConnectionScript:
 
     def __init__(self, script: Script) -> None:
         self.script = script
-        pool = script.registered_client.connection_pool
-        self._connect = lambda: pool.connection_class(**pool.connection_kwargs)
-        interval = pool.connection_kwargs.get("health_check_interval") or 0
-        self._max_idle = float(interval) if interval else float("inf")
-        #: Idle connections and when each was last used (list operations are atomic).
-        self._idle: list[tuple[AbstractConnection, float]] = []
-        _OWN_CONNECTIONS.add(self)
+        self._connections = _own_connections(script.registered_client.connection_pool)
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (),
                  client: Any = None) -> Any:
         if client is not None:
             return self.script(keys=keys, args=args, client=client)
-        connection = self._take()
+        connections = self._connections
+        connection = connections.take()
         try:
             try:
                 reply = self._run(connection, "EVALSHA", self.script.sha, keys, args)
             except redis.exceptions.NoScriptError:
                 reply = self._run(connection, "EVAL", self.script.script, keys, args)
         except redis.exceptions.ResponseError:
-            self._idle.append((connection, time.monotonic()))  # its reply was read whole
+            connections.give_back(connection)  # its reply was read whole
             raise
         except BaseException:
             connection.disconnect()  # a reply may still be on its way
             raise
-        self._idle.append((connection, time.monotonic()))
+        connections.give_back(connection)
         return reply
 
     @property
@@ -89,7 +84,18 @@ class OwnConnectionScript:
         connection.send_command(command, script, len(keys), *keys, *args, check_health=False)
         return connection.read_response()
 
-    def _take(self) -> AbstractConnection:
+
+class _OwnConnections:
+    """The idle connections the scripts of one client's pool share, with when each was last
+    used (list operations are atomic, so threads need no lock)."""
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self._connect = lambda: pool.connection_class(**pool.connection_kwargs)
+        interval = pool.connection_kwargs.get("health_check_interval") or 0
+        self._max_idle = float(interval) if interval else float("inf")
+        self._idle: list[tuple[AbstractConnection, float]] = []
+
+    def take(self) -> AbstractConnection:
         """An idle connection fit to use, or a new one. One that sat idle a while is first
         checked for an end the server sent meanwhile (a restart, a client timeout), as the
         client's pool checks before every command; under load (back within a second) that
@@ -108,20 +114,32 @@ class OwnConnectionScript:
                 pass
             connection.disconnect()
 
-    def _forget_after_fork(self) -> None:
+    def give_back(self, connection: AbstractConnection) -> None:
+        self._idle.append((connection, time.monotonic()))
+
+    def forget(self) -> None:
+        """After a fork: the parent's connections are the parent's."""
         self._idle = []
 
 
 #: How long a connection may sit idle before it is checked for an end the server sent.
 _RECHECK_AFTER = 1.0
 
-#: Every ``OwnConnectionScript``, so that a forked child drops its parent's connections.
-_OWN_CONNECTIONS: weakref.WeakSet[OwnConnectionScript] = weakref.WeakSet()
+#: The own connections of each client's pool; a forked child forgets them all.
+_OWN_CONNECTIONS: weakref.WeakKeyDictionary[redis.ConnectionPool, _OwnConnections] = \
+    weakref.WeakKeyDictionary()
+
+
+def _own_connections(pool: redis.ConnectionPool) -> _OwnConnections:
+    connections = _OWN_CONNECTIONS.get(pool)
+    if connections is None:
+        connections = _OWN_CONNECTIONS.setdefault(pool, _OwnConnections(pool))
+    return connections
 
 
 def _after_fork_in_child() -> None:
-    for script in list(_OWN_CONNECTIONS):
-        script._forget_after_fork()
+    for connections in list(_OWN_CONNECTIONS.values()):
+        connections.forget()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

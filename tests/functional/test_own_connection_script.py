@@ -87,3 +87,12 @@ def test_a_forked_child_uses_a_connection_of_its_own(client: redis.Redis) -> Non
     assert childs == repr([2, b"child"])
     assert client.info("stats")["total_connections_received"] == connections + 1
     assert script(keys=["n"], args=["parent"]) == [3, b"parent"]  # its own, still intact
+
+
+def test_the_scripts_of_one_client_share_its_own_connections(client: redis.Redis) -> None:
+    connections = client.info("stats")["total_connections_received"]
+    first, second = counting(client), OwnConnectionScript(client.register_script("return 2"))
+    for _ in range(3):
+        assert first(keys=["n"], args=["x"])[1] == b"x"
+        assert second() == 2
+    assert client.info("stats")["total_connections_received"] == connections + 1
