@@ -168,6 +168,9 @@ class Run:
                 self.results.rounds.append({})
                 self._round(ours, {name: app.port for name, app in apps.items()},
                             ours_amqp, amqp)
+                for server in (ours, *apps.values(), ours_amqp):
+                    if server is not None:
+                        server.check()  # a server that died mid-round leaves no figure
             if plan.soak_seconds:
                 self._soak(ours.port)
         finally:

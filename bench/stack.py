@@ -192,6 +192,15 @@ class Stack:
         self.redis_url = settings.bench_redis_url or ""
         self.env = env
         self.started: list[Process] = []
+        self._ports: set[int] = set()
+
+    def _port(self) -> int:
+        """A free port not handed to another process of this run: servers started together
+        bind only later, and two given the same port would have one answer for both."""
+        while (port := free_port()) in self._ports:
+            pass
+        self._ports.add(port)
+        return port
 
     def start_redis(self) -> str:
         if not self.redis_url:
@@ -205,7 +214,7 @@ class Stack:
 
     def gateway(self, name: str, **extra_env: str) -> Server:
         """Our gateway: ``integration serve`` as deployed."""
-        port = free_port()
+        port = self._port()
         metrics = self.workdir / f"metrics-{name}"
         env = self.child_env(PROMETHEUS_MULTIPROC_DIR=str(metrics), **extra_env)
         server = Server(name, [sys.executable, "-m", "integration", "serve", "--port",
@@ -215,7 +224,7 @@ class Stack:
 
     def baseline_server(self, name: str) -> Server:
         """A baseline app under gunicorn with the gateway's worker class and counts."""
-        port = free_port()
+        port = self._port()
         options = ["-w", str(self.settings.gateway_workers)]
         if self.settings.gateway_worker_class == "gevent":
             options += ["-k", "gevent", "--worker-connections",
@@ -235,7 +244,7 @@ class Stack:
                 "--pool", "prefork", "--concurrency", str(concurrency), "--hostname",
                 f"{name}-{os.getpid()}@%h", "--queues", ",".join(queues), "--without-gossip",
                 "--without-mingle"]
-        env = self.child_env(INTEGRATION_METRICS_PORT=str(free_port()), **extra_env)
+        env = self.child_env(INTEGRATION_METRICS_PORT=str(self._port()), **extra_env)
         log = self.workdir / f"{name}.log"
         log.write_bytes(b"")
         worker = Worker(name, argv, env, log)
