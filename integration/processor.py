@@ -46,9 +46,14 @@ class Delivery:
     redelivered: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Outcome:
-    """Where one delivery left its message, with what metrics and logs need (bounded labels)."""
+    """Where one delivery left its message, with what metrics and logs need (bounded labels).
+
+    The processing task returns it. Celery writes every task's result with its ``saferepr``
+    (for its log line and the ``task-succeeded`` event), which took 47 µs on this as a
+    7-field dict, a tenth of a delivery's CPU; on an object it is the object's ``repr``,
+    here the same text as the dict's."""
 
     status: Status
     type: str
@@ -60,6 +65,9 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if k == "status" else v for k, v in self.__dict__.items()}
+
+    def __repr__(self) -> str:
+        return repr(self.to_json())
 
 
 class InvalidEnvelope(Exception):

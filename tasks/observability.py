@@ -22,7 +22,7 @@ from celery.signals import (
 )
 
 from integration import logs, worker_metrics
-from integration.processor import Delivery
+from integration.processor import Delivery, Outcome
 from integration.publisher import CORRELATION_HEADER
 from integration.registry import default_registry
 from integration.routing import PROCESS_TASK
@@ -77,10 +77,11 @@ def _task_finished(sender: Any = None, task_id: str = "", retval: Any = None,
     began, kind = started
     seconds = time.perf_counter() - began
     metrics().in_progress.labels(kind).dec()
-    if isinstance(retval, dict) and "status" in retval:
-        metrics().observe(retval, seconds)
-        log.info("processed", status=retval["status"], channel=retval.get("channel"),
-                 error=retval.get("error"), attempt=retval.get("attempt"),
+    if isinstance(retval, Outcome):
+        outcome = retval.to_json()
+        metrics().observe(outcome, seconds)
+        log.info("processed", status=outcome["status"], channel=outcome["channel"],
+                 error=outcome["error"], attempt=outcome["attempt"],
                  duration_ms=round(seconds * 1000, 2))
     logs.clear()
 

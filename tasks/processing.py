@@ -9,7 +9,7 @@ import redis
 from celery import Task
 
 from integration.jsonlimits import JsonLimits
-from integration.processor import Delivery, Processor
+from integration.processor import Delivery, Outcome, Processor
 from integration.registry import default_registry
 from integration.retry import default_policy
 from integration.routing import PROCESS_TASK
@@ -49,15 +49,15 @@ class ProcessingTask(Task):
     retry_jitter=True,
     max_retries=None,
 )
-def process(self: ProcessingTask, envelope: Any) -> dict[str, Any]:
+def process(self: ProcessingTask, envelope: Any) -> Outcome:
     """Process one message envelope (a CloudEvents JSON object); the public entry point.
 
-    Returns where the delivery left the message; not stored (no result backend), but read
-    by the metrics signal handlers.
+    Returns where the delivery left the message (``Outcome``; ``to_json()`` for a dict): not
+    stored (no result backend), but read by the metrics signal handlers.
     """
     info = self.request.delivery_info or {}
     return self.processor.process(
         envelope,
         Delivery(task_id=self.request.id, queue=info.get("routing_key"),
                  redelivered=bool(info.get("redelivered"))),
-    ).to_json()
+    )
