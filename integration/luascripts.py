@@ -1,4 +1,5 @@
-"""Lua scripts run by SHA inside pipelines, reloaded when Redis has forgotten them.
+"""Lua scripts run by SHA inside pipelines, reloaded when Redis has forgotten them; and
+scripts a worker runs once per delivery, called on connections of their own.
 
 redis-py's ``Script`` objects send ``SCRIPT EXISTS`` before every pipeline that holds one: a
 round trip per pipeline on the paths that exist to save round trips. These paths call
@@ -90,8 +91,11 @@ class _OwnConnections:
     used (list operations are atomic, so threads need no lock)."""
 
     def __init__(self, pool: redis.ConnectionPool) -> None:
-        self._connect = lambda: pool.connection_class(**pool.connection_kwargs)
-        interval = pool.connection_kwargs.get("health_check_interval") or 0
+        # What the pool's connections are made of, not the pool: this object lives as long as
+        # the pool (it is the pool's value in a weak mapping), so it must not keep it alive.
+        connection_class, kwargs = pool.connection_class, pool.connection_kwargs
+        self._connect = lambda: connection_class(**kwargs)
+        interval = kwargs.get("health_check_interval") or 0
         self._max_idle = float(interval) if interval else float("inf")
         self._idle: list[tuple[AbstractConnection, float]] = []
 

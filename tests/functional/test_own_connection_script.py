@@ -4,6 +4,7 @@ after a failure, and in a forked child."""
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Iterator
@@ -96,3 +97,16 @@ def test_the_scripts_of_one_client_share_its_own_connections(client: redis.Redis
         assert first(keys=["n"], args=["x"])[1] == b"x"
         assert second() == 2
     assert client.info("stats")["total_connections_received"] == connections + 1
+
+
+def test_a_discarded_clients_connections_go_with_it(private_redis: EmbeddedRedis) -> None:
+    from integration.luascripts import _OWN_CONNECTIONS
+
+    before = len(_OWN_CONNECTIONS)
+    for _ in range(3):
+        client = redis.Redis.from_url(private_redis.url)
+        assert counting(client)(keys=["n"], args=["x"])[1] == b"x"
+        client.close()
+    del client
+    gc.collect()
+    assert len(_OWN_CONNECTIONS) == before
