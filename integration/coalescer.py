@@ -38,7 +38,7 @@ class Coalescer(Generic[Item, Answer]):
     def __init__(self, flush: Callable[[Sequence[Item]], Sequence[Answer]], *, max_size: int,
                  size_of: Callable[[Item], int] = lambda _: 1) -> None:
         self._flush = flush
-        self._max_size = max_size
+        self.max_size = max_size
         self._size_of = size_of
         self._lock = threading.Lock()
         self._waiting: list[_Waiter[Item, Answer]] = []
@@ -65,7 +65,7 @@ class Coalescer(Generic[Item, Answer]):
             batch: list[_Waiter[Item, Answer]] = []
             size = 0
             for waiter in self._waiting:
-                if batch and size + waiter.size > self._max_size:
+                if batch and size + waiter.size > self.max_size:
                     break
                 batch.append(waiter)
                 size += waiter.size

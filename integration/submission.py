@@ -82,8 +82,6 @@ class Submitter:
         self.coalescer: Coalescer[_Request, list[Result]] | None = Coalescer(
             self._submit_together, max_size=coalesce,
             size_of=lambda r: len(r.envelopes)) if coalesce > 0 else None
-        #: A request at least this large fills a flush by itself: it does not wait for one.
-        self.flush_alone_from = coalesce
 
     def parse(self, raw: Any, loc: Sequence[str | int] = (),
               may_submit: Callable[[str], bool] | None = None,
@@ -173,7 +171,7 @@ class Submitter:
                            answer if len(envelopes) == 1 and self.fused else None)
         # A request that fills a flush by itself gains nothing from sharing one; waiting for
         # the flush in progress (through its Redis round trip) would only idle the process.
-        if self.coalescer is not None and len(envelopes) < self.flush_alone_from:
+        if self.coalescer is not None and len(envelopes) < self.coalescer.max_size:
             return self.coalescer.run(request)
         return self._submit_together([request])[0]
 
