@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -100,13 +101,12 @@ def test_the_scripts_of_one_client_share_its_own_connections(client: redis.Redis
 
 
 def test_a_discarded_clients_connections_go_with_it(private_redis: EmbeddedRedis) -> None:
-    from integration.luascripts import _OWN_CONNECTIONS
-
-    before = len(_OWN_CONNECTIONS)
+    pools = []
     for _ in range(3):
         client = redis.Redis.from_url(private_redis.url)
         assert counting(client)(keys=["n"], args=["x"])[1] == b"x"
+        pools.append(weakref.ref(client.connection_pool))
         client.close()
     del client
     gc.collect()
-    assert len(_OWN_CONNECTIONS) == before
+    assert [pool() for pool in pools] == [None, None, None]
