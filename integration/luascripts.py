@@ -53,42 +53,23 @@ class OwnConnectionScript:
 
     def __init__(self, script: Script) -> None:
         self.script = script
-        self._connections = _own_connections(script.registered_client.connection_pool)
+        self._connections = own_connections(script.registered_client)
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (),
                  client: Any = None) -> Any:
         if client is not None:
             return self.script(keys=keys, args=args, client=client)
-        connections = self._connections
-        connection = connections.take()
         try:
-            try:
-                reply = self._run(connection, "EVALSHA", self.script.sha, keys, args)
-            except redis.exceptions.NoScriptError:
-                reply = self._run(connection, "EVAL", self.script.script, keys, args)
-        except redis.exceptions.ResponseError:
-            connections.give_back(connection)  # its reply was read whole
-            raise
-        except BaseException:
-            connection.disconnect()  # a reply may still be on its way
-            raise
-        connections.give_back(connection)
-        return reply
-
-    @property
-    def sha(self) -> str:
-        return str(self.script.sha)
-
-    @staticmethod
-    def _run(connection: AbstractConnection, command: str, script: Any,
-             keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        connection.send_command(command, script, len(keys), *keys, *args, check_health=False)
-        return connection.read_response()
+            return self._connections.execute("EVALSHA", self.script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self._connections.execute("EVAL", self.script.script, len(keys), *keys,
+                                             *args)
 
 
-class _OwnConnections:
-    """The idle connections the scripts of one client's pool share, with when each was last
-    used (list operations are atomic, so threads need no lock)."""
+class OwnConnections:
+    """The idle connections kept beside one client's pool, with when each was last used
+    (list operations are atomic, so threads need no lock): for ``OwnConnectionScript``, and
+    for a plain command made once per delivery."""
 
     def __init__(self, pool: redis.ConnectionPool) -> None:
         # What the pool's connections are made of, not the pool: this object lives as long as
@@ -99,7 +80,22 @@ class _OwnConnections:
         self._max_idle = float(interval) if interval else float("inf")
         self._idle: list[tuple[AbstractConnection, float]] = []
 
-    def take(self) -> AbstractConnection:
+    def execute(self, *command: Any) -> Any:
+        """``command``'s reply, on an idle connection (see ``OwnConnectionScript``)."""
+        connection = self._take()
+        try:
+            connection.send_command(*command, check_health=False)
+            reply = connection.read_response()
+        except redis.exceptions.ResponseError:
+            self._give_back(connection)  # its reply was read whole
+            raise
+        except BaseException:
+            connection.disconnect()  # a reply may still be on its way
+            raise
+        self._give_back(connection)
+        return reply
+
+    def _take(self) -> AbstractConnection:
         """An idle connection fit to use, or a new one. One that sat idle a while is first
         checked for an end the server sent meanwhile (a restart, a client timeout), as the
         client's pool checks before every command; under load (back within a second) that
@@ -118,7 +114,7 @@ class _OwnConnections:
                 pass
             connection.disconnect()
 
-    def give_back(self, connection: AbstractConnection) -> None:
+    def _give_back(self, connection: AbstractConnection) -> None:
         self._idle.append((connection, time.monotonic()))
 
     def forget(self) -> None:
@@ -130,14 +126,16 @@ class _OwnConnections:
 _RECHECK_AFTER = 1.0
 
 #: The own connections of each client's pool; a forked child forgets them all.
-_OWN_CONNECTIONS: weakref.WeakKeyDictionary[redis.ConnectionPool, _OwnConnections] = \
+_OWN_CONNECTIONS: weakref.WeakKeyDictionary[redis.ConnectionPool, OwnConnections] = \
     weakref.WeakKeyDictionary()
 
 
-def _own_connections(pool: redis.ConnectionPool) -> _OwnConnections:
+def own_connections(client: redis.Redis) -> OwnConnections:
+    """The own connections of ``client``'s pool, shared by everything that uses that pool."""
+    pool = client.connection_pool
     connections = _OWN_CONNECTIONS.get(pool)
     if connections is None:
-        connections = _OWN_CONNECTIONS.setdefault(pool, _OwnConnections(pool))
+        connections = _OWN_CONNECTIONS.setdefault(pool, OwnConnections(pool))
     return connections
 
 

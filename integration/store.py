@@ -22,7 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from integration.luascripts import OwnConnectionScript, execute_loading
+from integration.luascripts import OwnConnectionScript, execute_loading, own_connections
 from integration.status import Status
 
 _CREATE = """
@@ -189,10 +189,6 @@ return {lease, ids}
 
 # Remove a due entry only if it is still the lease we took: a new wait scheduled meanwhile
 # (the message failed again) must survive.
-# An event's deliveries were made: its outbox entry goes. A script only so that it runs on
-# the delivery scripts' own connections (``OwnConnectionScript``), once per consumed event.
-_CLEAR_OUTBOX = "return redis.call('ZREM', KEYS[1], ARGV[1])"
-
 _RELEASE_DUE = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) == tonumber(ARGV[2]) then
@@ -375,7 +371,7 @@ class StatusStore:
         self._discard = client.register_script(_DISCARD)
         self._take_due = OwnConnectionScript(client.register_script(_TAKE_DUE))
         self._release_due = OwnConnectionScript(client.register_script(_RELEASE_DUE))
-        self._clear_outbox = OwnConnectionScript(client.register_script(_CLEAR_OUTBOX))
+        self._own = own_connections(client)  # for the outbox clearing of each consumed event
         self._replay = client.register_script(_REPLAY)
         self._create_queued = client.register_script(_CREATE_QUEUED)
         self._begin = OwnConnectionScript(client.register_script(_BEGIN))
@@ -606,7 +602,7 @@ class StatusStore:
         return int(lease), [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     def clear_outbox(self, message_id: str) -> None:
-        self._clear_outbox(keys=[self.outbox_key], args=[message_id])
+        self._own.execute("ZREM", self.outbox_key, message_id)
 
     def _add_event(self, pipe: redis.client.Pipeline, message_id: str, topic: str,
                    event: Mapping[str, Any]) -> None:
