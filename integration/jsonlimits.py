@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 INT64_MAX = 2**63 - 1
 _MAX_INT_DIGITS = 19
 _MAX_ERRORS = 20
@@ -89,5 +91,26 @@ def _parse_int(text: str) -> int | float:
 
 
 def loads(body: bytes | str) -> Any:
-    """Parse JSON; NaN, Infinity and huge numbers parse to non-finite floats for ``errors``."""
+    """Parse JSON; NaN, Infinity and huge numbers parse to non-finite floats for ``errors``.
+
+    A request body (bytes) is parsed by orjson first, which with its guard takes about half
+    the standard library's time. Wherever the two could differ, the standard parser
+    decides: for a document orjson refuses (NaN, infinities, numbers past a double, other
+    encodings, lone surrogates, and the error message), and for one with a run of 19 or
+    more digits, because orjson silently turns integers outside 64 bits into floats, which
+    ``errors`` could then not refuse. A long run of digits in a string or in a float's
+    decimals only costs the slower parser.
+    """
+    if isinstance(body, bytes) and _LONG_DIGITS not in body.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     return json.loads(body, parse_int=_parse_int, parse_constant=float)
+
+
+#: Every byte of a body mapped to "0" if it is a digit, else to a space: a run of digits
+#: is then found by a substring search (a regular expression takes several times longer).
+_DIGITS_AS_ZERO = bytes(ord("0") if chr(byte).isdigit() and byte < 128 else ord(" ")
+                        for byte in range(256))
+_LONG_DIGITS = b"0" * _MAX_INT_DIGITS

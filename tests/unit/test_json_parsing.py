@@ -1,0 +1,92 @@
+"""Request bodies are parsed by orjson where it gives what the standard parser gives, and by
+the standard parser wherever the two could differ (``jsonlimits.loads``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from integration.jsonlimits import JsonLimits, _parse_int, loads
+
+
+def reference(body: bytes | str) -> Any:
+    """What the gateway parsed before orjson: the standard library, huge numbers kept huge."""
+    return json.loads(body, parse_int=_parse_int, parse_constant=float)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values of equal types all the way down (``1 == 1.0`` is not enough; NaN equals
+    NaN here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return bool(a == b)
+
+
+DOCUMENTS = [
+    b'{"type": "metric", "data": {"value": 97.5, "labels": {"host": "a"}}}',
+    b'{"a": 1, "a": 2}',  # the last duplicate wins in both
+    b'[-0, -0.0, 0.1, 1e5, 1E-5, 5e-324, 1.7976931348623157e308, 2.5e-308]',
+    b'[999999999999999999, -999999999999999999]',  # 18 digits: orjson keeps ints
+    b'[9223372036854775807, 9223372036854775808, -9223372036854775809]',  # past int64
+    b'[18446744073709551616, 123456789012345678901234567890]',  # orjson: floats
+    b'[NaN, Infinity, -Infinity, 1e400, -1e400]',
+    b'"\\ud800"', b'"\\ud83d\\ude00"', b'"caf\\u00e9 \xc3\xa9"',
+    b'\xef\xbb\xbf{"bom": true}',  # a UTF-8 byte order mark
+    '{"t": "text, not bytes"}'.encode("utf-16"),
+    b'{"id": "1234567890123456789012"}',  # a long digit run in a string: the slow path
+    b'[' * 40 + b']' * 40,
+    b' \t\r\n{"spaced" : [ 1 , 2 ] }\n',
+]
+
+
+@pytest.mark.parametrize("body", DOCUMENTS + [d.decode("utf-8", "surrogatepass")
+                                               for d in DOCUMENTS[:10]])
+def test_documents_parse_as_the_standard_parser_parses_them(body: bytes | str) -> None:
+    assert same(loads(body), reference(body))
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b'{"a": }', b"[1,]", b'{"a" 1}', b"nul",
+                                  b'"\x01"', b"\xff\xfe\xfa", b"[" * 100_000])
+def test_malformed_documents_are_refused_with_the_standard_parsers_error(body: bytes) -> None:
+    with pytest.raises((ValueError, RecursionError)) as expected:
+        reference(body)
+    with pytest.raises(type(expected.value)) as got:
+        loads(body)
+    assert str(got.value) == str(expected.value)
+
+
+def test_numbers_parse_to_the_same_values() -> None:
+    """orjson's float parsing is correctly rounded, like Python's: random decimal numbers of
+    every length and exponent parse to the same double."""
+    rng = random.Random(8)
+
+    def digits(n: int) -> str:
+        return "".join(rng.choice("0123456789") for _ in range(n))
+
+    numbers = []
+    for _ in range(20_000):
+        whole = rng.choice("123456789") + digits(rng.randint(0, 8)) if rng.random() < 0.7 else "0"
+        fraction = "." + digits(rng.randint(1, 17 - min(len(whole), 8)))
+        exponent = f"e{rng.randint(-330, 298)}" if rng.random() < 0.5 else ""
+        numbers.append(("-" if rng.random() < 0.3 else "") + whole + fraction + exponent)
+    body = ("[" + ",".join(numbers) + "]").encode()
+    assert len(orjson.loads(body)) == len(numbers)  # the fast path takes this document
+    assert same(loads(body), reference(body))
+
+
+def test_integers_past_64_bits_are_still_refused_by_the_limits() -> None:
+    """The reason for the slow path: orjson would make these floats, which pass the limits."""
+    for text in ("-9223372036854775809", "18446744073709551616", "1" * 30):
+        value = loads(f'{{"n": {text}}}'.encode())["n"]
+        assert JsonLimits().errors(value), text
