@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
@@ -58,6 +60,36 @@ def test_generated_ids_are_version_4_uuids_in_hex() -> None:
     for value in list(ids)[:50]:
         parsed = uuid.UUID(hex=value)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == value
+
+
+def test_a_forked_child_never_repeats_its_parents_ids() -> None:
+    """Ids come from a pool of random bytes; a child must not inherit what is left of it
+    (the gateway's and worker's processes are forked after their first ids were made)."""
+    from integration.envelope import new_id
+
+    new_id()  # the pool now holds the rest of a block
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids and leave at once
+        os.write(writer, " ".join(new_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(writer)
+    child = os.read(reader, 4096).decode().split()
+    os.close(reader)
+    os.waitpid(pid, 0)
+    parent = [new_id() for _ in range(3)]
+    assert len(child) == 3 and not set(child) & set(parent)
+
+
+def test_ids_are_unique_across_threads() -> None:
+    """Threads taking ids at once (a gateway's gevent or gthread workers) each get their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from integration.envelope import new_id
+
+    with ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(lambda _: [new_id() for _ in range(2000)], range(8)))
+    assert len({i for batch in batches for i in batch}) == 16000
 
 
 def test_history_entries_are_written_as_the_standard_library_writes_them() -> None:
