@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,10 @@ class JsonLimits:
         to its parent's and spelled out only for an error, and scalars are checked in place,
         so a valid message costs one pass with no allocation per value.
         """
-        found: list[dict[str, Any]] = []
         max_string, max_depth = self.max_string, self.max_depth
+        if _within(value, max_string, max_depth):
+            return []
+        found: list[dict[str, Any]] = []
         # (container, depth, path): path is (parent path, key), or None at the root.
         stack: list[tuple[Any, int, Any]] = []
         if isinstance(value, dict | list):
@@ -58,6 +61,46 @@ class JsonLimits:
                 if problem:
                     found.append(_error(_spelled(loc, (path, key)), *problem))
         return found[:_MAX_ERRORS]
+
+
+def _within(value: Any, max_string: int, max_depth: int) -> bool:
+    """True when nothing in ``value`` breaks a limit: the common case, checked in half the
+    time of ``errors``' walk (no locations, no calls per value). False also for anything
+    but the exact types JSON parses to; ``errors`` then decides."""
+    stack = [(value, 0)]
+    push = stack.append
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[Any]
+        if type(item) is dict:
+            if depth >= max_depth:
+                return False
+            for key in item:
+                if type(key) is not str or len(key) > max_string:
+                    return False
+            children = item.values()
+        elif type(item) is list:
+            if depth >= max_depth:
+                return False
+            children = item
+        else:
+            children = (item,)  # a scalar at the root
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                if len(child) > max_string:
+                    return False
+            elif kind is dict or kind is list:
+                push((child, depth + 1))
+            elif kind is float:
+                if child - child != 0.0:  # NaN or infinite
+                    return False
+            elif kind is int:
+                if not -INT64_MAX <= child <= INT64_MAX:
+                    return False
+            elif child is not None and kind is not bool:
+                return False
+    return True
 
 
 def _scalar_problem(item: Any, max_string: int) -> tuple[str, str] | None:

@@ -90,3 +90,51 @@ def test_integers_past_64_bits_are_still_refused_by_the_limits() -> None:
     for text in ("-9223372036854775809", "18446744073709551616", "1" * 30):
         value = loads(f'{{"n": {text}}}'.encode())["n"]
         assert JsonLimits().errors(value), text
+
+
+def breaks_a_limit(value: Any, max_depth: int, max_string: int, depth: int = 0) -> bool:
+    """The limits as the API states them, written plainly (recursive) for comparison."""
+    if isinstance(value, dict):
+        return depth >= max_depth or any(
+            len(k) > max_string or breaks_a_limit(v, max_depth, max_string, depth + 1)
+            for k, v in value.items())
+    if isinstance(value, list):
+        return depth >= max_depth or any(
+            breaks_a_limit(v, max_depth, max_string, depth + 1) for v in value)
+    if isinstance(value, str):
+        return len(value) > max_string
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) > 2**63 - 1
+    return False
+
+
+def test_the_limits_find_exactly_what_breaks_them() -> None:
+    """Random JSON values near the limits (depth 3, strings of 5): ``errors`` reports a
+    problem exactly when one exists, and the quick check that spares the full walk for
+    valid values agrees with it."""
+    from integration.jsonlimits import _within
+
+    rng = random.Random(3)
+    scalars = [None, True, False, 0, -(2**63), 2**63 - 1, 2**63, -(2**63) + 1, 1.5,
+               math.inf, -math.inf, math.nan, "", "abcde", "abcdef"]
+
+    def value(depth: int) -> Any:
+        roll = rng.random()
+        if roll < 0.25 and depth < 5:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        if roll < 0.5 and depth < 5:
+            return {rng.choice(["k", "key", "abcdef"]) + str(i): value(depth + 1)
+                    for i in range(rng.randint(0, 3))}
+        return rng.choice(scalars)
+
+    limits = JsonLimits(max_depth=3, max_string=5)
+    outcomes = set()
+    for _ in range(5000):
+        sample = value(0)
+        expected = breaks_a_limit(sample, 3, 5)
+        assert bool(limits.errors(sample)) is expected, sample
+        assert _within(sample, 5, 3) is not expected, sample
+        outcomes.add(expected)
+    assert outcomes == {True, False}
