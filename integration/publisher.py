@@ -235,12 +235,12 @@ class Publisher:
         envelope = item.envelope_json or orjson.dumps(dict(item.envelope)).decode()
         body = f"[[{envelope}],{template.rest_of_body}".encode()
         values = {
-            "body": _json(base64.b64encode(body).decode("ascii")),
+            "body": f'"{base64.b64encode(body).decode("ascii")}"',  # base64 needs no escaping
             "id": _json(item.id),
             "argsrepr": _json(args_summary(item.envelope)),
             "correlationid": _json(correlation_of(item.envelope)),
             "routing_key": _json(item.queue),
-            "delivery_tag": _json(_delivery_tag()),
+            "delivery_tag": f'"{_delivery_tag()}"',  # hex digits and dashes
         }
         texts = template.redis_texts
         pieces = [texts[0]]
