@@ -5,6 +5,7 @@ Check that it imports with ``python -m celeryconfig``.
 
 from __future__ import annotations
 
+from integration.kombu_redis import use_for_redis_urls
 from integration.registry import default_registry
 from integration.retry import check_durations
 from integration.routing import DEFAULT_QUEUE, declare_queues, route_task
@@ -15,6 +16,8 @@ _settings = get_settings()
 # Workers, beat and producers refuse a configuration whose duplicate guards expire too soon.
 check_durations(_settings, default_registry())
 
+# Redis URLs get kombu's Redis transport without a new client object per unacked-index update.
+use_for_redis_urls()
 broker_url = _settings.broker
 broker_connection_retry_on_startup = True
 # A publish must never hang the gateway (celery #3957, #4296): bounded connect and retries.
