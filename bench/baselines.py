@@ -35,6 +35,9 @@ def raw_celery(broker_url: str) -> Celery:
     app = Celery("bench", broker=broker_url)
     app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
                     broker_transport_options={"confirm_publish": True})
+    if broker_url.startswith("redis://"):
+        # kombu's own transport, even in a process where celeryconfig made redis:// ours.
+        app.conf.broker_transport = "kombu.transport.redis:Transport"
     return app
 
 
