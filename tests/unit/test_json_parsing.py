@@ -35,7 +35,8 @@ def same(a: Any, b: Any) -> bool:
 
 DOCUMENTS = [
     b'{"type": "metric", "data": {"value": 97.5, "labels": {"host": "a"}}}',
-    b'{"a": 1, "a": 2}',  # the last duplicate wins in both
+    b'{"a": 1, "a": 2}', b'{"a": 1, "b": 2, "a": 3}',  # the last duplicate wins, in place
+    b'[1e-400, -1e-400, 1e-320]',  # underflow to zero, and a subnormal
     b'[-0, -0.0, 0.1, 1e5, 1E-5, 5e-324, 1.7976931348623157e308, 2.5e-308]',
     b'[999999999999999999, -999999999999999999]',  # 18 digits: orjson keeps ints
     b'[9223372036854775807, 9223372036854775808, -9223372036854775809]',  # past int64
