@@ -49,3 +49,28 @@ def test_the_benchmark_runs_in_smoke_mode_and_writes_its_json(tmp_path: Path) ->
     assert document["rss_peak_mb"]["gateway"] > 0
     assert "single submit vs raw send_task" in stdout
     assert "cores allow" in stdout, "the CPU budget line of the batch figure"
+
+
+@pytest.mark.timeout(180)
+def test_the_round_trip_counter_counts_a_real_workers_writes(tmp_path: Path) -> None:
+    """``python -m bench.roundtrips``: a worker drains real messages, and each of its
+    processes' Redis writes and CPU time are reported per message."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
+    report_path = tmp_path / "roundtrips.json"
+    run = subprocess.run([sys.executable, "-m", "bench.roundtrips", "--messages", "100",
+                          "--json", str(report_path)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=150)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    by_caller = report["by_caller"]
+    # Every message's delivery begins and finishes with a script call in a pool child, and
+    # the main process fetches and acknowledges it.
+    scripts = sum(n for key, n in by_caller.items()
+                  if key.startswith("child") and "EVALSHA" in key)
+    assert scripts >= 2 * 100
+    assert any(key.startswith("main") and "BRPOP" in key for key in by_caller)
+    cpu = report["cpu_us_per_message"]
+    # psutil counts in clock ticks (10 ms): a short drain may show 0 for one process.
+    assert "main" in cpu and any(role.startswith("child") for role in cpu)
+    assert sum(cpu.values()) > 0
+    assert "CPU per message" in run.stdout
