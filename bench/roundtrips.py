@@ -9,7 +9,7 @@ acks, the unacked index) goes through the same connections.
 
 The count is taken by a ``sitecustomize`` that wraps redis-py's ``send_packed_command`` in the
 worker's processes only; nothing of it is part of the service. The CPU time each process
-spent while draining (user plus system, from ``psutil``) is printed per message too; with
+spent while draining (user plus system, ``bench.stack.CpuMeter``) is printed per message too; with
 ``--no-count`` it is the worker's own, without the counting hook.
 """
 
@@ -22,13 +22,13 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-import psutil
 import redis
 
-from bench.stack import Stack
+from bench.stack import CpuMeter, Stack
 from integration.client import Client
 from integration.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
@@ -130,8 +130,9 @@ def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages:
         except RuntimeError:
             print(worker.log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
             raise
-        processes = [psutil.Process(pid) for pid in worker.pids()]
-        cpu_before = [_cpu(p) for p in processes]
+        meter = CpuMeter({"main" if pid == worker.popen.pid else f"child {pid}":
+                          _just(pid) for pid in worker.pids()})
+        meter.start()
         started = time.monotonic()
         while cast(int, r.zcard(index)) < total:
             worker.check()
@@ -139,8 +140,8 @@ def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages:
                 raise RuntimeError("the worker did not finish every message")
             time.sleep(0.05)
         elapsed = time.monotonic() - started
-        cpu = {"main" if p.pid == worker.popen.pid else f"child {p.pid}": _cpu(p) - before
-               for p, before in zip(processes, cpu_before, strict=True)}
+        cpu = meter.stop()
+        cpu.pop("machine")
     finally:
         main_pid = worker.popen.pid
         stack.stop(worker)
@@ -158,9 +159,9 @@ def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages:
             "by_process": dict(by_process), "by_caller": dict(by_caller)}
 
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+
+def _just(pid: int) -> Callable[[], list[int]]:
+    return lambda: [pid]
 
 
 def _short(names: str) -> str:

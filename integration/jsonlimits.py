@@ -71,20 +71,16 @@ def _within(value: Any, max_string: int, max_depth: int) -> bool:
     push = stack.append
     while stack:
         item, depth = stack.pop()
+        if depth >= max_depth:  # (a scalar root too deep is left for ``errors`` to clear)
+            return False
         children: Iterable[Any]
         if type(item) is dict:
-            if depth >= max_depth:
-                return False
             for key in item:
                 if type(key) is not str or len(key) > max_string:
                     return False
             children = item.values()
-        elif type(item) is list:
-            if depth >= max_depth:
-                return False
-            children = item
         else:
-            children = (item,)  # a scalar at the root
+            children = item if type(item) is list else (item,)  # a scalar at the root
         for child in children:
             kind = type(child)
             if kind is str:
