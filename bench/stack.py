@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from integration.embedded_redis import EmbeddedRedis, free_port
+from integration.server import reuse_port
 from integration.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +224,8 @@ class Stack:
         return server
 
     def baseline_server(self, name: str) -> Server:
-        """A baseline app under gunicorn with the gateway's worker class and counts."""
+        """A baseline app under gunicorn with the gateway's worker class, counts and listening
+        sockets (one per process where the gateway has one per process)."""
         port = self._port()
         options = ["-w", str(self.settings.gateway_workers)]
         if self.settings.gateway_worker_class == "gevent":
@@ -231,6 +233,8 @@ class Stack:
                         str(self.settings.gateway_worker_connections)]
         else:
             options += ["-k", "gthread", "--threads", str(self.settings.gateway_threads)]
+        if reuse_port(self.settings):
+            options.append("--reuse-port")
         argv = [sys.executable, "-m", "gunicorn", *options, "-b", f"127.0.0.1:{port}",
                 "--error-logfile", "-", "--no-control-socket",
                 f"bench.baselines:{name}_app()"]

@@ -108,7 +108,7 @@ def serve(host: str | None, port: int | None) -> None:
       integration serve --host 0.0.0.0 --port 8080
       INTEGRATION_GATEWAY_WORKERS=4 integration serve
     """
-    from integration.server import prepare_metrics_dir
+    from integration.server import PortUnavailable, prepare_metrics_dir
     from integration.server import serve as run_server
 
     settings = prepare_metrics_dir(get_settings())
@@ -120,7 +120,10 @@ def serve(host: str | None, port: int | None) -> None:
         create_app(settings)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
-    run_server(settings, host or settings.host, port or settings.port)
+    try:
+        run_server(settings, host or settings.host, port or settings.port)
+    except PortUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import socket
+import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,8 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from integration.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def prepare_metrics_dir(settings: Settings) -> Settings:
@@ -143,7 +149,53 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             "worker_connections": settings.gateway_worker_connections}
 
 
+def reuse_port(settings: Settings) -> bool:
+    """Whether each worker process listens on the port itself (SO_REUSEPORT).
+
+    With one listening socket shared by the processes, whichever process wakes first accepts
+    a burst of new connections, and a keep-alive connection stays with the process that
+    accepted it: measured here, a client pool of 32 connections often landed entirely on
+    one of two processes, which then ran at one core while the other idled. With a socket
+    per process, the kernel spreads connections across them by their addresses. Linux only:
+    elsewhere SO_REUSEPORT does not balance. One process has nothing to spread."""
+    return (settings.gateway_reuse_port and sys.platform.startswith("linux")
+            and settings.gateway_workers > 1)
+
+
+class PortUnavailable(Exception):
+    """The gateway's address is taken by another listener."""
+
+
+def claim_port(host: str, port: int, attempts: int = 5, pause: float = 1.0) -> None:
+    """Fail unless ``host:port`` is free to listen on.
+
+    With a socket per process, every socket sets SO_REUSEPORT, so a second gateway started
+    by the same user on a port in use would bind beside the first and take part of its
+    connections instead of failing. A plain socket (no SO_REUSEPORT) cannot bind there, so
+    binding one first refuses such a port, as gunicorn's own shared socket would. Like
+    gunicorn, it tries a few times, a second apart, for a previous instance still closing."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    for attempt in range(attempts):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+                return
+            except OSError as exc:
+                if attempt == attempts - 1:
+                    raise PortUnavailable(f"cannot listen on {host}:{port}: "
+                                          f"{exc.strerror or exc}") from None
+        time.sleep(pause)
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
+    spread = reuse_port(settings)
+    if spread:
+        claim_port(host, port)
+        # gunicorn's own "Listening at" line is empty then: the master holds no socket.
+        log.info("each of the %d worker processes listens on %s:%d (SO_REUSEPORT)",
+                 settings.gateway_workers, host, port)
     options = {
         "bind": f"{host}:{port}",
         "workers": settings.gateway_workers,
@@ -159,5 +211,6 @@ def serve(settings: Settings, host: str, port: int) -> None:
         "control_socket_disable": True,
         "when_ready": _when_ready(settings),
         "child_exit": _child_exit,
+        "reuse_port": spread,
     }
     GatewayServer(settings, options).run()

@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     gateway_workers: int = Field(2, ge=1)
     gateway_threads: int = Field(4, ge=1)
+    #: Each gateway process listens on the port itself (SO_REUSEPORT, Linux), so the kernel
+    #: spreads new connections across processes; with one shared socket, the first process
+    #: to wake could take every keep-alive connection of a client pool.
+    gateway_reuse_port: bool = True
     graceful_timeout_seconds: int = Field(30, ge=1)
     #: Each worker's metrics endpoint (celery-exporter uses 9808); 0 turns it off.
     metrics_port: int = Field(9810, ge=0, le=65535)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from integration.embedded_redis import free_port
@@ -34,9 +36,14 @@ def fetch(url: str, token: str | None = None) -> tuple[int, str]:
         return 0, ""
 
 
+#: The gunicorn master of each running ``gateway``, by URL.
+SERVERS: dict[str, subprocess.Popen[bytes]] = {}
+
+
 @pytest.fixture
 def gateway(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    """A gateway with two gunicorn workers and metrics on a port of their own."""
+    """A gateway with two gunicorn workers and metrics on a port of their own; its URL, its
+    metrics URL and its metrics directory (the log beside it)."""
     port, metrics_port = free_port(), free_port()
     env = {**os.environ, "INTEGRATION_REDIS_URL": redis_url,
            "INTEGRATION_JWT_SECRET": TEST_SECRET, "INTEGRATION_GATEWAY_WORKERS": "2",
@@ -46,12 +53,14 @@ def gateway(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
                                 str(port)], cwd=ROOT, env=env,
                                stdout=(tmp_path / "gateway.log").open("wb"),
                                stderr=subprocess.STDOUT)
+    SERVERS[f"http://127.0.0.1:{port}"] = process
     base, metrics = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
     try:
         wait_for(lambda: fetch(base + "/healthz")[0] == 200 and fetch(metrics)[0] == 200,
                  timeout=30, message="gateway and its metrics endpoint")
         yield base, metrics, tmp_path / "metrics"
     finally:
+        SERVERS.pop(base, None)
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
         assert code == 0, "gunicorn stops cleanly on SIGTERM:\n" + \
@@ -118,3 +127,54 @@ def test_one_correlation_id_across_gateway_and_worker_logs(
     for line in gateway_lines + lines(worker.log_path):
         assert {"time", "level", "logger", "event", "correlation_id"} <= line.keys()
         assert token not in json.dumps(line)
+
+
+def _established(process: psutil.Process, port: int) -> int:
+    return sum(1 for c in process.net_connections(kind="tcp")
+               if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def test_keep_alive_connections_spread_across_worker_processes(
+    gateway: tuple[str, str, Path]
+) -> None:
+    """A client pool's keep-alive connections reach every worker process. With one listening
+    socket shared by the processes, the first to wake could accept them all (a connection
+    stays with its process), leaving the other cores idle; each process listens itself."""
+    base = gateway[0]
+    port = int(base.rsplit(":", 1)[1])
+    pool = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(32)]
+    try:
+        for connection in pool:  # opened together, as a pool starts
+            connection.connect()
+        for connection in pool:
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+        workers = psutil.Process(SERVERS[base].pid).children()
+        held = {worker.pid: _established(worker, port) for worker in workers}
+        assert len(held) == 2 and sum(held.values()) == 32, held
+        # Spread by the kernel's hash of each connection's addresses: fewer than 4 of 32 on
+        # one of two processes has a chance of about 1 in 60,000.
+        assert min(held.values()) >= 4, held
+    finally:
+        for connection in pool:
+            connection.close()
+
+
+def test_a_second_gateway_on_a_port_in_use_fails_instead_of_sharing_it(
+    gateway: tuple[str, str, Path], tmp_path: Path
+) -> None:
+    """Each process's socket allows others on the same port, so a second gateway of the same
+    user could otherwise listen beside the first and take part of its connections."""
+    base = gateway[0]
+    port = base.rsplit(":", 1)[1]
+    env = {**os.environ, "INTEGRATION_JWT_SECRET": TEST_SECRET,
+           "INTEGRATION_GATEWAY_WORKERS": "2",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "second-metrics")}
+    second = subprocess.run([sys.executable, "-m", "integration", "serve", "--port", port],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+    assert "in use" in second.stderr
+    assert fetch(base + "/healthz")[0] == 200
