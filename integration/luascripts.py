@@ -95,6 +95,41 @@ class OwnConnections:
         self._give_back(connection)
         return reply
 
+    def pipeline(self, commands: Sequence[Sequence[Any]], *,
+                 transaction: bool = False) -> list[Any]:
+        """The replies of ``commands``, sent in one write on an idle connection (inside
+        ``MULTI``/``EXEC`` with ``transaction``): redis-py's pipeline without its per-call
+        costs (see ``OwnConnectionScript``; about 20 µs of CPU per pipeline here). As
+        redis-py's does, it reads every reply before it raises the first error, so the
+        connection stays usable; in a transaction, a command Redis refused while queueing
+        (which aborts the ``EXEC``) is the error raised."""
+        sent = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
+        connection = self._take()
+        replies: list[Any] = []
+        try:
+            connection.send_packed_command(connection.pack_commands(sent), check_health=False)
+            for _ in sent:
+                try:
+                    replies.append(connection.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            connection.disconnect()  # replies may still be on their way
+            raise
+        self._give_back(connection)
+        if transaction:
+            queued, executed = replies[1:-1], replies[-1]
+            for reply in queued:
+                if isinstance(reply, redis.exceptions.ResponseError):
+                    raise reply
+            if isinstance(executed, redis.exceptions.ResponseError):
+                raise executed  # hiredis raises an array's first element when it is an error
+            replies = list(executed)
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise reply
+        return replies
+
     def _take(self) -> AbstractConnection:
         """An idle connection fit to use, or a new one. One that sat idle a while is first
         checked for an end the server sent meanwhile (a restart, a client timeout), as the

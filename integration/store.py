@@ -371,7 +371,8 @@ class StatusStore:
         self._discard = client.register_script(_DISCARD)
         self._take_due = OwnConnectionScript(client.register_script(_TAKE_DUE))
         self._release_due = OwnConnectionScript(client.register_script(_RELEASE_DUE))
-        self._own = own_connections(client)  # for the outbox clearing of each consumed event
+        # For the outbox clearing of each consumed event, and the gateway's enqueue.
+        self._own = own_connections(client)
         self._replay = client.register_script(_REPLAY)
         self._create_queued = client.register_script(_CREATE_QUEUED)
         self._begin = OwnConnectionScript(client.register_script(_BEGIN))
@@ -462,17 +463,17 @@ class StatusStore:
             args += ([answer.key, answer.value, answer.ttl, "claim" if answer.claim else ""]
                      if answer is not None else ["", "", 0, ""])
 
+        commands = [link for record in records for link in self._cause_links(record)]
+        position = len(commands)
+        commands.append(("EVALSHA", self._create_queued.sha, 0, *args))
+        commands += [("ZREMRANGEBYSCORE", index, "-inf", f"({self._cutoff(at)}")
+                     for index in sorted(indexes)]
+
         def execute() -> list[Any]:
             """The script's replies; run again after NOSCRIPT, when only idempotent cause
-            links and trims ran."""
-            pipe = self.client.pipeline(transaction=True)
-            for record in records:
-                self._link_cause(pipe, record)
-            position = len(pipe.command_stack)
-            pipe.evalsha(self._create_queued.sha, 0, *args)
-            for index in sorted(indexes):
-                pipe.zremrangebyscore(index, "-inf", f"({self._cutoff(at)}")
-            return list(pipe.execute()[position])
+            links and trims ran. On the client's own connections: this transaction is the
+            one round trip of every submission."""
+            return list(self._own.pipeline(commands, transaction=True)[position])
 
         replies = execute_loading(self.client, [_CREATE_QUEUED], execute)
         return [_created_or_earlier(reply) for reply in replies]
@@ -503,11 +504,16 @@ class StatusStore:
                 self._index_key("status", str(status)), self._index_key("owner", record.owner)]
 
     def _link_cause(self, pipe: redis.client.Pipeline, record: NewRecord) -> None:
+        for command in self._cause_links(record):
+            pipe.execute_command(*command)
+
+    def _cause_links(self, record: NewRecord) -> list[tuple[Any, ...]]:
+        """Who caused whom, for traces that follow a chain (metric -> alert -> ...)."""
         cause = record.envelope.get("causationid")
-        if isinstance(cause, str) and cause != record.id:
-            # Who caused whom, for traces that follow a chain (metric -> alert -> ...).
-            pipe.sadd(self._caused_key(cause), record.id)
-            pipe.expire(self._caused_key(cause), self.ttl)
+        if not isinstance(cause, str) or cause == record.id:
+            return []
+        return [("SADD", self._caused_key(cause), record.id),
+                ("EXPIRE", self._caused_key(cause), self.ttl)]
 
     def transition(
         self,

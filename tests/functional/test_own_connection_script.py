@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from integration.embedded_redis import EmbeddedRedis
-from integration.luascripts import OwnConnectionScript
+from integration.luascripts import OwnConnectionScript, execute_loading, own_connections
 
 COUNT = "redis.call('INCR', KEYS[1]); return {tonumber(redis.call('GET', KEYS[1])), ARGV[1]}"
 
@@ -110,3 +110,58 @@ def test_a_discarded_clients_connections_go_with_it(private_redis: EmbeddedRedis
     del client
     gc.collect()
     assert [pool() for pool in pools] == [None, None, None]
+
+
+def test_a_transaction_gives_what_redis_pys_pipeline_gives(client: redis.Redis) -> None:
+    own = own_connections(client)
+    sha = client.script_load(COUNT)
+    commands = [("RPUSH", "l", "a", "b"), ("INCR", "n"), ("EVALSHA", sha, 1, "n", "x"),
+                ("LRANGE", "l", 0, -1), ("GET", "n")]
+    pipe = client.pipeline(transaction=True)
+    for command in commands:
+        pipe.execute_command(*command)
+    expected = pipe.execute()
+    client.delete("l", "n")
+    assert own.pipeline(commands, transaction=True) == expected == [
+        2, 1, [2, b"x"], [b"a", b"b"], b"2"]
+    assert own.pipeline(commands[1:2]) == [3]
+
+
+def test_a_command_refused_while_queued_aborts_the_whole_transaction(
+        client: redis.Redis) -> None:
+    own = own_connections(client)
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        own.pipeline([("SET", "a", "1"), ("INCR",), ("SET", "b", "1")], transaction=True)
+    assert client.exists("a", "b") == 0
+    assert own.pipeline([("SET", "c", "1"), ("GET", "c")], transaction=True) == [b"OK", b"1"]
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-reply", "later-reply"])
+def test_an_error_while_executing_is_raised_after_the_rest_ran(
+        client: redis.Redis, first: bool) -> None:
+    """As in Redis, the other commands of the transaction ran; the connection reads on."""
+    own = own_connections(client)
+    client.rpush("list", "x")
+    wrong = ("INCR", "list")
+    commands = [wrong, ("SET", "a", "1")] if first else [("SET", "a", "1"), wrong]
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE|not an integer"):
+        own.pipeline(commands, transaction=True)
+    assert client.get("a") == b"1"
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE|not an integer"):
+        own.pipeline([wrong, ("SET", "b", "2")])
+    assert client.get("b") == b"2"
+    assert own.pipeline([("GET", "a"), ("GET", "b")]) == [b"1", b"2"]
+
+
+def test_a_forgotten_script_in_a_transaction_raises_noscript(client: redis.Redis) -> None:
+    """What ``execute_loading`` waits for to load the script and run the pipeline again."""
+    own = own_connections(client)
+    sha = client.script_load(COUNT)
+    client.script_flush()
+    with pytest.raises(redis.exceptions.NoScriptError):
+        own.pipeline([("EVALSHA", sha, 1, "n", "x"), ("SET", "a", "1")], transaction=True)
+    with pytest.raises(redis.exceptions.NoScriptError):
+        own.pipeline([("SET", "b", "1"), ("EVALSHA", sha, 1, "n", "x")])
+    loaded = execute_loading(client, [COUNT], lambda: own.pipeline(
+        [("EVALSHA", sha, 1, "n", "y")], transaction=True))
+    assert loaded == [[1, b"y"]]
