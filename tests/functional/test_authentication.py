@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask
+from flask_jwt_extended import get_jwt_header, verify_jwt_in_request
 
 from integration.cli import main as cli
 from integration.security import token_verification
@@ -247,3 +248,41 @@ def test_verification_cache_can_be_turned_off(make_app: Callable[..., Flask],
     token = jwt.encode(claims(), TEST_SECRET)
     assert [status_with(app, token) for _ in range(2)] == [200, 200]
     assert len(calls) == 2
+
+
+def test_a_verified_tokens_header_is_read_once(make_app: Callable[..., Flask],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """flask-jwt-extended reads the header of every request's token; the gateway remembers
+    it with the claims, and each token still gets its own header."""
+    reads: list[str] = []
+    original = jwt.get_unverified_header
+    monkeypatch.setattr(jwt, "get_unverified_header",
+                        lambda token: reads.append(token) or original(token))
+    app = make_app()
+    first = jwt.encode(claims(), TEST_SECRET, headers={"kid": "first"})
+    second = jwt.encode(claims(), TEST_SECRET, headers={"kid": "second"})
+    seen = []
+
+    @app.get("/header-of-test")
+    def header_of_test() -> dict[str, Any]:
+        verify_jwt_in_request()
+        seen.append(get_jwt_header()["kid"])
+        return {}
+
+    client = app.test_client()
+    reads_after = []
+    for token in (first, first, second, first, second):
+        answer = client.get("/header-of-test", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200
+        reads_after.append(len(reads))
+    assert seen == ["first", "first", "second", "first", "second"]
+    # Read when each token is first verified; never again while it is remembered.
+    assert reads_after[0] == reads_after[1] > 0
+    assert reads_after[2] == reads_after[3] == reads_after[4] == 2 * reads_after[0]
+
+    uncached = make_app(jwt_verified_cache_seconds=0)
+    reads.clear()
+    assert status_with(uncached, first) == 200
+    once = len(reads)
+    assert status_with(uncached, first) == 200
+    assert len(reads) == 2 * once
