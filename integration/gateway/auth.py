@@ -110,8 +110,6 @@ class VerifyingJWTManager(JWTManager):
         return dict(header)
 
 
-
-
 def _remembered_header(encoded_token: str) -> dict[str, Any]:
     manager = current_app.extensions.get("flask-jwt-extended")
     if isinstance(manager, VerifyingJWTManager):

@@ -4,11 +4,10 @@ gateway process sent to Redis together.
 Every API request counts one hit against its subject's budget, one Lua script call each.
 Under load, the requests that arrive while one hit is on the wire queue up behind it and go
 together in the next pipelined round trip (``integration.coalescer``), so a busy process
-makes one round trip per batch of hits instead of one per request. The round trip is made on
-connections kept beside the client's pool (``OwnConnections``), without redis-py's
-per-call costs. Each hit is still its own
-script call with its own answer, run by Redis in arrival order: the counting is the
-library's, unchanged.
+makes one round trip per batch of hits instead of one per request, on connections kept
+beside the client's pool (``OwnConnections``), without redis-py's per-call costs. Each hit is
+still its own script call with its own answer, run by Redis in arrival order: the counting
+is the library's, unchanged.
 """
 
 from __future__ import annotations
