@@ -159,7 +159,6 @@ def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages:
             "by_process": dict(by_process), "by_caller": dict(by_caller)}
 
 
-
 def _just(pid: int) -> Callable[[], list[int]]:
     return lambda: [pid]
 

@@ -68,8 +68,9 @@ class OwnConnectionScript:
 
 class OwnConnections:
     """The idle connections kept beside one client's pool, with when each was last used
-    (list operations are atomic, so threads need no lock): for ``OwnConnectionScript``, and
-    for a plain command made once per delivery."""
+    (list operations are atomic, so threads need no lock): for ``OwnConnectionScript``, a
+    plain command made once per delivery, and the gateway's enqueue transaction and
+    rate-limit hits (``pipeline``)."""
 
     def __init__(self, pool: redis.ConnectionPool) -> None:
         # What the pool's connections are made of, not the pool: this object lives as long as
@@ -82,18 +83,7 @@ class OwnConnections:
 
     def execute(self, *command: Any) -> Any:
         """``command``'s reply, on an idle connection (see ``OwnConnectionScript``)."""
-        connection = self._take()
-        try:
-            connection.send_command(*command, check_health=False)
-            reply = connection.read_response()
-        except redis.exceptions.ResponseError:
-            self._give_back(connection)  # its reply was read whole
-            raise
-        except BaseException:
-            connection.disconnect()  # a reply may still be on its way
-            raise
-        self._give_back(connection)
-        return reply
+        return self.pipeline([command])[0]
 
     def pipeline(self, commands: Sequence[Sequence[Any]], *,
                  transaction: bool = False) -> list[Any]:
@@ -101,8 +91,9 @@ class OwnConnections:
         ``MULTI``/``EXEC`` with ``transaction``): redis-py's pipeline without its per-call
         costs (see ``OwnConnectionScript``; about 20 µs of CPU per pipeline here). As
         redis-py's does, it reads every reply before it raises the first error, so the
-        connection stays usable; in a transaction, a command Redis refused while queueing
-        (which aborts the ``EXEC``) is the error raised."""
+        connection stays usable (one that failed otherwise is closed, never reused with a
+        reply pending); in a transaction, a command Redis refused while queueing (which
+        aborts the ``EXEC``) is the error raised."""
         sent = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
         connection = self._take()
         replies: list[Any] = []

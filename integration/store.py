@@ -466,8 +466,8 @@ class StatusStore:
         commands = [link for record in records for link in self._cause_links(record)]
         position = len(commands)
         commands.append(("EVALSHA", self._create_queued.sha, 0, *args))
-        commands += [("ZREMRANGEBYSCORE", index, "-inf", f"({self._cutoff(at)}")
-                     for index in sorted(indexes)]
+        cutoff = f"({self._cutoff(at)}"
+        commands += [("ZREMRANGEBYSCORE", index, "-inf", cutoff) for index in sorted(indexes)]
 
         def execute() -> list[Any]:
             """The script's replies; run again after NOSCRIPT, when only idempotent cause
