@@ -37,16 +37,14 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import structlog
-
-from integration import __version__
+from integration import __version__, logs
 from integration.retry import DownstreamError, PermanentError, TransientError
 from integration.settings import ConfigurationError, get_settings
 
 if TYPE_CHECKING:
     from integration.settings import Settings
 
-log = structlog.stdlib.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

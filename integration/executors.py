@@ -16,7 +16,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import structlog
 import yaml
 from pydantic import (
     BaseModel,
@@ -29,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from integration import logs
 from integration.egress import Egress, EgressRefused, default_egress
 from integration.retry import PermanentError
 from integration.settings import ConfigurationError, environment_secret, get_settings
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from integration.builtin_types import ActionPayload
     from integration.envelope import Envelope
 
-log = structlog.stdlib.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 #: How much of a response body an action's result keeps (the egress reads up to its own limit).
 RESULT_EXCERPT_CHARS = 2048

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from celery.signals import worker_ready, worker_shutdown
 
+from integration import logs
 from integration.dispatch import OutboxRelay
 from integration.egress import default_egress
 from integration.executors import declared_targets
@@ -16,7 +16,7 @@ from integration.services import build_dispatcher, build_submitter
 from integration.settings import ConfigurationError, get_settings
 
 _loops: dict[str, RequeueLoop] = {}
-log = structlog.stdlib.get_logger(__name__)
+log = logs.get_logger(__name__)
 
 
 @worker_ready.connect

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from typing import Any
 
 import pytest
 from celery.app import trace
 
+from integration import logs
 from integration.logs import configure_logging
 from integration.settings import Settings
 
@@ -39,3 +42,68 @@ def test_celery_routine_task_lines_only_when_asked(
     assert len(received) == len(succeeded) == (1 if celery_task_logs else 0), lines
     assert any(" retry: " in line for line in lines), "a retry is always logged"
     assert any(" raised unexpected: " in line for line in lines), "a failure too"
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_our_lines_and_library_records_share_one_shape_and_stream(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A line logged through structlog (no ``LogRecord``) and a standard library record come
+    out on the same stream with the same keys, the bound context on both, secrets masked."""
+    configure_logging(Settings(log_format="json", log_level="INFO"))
+    logs.bind(correlation_id="c-1")
+    try:
+        logs.get_logger("integration.test").info("ours", token="abc", status=202)
+        logging.getLogger("integration.test").info("theirs %s", "formatted")
+    finally:
+        logs.clear()
+    ours, theirs = _json_lines(capsys.readouterr().err)
+    assert ours["event"] == "ours" and ours["status"] == 202 and ours["token"] == "[redacted]"
+    assert theirs["event"] == "theirs formatted"
+    for line in (ours, theirs):
+        assert line["correlation_id"] == "c-1" and line["logger"] == "integration.test"
+        assert line["level"] == "info" and line["time"].endswith("Z")
+
+
+def test_the_configured_level_applies_to_loggers_already_in_use(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = logs.get_logger("integration.test.levels")
+    configure_logging(Settings(log_format="json", log_level="INFO"))
+    log.info("first")
+    configure_logging(Settings(log_format="json", log_level="WARNING"))
+    try:
+        log.info("dropped")
+        log.warning("kept")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        configure_logging(Settings(log_format="json", log_level="INFO"))
+    lines = _json_lines(capsys.readouterr().err)
+    assert [line["event"] for line in lines] == ["first", "kept", "failed"]
+    assert lines[2]["level"] == "error" and "RuntimeError: boom" in lines[2]["exception"]
+
+
+def test_lines_from_many_threads_never_interleave(capsys: pytest.CaptureFixture[str]) -> None:
+    """Our lines and the standard library's records take the same handler's lock."""
+    configure_logging(Settings(log_format="json", log_level="INFO"))
+    ours, theirs = logs.get_logger("integration.test"), logging.getLogger("integration.test")
+
+    def write(n: int) -> None:
+        for i in range(200):
+            ours.info("ours", n=n, i=i, padding="x" * 2000)
+            theirs.info("theirs %d %d %s", n, i, "y" * 2000)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = _json_lines(capsys.readouterr().err)
+    assert len(lines) == 8 * 200 * 2
+    assert sum(1 for line in lines if line["event"] == "ours") == 8 * 200
