@@ -72,19 +72,22 @@ class _Output:
 _output = _Output()
 
 
-def _at_level(_: Any, method: str, event: MutableMapping[str, Any]
-              ) -> MutableMapping[str, Any]:
-    if _LEVELS.get(method, logging.INFO) < _output.level:
-        raise structlog.DropEvent
-    return event
-
-
+#: The level of each of structlog's method names.
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
            "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
 
 
+def _at_level(_: Any, method: str, event: MutableMapping[str, Any]
+              ) -> MutableMapping[str, Any]:
+    """Drops a line under the level ``configure_logging`` set last."""
+    if _LEVELS.get(method, logging.INFO) < _output.level:
+        raise structlog.DropEvent
+    return event
+
+
 def _render(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+    """JSON or console, as ``configure_logging`` chose last."""
     return _output.renderer(logger, method, event)
 
 
