@@ -380,6 +380,9 @@ def _expect(outcome: loadgen.Outcome, what: str) -> None:
     failed = {s: n for s, n in outcome.statuses.items() if not 200 <= s < 300}
     if outcome.ok == 0 or sum(failed.values()) > 0.01 * outcome.completed:
         raise RuntimeError(f"{what}: answers {dict(outcome.statuses)}")
+    if outcome.retries:
+        print(f"  ({what}: {outcome.retries} request(s) sent again after the server closed "
+              "an idle connection)", flush=True)
 
 
 def _accepted_items(status: int, body: bytes) -> int:
