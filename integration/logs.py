@@ -50,12 +50,17 @@ class _RoutineTaskLines(logging.Filter):
 
 
 def _json(value: Any, **_: Any) -> str:
-    """orjson, about five times faster than the standard library here; what it cannot
-    write (keys that are not strings, integers past 64 bits) goes to the standard one."""
+    """orjson, about five times faster than the standard library here. What it cannot
+    write (keys that are not strings, integers past 64 bits), and any line with characters
+    beyond ASCII, goes to the standard one, which escapes them: a line stays valid JSON on
+    a stream of any encoding."""
     try:
-        return orjson.dumps(value, default=repr).decode()
+        line = orjson.dumps(value, default=repr).decode()
+        if line.isascii():
+            return line
     except TypeError:
-        return json.dumps(value, default=repr)
+        pass
+    return json.dumps(value, default=repr)
 
 
 class _Output:
@@ -87,8 +92,17 @@ def _at_level(_: Any, method: str, event: MutableMapping[str, Any]
 
 
 def _render(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
-    """JSON or console, as ``configure_logging`` chose last."""
-    return _output.renderer(logger, method, event)
+    """JSON or console, as ``configure_logging`` chose last. A value that cannot be
+    rendered (its ``repr`` raises, a container holds itself) never fails the caller, as a
+    standard library handler would not: the line keeps its plain values and says what
+    failed."""
+    try:
+        return _output.renderer(logger, method, event)
+    except Exception as exc:  # noqa: BLE001 - a log line must not fail a request or a task
+        kept: dict[str, Any] = {key: value for key, value in event.items()
+                                if isinstance(value, str | int | float | bool | None)}
+        kept["log_error"] = f"{type(exc).__name__}: {exc}"
+        return _output.renderer(logger, method, kept)
 
 
 class LineWriter:

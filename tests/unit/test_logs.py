@@ -107,3 +107,37 @@ def test_lines_from_many_threads_never_interleave(capsys: pytest.CaptureFixture[
     lines = _json_lines(capsys.readouterr().err)
     assert len(lines) == 8 * 200 * 2
     assert sum(1 for line in lines if line["event"] == "ours") == 8 * 200
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_value_that_cannot_be_rendered_never_fails_the_caller(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As a standard library handler would not: the request or task goes on, and the line
+    keeps its plain values and says what failed."""
+    configure_logging(Settings(log_format="json", log_level="INFO"))
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    log = logs.get_logger("integration.test")
+    log.info("unprintable", status=202, value=_Unprintable())
+    log.info("looped", status=202, value=looped)
+    lines = _json_lines(capsys.readouterr().err)
+    assert [line["event"] for line in lines] == ["unprintable", "looped"]
+    for line in lines:
+        assert line["status"] == 202 and "value" not in line and line["log_error"]
+
+
+def test_lines_stay_ascii_with_characters_beyond_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """Escaped as the standard library writes them, so a line is valid JSON whatever the
+    stream's encoding."""
+    configure_logging(Settings(log_format="json", log_level="INFO"))
+    logs.get_logger("integration.test").info("ours", host="café-☃")
+    logging.getLogger("integration.test").info("theirs %s", "naïve")
+    text = capsys.readouterr().err
+    assert text.isascii()
+    ours, theirs = _json_lines(text)
+    assert ours["host"] == "café-☃" and theirs["event"] == "theirs naïve"
