@@ -37,7 +37,6 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.body = b""  # the last answer's body (b"" for a chunked one)
-        self.answered = False  # whether the last attempt got any byte of an answer
         self.idle_since = 0.0  # when the connection was opened or last answered
         self.retries = 0  # requests sent again after an idle connection closed
 
@@ -60,22 +59,23 @@ class Connection:
         if self.reader is not None and self.reader.at_eof():
             self.close()  # the server closed it while idle (gunicorn's keep-alive timeout)
         idle = None if self.writer is None else time.perf_counter() - self.idle_since
-        status = await self._send(payload)
-        if status == 0 and idle is not None and idle >= RESEND_AFTER_IDLE and \
-                not self.answered:
+        status, answered = await self._send(payload)
+        if status == 0 and idle is not None and idle >= RESEND_AFTER_IDLE and not answered:
             self.retries += 1
-            status = await self._send(payload)
+            status, _ = await self._send(payload)
         return status
 
-    async def _send(self, payload: bytes) -> int:
-        self.answered = False
+    async def _send(self, payload: bytes) -> tuple[int, bool]:
+        """The status code (0 on a broken connection), and whether any byte of an answer
+        arrived."""
+        answered = False
         try:
             if self.writer is None:
                 await self.connect()
             assert self.reader is not None and self.writer is not None
             self.writer.write(payload)
             head = await self.reader.readuntil(b"\r\n\r\n")
-            self.answered = True
+            answered = True
             status = int(head[9:12])
             length, close, chunked = 0, False, False
             for line in head.split(b"\r\n")[1:]:
@@ -95,14 +95,13 @@ class Connection:
             if close:
                 self.close()
             self.idle_since = time.perf_counter()
-            return status
+            return status, True
         except asyncio.IncompleteReadError as exc:
-            self.answered = self.answered or bool(exc.partial)
             self.close()
-            return 0
+            return 0, answered or bool(exc.partial)
         except (OSError, ValueError):
             self.close()
-            return 0
+            return 0, answered
 
     async def _skip_chunks(self) -> None:
         assert self.reader is not None

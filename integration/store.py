@@ -419,7 +419,8 @@ class StatusStore:
             fields = self._fields(record, record.status, at, request)
             flat: list[Any] = [item for pair in fields.items() for item in pair]
             entry = _history_entry(record.status, at, {"channel": record.channel})
-            self._link_cause(pipe, record)
+            for command in self._cause_links(record):
+                pipe.execute_command(*command)
             positions.append(len(pipe.command_stack))
             self._create(
                 keys=self._new_record_keys(record, record.status),
@@ -502,10 +503,6 @@ class StatusStore:
         return [self._record_key(record.id), self._history_key(record.id),
                 self._index_key("all"), self._index_key("type", record.type),
                 self._index_key("status", str(status)), self._index_key("owner", record.owner)]
-
-    def _link_cause(self, pipe: redis.client.Pipeline, record: NewRecord) -> None:
-        for command in self._cause_links(record):
-            pipe.execute_command(*command)
 
     def _cause_links(self, record: NewRecord) -> list[tuple[Any, ...]]:
         """Who caused whom, for traces that follow a chain (metric -> alert -> ...)."""
