@@ -6,6 +6,7 @@ Check that it imports with ``python -m celeryconfig``.
 from __future__ import annotations
 
 from integration.kombu_redis import use_for_redis_urls
+from integration.recovery import check_recovery_bound
 from integration.registry import default_registry
 from integration.retry import check_durations
 from integration.routing import DEFAULT_QUEUE, declare_queues, route_task
@@ -15,6 +16,8 @@ from integration.settings import get_settings
 _settings = get_settings()
 # Workers, beat and producers refuse a configuration whose duplicate guards expire too soon.
 check_durations(_settings, default_registry())
+# ... and settings whose recovery after a fault (the reconciler's bound) exceeds the promise.
+check_recovery_bound(_settings)
 
 # Redis URLs get kombu's Redis transport without a new client object per unacked-index update.
 use_for_redis_urls()

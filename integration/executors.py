@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from integration import logs
+from integration import effects, logs
 from integration.egress import Egress, EgressRefused, default_egress
 from integration.retry import PermanentError
 from integration.settings import ConfigurationError, environment_secret, get_settings
@@ -63,7 +63,8 @@ class TargetSpec(BaseModel):
     executor: Literal["http", "log", "noop"]
     url: str | None = Field(None, max_length=2048)
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
-    # Below the claim lease and the visibility timeout, so a slow call is never run twice.
+    # Below the visibility timeout, past which the broker would deliver the message again
+    # while the call still runs (the renewed claim keeps that copy waiting, not running).
     timeout_seconds: float = Field(10.0, gt=0, le=120)
     #: Values are secrets: never logged, never in results (``${NAME}`` is filled at load).
     headers: dict[HeaderName, SecretStr] = Field(default_factory=dict, max_length=50)
@@ -276,8 +277,9 @@ def execute(payload: ActionPayload, spec: TargetSpec, egress: Egress | None, *,
     body = render(spec.body, values) if spec.body is not None else None
     headers = {name: value.get_secret_value() for name, value in spec.headers.items()}
     if envelope is not None:
-        # A redelivery after a lost worker may call again; the downstream can deduplicate.
-        headers.setdefault("Idempotency-Key", envelope.id)
+        # A redelivery after a lost worker may call again: the same key (message id and
+        # generation) lets the downstream deduplicate; a replay is a new generation.
+        headers.setdefault("Idempotency-Key", effects.idempotency_key(envelope.id))
     try:
         response = egress.request(spec.method, spec.url, json_body=body, headers=headers,
                                   timeout=spec.timeout_seconds)
@@ -318,18 +320,19 @@ def declared_targets() -> Targets:
     """The targets of this process's rules file, loaded once; none without a file."""
     settings = get_settings()
     targets = Targets.load(settings.rules_file) if settings.rules_file else Targets()
-    check_timeouts(targets, settings.claim_lease_seconds, str(settings.rules_file))
+    check_timeouts(targets, settings.visibility_timeout_seconds, str(settings.rules_file))
     return targets
 
 
-def check_timeouts(targets: Targets, lease: int, source: str) -> None:
-    """Refuse an http target whose timeout reaches the claim lease (``ConfigurationError``)."""
+def check_timeouts(targets: Targets, visibility: int, source: str) -> None:
+    """Refuse an http target whose timeout reaches the visibility timeout
+    (``ConfigurationError``)."""
     for name, spec in targets.targets.items():
-        # A call outlasting its claim could run a second time beside a redelivery.
-        if spec.executor == "http" and spec.timeout_seconds >= lease:
+        # Past the visibility timeout the broker delivers the message again mid-call.
+        if spec.executor == "http" and spec.timeout_seconds >= visibility:
             raise ConfigurationError(
                 f"{source}: targets.{name}.timeout_seconds ({spec.timeout_seconds:g})"
-                f" must be shorter than INTEGRATION_CLAIM_LEASE_SECONDS ({lease})")
+                f" must be shorter than INTEGRATION_VISIBILITY_TIMEOUT_SECONDS ({visibility})")
 
 
 def run_action(payload: ActionPayload, envelope: Envelope | None = None,

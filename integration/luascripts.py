@@ -23,6 +23,11 @@ from redis.connection import AbstractConnection
 T = TypeVar("T")
 
 
+class ReplyLost(redis.exceptions.ConnectionError):
+    """The commands were sent whole, and the connection failed before their replies came:
+    whether they ran is unknown (a transaction ran entirely or not at all)."""
+
+
 def execute_loading(client: redis.Redis, scripts: Iterable[str], execute: Callable[[], T]) -> T:
     """``execute()`` (which builds and runs a fresh pipeline); on ``NOSCRIPT``, ``scripts``
     are loaded and it runs once more."""
@@ -97,15 +102,23 @@ class OwnConnections:
         sent = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
         connection = self._take()
         replies: list[Any] = []
+        written = False
         try:
             connection.send_packed_command(connection.pack_commands(sent), check_health=False)
+            written = True
             for _ in sent:
                 try:
                     replies.append(connection.read_response())
                 except redis.exceptions.ResponseError as exc:
                     replies.append(exc)
-        except BaseException:
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                OSError) as exc:
             connection.disconnect()  # replies may still be on their way
+            if written:
+                raise ReplyLost(f"no reply after the commands were sent: {exc}") from exc
+            raise
+        except BaseException:
+            connection.disconnect()
             raise
         self._give_back(connection)
         if transaction:

@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from integration import logs
+from integration import effects, logs
+from integration.claims import ClaimKeeper
 from integration.consumers import emitting, is_delivery_topic
 from integration.dispatch import Dispatcher, Fanout
 from integration.envelope import ID_PATTERN, Envelope, new_id, utc_now
@@ -81,7 +82,7 @@ class InvalidEnvelope(Exception):
 class Processor:
     def __init__(self, registry: Registry, store: StatusStore,
                  limits: JsonLimits | None = None, retry: RetryPolicy | None = None,
-                 claim_lease: int = 300, guards: Guards | None = None,
+                 claim_lease: int = 30, guards: Guards | None = None,
                  dispatcher: Dispatcher | None = None, outbox_grace: float = 30.0) -> None:
         self.guards = guards
         self.dispatcher = dispatcher
@@ -92,6 +93,7 @@ class Processor:
         self.limits = limits or JsonLimits()
         self.retry = retry or RetryPolicy()
         self.claim_lease = claim_lease
+        self.claims = ClaimKeeper(store.renew_claim, claim_lease)
 
     def process(self, raw: Any, delivery: Delivery) -> Outcome:
         """Take one delivery as far as it goes; what happened is returned for metrics and logs.
@@ -141,7 +143,8 @@ class Processor:
             return Status.PROCESSING
 
         try:
-            with self._admitted(target) as call:
+            with self.claims.holding(envelope.id, generation, holder), \
+                    self._admitted(target) as call:
                 if target and message_type.action_key and self.guards:
                     self.guards.check_storm(message_type.action_key(payload), target,
                                             override=released)
@@ -226,7 +229,8 @@ class Processor:
             return Status.DEAD
 
         try:
-            result = call(lambda: self._handle(message_type.handler, payload, envelope))
+            result = call(lambda: self._handle(message_type.handler, payload, envelope,
+                                                   generation))
         except Exception as exc:  # noqa: BLE001 - a handler's failure is recorded, not raised
             return self._failed(envelope, exc, started.attempts, policy, generation, holder)
 
@@ -234,12 +238,15 @@ class Processor:
                      dict(result or {}), claim=(generation, holder))
         return Status.SUCCEEDED
 
-    def _handle(self, handler: Any, payload: Any, envelope: Envelope) -> Any:
-        """Run the handler with ``emit`` bound for this message when something can submit."""
-        if self.dispatcher is None:
-            return handler(payload, envelope)
-        with emitting(self.dispatcher.emitter(envelope, self._notes.get("owner", "direct"))):
-            return handler(payload, envelope)
+    def _handle(self, handler: Any, payload: Any, envelope: Envelope, generation: int) -> Any:
+        """Run the handler as ``(message, generation)`` (the key of its effects), with
+        ``emit`` bound for this message when something can submit."""
+        with effects.running(envelope.id, generation):
+            if self.dispatcher is None:
+                return handler(payload, envelope)
+            with emitting(self.dispatcher.emitter(envelope,
+                                                  self._notes.get("owner", "direct"))):
+                return handler(payload, envelope)
 
     def _defer(self, message_id: str, wait: Deferred, generation: int, holder: str) -> None:
         """Wait without spending an attempt (breaker open, rate limit reached)."""

@@ -180,6 +180,11 @@ class Publisher:
             published += len(chunk)
         return PublishOutcome(published)
 
+    @property
+    def redis_client(self) -> redis.Redis | None:
+        """The broker's Redis, when the broker is Redis (None for RabbitMQ and others)."""
+        return self._redis
+
     def shares_database(self, client: redis.Redis) -> bool:
         """Whether the broker is ``client``'s Redis database, so that a store script may push
         broker messages in the same transaction as status records."""

@@ -1,4 +1,5 @@
-"""Puts messages whose wait is over (retries, held-back deliveries) back into the broker.
+"""Puts messages whose wait is over (retries, held-back deliveries, messages the reconciler
+found that nothing held) back into the broker.
 
 Waits are kept in a Redis sorted set rather than as broker countdowns, so no wait is ever
 longer than the visibility timeout inside the broker. Every worker runs one loop; the
@@ -20,8 +21,9 @@ from integration.store import StatusStore
 
 log = logging.getLogger(__name__)
 
-#: Statuses whose due entry still means "enqueue again".
-WAITING = (Status.RETRYING, Status.DEFERRED, Status.PROCESSING, Status.QUEUED)
+#: Statuses whose due entry still means "enqueue again" (``accepted``: the reconciler found
+#: a message whose first publish never happened).
+WAITING = (Status.RETRYING, Status.DEFERRED, Status.PROCESSING, Status.QUEUED, Status.ACCEPTED)
 
 
 class Requeuer:
@@ -47,7 +49,8 @@ class Requeuer:
                 log.warning("could not re-enqueue %s: %s", message_id, outcome.error)
                 continue  # due again when the lease ends
             self.store.transition(message_id, Status.QUEUED,
-                                  allowed_from=(Status.RETRYING, Status.DEFERRED))
+                                  allowed_from=(Status.RETRYING, Status.DEFERRED,
+                                                Status.ACCEPTED))
             self.store.release_due(message_id, lease)
             sent += 1
         return sent
@@ -61,10 +64,12 @@ class Pass(Protocol):
 
 class RequeueLoop(threading.Thread):
     """A daemon thread calling each pass's ``run_once`` every ``interval`` seconds until
-    stopped (re-enqueueing due retries; delivering overdue events from the outbox)."""
+    stopped (re-enqueueing due retries; delivering overdue events from the outbox; the
+    heartbeat; the reconciler)."""
 
-    def __init__(self, passes: Sequence[Pass], interval: float) -> None:
-        super().__init__(name="integration-requeue", daemon=True)
+    def __init__(self, passes: Sequence[Pass], interval: float,
+                 name: str = "integration-requeue") -> None:
+        super().__init__(name=name, daemon=True)
         self.passes = list(passes)
         self.interval = interval
         self._stopped = threading.Event()

@@ -76,7 +76,20 @@ class Settings(BaseSettings):
     retry_base_delay_seconds: float = Field(1.0, gt=0)
     retry_max_delay_seconds: float = Field(300.0, gt=0)
     retry_poll_interval_seconds: float = Field(1.0, gt=0)
-    claim_lease_seconds: int = Field(300, ge=1)
+    #: A delivery's claim on running its message's effect; renewed every third of it while
+    #: the handler runs, so a long handler keeps it, and a killed one frees it within this.
+    claim_lease_seconds: int = Field(30, ge=3)
+
+    # -- durability: the status store is the ledger; the reconciler keeps the broker honest --
+    #: How often the elected reconciler compares non-final records with what holds them.
+    reconcile_interval_seconds: float = Field(10.0, gt=0, le=300)
+    #: A non-final record unchanged for this long is checked (younger ones are in flight).
+    reconcile_after_seconds: float = Field(30.0, gt=0, le=3600)
+    #: How often each worker says it is alive and which messages it holds.
+    worker_heartbeat_seconds: float = Field(5.0, gt=0, le=60)
+    #: The longest time, after the last fault is repaired, before every accepted message is
+    #: final or held by something alive; start-up refuses settings whose bound exceeds it.
+    recovery_bound_seconds: float = Field(120.0, gt=0)
     breaker_fail_max: int = Field(5, ge=1)
     breaker_reset_timeout_seconds: float = Field(30.0, gt=0)
     action_rate_limit: str | None = "30/minute"

@@ -266,6 +266,28 @@ end
 return {1, old or ''}
 """
 
+# A claim's lease renewed by its holder while the handler runs; 0 when the claim lapsed or
+# another delivery holds it.
+_RENEW_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# The reconciler sends a message nobody holds back through the due set (the loop that
+# re-enqueues retries publishes it): due now unless a wait is already parked, noted in the
+# history, ``updated_at`` moved so the next pass sees a fresh record. Nothing happens when
+# the record changed since the reconciler read it (ARGV[5], its ``updated_at``).
+_REDELIVER = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'updated_at')
+if current[1] ~= ARGV[4] or current[2] ~= ARGV[5] then return 0 end
+redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+redis.call('RPUSH', KEYS[2], ARGV[6])
+return 1
+"""
+
 #: Fields holding JSON documents rather than plain strings.
 _JSON_FIELDS = ("envelope", "result", "error", "last_error", "hold", "event")
 _INT_FIELDS = ("attempts", "accepted_ms", "generation")
@@ -338,6 +360,20 @@ class DeliveryState:
 
 
 @dataclass(frozen=True)
+class LedgerEntry:
+    """What the reconciler reads of a record that is not final."""
+
+    id: str
+    type: str
+    status: str
+    generation: int
+    queue: str
+    updated_at: str
+    updated_ms: int
+    task_id: str  # the Celery task id of the last delivery that started ('' before one)
+
+
+@dataclass(frozen=True)
 class Transition:
     """The outcome of a transition: whether it applied, the status it found, the attempts."""
 
@@ -376,6 +412,8 @@ class StatusStore:
         self._replay = client.register_script(_REPLAY)
         self._create_queued = client.register_script(_CREATE_QUEUED)
         self._begin = OwnConnectionScript(client.register_script(_BEGIN))
+        self._renew_claim = OwnConnectionScript(client.register_script(_RENEW_CLAIM))
+        self._redeliver = client.register_script(_REDELIVER)
         self._finish = OwnConnectionScript(client.register_script(_FINISH))
 
     # -- keys ---------------------------------------------------------------------------
@@ -709,6 +747,72 @@ class StatusStore:
         key = self._claim_key(message_id, generation)
         if self.client.get(key) == holder.encode():
             self.client.delete(key)
+
+    def renew_claim(self, message_id: str, generation: int, holder: str,
+                    lease_seconds: float) -> bool:
+        """Extend ``holder``'s claim by ``lease_seconds``; False when it no longer holds it."""
+        return bool(self._renew_claim(keys=[self._claim_key(message_id, generation)],
+                                      args=[holder, int(lease_seconds * 1000)]))
+
+    # -- the ledger, as the reconciler reads it -----------------------------------------------
+    def unfinished(self, statuses: Iterable[Status], accepted_before_ms: int,
+                   limit: int) -> list[str]:
+        """Ids of records in ``statuses`` accepted before the given time, oldest first, at
+        most ``limit`` per status."""
+        pipe = self.client.pipeline(transaction=False)
+        for status in statuses:
+            pipe.zrangebyscore(self._index_key("status", str(status)), "-inf",
+                               accepted_before_ms, start=0, num=limit)
+        return [member.decode() for members in pipe.execute() for member in members]
+
+    def ledger_entries(self, message_ids: Sequence[str]) -> list[LedgerEntry]:
+        """The records of ``message_ids`` that still exist."""
+        pipe = self.client.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.hmget(self._record_key(message_id), ["type", "status", "generation", "queue",
+                                                      "updated_at", "task_id"])
+        entries = []
+        for message_id, values in zip(message_ids, pipe.execute(), strict=True):
+            kind, status, generation, queue, updated, task_id = (
+                v.decode() if v else "" for v in values)
+            if not status:
+                continue
+            entries.append(LedgerEntry(
+                id=message_id, type=kind, status=status, generation=int(generation or 1),
+                queue=queue, updated_at=updated, task_id=task_id,
+                updated_ms=int(datetime.fromisoformat(updated).timestamp() * 1000)
+                if updated else 0))
+        return entries
+
+    def held_in_store(self, entries: Sequence[LedgerEntry]) -> tuple[set[str], set[str]]:
+        """Which of ``entries`` hold a live claim on their generation, and which wait in
+        the due set."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            pipe.exists(self._claim_key(entry.id, entry.generation))
+            pipe.zscore(self.due_key, entry.id)
+        replies = pipe.execute()
+        claimed = {e.id for e, reply in zip(entries, replies[0::2], strict=True) if reply}
+        due = {e.id for e, reply in zip(entries, replies[1::2], strict=True)
+               if reply is not None}
+        return claimed, due
+
+    def statuses(self, message_ids: Sequence[str]) -> dict[str, str | None]:
+        """Each message's status (None when it has no record), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.hget(self._record_key(message_id), "status")
+        return {message_id: status.decode() if status else None
+                for message_id, status in zip(message_ids, pipe.execute(), strict=True)}
+
+    def redeliver(self, entry: LedgerEntry, detail: Mapping[str, Any]) -> bool:
+        """Send a message that nothing holds back through the due set; False when its record
+        changed since ``entry`` was read (something holds it after all)."""
+        at = now_ms()
+        return bool(self._redeliver(
+            keys=[self._record_key(entry.id), self._history_key(entry.id), self.due_key],
+            args=[entry.id, at, iso(at), entry.status, entry.updated_at,
+                  _history_entry("reconciled", at, detail)]))
 
     def delivery_state(self, message_id: str) -> DeliveryState:
         """What a delivery needs to know about its message, in one round trip."""

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from integration.coalescer import Coalescer
 from integration.envelope import FIRING_CHANNEL, FIRING_ID_PREFIX, Envelope
 from integration.jsonlimits import JsonLimits
+from integration.luascripts import ReplyLost
 from integration.problems import (
     Conflict,
     Forbidden,
@@ -242,12 +243,26 @@ class Submitter:
                 created = self.store.create_queued_many(chunk, messages, request,
                                                         answers[start:start + size])
             except Exception as exc:  # noqa: BLE001 - this chunk and the rest are refused
+                problem = self._unavailable(
+                    "The broker is unavailable; the message was not enqueued.")
+                if isinstance(exc, ReplyLost):
+                    # The chunk's transaction ran entirely or not at all, nobody can tell
+                    # which: its records stay (a resubmission is recognised, never run
+                    # twice); the chunks after it were not sent.
+                    log.warning("broker lost while %d message(s) were being enqueued; they "
+                                "may have been: %s", len(chunk), exc)
+                    self._discard(records[start + size:], request, Status.QUEUED)
+                    doubt = Unavailable(
+                        "The broker stopped answering while the message was being enqueued: "
+                        "it may have been. Resubmitting it with the same id or "
+                        "Idempotency-Key is safe.", retry_after=self.retry_after,
+                        enqueued="unknown")
+                    return results + [doubt] * len(chunk) + \
+                        [problem] * (len(records) - start - len(chunk))
                 log.warning("broker unavailable; %d of %d message(s) not enqueued: %s",
                             len(records) - start, len(records), exc)
                 # The transaction may have been applied before the connection broke.
                 self._discard(records[start:], request, Status.QUEUED)
-                problem = self._unavailable(
-                    "The broker is unavailable; the message was not enqueued.")
                 return results + [problem] * (len(records) - start)
             results += [Repeated(ok.value) if isinstance(ok, EarlierAnswer) else
                         Accepted(r.id, r.queue) if ok else

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
+from integration import effects
 from integration.consumers import topic_matches
 from integration.dispatch import Fanout, delivery_id
 from integration.envelope import Envelope, new_id, utc_now
@@ -273,6 +274,8 @@ def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post]) -> 
             "User-Agent": "integration-webhooks/1",
             SIGNATURE_HEADER: sign(webhook.secret, int(time.time()), body),
             "X-Integration-Delivery": envelope.id,
+            # The same for every redelivery of this delivery; a replay is a new generation.
+            "Idempotency-Key": effects.idempotency_key(envelope.id),
             "X-Integration-Topic": payload.topic,
         }
         try:

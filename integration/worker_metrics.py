@@ -85,6 +85,10 @@ class WorkerMetrics:
             "integration_messages_received_total",
             "Messages received, by type, channel (beat) and outcome (accepted, rejected, "
             "duplicate, unavailable).", ["type", "channel", "outcome"])
+        self.reconciled = Counter(
+            "integration_messages_reconciled_total",
+            "Messages the reconciler found that nothing held (a broker loss, a lost worker) "
+            "and sent again, by the status their record had.", ["type", "status"])
         self.in_progress = Gauge("integration_messages_in_progress",
                                  "Deliveries running now.", ["type"],
                                  multiprocess_mode="livesum")

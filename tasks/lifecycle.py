@@ -1,8 +1,9 @@
-"""Worker lifecycle: the loop that re-enqueues retries when due and delivers overdue events
-from the outbox; configuration checks at start."""
+"""Worker lifecycle: the loops of a worker's main process (re-enqueueing retries when due and
+delivering overdue events, the heartbeat, the reconciler) and configuration checks at start."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
@@ -11,11 +12,17 @@ from integration import logs
 from integration.dispatch import OutboxRelay
 from integration.egress import default_egress
 from integration.executors import declared_targets
+from integration.heartbeats import Heartbeat, Heartbeats, instance_name
+from integration.holdings import holdings_of
+from integration.reconciler import Reconciler
+from integration.recovery import heartbeat_ttl, leader_lease, recovery_bound
 from integration.requeue import RequeueLoop, Requeuer
 from integration.services import build_dispatcher, build_submitter
 from integration.settings import ConfigurationError, get_settings
+from integration.store import LedgerEntry
 
 _loops: dict[str, RequeueLoop] = {}
+_leaving: list[Callable[[], None]] = []
 log = logs.get_logger(__name__)
 
 
@@ -35,27 +42,75 @@ def check_action_targets(sender: Any = None, **_: Any) -> None:
     log.info("action targets declared", targets=sorted(targets.targets))
 
 
+def held_task_ids() -> list[str] | None:
+    """The task ids this worker has received and not finished (waiting for a pool process,
+    running, or waiting for an ETA), from Celery's worker state; None when a set changed
+    while it was read three times in a row (the next beat reads again)."""
+    from celery.worker import state
+
+    for _ in range(3):
+        try:
+            return [request.id for group in (state.reserved_requests, state.active_requests,
+                                             state.scheduled_requests)
+                    for request in list(group)]
+        except RuntimeError:  # "Set changed size during iteration"
+            continue
+    return None
+
+
 @worker_ready.connect
-def start_requeue_loop(sender: Any = None, **_: Any) -> None:
+def start_loops(sender: Any = None, **_: Any) -> None:
+    from tasks.observability import metrics
+
     settings = get_settings()
     submitter = build_submitter(settings, origin="worker")
-    loop = RequeueLoop([Requeuer(submitter.store, submitter.publisher),
-                        OutboxRelay(build_dispatcher(submitter))],
-                       settings.retry_poll_interval_seconds)
-    loop.start()
-    _loops["requeue"] = loop
+    store = submitter.store
+    instance = instance_name()
+
+    heartbeats = Heartbeats(store.client, settings.key_prefix)
+    heartbeat = Heartbeat(heartbeats, instance, held_task_ids, ttl=heartbeat_ttl(settings))
+    try:
+        heartbeat.run_once()  # alive from the start, before the first interval
+    except Exception as exc:  # noqa: BLE001 - the loop beats again
+        log.warning("first heartbeat failed", error=str(exc))
+    _leaving.append(heartbeat.stop)
+
+    def redelivered(entry: LedgerEntry) -> None:
+        metrics().reconciled.labels(entry.type or "unknown", entry.status).inc()
+
+    reconciler = Reconciler(
+        store, holdings_of(submitter.publisher), heartbeats, instance=instance,
+        interval=settings.reconcile_interval_seconds,
+        stale_after=settings.reconcile_after_seconds, heartbeat_ttl=heartbeat_ttl(settings),
+        lease=leader_lease(settings), on_redelivered=redelivered)
+    loops = {
+        "requeue": RequeueLoop([Requeuer(store, submitter.publisher),
+                                OutboxRelay(build_dispatcher(submitter))],
+                               settings.retry_poll_interval_seconds),
+        "heartbeat": RequeueLoop([heartbeat], settings.worker_heartbeat_seconds,
+                                 name="integration-heartbeat"),
+        "reconciler": RequeueLoop([reconciler], settings.reconcile_interval_seconds,
+                                  name="integration-reconciler"),
+    }
+    for name, loop in loops.items():
+        loop.start()
+        _loops[name] = loop
+    bound = recovery_bound(settings)
+    log.info("worker loops started", instance=instance,
+             recovery_bound_seconds=bound.seconds, recovery=bound.explain())
 
 
 @worker_shutdown.connect
-def stop_requeue_loop(sender: Any = None, **_: Any) -> None:
-    """After the warm shutdown: let the loop finish its pass, so nothing it took is left
-    half-done (published but still leased)."""
-    loop = _loops.pop("requeue", None)
-    if loop is None:
-        return
+def stop_loops(sender: Any = None, **_: Any) -> None:
+    """After the warm shutdown: let each loop finish its pass, so nothing it took is left
+    half-done (published but still leased); then leave the heartbeats."""
     timeout = get_settings().graceful_timeout_seconds
-    if loop.stop(timeout):
-        log.info("requeue loop stopped")
-    else:
-        log.warning("requeue loop still busy at exit; what it took is due again after its "
-                    "lease", timeout_seconds=timeout)
+    for name in list(_loops):
+        loop = _loops.pop(name)
+        if loop.stop(timeout):
+            log.info("loop stopped", loop=name)
+        else:
+            log.warning("loop still busy at exit; what it took is due again after its lease",
+                        loop=name, timeout_seconds=timeout)
+    while _leaving:
+        _leaving.pop()()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from typing import Any
 
 import redis
 from celery import Task
+from celery.exceptions import Reject
 
+from integration import logs
 from integration.jsonlimits import JsonLimits
 from integration.processor import Delivery, Outcome, Processor
 from integration.registry import default_registry
@@ -16,6 +19,22 @@ from integration.routing import PROCESS_TASK
 from integration.services import build_dispatcher, build_guards, build_submitter
 from integration.settings import get_settings
 from tasks.app import app
+
+log = logs.get_logger("integration.worker")
+
+#: Seconds a delivery waits before it hands its message back during a store outage, so an
+#: outage is not a busy loop of redeliveries.
+OUTAGE_PAUSE_SECONDS = 1.0
+
+
+def hand_back(exc: redis.RedisError) -> Reject:
+    """The message goes back to the broker as it is: never a Celery retry, whose countdown
+    publish fails in the same outage and ends in a reject without requeue. What the broker
+    loses meanwhile, the reconciler sends again."""
+    log.warning("store unreachable; message handed back to the broker",
+                error=f"{type(exc).__name__}: {exc}"[:300])
+    time.sleep(OUTAGE_PAUSE_SECONDS)
+    return Reject(f"store unreachable: {type(exc).__name__}", requeue=True)
 
 
 class ProcessingTask(Task):
@@ -41,13 +60,6 @@ class ProcessingTask(Task):
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    # The store failing (unreachable, or full under noeviction) must not lose the message:
-    # retry, never ack-and-drop.
-    autoretry_for=(redis.RedisError,),
-    retry_backoff=1,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=None,
 )
 def process(self: ProcessingTask, envelope: Any) -> Outcome:
     """Process one message envelope (a CloudEvents JSON object); the public entry point.
@@ -56,8 +68,13 @@ def process(self: ProcessingTask, envelope: Any) -> Outcome:
     stored (no result backend), but read by the metrics signal handlers.
     """
     info = self.request.delivery_info or {}
-    return self.processor.process(
-        envelope,
-        Delivery(task_id=self.request.id, queue=info.get("routing_key"),
-                 redelivered=bool(info.get("redelivered"))),
-    )
+    try:
+        return self.processor.process(
+            envelope,
+            Delivery(task_id=self.request.id, queue=info.get("routing_key"),
+                     redelivered=bool(info.get("redelivered"))),
+        )
+    except redis.RedisError as exc:
+        # The store failing (unreachable, or full under noeviction) must not lose the
+        # message, nor ack it.
+        raise hand_back(exc) from None

@@ -6,7 +6,7 @@ import ipaddress
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -35,6 +35,8 @@ class Context:
     settings: Settings
     timeout: float
     groups: frozenset[str]
+    #: The findings of the checks that ran before.
+    earlier: list[Finding] = field(default_factory=list)
 
 
 Check = Callable[[Context], Iterator[Finding]]
@@ -146,7 +148,7 @@ def check_rules(ctx: Context) -> Iterator[Finding]:
                       f"{len(rules.diagnoses)} diagnoses, {len(rules.playbooks)} playbooks")
     try:
         targets = Targets.load(path) if path else Targets()
-        check_timeouts(targets, settings.claim_lease_seconds, str(path))
+        check_timeouts(targets, settings.visibility_timeout_seconds, str(path))
     except ConfigurationError as exc:
         yield error("targets", str(exc))
         return
@@ -196,8 +198,10 @@ def check_schedule(ctx: Context) -> Iterator[Finding]:
 
 
 def check_durations(ctx: Context) -> Iterator[Finding]:
-    """Records and keys outlive retries and redeliveries; calls end within the claim lease."""
+    """Records and keys outlive retries and redeliveries; calls end within the visibility
+    timeout; the recovery bound holds."""
     from integration import retry
+    from integration.recovery import check_recovery_bound
     from integration.registry import default_registry
     from integration.settings import ConfigurationError
 
@@ -214,13 +218,23 @@ def check_durations(ctx: Context) -> Iterator[Finding]:
     except ConfigurationError as exc:
         failed = True
         yield error("durations", str(exc))
+    try:
+        bound = check_recovery_bound(settings)
+    except ConfigurationError as exc:
+        failed = True
+        yield error("durations", str(exc))
+    else:
+        yield ok("durations", f"after a fault is repaired, every accepted message is final or "
+                              f"held by something alive within {bound.seconds:g} s "
+                              f"({bound.explain()})")
     lease = settings.claim_lease_seconds
-    if settings.webhook_timeout_seconds >= lease:
+    visibility = settings.visibility_timeout_seconds
+    if settings.webhook_timeout_seconds >= visibility:
         failed = True
         yield error("durations", f"INTEGRATION_WEBHOOK_TIMEOUT_SECONDS "
                                  f"({settings.webhook_timeout_seconds:g}) must be shorter than "
-                                 f"INTEGRATION_CLAIM_LEASE_SECONDS ({lease}): a delivery "
-                                 "outlasting its claim can run twice beside a redelivery")
+                                 f"INTEGRATION_VISIBILITY_TIMEOUT_SECONDS ({visibility}): the "
+                                 "broker would deliver a slow delivery again while it runs")
     idempotency = retry.idempotency_ttl(settings)
     if idempotency > settings.status_ttl_seconds:
         yield warning("durations", f"INTEGRATION_IDEMPOTENCY_TTL_SECONDS ({idempotency}) "
@@ -355,6 +369,50 @@ def _persistence(ctx: Context, check: str, shown: str, client: redis.Redis) -> I
         yield warning(check, message + " (an error with INTEGRATION_ENV=production)")
 
 
+#: The most stranded records listed one by one.
+_STRANDED_SHOWN = 20
+
+
+def check_ledger(ctx: Context) -> Iterator[Finding]:
+    """Records that are not final and that nothing holds now: no queue, live worker, claim
+    or due entry (the reconciler of a running worker sends them again)."""
+    import redis
+
+    from integration.heartbeats import Heartbeats
+    from integration.holdings import holdings_of
+    from integration.reconciler import Reconciler
+    from integration.recovery import heartbeat_ttl, leader_lease
+    from integration.services import build_submitter
+
+    settings = ctx.settings
+    if any(f.level == "error" and f.check in ("store", "broker") for f in ctx.earlier):
+        return  # already reported: the ledger cannot be read
+    try:
+        submitter = build_submitter(settings, origin="check")
+        store = submitter.store
+        survey = Reconciler(
+            store, holdings_of(submitter.publisher), Heartbeats(store.client, settings.key_prefix),
+            instance="check", interval=settings.reconcile_interval_seconds,
+            stale_after=settings.reconcile_after_seconds,
+            heartbeat_ttl=heartbeat_ttl(settings), lease=leader_lease(settings)).survey()
+    except (redis.RedisError, OSError) as exc:
+        yield error("ledger", f"the ledger cannot be read: {type(exc).__name__}: {exc}")
+        return
+    after = f"{settings.reconcile_after_seconds:g}"
+    if not survey.stranded:
+        yield ok("ledger", f"{survey.checked} unfinished records unchanged for {after} s or "
+                           "more, each held by a queue, a live worker, a claim or the due set")
+        return
+    for stranded in survey.stranded[:_STRANDED_SHOWN]:
+        entry = stranded.entry
+        yield warning("ledger", f"stranded: {entry.id} ({entry.type}, {entry.status} since "
+                                f"{entry.updated_at}) is {stranded.reason}; a running "
+                                "worker's reconciler sends it again")
+    if len(survey.stranded) > _STRANDED_SHOWN:
+        yield warning("ledger", f"... and {len(survey.stranded) - _STRANDED_SHOWN} more "
+                                "stranded records")
+
+
 #: In order; ``--only`` picks by these names. Queues are not checked for consumers: on Redis
 #: a consumer is invisible to the broker (a blocking pop), and asking running workers by
 #: broadcast cannot tell a slow reply from no worker (see the README).
@@ -367,8 +425,9 @@ CHECKS: dict[str, Check] = {
     "egress": check_egress,
     "store": check_store,
     "broker": check_broker,
+    "ledger": check_ledger,
 }
-CONNECTIONS = frozenset({"store", "broker"})
+CONNECTIONS = frozenset({"store", "broker", "ledger"})
 
 
 def run_checks(groups: frozenset[str], timeout: float) -> list[Finding]:
@@ -376,7 +435,7 @@ def run_checks(groups: frozenset[str], timeout: float) -> list[Finding]:
     settings, findings = load_settings()
     if settings is None:
         return findings
-    ctx = Context(settings, timeout, groups)
+    ctx = Context(settings, timeout, groups, findings)
     for name, check in CHECKS.items():
         if name in groups:
             findings.extend(check(ctx))

@@ -73,7 +73,7 @@ def good_env(durable_redis: str, good_files: dict[str, str]) -> dict[str, str]:
             "INTEGRATION_SECRET_CHECK_API_TOKEN": "token-for-the-api",
             "INTEGRATION_EGRESS_ALLOWLIST": "127.0.0.1/32",
             # Long enough for the target (5 s), short enough for a test to exceed it.
-            "INTEGRATION_CLAIM_LEASE_SECONDS": "60"}
+            "INTEGRATION_VISIBILITY_TIMEOUT_SECONDS": "100"}
 
 
 def run_check(env: dict[str, str | None], *args: str) -> subprocess.CompletedProcess[str]:
@@ -132,9 +132,9 @@ BAD_FILES: dict[str, tuple[str, str, str]] = {
         "diagnoses:\n  - {probable_cause: x, confidence: 0.9, recommended_action: nope}\n",
         "INTEGRATION_RULES_FILE", "no playbook 'nope'"),
     "rules that are not YAML": ("thresholds: [\n", "INTEGRATION_RULES_FILE", "cannot be read"),
-    "a target whose timeout reaches the claim lease": (
+    "a target whose timeout reaches the visibility timeout": (
         "targets:\n  slow: {executor: http, url: 'https://example.com/', timeout_seconds: 120}\n",
-        "INTEGRATION_RULES_FILE", "must be shorter than INTEGRATION_CLAIM_LEASE_SECONDS"),
+        "INTEGRATION_RULES_FILE", "must be shorter than INTEGRATION_VISIBILITY_TIMEOUT_SECONDS"),
 }
 
 
@@ -198,12 +198,12 @@ def test_a_weak_secret_is_only_a_warning_in_development(good_env: dict[str, str]
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ({"INTEGRATION_STATUS_TTL_SECONDS": "600"}, "INTEGRATION_STATUS_TTL_SECONDS (600) must be"),
-    ({"INTEGRATION_CLAIM_LEASE_SECONDS": "3600"},
-     "INTEGRATION_CLAIM_LEASE_SECONDS (3600) must be shorter than "
+    ({"INTEGRATION_STATUS_TTL_SECONDS": "120"}, "INTEGRATION_STATUS_TTL_SECONDS (120) must be"),
+    ({"INTEGRATION_CLAIM_LEASE_SECONDS": "100"},
+     "INTEGRATION_CLAIM_LEASE_SECONDS (100) must be shorter than "
      "INTEGRATION_VISIBILITY_TIMEOUT_SECONDS"),
-    ({"INTEGRATION_CLAIM_LEASE_SECONDS": "10", "INTEGRATION_WEBHOOK_TIMEOUT_SECONDS": "20"},
-     "INTEGRATION_WEBHOOK_TIMEOUT_SECONDS (20) must be shorter than"),
+    ({"INTEGRATION_WEBHOOK_TIMEOUT_SECONDS": "110"},
+     "INTEGRATION_WEBHOOK_TIMEOUT_SECONDS (110) must be shorter than"),
 ])
 def test_inconsistent_durations_are_errors(overrides: dict[str, str], expected: str,
                                            good_env: dict[str, str]) -> None:

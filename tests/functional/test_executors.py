@@ -62,7 +62,8 @@ def test_an_http_action_calls_its_declared_target_once(
     assert call.json() == {"service": "test-restart", "reason": action, "replicas": 2,
                            "note": "restart 2 of test-restart"}
     assert call.headers["X-Api-Key"] == SECRET
-    assert call.headers["Idempotency-Key"] == message_id
+    # The message id and its delivery generation: a redelivery sends the same key.
+    assert call.headers["Idempotency-Key"] == f"{message_id}:{record['generation']}"
 
     result = record["result"]
     assert result["status"] == 200 and result["executed"] is True

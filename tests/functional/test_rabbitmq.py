@@ -157,16 +157,17 @@ def test_every_accepted_message_survives_a_cut_connection_once(
                            env={"INTEGRATION_BROKER_URL": via_proxy})
     client = make_app(broker_url=via_proxy, publish_timeout_seconds=1).test_client()
     sender = Burst(client, auth, count=60, pause=0.05, source="cut")
-    outcomes = sender.outcomes
 
     try:
         sender.start()
-        wait_for(lambda: len(outcomes) >= 15, message="burst under way")
+        wait_for(lambda: len(sender.answers) >= 15, message="burst under way")
         proxy.cut()
-        wait_for(lambda: list(outcomes.values())[-1] == 503, timeout=30, message="503 while cut")
+        wait_for(lambda: list(sender.outcomes.values())[-1] == 503, timeout=30,
+                 message="503 while cut")
         time.sleep(0.5)
         proxy.restore()
         sender.join(120)
+        outcomes = sender.outcomes
         accepted = [k for k, code in outcomes.items() if code == 202]
         refused = [k for k, code in outcomes.items() if code == 503]
         assert set(outcomes.values()) <= {202, 503}

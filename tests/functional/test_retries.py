@@ -163,38 +163,6 @@ def test_a_message_that_keeps_killing_workers_ends_dead(
     assert int(redis_client.get(f"tests:crashes:{effect}")) == 3
 
 
-def test_a_whole_worker_killed_mid_task_loses_nothing(
-    make_app: Any, auth: dict[str, str], tmp_path: Any
-) -> None:
-    """kill -9 of the whole worker (main process and pool): the message it held comes back
-    after the visibility timeout, another worker completes it, the effect happens once."""
-    from integration.embedded_redis import EmbeddedRedis
-    from tests.conftest import WorkerProcess
-
-    with EmbeddedRedis(tmp_path / "redis", persistent=False) as server:
-        env = {"INTEGRATION_REDIS_URL": server.url,
-               "INTEGRATION_VISIBILITY_TIMEOUT_SECONDS": "10",
-               "INTEGRATION_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
-               "INTEGRATION_CLAIM_LEASE_SECONDS": "4"}
-        store = redis.Redis(port=server.port)
-        client = make_app(redis_url=server.url).test_client()
-        first = WorkerProcess(["test.slow"], tmp_path / "first.log", env=env)
-        effect = key()
-        message_id = submit(client, auth, "test.slow", key=effect, seconds=3)
-        wait_for(lambda: store.llen(f"tests:started:{effect}") == 1, message="task started")
-        for pid in [first.process.pid, *_children(first.process.pid)]:
-            os.kill(pid, signal.SIGKILL)
-        first.process.wait()
-        first.stop()
-        second = WorkerProcess(["test.slow"], tmp_path / "second.log", env=env)
-        try:
-            record = wait_status(client, auth, message_id, timeout=60)
-            assert record["status"] == "succeeded"
-            assert store.sismember(LEDGER, effect) and store.llen(DUPLICATES) == 0
-        finally:
-            second.stop()
-
-
 def _children(pid: int) -> list[int]:
     from pathlib import Path
 

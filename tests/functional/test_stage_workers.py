@@ -62,7 +62,8 @@ def test_sigterm_returns_unstarted_messages_to_the_queue(own_redis: EmbeddedRedi
         assert stage.process.wait(timeout=60) == 0, "a warm shutdown exits 0"
     finally:
         stage.stop()
-    assert "requeue loop stopped" in stage.log_path.read_text(errors="replace"), \
+    assert '"loop":"requeue","event":"loop stopped"' in \
+        stage.log_path.read_text(errors="replace"), \
         "the background loop finished its pass before the worker exited"
 
     waiting = {json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]["id"]

@@ -1,0 +1,90 @@
+"""The recovery bound: how long after the last fault is repaired every accepted message is
+final or held by something alive, computed from the settings and checked at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from integration.settings import ConfigurationError, Settings
+
+#: A worker's heartbeat lives this many intervals: one late beat does not make it dead.
+HEARTBEAT_LIVES = 3
+#: The reconciler's election lease lives this many passes: a dead leader is replaced after it.
+LEADER_LIVES = 3
+#: A claim is renewed this many times per lease while its handler runs.
+RENEWALS_PER_LEASE = 3
+
+
+def heartbeat_ttl(settings: Settings) -> float:
+    return HEARTBEAT_LIVES * settings.worker_heartbeat_seconds
+
+
+def leader_lease(settings: Settings) -> float:
+    return LEADER_LIVES * settings.reconcile_interval_seconds
+
+
+@dataclass(frozen=True)
+class Path:
+    """One way a message comes back after a fault, with the seconds each step takes."""
+
+    name: str
+    steps: tuple[tuple[str, float], ...]
+
+    @property
+    def seconds(self) -> float:
+        return sum(seconds for _, seconds in self.steps)
+
+
+@dataclass(frozen=True)
+class Bound:
+    paths: tuple[Path, ...]
+
+    @property
+    def seconds(self) -> float:
+        return max(path.seconds for path in self.paths)
+
+    def explain(self) -> str:
+        return "; ".join(
+            f"{path.name}: {path.seconds:g} s (" + " + ".join(
+                f"{what} {seconds:g}" for what, seconds in path.steps) + ")"
+            for path in self.paths)
+
+
+def recovery_bound(settings: Settings) -> Bound:
+    """The slowest way back, from the moment the last fault is repaired.
+
+    - A message nothing holds (lost between kombu's pop and its unacked write, a rejected
+      publish, a lost worker's unacked entry): once its record is stale, no live heartbeat
+      lists it and a reconciler is elected (whichever is last), two passes see it unheld
+      and it goes back to the due set, whose loop enqueues it.
+    - A killed pool process: its message is requeued at once, and the next delivery waits
+      for the dead delivery's claim to lapse (it is no longer renewed).
+    """
+    interval = settings.reconcile_interval_seconds
+    poll = settings.retry_poll_interval_seconds
+    stranded = Path("a message nothing holds", (
+        ("stale, heartbeat lapsed, reconciler elected",
+         max(settings.reconcile_after_seconds, heartbeat_ttl(settings),
+             leader_lease(settings))),
+        ("two reconciler passes", 2 * interval),
+        ("the due loop", poll),
+    ))
+    killed = Path("a killed pool process", (
+        ("the dead claim lapses", float(settings.claim_lease_seconds)),
+        ("the held-back wait", 1.0),
+        ("the due loop", poll),
+    ))
+    return Bound((stranded, killed))
+
+
+def check_recovery_bound(settings: Settings) -> Bound:
+    """The bound, or ``ConfigurationError`` when it exceeds ``RECOVERY_BOUND_SECONDS``."""
+    bound = recovery_bound(settings)
+    if bound.seconds > settings.recovery_bound_seconds:
+        raise ConfigurationError(
+            f"these settings recover in up to {bound.seconds:g} s, more than "
+            f"INTEGRATION_RECOVERY_BOUND_SECONDS ({settings.recovery_bound_seconds:g}): "
+            f"{bound.explain()}. Lower INTEGRATION_RECONCILE_AFTER_SECONDS, "
+            "INTEGRATION_RECONCILE_INTERVAL_SECONDS, INTEGRATION_WORKER_HEARTBEAT_SECONDS or "
+            "INTEGRATION_CLAIM_LEASE_SECONDS, or raise the bound.")
+    return bound
