@@ -1,4 +1,5 @@
-"""``integration up``: the whole service on one machine, supervised by honcho.
+"""``integration up``: the whole service on one machine, each process supervised (started
+again when it exits).
 
 Redis is embedded unless ``INTEGRATION_REDIS_URL`` is set; a development JWT secret is
 generated (and kept in the run directory) unless ``INTEGRATION_JWT_SECRET`` is set.
@@ -8,16 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import shlex
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from honcho.manager import Manager
-from honcho.printer import Printer
-
 from integration.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
+from integration.supervisor import Program, Supervisor
 from integration.tokens import issue_token
 
 DEV_SUBJECT = "developer"
@@ -110,12 +108,11 @@ def run_stack(settings: Settings, host: str, port: int, *, beat: bool = True,
             "PYTHONUNBUFFERED": "1",
         })
         flower_auth = f"admin:{secrets.token_urlsafe(12)}" if flower else None
-        manager = Manager(Printer(sys.stdout))
-        for name, argv in _commands(settings, host, port, beat, flower_auth).items():
-            manager.add_process(name, shlex.join(argv), env=env, cwd=str(Path.cwd()))
+        supervisor = Supervisor([
+            Program(name, argv, env=env, cwd=str(Path.cwd()))
+            for name, argv in _commands(settings, host, port, beat, flower_auth).items()])
 
         token = issue_token(secret, DEV_SUBJECT, ["admin"], DEV_TOKEN_TTL)
         print(banner(host, port, token, redis_url, flower_auth), flush=True)
-        manager.loop()
-        return int(manager.returncode or 0)
+        return supervisor.run()
     return 0  # pragma: no cover - ExitStack does not swallow exceptions

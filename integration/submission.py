@@ -204,7 +204,8 @@ class Submitter:
                         exc_info=True)
             # The transaction may have been applied before the connection broke.
             self._discard(records, request)
-            return [self._unavailable("The status store is unavailable.")] * len(records)
+            return [self._unavailable("The status store (Redis) is unreachable; the message "
+                                      "was not enqueued.", unreachable="store")] * len(records)
 
         slots: list[Result | None] = [
             None if ok else Conflict("A message with this id already exists.")
@@ -221,7 +222,8 @@ class Submitter:
                         len(unsent), len(fresh), outcome.error)
         self._settle(sent, unsent, request)
 
-        problem = self._unavailable("The broker is unavailable; the message was not enqueued.")
+        problem = self._unavailable("The broker is unreachable; the message was not enqueued.",
+                                    unreachable="broker")
         answers_of_fresh = iter([Accepted(r.id, r.queue) if outcome.sent(i) else problem
                                  for i, r in enumerate(fresh)])
         for index, result in enumerate(slots):
@@ -244,7 +246,8 @@ class Submitter:
                                                         answers[start:start + size])
             except Exception as exc:  # noqa: BLE001 - this chunk and the rest are refused
                 problem = self._unavailable(
-                    "The broker is unavailable; the message was not enqueued.")
+                    "The broker (the status store's Redis) is unreachable; the message was "
+                    "not enqueued.", unreachable="broker")
                 if isinstance(exc, ReplyLost):
                     # The chunk's transaction ran entirely or not at all, nobody can tell
                     # which: its records stay (a resubmission is recognised, never run
@@ -256,7 +259,7 @@ class Submitter:
                         "The broker stopped answering while the message was being enqueued: "
                         "it may have been. Resubmitting it with the same id or "
                         "Idempotency-Key is safe.", retry_after=self.retry_after,
-                        enqueued="unknown")
+                        enqueued="unknown", unreachable="broker")
                     return results + [doubt] * len(chunk) + \
                         [problem] * (len(records) - start - len(chunk))
                 log.warning("broker unavailable; %d of %d message(s) not enqueued: %s",
@@ -305,8 +308,8 @@ class Submitter:
         except Exception:  # noqa: BLE001 - the records expire with their TTL
             log.warning("could not discard %d unsent record(s)", len(records), exc_info=True)
 
-    def _unavailable(self, detail: str) -> Unavailable:
-        return Unavailable(detail, retry_after=self.retry_after)
+    def _unavailable(self, detail: str, **extensions: str) -> Unavailable:
+        return Unavailable(detail, retry_after=self.retry_after, **extensions)
 
 
 def first_problem(results: Sequence[Result]) -> Problem | None:

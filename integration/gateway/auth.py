@@ -173,7 +173,8 @@ def init_auth(app: Flask, verification: TokenVerification, revocations: Revocati
         try:
             return revocations.is_revoked(jti)
         except Exception:  # noqa: BLE001 - fail closed: no answer means no entry
-            raise Unavailable("Token revocation cannot be checked right now.") from None
+            raise Unavailable("The status store (Redis) is unreachable, so token revocation "
+                              "cannot be checked; retry shortly.", unreachable="store") from None
 
     @manager.unauthorized_loader
     def _missing(reason: str) -> Response:

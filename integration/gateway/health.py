@@ -22,7 +22,8 @@ def readyz() -> Response:
     rt = runtime()
     checks = {"store": _check(rt.store.ping), "broker": _check(rt.publisher.ping)}
     if any(value != "ok" for value in checks.values()):
-        raise Unavailable("A dependency is unreachable.",
+        down = " and ".join(name for name, value in checks.items() if value != "ok")
+        raise Unavailable(f"Not ready: the {down} cannot be reached.",
                           retry_after=rt.settings.retry_after_seconds, checks=checks)
     return jsonify(status="ready", checks=checks)
 

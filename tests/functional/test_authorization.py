@@ -120,6 +120,9 @@ def test_unreadable_revocation_list_fails_closed(app: Flask) -> None:
     response = app.test_client().get("/api/v1/messages", headers=bearer("a", "reader"))
     assert response.status_code == 503
     assert "Retry-After" in response.headers
+    # The answer names what cannot be reached, not only what could not be done.
+    assert response.get_json()["unreachable"] == "store"
+    assert "status store (Redis) is unreachable" in response.get_json()["detail"]
 
 
 

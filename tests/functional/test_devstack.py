@@ -96,6 +96,19 @@ def test_integration_up_runs_the_whole_service_and_stops_clean(tmp_path: Path) -
             assert re.search(rf"✓ {re.escape(step)}\s+succeeded", demo.stdout), demo.stdout
         assert "the loop completed" in demo.stdout
 
+        # A worker that dies (as Celery can on a lost broker connection) is started again,
+        # and the stack goes on working.
+        [worker] = [pid for pid in descendants(up.pid) if b"worker" in Path(
+            f"/proc/{pid}/cmdline").read_bytes().split(b"\0") and os.getpgid(pid) == pid]
+        os.killpg(worker, signal.SIGKILL)
+        wait_for(lambda: "worker exited with code -9" in output()
+                 and output().count(" ready.") >= 2, timeout=60, message="worker restarted")
+        status, again = http("POST", f"{base}/api/v1/messages", token,
+                             {"type": "event", "source": "host-1", "data": {}})
+        assert status == 202
+        wait_for(lambda: http("GET", base + again["status_url"], token)[1]["status"]
+                 == "succeeded", message="processed by the restarted worker")
+
         processes |= descendants(up.pid)
         assert len(processes) >= 4  # redis, gateway (master + workers), worker, beat
         up.send_signal(signal.SIGINT)

@@ -27,6 +27,7 @@ from flask.testing import FlaskClient
 from integration.embedded_redis import EmbeddedRedis
 from integration.envelope import Envelope
 from integration.heartbeats import Heartbeats
+from integration.holdings import RedisHoldings
 from integration.publisher import Outgoing
 from integration.services import build_submitter
 from integration.settings import Settings
@@ -97,6 +98,27 @@ def metric(worker: WorkerProcess, name: str) -> float:
                                   timeout=5).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name))
+
+
+def test_what_a_live_worker_holds_is_seen_where_the_reconciler_looks(
+        api: FlaskClient, auth: dict[str, str], target: CountingTarget,
+        durable: tuple[EmbeddedRedis, WorkerProcess]) -> None:
+    """A real worker mid-call: its delivery is in kombu's unacknowledged entries as read
+    here, and in its heartbeat (what breaks if kombu's layout or Celery's state moves)."""
+    target.delay = 2.0
+    try:
+        seen = target.received
+        response = api.post("/api/v1/messages", headers=auth, json=action(99))
+        message_id = response.get_json()["id"]
+        wait_for(lambda: target.received > seen, message="the call under way")
+        broker = redis.Redis(port=durable[0].port)
+        assert message_id in {d.task_id for d in RedisHoldings(broker).unacked()}
+        beats = Heartbeats(broker, "integration")
+        wait_for(lambda: message_id in beats.alive().held, timeout=5,
+                 message="the message in the worker's heartbeat")
+    finally:
+        target.delay = 0.05
+    assert wait_status(api, auth, message_id)["status"] == "succeeded"
 
 
 @pytest.mark.parametrize("status", [Status.QUEUED, Status.PROCESSING])

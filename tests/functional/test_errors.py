@@ -215,10 +215,12 @@ def test_broker_unavailable_is_503_with_retry_after_and_nothing_recorded(
     assert time.monotonic() - started < 5
     assert_problem(response, 503, "service-unavailable")
     assert response.headers["Retry-After"] == "7"
+    assert response.get_json()["unreachable"] == "broker"
     assert client.get(f"/api/v1/messages/{message_id}", headers=auth).status_code == 404
     ready = client.get("/readyz")
     assert_problem(ready, 503, "service-unavailable")
     assert ready.get_json()["checks"]["broker"].startswith("unreachable")
+    assert "the broker cannot be reached" in ready.get_json()["detail"]
 
 
 def test_store_unavailable_is_503(make_app: Callable[..., Flask], auth: dict[str, str],
@@ -228,6 +230,7 @@ def test_store_unavailable_is_503(make_app: Callable[..., Flask], auth: dict[str
                       publish_timeout_seconds=1).test_client()
     response = client.post("/api/v1/messages", json=METRIC, headers=auth)
     assert_problem(response, 503, "service-unavailable")
+    assert response.json is not None and response.json["unreachable"] == "store"
 
 
 def test_duplicate_id_is_409(client: FlaskClient, auth: dict[str, str]) -> None:
