@@ -159,7 +159,7 @@ def delivery_type(subscription: Subscription) -> MessageType:
     target = subscription.target
     return MessageType(subscription.type_name, Delivered, handle,
                        subscription.description or f"Deliveries to {subscription.name}.",
-                       retry=subscription.retry, target=target)
+                       retry=subscription.retry, target=target, internal=True)
 
 
 def _loaded(value: Any) -> list[Subscription]:

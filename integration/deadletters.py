@@ -33,10 +33,11 @@ class DeadLetters:
         self.publisher = publisher
 
     def page(self, *, type: str | None = None, since_ms: int | None = None,
-             until_ms: int | None = None, limit: int = 50,
-             cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+             until_ms: int | None = None, limit: int = 50, cursor: str | None = None,
+             owner: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Dead letters, newest first; only ``owner``'s when given."""
         return self.store.list(status=str(Status.DEAD), type=type, since_ms=since_ms,
-                               until_ms=until_ms, limit=limit, cursor=cursor)
+                               until_ms=until_ms, limit=limit, cursor=cursor, owner=owner)
 
     def get(self, message_id: str) -> dict[str, Any] | None:
         record = self.store.get(message_id)
@@ -62,10 +63,12 @@ class DeadLetters:
 
     def replay_matching(self, *, type: str | None = None, since_ms: int | None = None,
                         until_ms: int | None = None, limit: int = 1000, by: str,
-                        progress: Callable[[int], None] | None = None) -> list[Replayed]:
-        """Replay up to ``limit`` dead letters matching the filters, a page at a time."""
+                        progress: Callable[[int], None] | None = None,
+                        owner: str | None = None) -> list[Replayed]:
+        """Replay up to ``limit`` dead letters matching the filters (only ``owner``'s when
+        given), a page at a time."""
         done: list[Replayed] = []
-        for page in self._pages(type, since_ms, until_ms, limit):
+        for page in self._pages(type, since_ms, until_ms, limit, owner):
             done += self.replay([r["id"] for r in page], by)
             if progress:
                 progress(len(page))
@@ -88,14 +91,14 @@ class DeadLetters:
         return purged
 
     def _pages(self, type: str | None, since_ms: int | None, until_ms: int | None,
-               limit: int) -> Iterable[list[dict[str, Any]]]:
+               limit: int, owner: str | None = None) -> Iterable[list[dict[str, Any]]]:
         # One walk down the index behind a position cursor (score and id), which stays valid
         # as replayed or purged letters leave the index. A replayed letter that dies again
         # during the walk is back above the cursor, so one call never replays it twice.
         remaining, cursor = limit, None
         while remaining > 0:
             page, cursor = self.page(type=type, since_ms=since_ms, until_ms=until_ms,
-                                     limit=min(remaining, 100), cursor=cursor)
+                                     limit=min(remaining, 100), cursor=cursor, owner=owner)
             if page:
                 remaining -= len(page)
                 yield page

@@ -17,8 +17,9 @@ MAX_EXTENSION_VALUE_LENGTH = 1024
 #: Set by the service from the token and the store, never by a sender (no mass assignment).
 RESERVED_ATTRIBUTES = frozenset({"owner", "channel", "status", "attempts", "roles", "sub",
                                  "principal", "generation"})
-#: Ids travel in URLs and Redis keys, so they are restricted to URL-safe characters.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+#: Ids travel in URLs and Redis keys, so they are restricted to URL-safe characters. A client
+#: gives at most 128 of them; its ids are then scoped to it (``integration.ownership``).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,159}$"
 #: The channel of scheduled firings, and the prefix of their ids (``beat.<name>.<time>``,
 #: predictable by design so that a double fire is a duplicate). Only that channel may submit
 #: an id with the prefix: a client could otherwise take a firing's id first and suppress it.

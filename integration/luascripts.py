@@ -114,7 +114,8 @@ class OwnConnections:
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                 OSError) as exc:
             connection.disconnect()  # replies may still be on their way
-            if written:
+            # A server still loading its data answered, and ran nothing.
+            if written and not isinstance(exc, redis.exceptions.BusyLoadingError):
                 raise ReplyLost(f"no reply after the commands were sent: {exc}") from exc
             raise
         except BaseException:

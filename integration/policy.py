@@ -24,6 +24,12 @@ from integration.settings import ConfigurationError
 Resource = Literal["dead_letters", "schedules", "subscriptions", "tokens", "breakers",
                    "actions"]
 ReadScope = Literal["none", "own", "any"]
+#: Which of a resource's items a role may manage: its subject's own, or anyone's.
+ManageScope = Literal["own", "any"]
+#: Resources whose items belong to the subject that made them (the rest are shared).
+OWNED: frozenset[str] = frozenset({"dead_letters", "schedules", "subscriptions", "actions"})
+#: The outcomes whose topics a message's events are published on.
+OUTCOMES = ("succeeded", "dead", "held")
 _READ_ORDER: dict[str, int] = {"none": 0, "own": 1, "any": 2}
 _WILDCARD = re.compile(r"[*?\[]")
 
@@ -40,10 +46,23 @@ class RolePolicy(BaseModel):
     submit: list[str] = Field(default_factory=list)
     read: ReadScope = "none"
     subscribe: list[str] = Field(default_factory=list)
-    manage: list[Resource] = Field(default_factory=list)
+    #: ``resource`` (the subject's own items) or ``resource:any`` (everyone's); or a mapping
+    #: of resource to ``own`` or ``any``.
+    manage: dict[Resource, ManageScope] = Field(default_factory=dict)
     rate_limit: str | None = None
 
     _limit = field_validator("rate_limit")(_check_limit)
+
+    @field_validator("manage", mode="before")
+    @classmethod
+    def _manage_entries(cls, value: object) -> object:
+        if not isinstance(value, list):
+            return value
+        scopes: dict[str, str] = {}
+        for entry in value:
+            name, _, scope = str(entry).partition(":")
+            scopes[name] = scope or "own"
+        return scopes
 
 
 class Policy(BaseModel):
@@ -60,12 +79,18 @@ class Policy(BaseModel):
         read: ReadScope = max((r.read for r in known), key=_READ_ORDER.__getitem__,
                               default="none")
         limits = [r.rate_limit for r in known if r.rate_limit]
+        manage: dict[str, ManageScope] = {}
+        for role in known:
+            for resource, scope in role.manage.items():
+                if manage.get(resource) != "any":
+                    manage[resource] = scope
         return Grants(
             submit=tuple(p for r in known for p in r.submit),
             read=read,
             subscribe=tuple(p for r in known for p in r.subscribe),
-            manage=frozenset(m for r in known for m in r.manage),
+            manage=frozenset(manage),
             rate_limit=max(limits, key=_per_second) if limits else self.default_rate_limit,
+            manage_scopes=tuple(sorted(manage.items())),
         )
 
 
@@ -84,6 +109,8 @@ class Grants:
     subscribe: tuple[str, ...]
     manage: frozenset[str]
     rate_limit: str
+    #: (resource, scope) for each managed resource.
+    manage_scopes: tuple[tuple[str, ManageScope], ...] = ()
     #: ``may_submit``'s answers so far: the items of a batch share a few types, and each
     #: answer matches every grant's glob pattern. At most ``_REMEMBERED`` types.
     _submit_answers: dict[str, bool] = field(default_factory=dict, init=False,
@@ -121,6 +148,29 @@ class Grants:
 
     def may_manage(self, resource: str) -> bool:
         return resource in self.manage
+
+    def manage_scope(self, resource: str) -> ManageScope | None:
+        """``any`` or ``own`` for a managed resource (shared ones are always ``any``)."""
+        if resource not in self.manage:
+            return None
+        if resource not in OWNED:
+            return "any"
+        return dict(self.manage_scopes).get(resource, "own")
+
+    def may_manage_item(self, resource: str, subject: str, owner: str | None) -> bool:
+        """Whether ``subject`` may manage an item of ``resource`` that ``owner`` made."""
+        scope = self.manage_scope(resource)
+        return scope == "any" or (scope == "own" and owner == subject)
+
+    def may_read(self, subject: str, owner: str | None) -> bool:
+        """Whether ``subject`` may read a message ``owner`` submitted."""
+        return self.read == "any" or (self.read == "own" and owner == subject)
+
+    def may_link(self, subject: str, owner: str | None, message_type: str | None) -> bool:
+        """Whether ``subject`` may name a message as a cause or correlation: one it may read,
+        or one whose events it may subscribe to (it receives them anyway)."""
+        return self.may_read(subject, owner) or (message_type is not None and any(
+            self.may_subscribe(f"{message_type}.{outcome}") for outcome in OUTCOMES))
 
 
 def load_policy(path: str | None) -> Policy:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from integration import effects, logs
 from integration.claims import ClaimKeeper
-from integration.consumers import emitting, is_delivery_topic
+from integration.consumers import EVENT_CHANNEL, emitting, is_delivery_topic
 from integration.dispatch import Dispatcher, Fanout
 from integration.envelope import ID_PATTERN, Envelope, new_id, utc_now
 from integration.events import finish
@@ -117,6 +117,14 @@ class Processor:
             return self._reject(raw, delivery, exc.errors)
 
         message_type = self.registry.get(envelope.type)
+        if message_type.internal:
+            refusal = self._not_made_here(envelope.id, raw)
+            if refusal is not None:
+                # A direct caller can reach the worker: it must not make the service sign or
+                # deliver what it wants. Nothing is recorded under an id it chose.
+                log.warning("%s delivery %s refused: %s", envelope.type, envelope.id, refusal)
+                self._notes.update(type=envelope.type, error="NotMadeByTheService")
+                return Status.DEAD
         policy = message_type.retry or self.retry
         target = message_type.target(payload) if message_type.target else None
         # Guards run between the claim and the attempt (a deferral spends none): with none
@@ -308,6 +316,19 @@ class Processor:
         except ValidationError as exc:
             raise InvalidEnvelope(validation_errors(exc, ["data"])) from None
         return envelope, payload
+
+    def _not_made_here(self, message_id: str, raw: Any) -> str | None:
+        """Why a delivery of an internal type is not the one the service made (None: it is):
+        the service records its deliveries (channel ``event``) before sending them, and the
+        worker runs only the envelope it recorded."""
+        channel, stored = self.store.recorded_envelope(message_id)
+        if stored is None:
+            return "the service made no such delivery"
+        if channel != EVENT_CHANNEL:
+            return "the message was not made by the service"
+        if stored != dict(raw):
+            return "its envelope differs from the one the service recorded"
+        return None
 
     def _ensure_record(self, envelope: Envelope, queue: str) -> None:
         """A message sent straight to the task has no record yet: create it (channel direct)."""

@@ -43,6 +43,9 @@ class MessageType:
     target: Callable[[Any], str] | None = None
     #: For actions: what is done to the target; turns on its rate limit and loop detection.
     action_key: Callable[[Any], str] | None = None
+    #: Made by the service itself (deliveries to consumers and webhooks): no client may
+    #: submit one, and the worker runs only the envelope the service recorded.
+    internal: bool = False
 
     def __post_init__(self) -> None:
         if not self.queue:
@@ -54,6 +57,7 @@ class MessageType:
             "name": self.name,
             "queue": self.queue,
             "description": self.description,
+            "internal": self.internal,
             "schema": self.payload.model_json_schema(),
         }
 
@@ -121,7 +125,7 @@ def default_registry() -> Registry:
     per consumer (``consumer.<name>``); built once per process."""
     from integration.builtin_types import BUILTIN_TYPES
     from integration.consumers import default_subscriptions, delivery_type
-    from integration.services import default_post, default_webhooks
+    from integration.services import default_post, default_rights, default_webhooks
     from integration.settings import get_settings
     from integration.webhooks import webhook_type
 
@@ -130,5 +134,5 @@ def default_registry() -> Registry:
     _from_module_paths(registry, get_settings().type_modules)
     for subscription in default_subscriptions():
         registry.register(delivery_type(subscription))
-    registry.register(webhook_type(default_webhooks, default_post))
+    registry.register(webhook_type(default_webhooks, default_post, default_rights))
     return registry

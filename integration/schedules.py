@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from integration.envelope import FIRING_CHANNEL, FIRING_ID_PREFIX, Envelope
+from integration.ownership import scoped
 from integration.problems import Conflict, Forbidden, InvalidMessage, Problem
 from integration.routing import DEFAULT_QUEUE
 from integration.settings import ConfigurationError, Settings
@@ -48,6 +49,14 @@ CHANNEL = FIRING_CHANNEL
 #: The owner of the messages that file schedules fire.
 FILE_OWNER = "beat"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+#: A stored entry's name: the name its creator gave, in the creator's namespace (the file's
+#: schedules keep theirs), so two owners may each have a schedule of the same name.
+ENTRY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,79}$"
+
+
+def entry_name(owner: str, name: str) -> str:
+    """Where ``owner``'s schedule ``name`` is kept."""
+    return name if owner == FILE_OWNER else scoped(owner, name)
 #: ``90``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"``.
 DURATION_PATTERN = r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$"
 CRONTAB_PATTERN = r"^\S+(?: \S+){4}$"
@@ -156,6 +165,13 @@ class StoredSchedule(ScheduleSpec):
     owner: str = Field(min_length=1, max_length=256)
     origin: Origin
     created_at: str
+    #: The creator's roles: every firing checks that the policy in force still lets them
+    #: submit the type (None: the file's, or made before roles were kept).
+    roles: list[str] | None = None
+
+    @property
+    def entry(self) -> str:
+        return entry_name(self.owner, self.name)
 
     def source_or_default(self) -> str:
         return self.source or f"/integration/beat/{self.name}"
@@ -272,6 +288,22 @@ def beat_key_prefix(key_prefix: str) -> str:
     return f"{key_prefix}:beat:"
 
 
+def refusals_key(beat_prefix: str) -> str:
+    """The hash of firings refused because their creator's rights no longer hold, by entry
+    (beside redbeat's keys, never among them: no schedule name can reach it)."""
+    return f"{beat_prefix.rstrip(':')}-refusals"
+
+
+def record_refusal(client: redis.Redis, beat_prefix: str, entry: str,
+                   reason: str | None) -> None:
+    """Note why the last firing of ``entry`` was refused (None: it was not; clears it)."""
+    if reason is None:
+        client.hdel(refusals_key(beat_prefix), entry)
+        return
+    client.hset(refusals_key(beat_prefix), entry, json.dumps(
+        {"refused_at": datetime.now(UTC).isoformat(), "refused_reason": reason}))
+
+
 def redbeat_options(settings: Settings) -> dict[str, Any]:
     """The Redis client options of redbeat (never the broker's transport options)."""
     return {"socket_timeout": 10, "socket_connect_timeout": 5,
@@ -324,7 +356,7 @@ class Schedules:
     def _entry(self, name: str) -> Any | None:
         from redbeat.schedulers import RedBeatSchedulerEntry
 
-        if not re.match(NAME_PATTERN, name):
+        if not re.match(ENTRY_PATTERN, name):
             return None
         try:
             entry = RedBeatSchedulerEntry.from_key(self._key(name), app=self.app)
@@ -340,6 +372,18 @@ class Schedules:
         found = (self._entry(name) for name in self._names())
         return [self._describe(entry) for entry in found if entry is not None]
 
+    def find(self, name: str) -> list[str]:
+        """The entries ``name`` may mean: the entry of that id, else every schedule of that
+        name (whoever made it)."""
+        if self._entry(name) is not None:
+            return [name]
+        found = []
+        for entry in self._names():
+            stored = self.stored(entry)
+            if stored is not None and stored.name == name:
+                found.append(entry)
+        return found
+
     def stored(self, name: str) -> StoredSchedule | None:
         entry = self._entry(name)
         return StoredSchedule.model_validate_json(entry.kwargs["schedule"]) if entry else None
@@ -348,18 +392,23 @@ class Schedules:
         stored = StoredSchedule.model_validate_json(entry.kwargs["schedule"])
         next_run = (scheduled_time(entry.schedule, entry.last_run_at)
                     if stored.enabled and entry.last_run_at else None)
+        refused = cast(str | bytes | None, self.client.hget(self._refusals_key, entry.name))
         return {**stored.model_dump(mode="json", exclude_none=True),
+                "id": entry.name,
+                **(json.loads(refused) if refused else {}),
                 "source": stored.source_or_default(),
                 # Past when beat is not running: the firing is then due as soon as it is.
                 "next_run_at": next_run.isoformat() if next_run else None,
                 "fired_count": getattr(entry, "total_run_count", 0)}
 
     # -- writing -------------------------------------------------------------------------
-    def _new_entry(self, stored: StoredSchedule, last_run_at: datetime) -> Any:
+    def _new_entry(self, stored: StoredSchedule, last_run_at: datetime,
+                   name: str | None = None) -> Any:
+        """A redbeat entry for ``stored``, under ``name`` (its entry's, by default)."""
         from redbeat.schedulers import RedBeatSchedulerEntry
 
         return RedBeatSchedulerEntry(
-            name=stored.name, task=FIRE_TASK, schedule=stored.celery_schedule(self.app),
+            name=name or stored.entry, task=FIRE_TASK, schedule=stored.celery_schedule(self.app),
             # A JSON string: redbeat's decoder would rewrite any "__type__" key in the data.
             kwargs={"schedule": stored.model_dump_json()}, enabled=stored.enabled,
             # The fire task is small and runs on the default queue's workers.
@@ -390,16 +439,23 @@ class Schedules:
         return True
 
     def create(self, spec: ScheduleSpec, *, owner: str, origin: Origin,
-               may_submit: Callable[[str], bool] | None = None) -> dict[str, Any]:
+               may_submit: Callable[[str], bool] | None = None,
+               roles: Sequence[str] | None = None) -> dict[str, Any]:
         """Add a schedule: ``InvalidMessage`` or ``Forbidden`` for its message, ``Conflict``
-        when the name is taken. Its first firing is one period (or crontab point) away."""
+        when the owner already has one of that name. Its first firing is one period (or
+        crontab point) away."""
         check_message(spec, self.parse, may_submit)
         now = self.app.now()
         stored = StoredSchedule(**spec.model_dump(), owner=owner, origin=origin,
-                                created_at=now.isoformat())
+                                created_at=now.isoformat(),
+                                roles=list(roles) if roles is not None else None)
         if not self._write(self._new_entry(stored, now), create=True):
             raise Conflict(f"A schedule named {spec.name!r} already exists.")
-        return self.get(spec.name) or {}
+        return self.get(stored.entry) or {}
+
+    @property
+    def _refusals_key(self) -> str:
+        return refusals_key(self.conf.key_prefix)
 
     def set_enabled(self, name: str, enabled: bool) -> dict[str, Any] | None:
         """Pause or resume; a resumed schedule fires one period after resuming (what was
@@ -411,7 +467,7 @@ class Schedules:
         if stored.enabled != enabled:
             stored.enabled = enabled
             last_run_at = self.app.now() if enabled else entry.last_run_at
-            updated = self._new_entry(stored, last_run_at)
+            updated = self._new_entry(stored, last_run_at, entry.name)
             updated.total_run_count = entry.total_run_count
             self._write(updated, create=False)
         return self.get(name)
@@ -421,6 +477,7 @@ class Schedules:
         if entry is None:
             return False
         entry.delete()
+        self.client.hdel(self._refusals_key, entry.name)
         return True
 
     def sync_file(self, specs: Sequence[ScheduleSpec]) -> SyncReport:
@@ -463,9 +520,11 @@ class Schedules:
 
 
 def fire(stored: StoredSchedule, scheduled_at: datetime,
-         submit: Callable[..., Sequence[Any]]) -> Any:
-    """Submit one firing through the ordinary submit path (``Submitter.submit_raw``)."""
-    [result] = submit([stored.envelope(scheduled_at)], owner=stored.owner, channel=CHANNEL)
+         submit: Callable[..., Sequence[Any]], sender: Any = None) -> Any:
+    """Submit one firing through the ordinary submit path (``Submitter.submit_raw``), as its
+    creator (``sender``: its namespace and grants)."""
+    [result] = submit([stored.envelope(scheduled_at)], owner=stored.owner, channel=CHANNEL,
+                      sender=sender)
     return result
 
 

@@ -7,10 +7,12 @@ signed with HMAC over the public key can never pass.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import jwt
 import redis
@@ -137,6 +139,8 @@ class Revocations:
         self.check_interval = check_interval
         #: jti -> (monotonic time of the answer, revoked)
         self._answers: dict[str, tuple[float, bool]] = {}
+        #: subject -> (monotonic time of the answer, when it was revoked or None)
+        self._subjects: dict[str, tuple[float, float | None]] = {}
 
     def _key(self, jti: str) -> str:
         return f"{self.prefix}:revoked:{jti}"
@@ -159,6 +163,38 @@ class Revocations:
         revoked = bool(self.client.exists(self._key(jti)))
         remember(self._answers, jti, (now, revoked), self.REMEMBERED)
         return revoked
+
+    # -- by subject: every token of a subject issued before a moment, and what it created --
+    def _subject_key(self, subject: str) -> str:
+        digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
+        return f"{self.prefix}:revoked-subject:{digest}"
+
+    def revoke_subject(self, subject: str, at: float | None = None) -> float:
+        """Revoke every token of ``subject`` issued before ``at`` (now), and stop the
+        schedules and webhook subscriptions it created before then. Kept without expiry:
+        what the subject created lives on. Returns the moment."""
+        moment = time.time() if at is None else at
+        self.client.set(self._subject_key(subject), repr(moment))
+        self._subjects.pop(subject, None)
+        return moment
+
+    def subject_revoked_at(self, subject: str) -> float | None:
+        """When ``subject`` was last revoked (None: never), remembered ``check_interval``."""
+        now = time.monotonic()
+        answer = self._subjects.get(subject)
+        if answer is not None and self.check_interval > 0 and \
+                now - answer[0] < self.check_interval:
+            return answer[1]
+        raw = cast(bytes | None, self.client.get(self._subject_key(subject)))
+        moment = float(raw) if raw else None
+        remember(self._subjects, subject, (now, moment), self.REMEMBERED)
+        return moment
+
+    def revoked_since(self, subject: str, issued_at: float | None) -> bool:
+        """Whether something ``subject`` made (a token issued, a schedule created) at
+        ``issued_at`` falls under a revocation of the subject; unknown times do."""
+        moment = self.subject_revoked_at(subject)
+        return moment is not None and (issued_at is None or issued_at <= moment)
 
     def revoked_among(self, jtis: list[str]) -> set[str]:
         """Which of these token ids are revoked (one round trip)."""

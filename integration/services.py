@@ -13,8 +13,11 @@ from integration.dispatch import Dispatcher
 from integration.events import EVENT_SOURCE
 from integration.guards import Guards, GuardSettings
 from integration.jsonlimits import JsonLimits
+from integration.policy import load_policy
 from integration.publisher import Publisher
 from integration.registry import default_registry
+from integration.rights import CreatorRights
+from integration.security import Revocations
 from integration.settings import Settings, get_settings
 from integration.store import store_from_settings
 from integration.submission import Submitter
@@ -57,6 +60,15 @@ def default_webhooks() -> Webhooks:
     settings = get_settings()
     return Webhooks(store_from_settings(settings).client, settings.key_prefix,
                     disable_after=settings.webhook_disable_after)
+
+
+@cache
+def default_rights() -> CreatorRights:
+    """This process's view of what schedules' and subscriptions' creators may still do."""
+    settings = get_settings()
+    return CreatorRights(load_policy(settings.policy_file), Revocations(
+        store_from_settings(settings).client, settings.key_prefix,
+        settings.service_token_max_ttl_seconds, settings.revocation_check_interval_seconds))
 
 
 @cache

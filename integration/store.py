@@ -850,9 +850,24 @@ class StatusStore:
         return Begun(state, claimed=True,
                      started=Transition(True, state.status, attempts) if start else None)
 
+    def recorded_envelope(self, message_id: str) -> tuple[str | None, dict[str, Any] | None]:
+        """The channel and the envelope recorded for a message (None, None without one)."""
+        channel, envelope = cast(list[bytes | None], self.client.hmget(
+            self._record_key(message_id), ["channel", "envelope"]))
+        return (channel.decode() if channel else None,
+                orjson.loads(envelope) if envelope else None)
+
     def status_of(self, message_id: str) -> str | None:
         value = cast(bytes | None, self.client.hget(self._record_key(message_id), "status"))
         return value.decode() if value is not None else None
+
+    def link_targets(self, message_ids: Sequence[str]) -> dict[str, tuple[str, str] | None]:
+        """Each message's (owner, type), None where it has no record (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.hmget(self._record_key(message_id), ["owner", "type"])
+        return {message_id: (owner.decode(), kind.decode() if kind else "") if owner else None
+                for message_id, (owner, kind) in zip(message_ids, pipe.execute(), strict=True)}
 
     def owners(self, message_ids: Sequence[str]) -> dict[str, str | None]:
         """Who submitted each message (None once its record has expired), in one round trip."""

@@ -15,6 +15,8 @@ from integration.coalescer import Coalescer
 from integration.envelope import FIRING_CHANNEL, FIRING_ID_PREFIX, Envelope
 from integration.jsonlimits import JsonLimits
 from integration.luascripts import ReplyLost
+from integration.ownership import CLIENT_ID_MAX, scoped
+from integration.policy import Grants
 from integration.problems import (
     Conflict,
     Forbidden,
@@ -54,6 +56,21 @@ Result = Accepted | Problem
 
 
 @dataclass(frozen=True)
+class Sender:
+    """Who submits: the subject in whose namespace the ids it gives live, and its grants
+    (a link to a message it may read or receive is kept; any other stays in its namespace)."""
+
+    subject: str
+    grants: Grants | None = None
+
+    def may_link(self, owner: str | None, message_type: str | None) -> bool:
+        if owner == self.subject:
+            return True
+        return self.grants is not None and self.grants.may_link(self.subject, owner,
+                                                                message_type)
+
+
+@dataclass(frozen=True)
 class _Request:
     """One caller's messages, waiting to be flushed with others'."""
 
@@ -86,10 +103,14 @@ class Submitter:
 
     def parse(self, raw: Any, loc: Sequence[str | int] = (),
               may_submit: Callable[[str], bool] | None = None,
-              correlation_id: str | None = None, channel: str | None = None) -> Envelope:
+              correlation_id: str | None = None, channel: str | None = None,
+              sender: Sender | None = None, correlation_given: bool = False) -> Envelope:
         """Validate an envelope and its type's payload; raise ``InvalidMessage`` with each error,
-        or ``Forbidden`` when ``may_submit`` refuses the type (checked before the payload).
-        An id of a scheduled firing's form is refused unless ``channel`` is beat's."""
+        or ``Forbidden`` when ``may_submit`` refuses the type (checked before the payload) or
+        the type is the service's own. An id of a scheduled firing's form is refused unless
+        ``channel`` is beat's. With a ``sender``, the ids it gives (the message id, and
+        ``correlation_id`` when ``correlation_given``) are placed in its namespace
+        (``integration.ownership``)."""
         if not isinstance(raw, dict):
             raise invalid([{"loc": list(loc), "msg": "a message is a JSON object",
                             "type": "object_type"}], "The message is not a JSON object.")
@@ -104,12 +125,20 @@ class Submitter:
             raise invalid([{"loc": [*loc, "id"], "type": "reserved_id",
                             "msg": f"ids starting with {FIRING_ID_PREFIX!r} are reserved for "
                                    "scheduled firings"}], "The message id is reserved.")
-        if correlation_id and "correlationid" not in raw:
-            envelope.correlationid = correlation_id  # the request's chain, from its header
+        if sender is not None:
+            self._in_namespace(envelope, raw, sender, loc,
+                               correlation_id if correlation_given else None)
+        if correlation_id and "correlationid" not in raw and not correlation_given:
+            envelope.correlationid = correlation_id  # the request's chain (made here)
         if envelope.type not in self.registry:
             raise invalid([{"loc": [*loc, "type"], "type": "unknown_type",
                             "msg": "unknown message type; GET /api/v1/types lists them"}],
                           "The message type is not registered.")
+        if self.registry.get(envelope.type).internal:
+            raise Forbidden(f"submit:{envelope.type}",
+                            f"{envelope.type!r} messages are made by the service only.")
+        if may_submit is None and sender is not None and sender.grants is not None:
+            may_submit = sender.grants.may_submit
         if may_submit is not None and not may_submit(envelope.type):
             raise Forbidden(f"submit:{envelope.type}")
         try:
@@ -118,6 +147,53 @@ class Submitter:
             raise invalid(validation_errors(exc, [*loc, "data"]),
                           f"The data is not a valid {envelope.type!r} payload.") from None
         return envelope
+
+    def _in_namespace(self, envelope: Envelope, raw: dict[str, Any], sender: Sender,
+                      loc: Sequence[str | int], correlation: str | None) -> None:
+        """The sender's ids in its namespace: the message id it gave, and each link it gave
+        (``correlationid``, ``causationid``, or the request's correlation header) unless it
+        names a message the sender may read or receive. A link to anything else is the
+        sender's own id, so naming another owner's message neither grafts onto its chain
+        nor tells whether it exists."""
+        given = raw.get("id")
+        if isinstance(given, str):
+            if len(given) > CLIENT_ID_MAX:
+                raise invalid([{"loc": [*loc, "id"], "type": "string_too_long",
+                                "msg": f"at most {CLIENT_ID_MAX} characters"}],
+                              "The envelope is invalid.")
+            envelope.id = scoped(sender.subject, given)
+        links: dict[str, str] = {}
+        for name in ("correlationid", "causationid"):
+            value = raw.get(name)
+            if name == "correlationid" and value is None:
+                value = correlation
+            if isinstance(value, str):
+                if len(value) > CLIENT_ID_MAX:
+                    raise invalid([{"loc": [*loc, name], "type": "string_too_long",
+                                    "msg": f"at most {CLIENT_ID_MAX} characters"}],
+                                  "The envelope is invalid.")
+                links[name] = value
+        if links:
+            resolved = self._resolve_links(sender, set(links.values()))
+            for name, value in links.items():
+                setattr(envelope, name, resolved[value])
+        if "correlationid" not in links:
+            envelope.correlationid = envelope.id  # its own chain, by its scoped id
+
+    def _resolve_links(self, sender: Sender, values: set[str]) -> dict[str, str]:
+        """Each given link's id: the sender's own message by its own id, a message it may
+        link to by its id, or else the sender's namespaced id (one round trip)."""
+        own = {value: scoped(sender.subject, value) for value in values}
+        found = self.store.link_targets([*own.values(), *values])
+        resolved = {}
+        for value in values:
+            target = found.get(value)
+            if found.get(own[value]) is None and target is not None and \
+                    sender.may_link(*target):
+                resolved[value] = value
+            else:
+                resolved[value] = own[value]
+        return resolved
 
     def submit(self, envelopes: Sequence[Envelope], *, owner: str, channel: str,
                answer: IdempotentAnswer | None = None) -> list[Result]:
@@ -275,7 +351,8 @@ class Submitter:
 
     def submit_raw(self, items: Sequence[Any], *, owner: str, channel: str,
                    may_submit: Callable[[str], bool] | None = None,
-                   correlation_id: str | None = None) -> list[Result]:
+                   correlation_id: str | None = None, sender: Sender | None = None,
+                   correlation_given: bool = False) -> list[Result]:
         """Validate and submit a batch of raw items: one result per item, in order; an invalid
         item's errors are located by its index."""
         results: list[Result | None] = [None] * len(items)
@@ -284,7 +361,8 @@ class Submitter:
             try:
                 valid.append((index, self.parse(item, loc=[index], may_submit=may_submit,
                                                 correlation_id=correlation_id,
-                                                channel=channel)))
+                                                channel=channel, sender=sender,
+                                                correlation_given=correlation_given)))
             except (InvalidMessage, Forbidden) as problem:
                 results[index] = problem
         outcomes = self.submit([e for _, e in valid], owner=owner, channel=channel)

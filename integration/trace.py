@@ -12,9 +12,12 @@ MAX_DEPTH = 16
 MAX_CAUSED = 50
 
 
-def trace(store: StatusStore, message_id: str, depth: int = MAX_DEPTH) -> dict[str, Any] | None:
+def trace(store: StatusStore, message_id: str, depth: int = MAX_DEPTH,
+          visible: Callable[[str | None], bool] | None = None) -> dict[str, Any] | None:
+    """The message and what it caused; with ``visible`` (given a message's owner), messages
+    it refuses are left out with everything below them."""
     record = store.get(message_id)
-    if record is None:
+    if record is None or (visible is not None and not visible(record.get("owner"))):
         return None
     timeline: list[dict[str, Any]] = []
     first = previous = None
@@ -30,7 +33,7 @@ def trace(store: StatusStore, message_id: str, depth: int = MAX_DEPTH) -> dict[s
     caused = []
     if depth > 1:
         for child in store.caused_by(message_id)[:MAX_CAUSED]:
-            child_trace = trace(store, child, depth - 1)
+            child_trace = trace(store, child, depth - 1, visible)
             if child_trace is not None:
                 caused.append(child_trace)
     return {

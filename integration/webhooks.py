@@ -31,6 +31,7 @@ from integration.dispatch import Fanout, delivery_id
 from integration.envelope import Envelope, new_id, utc_now
 from integration.registry import MessageType
 from integration.retry import DownstreamError, PermanentError, TransientError, classify
+from integration.rights import CreatorRights
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class Webhook(BaseModel):
     secret: str
     description: str = ""
     owner: str
+    #: The creator's roles when it made the subscription: every delivery checks that the
+    #: policy in force still lets them receive the event (None: made before they were kept).
+    roles: list[str] | None = None
     #: The creator's read scope: with ``own``, only events of the creator's own messages.
     scope: Literal["own", "any"] = "any"
     enabled: bool = True
@@ -89,6 +93,9 @@ class Webhook(BaseModel):
     failures: int = 0
     disabled_at: str | None = None
     disabled_reason: str | None = None
+    #: The last delivery refused because its creator's rights no longer hold, and why.
+    refused_at: str | None = None
+    refused_reason: str | None = None
 
     @property
     def host(self) -> str:
@@ -129,11 +136,12 @@ class Webhooks:
         return f"{self.prefix}:webhook:{webhook_id}"
 
     def create(self, request: WebhookRequest, owner: str,
-               scope: Literal["own", "any"] = "any") -> Webhook:
+               scope: Literal["own", "any"] = "any", roles: list[str] | None = None
+               ) -> Webhook:
         webhook = Webhook(id=new_id(), url=request.url, topics=request.topics,
                           secret=request.secret or secrets.token_urlsafe(32),
-                          description=request.description, owner=owner, scope=scope,
-                          created_at=utc_now().isoformat())
+                          description=request.description, owner=owner, roles=roles,
+                          scope=scope, created_at=utc_now().isoformat())
         self._save(webhook, new=True)
         return webhook
 
@@ -174,6 +182,16 @@ class Webhooks:
         self._save(webhook)
         self.client.delete(self._failures_key(webhook_id))  # a fresh start, not one failure away
         return webhook
+
+    def refuse(self, webhook: Webhook, reason: str) -> None:
+        """Record that a delivery was refused because the creator's rights no longer hold
+        (once per reason, so a stream of refusals does not rewrite the subscription)."""
+        if webhook.refused_reason == reason:
+            return
+        self._save(webhook.model_copy(update={"refused_at": utc_now().isoformat(),
+                                              "refused_reason": reason}))
+        log.warning("webhook delivery refused", extra={"subscription": webhook.id,
+                                                       "reason": reason})
 
     def _failures_key(self, webhook_id: str) -> str:
         return f"{self._key(webhook_id)}:failures"
@@ -229,7 +247,7 @@ class Webhooks:
                  "source": source, "subject": fanout.message_id,
                  "correlationid": fanout.correlationid, "causationid": fanout.message_id,
                  "data": {"subscription": w.id, "host": w.host, "topic": fanout.topic,
-                          "event": dict(fanout.event)}}
+                          "event": dict(fanout.event), "owner": fanout.owner}}
                 for w in self.matching(fanout.topic, fresh=fresh)
                 if w.scope == "any" or w.owner == fanout.owner]
 
@@ -252,15 +270,19 @@ class WebhookDelivery(BaseModel):
     host: str = Field(min_length=1, max_length=255)
     topic: str = Field(min_length=1, max_length=300)
     event: dict[str, Any]
+    #: Who the message of the event belongs to (the subscription's creator must still be
+    #: allowed to read its events when the delivery runs).
+    owner: str | None = Field(None, max_length=256)
 
 
 #: Sends one POST: (url, body, headers) -> HTTP status; raises on a refused or failed request.
 Post = Callable[[str, bytes, Mapping[str, str]], int]
 
 
-def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post]) -> MessageType:
-    """The message type of webhook deliveries; ``webhooks`` and ``post`` are built lazily in
-    the worker process that runs them."""
+def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post],
+                 rights: Callable[[], CreatorRights]) -> MessageType:
+    """The message type of webhook deliveries; ``webhooks``, ``post`` and ``rights`` are built
+    lazily in the worker process that runs them."""
 
     def deliver(payload: WebhookDelivery, envelope: Envelope) -> dict[str, Any]:
         store = webhooks()
@@ -268,6 +290,11 @@ def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post]) -> 
         if webhook is None or not webhook.enabled:
             return {"skipped": "the subscription was deleted" if webhook is None
                     else "the subscription is disabled"}
+        refusal = rights().to_deliver(webhook.owner, webhook.roles, webhook.created_at,
+                                      payload.topic, payload.owner)
+        if refusal is not None:
+            store.refuse(webhook, refusal)
+            return {"skipped": f"refused: {refusal}", "subscription": webhook.id}
         body = json.dumps(payload.event, separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/cloudevents+json",
@@ -296,4 +323,4 @@ def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post]) -> 
 
     return MessageType(WEBHOOK_TYPE, WebhookDelivery, deliver,
                        "A signed delivery of an event to a webhook subscription.",
-                       target=lambda p: f"webhook:{p.host}")
+                       target=lambda p: f"webhook:{p.host}", internal=True)

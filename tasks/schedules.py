@@ -12,15 +12,29 @@ from celery import Task
 from celery.exceptions import Reject
 
 from integration import logs, schedules
+from integration.ownership import scoped
 from integration.registry import default_registry
-from integration.services import build_submitter
+from integration.services import build_submitter, default_rights
 from integration.settings import get_settings
-from integration.submission import Submitter
+from integration.submission import Sender, Submitter
 from tasks.app import app
 from tasks.observability import metrics
 from tasks.processing import OUTAGE_PAUSE_SECONDS, hand_back
 
 log = logs.get_logger("integration.beat")
+
+
+def _sender(stored: schedules.StoredSchedule) -> Sender | str:
+    """Whom a firing submits as (the creator, with the grants of its roles under the policy
+    in force), or why it may not. Schedules of the file and the command line are the
+    operator's own (made with access to the store itself), checked by nobody's token."""
+    if stored.origin != "api":
+        return Sender(stored.owner)
+    rights = default_rights()
+    refusal = rights.to_submit(stored.owner, stored.roles, stored.created_at, stored.type)
+    if refusal is not None:
+        return refusal
+    return Sender(stored.owner, rights.policy.grants(stored.roles or ()))
 
 
 class FiringTask(Task):
@@ -35,17 +49,29 @@ class FiringTask(Task):
 @app.task(name=schedules.FIRE_TASK, base=FiringTask, bind=True, acks_late=True,
           reject_on_worker_lost=True, ignore_result=True)
 def fire(self: FiringTask, schedule: str, scheduled_at: str) -> dict[str, Any]:
-    """Submit one firing of ``schedule`` (its stored JSON) as an ordinary message."""
+    """Submit one firing of ``schedule`` (its stored JSON) as an ordinary message, if its
+    creator's rights still allow it."""
     stored = schedules.StoredSchedule.model_validate_json(schedule)
     moment = datetime.fromisoformat(scheduled_at)
+    kind = stored.type if stored.type in default_registry() else "unknown"
+    message_id = scoped(stored.owner, schedules.firing_id(stored.name, moment))
+    beat_prefix = schedules.beat_key_prefix(get_settings().key_prefix)
+    client = self.submitter.store.client
     try:
-        result = schedules.fire(stored, moment, self.submitter.submit_raw)
+        sender = _sender(stored)
+        if isinstance(sender, str):  # refused: the creator's rights no longer hold
+            schedules.record_refusal(client, beat_prefix, stored.entry, sender)
+            metrics().received.labels(kind, schedules.CHANNEL, "refused").inc()
+            log.warning("schedule firing refused", schedule=stored.name, owner=stored.owner,
+                        message_id=message_id, reason=sender)
+            return {"schedule": stored.name, "id": message_id, "outcome": "refused"}
+        result = schedules.fire(stored, moment, self.submitter.submit_raw, sender)
+        outcome = schedules.outcome_of(result)
+        if outcome in ("accepted", "duplicate"):
+            schedules.record_refusal(client, beat_prefix, stored.entry, None)
     except redis.RedisError as exc:
         raise hand_back(exc) from None
-    outcome = schedules.outcome_of(result)
-    kind = stored.type if stored.type in default_registry() else "unknown"
     metrics().received.labels(kind, schedules.CHANNEL, outcome).inc()
-    message_id = schedules.firing_id(stored.name, moment)
     if outcome == "unavailable":
         log.warning("schedule firing unavailable; handed back to the broker",
                     schedule=stored.name, message_id=message_id)

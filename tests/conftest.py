@@ -234,3 +234,10 @@ def purge_keys(client: redis.Redis, pattern: str) -> None:
     keys = list(client.scan_iter(match=pattern))
     if keys:
         client.delete(*keys)
+
+
+def mine(given: str, owner: str = "tester") -> str:
+    """The message id an id given by ``owner`` (the ``auth`` fixture's subject) stands for."""
+    from integration.ownership import scoped
+
+    return scoped(owner, given)

@@ -101,10 +101,21 @@ def schedule_show(name: str) -> None:
     Examples:
       integration schedule show disk-check
     """
-    found = _schedules().get(name)
+    found = _schedules().get(_entry(name))
     if found is None:
         raise click.ClickException(f"no schedule {name}")
     _show(found)
+
+
+def _entry(name: str) -> str:
+    """The entry a name given on the command line means: the entry of that id, or the one
+    schedule of that name (an operator sees every owner's; several of one name need the
+    id that ``schedule list`` shows)."""
+    found = _schedules().find(name)
+    if len(found) > 1:
+        raise click.ClickException(f"{len(found)} schedules are named {name}: give the id of "
+                                   f"one ({', '.join(found)})")
+    return found[0] if found else name
 
 
 @schedule.command("create")
@@ -164,7 +175,7 @@ def schedule_pause(name: str) -> None:
     Examples:
       integration schedule pause nightly
     """
-    found = _schedules().set_enabled(name, False)
+    found = _schedules().set_enabled(_entry(name), False)
     if found is None:
         raise click.ClickException(f"no schedule {name}")
     click.echo(f"paused {name}")
@@ -179,7 +190,7 @@ def schedule_resume(name: str) -> None:
     Examples:
       integration schedule resume nightly
     """
-    found = _schedules().set_enabled(name, True)
+    found = _schedules().set_enabled(_entry(name), True)
     if found is None:
         raise click.ClickException(f"no schedule {name}")
     click.echo(f"resumed {name}; next firing {found.get('next_run_at')}")
@@ -196,6 +207,6 @@ def schedule_delete(name: str) -> None:
     Examples:
       integration schedule delete nightly
     """
-    if not _schedules().delete(name):
+    if not _schedules().delete(_entry(name)):
         raise click.ClickException(f"no schedule {name}")
     click.echo(f"deleted {name}")

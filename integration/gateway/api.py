@@ -21,7 +21,8 @@ from integration.gateway.bodies import parse_json
 from integration.gateway.cloudevents import Mode
 from integration.gateway.deadletters import create_dead_letters_api
 from integration.gateway.metrics import gateway_metrics
-from integration.gateway.requestlog import correlation_id
+from integration.gateway.requestlog import correlation_given, correlation_id
+from integration.gateway.resources import find_record
 from integration.gateway.runtime import runtime
 from integration.gateway.schedules import create_schedules_api
 from integration.gateway.subscriptions import create_subscriptions_api
@@ -192,8 +193,9 @@ def create_api(spec: SpecTree) -> Blueprint:
         principal = current_principal()
         try:
             event = body if mode is Mode.PLAIN else cloudevents.checked(body)
-            envelope = rt.submitter.parse(event, may_submit=principal.grants.may_submit,
-                                          correlation_id=correlation_id())
+            envelope = rt.submitter.parse(event, correlation_id=correlation_id(),
+                                          sender=principal.sender,
+                                          correlation_given=correlation_given())
         except Problem as problem:
             gateway_metrics().count(body, problem, channel=mode.channel)
             if mode is Mode.BINARY and isinstance(problem, InvalidMessage):
@@ -227,12 +229,15 @@ def create_api(spec: SpecTree) -> Blueprint:
         if mode is Mode.BATCHED:
             results = cloudevents.submit_events(rt.submitter, items, owner=principal.subject,
                                                 may_submit=principal.grants.may_submit,
-                                                correlation_id=correlation_id())
+                                                correlation_id=correlation_id(),
+                                                sender=principal.sender,
+                                                correlation_given=correlation_given())
         else:
             results = rt.submitter.submit_raw(items, owner=principal.subject,
                                               channel=mode.channel,
-                                              may_submit=principal.grants.may_submit,
-                                              correlation_id=correlation_id())
+                                              correlation_id=correlation_id(),
+                                              sender=principal.sender,
+                                              correlation_given=correlation_given())
         gateway_metrics().count_all(items, results, channel=mode.channel)
         status_url = _status_urls()
         report = [_item(i, r, status_url) for i, r in enumerate(results)]
@@ -249,11 +254,13 @@ def create_api(spec: SpecTree) -> Blueprint:
                                   HTTP_404=schemas.ProblemDocument), skip_validation=True,
                    tags=["messages"])
     def get_message(message_id: str) -> Response:
-        """A message's status, attempts, timestamps, result or error, and history."""
-        scope = _read_scope()
-        record = runtime().store.get(message_id)
+        """A message's status, attempts, timestamps, result or error, and history, by its id or
+        by the id its submitter gave."""
+        _read_scope()
+        principal = current_principal()
         # Another owner's message is indistinguishable from one that does not exist.
-        if record is None or (scope == "own" and record.get("owner") != scope_owner()):
+        record = find_record(message_id, lambda r: principal.may_read(r.get("owner")))
+        if record is None:
             raise NotFound("No message with this id (or its status has expired).")
         record = public(record)
         ordered = {k: record.pop(k) for k in DETAIL_ORDER if k in record}
@@ -265,9 +272,13 @@ def create_api(spec: SpecTree) -> Blueprint:
     def trace_message(message_id: str) -> Response:
         """The message's timeline (each step, with the time since the previous one) and the
         messages it caused, recursively: one call shows a whole chain."""
-        scope = _read_scope()
-        found = trace(runtime().store, message_id)
-        if found is None or (scope == "own" and found.get("owner") != scope_owner()):
+        _read_scope()
+        principal = current_principal()
+        record = find_record(message_id, lambda r: principal.may_read(r.get("owner")))
+        # Messages of the chain the reader may not read are left out, with what they caused.
+        found = trace(runtime().store, record["id"], visible=principal.may_read) \
+            if record is not None else None
+        if found is None:
             raise NotFound("No message with this id (or its status has expired).")
         return jsonify(found)
 
@@ -309,6 +320,7 @@ def create_api(spec: SpecTree) -> Blueprint:
         principal.require_manage("actions")
         rt = runtime()
         record = _held(message_id)
+        message_id = record["id"]
         moved = rt.store.transition(message_id, Status.QUEUED, allowed_from=(Status.HELD,),
                                     fields={"released_by": principal.subject},
                                     detail={"released_by": principal.subject})
@@ -333,6 +345,7 @@ def create_api(spec: SpecTree) -> Blueprint:
         principal = current_principal()
         principal.require_manage("actions")
         record = _held(message_id)
+        message_id = record["id"]
         error = {"type": "Dropped", "message": f"dropped by {principal.subject} while held"}
         # Parked in the outbox at once: the workers' relay delivers the event to the
         # subscribers of <type>.dead (the loop's recording stage, webhooks, ...).
@@ -371,7 +384,9 @@ def create_api(spec: SpecTree) -> Blueprint:
 
 
 def _held(message_id: str) -> dict[str, Any]:
-    record = runtime().store.get(message_id)
+    principal = current_principal()
+    record = find_record(message_id,
+                         lambda r: principal.may_manage_item("actions", r.get("owner")))
     if record is None:
         raise NotFound("No message with this id.")
     if record["status"] != Status.HELD:

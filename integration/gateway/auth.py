@@ -21,6 +21,7 @@ from integration.memo import remember
 from integration.policy import Grants, Policy
 from integration.problems import Forbidden, Unauthorized, Unavailable
 from integration.security import Revocations, TokenVerification
+from integration.submission import Sender
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,17 @@ class Principal:
     def require_manage(self, resource: str) -> None:
         if not self.grants.may_manage(resource):
             raise Forbidden(f"manage:{resource}")
+
+    @property
+    def sender(self) -> Sender:
+        """This caller as the submitter of messages (its namespace and grants)."""
+        return Sender(self.subject, self.grants)
+
+    def may_manage_item(self, resource: str, owner: str | None) -> bool:
+        return self.grants.may_manage_item(resource, self.subject, owner)
+
+    def may_read(self, owner: str | None) -> bool:
+        return self.grants.may_read(self.subject, owner)
 
 
 def roles_of(claims: dict[str, Any], path: str) -> tuple[str, ...] | None:
@@ -168,10 +180,14 @@ def init_auth(app: Flask, verification: TokenVerification, revocations: Revocati
     @manager.token_in_blocklist_loader
     def _revoked(header: dict[str, Any], payload: dict[str, Any]) -> bool:
         jti = payload.get("jti")
-        if not isinstance(jti, str):
-            return False
+        issued = payload.get("iat")
         try:
-            return revocations.is_revoked(jti)
+            if isinstance(jti, str) and revocations.is_revoked(jti):
+                return True
+            # Every token of a revoked subject issued before the revocation (with or without
+            # a jti; one without an iat counts as issued before).
+            return revocations.revoked_since(str(payload.get("sub")), issued
+                                             if isinstance(issued, int | float) else None)
         except Exception:  # noqa: BLE001 - fail closed: no answer means no entry
             raise Unavailable("The status store (Redis) is unreachable, so token revocation "
                               "cannot be checked; retry shortly.", unreachable="store") from None

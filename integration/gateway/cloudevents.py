@@ -25,7 +25,7 @@ from integration.problems import (
     UnsupportedMedia,
     invalid,
 )
-from integration.submission import Result, Submitter
+from integration.submission import Result, Sender, Submitter
 
 STRUCTURED = "application/cloudevents+json"
 BATCHED = "application/cloudevents-batch+json"
@@ -141,7 +141,9 @@ def checked(event: Any, loc: Sequence[str | int] = ()) -> Any:
 
 
 def submit_events(submitter: Submitter, events: Sequence[Any], *, owner: str,
-                  may_submit: Callable[[str], bool], correlation_id: str) -> list[Result]:
+                  may_submit: Callable[[str], bool], correlation_id: str,
+                  sender: Sender | None = None, correlation_given: bool = False
+                  ) -> list[Result]:
     """A batched-mode request: one result per event, in order, like a plain batch."""
     results: list[Result | None] = [None] * len(events)
     valid: list[tuple[int, Envelope]] = []
@@ -149,7 +151,9 @@ def submit_events(submitter: Submitter, events: Sequence[Any], *, owner: str,
         try:
             valid.append((index, submitter.parse(checked(event, [index]), loc=[index],
                                                  may_submit=may_submit,
-                                                 correlation_id=correlation_id)))
+                                                 correlation_id=correlation_id,
+                                                 sender=sender,
+                                                 correlation_given=correlation_given)))
         except (InvalidMessage, Forbidden, UnsupportedMedia) as problem:
             results[index] = problem
     outcomes = submitter.submit([e for _, e in valid], owner=owner,

@@ -17,6 +17,7 @@ from spectree import SpecTree
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
+from integration.gateway.resources import find_record
 from integration.gateway.runtime import runtime
 from integration.problems import Conflict, NotFound, Unavailable, invalid, validation_errors
 from integration.store import public
@@ -51,7 +52,7 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
         query = _validated(schemas.DeadLetterQuery, request.args.to_dict(), "query")
         items, cursor = runtime().dead_letters.page(
             type=query.type, since_ms=_ms(query.since), until_ms=_ms(query.until),
-            limit=query.limit, cursor=query.cursor)
+            limit=query.limit, cursor=query.cursor, owner=_only_owner())
         summaries = [{k: item[k] for k in SUMMARY_FIELDS if k in item} for item in items]
         return jsonify(items=summaries, next_cursor=cursor)
 
@@ -61,10 +62,7 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
                                   HTTP_404=schemas.ProblemDocument))
     def show_dead_letter(message_id: str) -> Response:
         """One dead letter with its envelope, every attempt's error and its history."""
-        record = runtime().dead_letters.get(message_id)
-        if record is None:
-            raise NotFound("No dead letter with this id.")
-        return jsonify(public(record))
+        return jsonify(public(_letter(message_id)))
 
     @letters.post("/<message_id>/replay")
     @spec.validate(skip_validation=True, tags=["dead letters"],
@@ -74,9 +72,10 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
     def replay_dead_letter(message_id: str) -> tuple[Response, int]:
         """Re-enqueue one dead letter as a new delivery generation (once, however often asked)."""
         rt = runtime()
-        status = rt.store.status_of(message_id)
-        if status is None:
+        record = _mine(message_id)
+        if record is None:
             raise NotFound("No dead letter with this id.")
+        message_id, status = record["id"], record["status"]
         try:
             replayed = rt.dead_letters.replay([message_id], by=current_principal().subject)
         except Exception:  # noqa: BLE001 - the letter went back to dead; the client may retry
@@ -98,7 +97,7 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
         try:
             replayed = rt.dead_letters.replay_matching(
                 type=body.type, since_ms=_ms(body.since), until_ms=_ms(body.until),
-                limit=body.limit, by=current_principal().subject)
+                limit=body.limit, by=current_principal().subject, owner=_only_owner())
         except Exception:  # noqa: BLE001
             raise Unavailable("The broker is unavailable; the rest stay dead.",
                               retry_after=rt.settings.retry_after_seconds) from None
@@ -109,8 +108,31 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
                    resp=Responses(HTTP_204=None, HTTP_404=schemas.ProblemDocument))
     def delete_dead_letter(message_id: str) -> tuple[str, int]:
         """Remove a dead letter for good."""
-        if not runtime().dead_letters.delete(message_id):
+        if not runtime().dead_letters.delete(_letter(message_id)["id"]):
             raise NotFound("No dead letter with this id.")
         return "", 204
 
     return letters
+
+
+def _only_owner() -> str | None:
+    """The caller's subject when it may manage only its own dead letters."""
+    principal = current_principal()
+    return None if principal.grants.manage_scope("dead_letters") == "any" \
+        else principal.subject
+
+
+def _mine(message_id: str) -> dict[str, Any] | None:
+    """The message ``message_id`` names for the caller, if its dead letters are the
+    caller's to manage (another owner's look exactly like missing ones)."""
+    principal = current_principal()
+    return find_record(message_id,
+                       lambda r: principal.may_manage_item("dead_letters", r.get("owner")))
+
+
+def _letter(message_id: str) -> dict[str, Any]:
+    record = _mine(message_id)
+    letter = runtime().dead_letters.get(record["id"]) if record is not None else None
+    if letter is None:
+        raise NotFound("No dead letter with this id.")
+    return letter

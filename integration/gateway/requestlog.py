@@ -20,10 +20,16 @@ def correlation_id() -> str:
     return str(g.get("correlation_id") or "")
 
 
+def correlation_given() -> bool:
+    """Whether the client sent this request's correlation id (rather than the gateway)."""
+    return bool(g.get("correlation_given"))
+
+
 def _start() -> None:
     logs.clear()
     given = request.headers.get(CORRELATION_HEADER, "")
-    g.correlation_id = given if _VALID.match(given) else new_id()
+    g.correlation_given = bool(_VALID.match(given))
+    g.correlation_id = given if g.correlation_given else new_id()
     g.request_started = time.perf_counter()
     logs.bind(correlation_id=g.correlation_id)
 

@@ -1,7 +1,11 @@
 """Blueprints of managed resources (schedules, subscriptions): one permission for every route,
-and a store outage answered 503 with ``Retry-After`` rather than a 500."""
+and a store outage answered 503 with ``Retry-After`` rather than a 500; and the one way a
+request finds an owned item by the id it gave."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from flask import Blueprint, Response
@@ -9,6 +13,7 @@ from flask import Blueprint, Response
 from integration.gateway.auth import current_principal
 from integration.gateway.errors import problem_response
 from integration.gateway.runtime import runtime
+from integration.ownership import candidates
 from integration.problems import Unavailable
 
 
@@ -26,3 +31,15 @@ def managed(blueprint: Blueprint, resource: str, store: str) -> Blueprint:
             f"The {store} is unavailable.", retry_after=runtime().settings.retry_after_seconds))
 
     return blueprint
+
+
+def find_record(message_id: str, allowed: Callable[[dict[str, Any]], bool]
+                ) -> dict[str, Any] | None:
+    """The record ``message_id`` names for the caller (its own id first, then the id as it
+    is) that ``allowed`` lets it see; others' records look exactly like missing ones."""
+    store = runtime().store
+    for candidate in candidates(current_principal().subject, message_id):
+        record = store.get(candidate)
+        if record is not None and allowed(record):
+            return record
+    return None

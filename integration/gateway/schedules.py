@@ -16,8 +16,9 @@ from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
 from integration.gateway.resources import managed
 from integration.gateway.runtime import runtime
-from integration.problems import NotFound, invalid, validation_errors
-from integration.schedules import NAME_PATTERN, ScheduleSpec
+from integration.ownership import candidates
+from integration.problems import Conflict, NotFound, invalid, validation_errors
+from integration.schedules import ENTRY_PATTERN, ScheduleSpec
 
 NOT_FOUND = "No schedule with this name."
 
@@ -40,7 +41,8 @@ def create_schedules_api(spec: SpecTree) -> Blueprint:
             raise invalid(validation_errors(exc), "Invalid schedule.") from None
         principal = current_principal()
         created = runtime().schedules.create(request, owner=principal.subject, origin="api",
-                                             may_submit=principal.grants.may_submit)
+                                             may_submit=principal.grants.may_submit,
+                                             roles=principal.roles)
         location = url_for("api.schedules.get_schedule", name=request.name)
         return jsonify(created), 201, {"Location": location}
 
@@ -49,23 +51,25 @@ def create_schedules_api(spec: SpecTree) -> Blueprint:
                    resp=Responses(HTTP_200=schemas.ScheduleList,
                                   HTTP_403=schemas.ProblemDocument))
     def list_schedules() -> Response:
-        """Every schedule, from the file and made at run time, by name."""
-        return jsonify(items=runtime().schedules.all())
+        """The schedules the caller may manage (from the file and made at run time)."""
+        principal = current_principal()
+        return jsonify(items=[s for s in runtime().schedules.all()
+                              if principal.may_manage_item("schedules", str(s["owner"]))])
 
     @schedules.get("/<name>")
     @spec.validate(skip_validation=True, tags=["schedules"],
                    resp=Responses(HTTP_200=schemas.Schedule, HTTP_404=schemas.ProblemDocument))
     def get_schedule(name: str) -> Response:
-        """One schedule with its last and next firing."""
-        return jsonify(_found(runtime().schedules.get(name) if _valid(name) else None))
+        """One schedule with its last and next firing, by the name its creator gave (or the
+        ``id`` a listing shows)."""
+        return jsonify(_found(runtime().schedules.get(_mine(name))))
 
     @schedules.post("/<name>/pause")
     @spec.validate(skip_validation=True, tags=["schedules"],
                    resp=Responses(HTTP_200=schemas.Schedule, HTTP_404=schemas.ProblemDocument))
     def pause_schedule(name: str) -> Response:
         """Stop firing (within one beat loop) until resumed."""
-        return jsonify(_found(runtime().schedules.set_enabled(name, False)
-                              if _valid(name) else None))
+        return jsonify(_found(runtime().schedules.set_enabled(_mine(name), False)))
 
     @schedules.post("/<name>/resume")
     @spec.validate(skip_validation=True, tags=["schedules"],
@@ -73,8 +77,7 @@ def create_schedules_api(spec: SpecTree) -> Blueprint:
     def resume_schedule(name: str) -> Response:
         """Fire again, from one period after now (firings missed while paused are not
         caught up)."""
-        return jsonify(_found(runtime().schedules.set_enabled(name, True)
-                              if _valid(name) else None))
+        return jsonify(_found(runtime().schedules.set_enabled(_mine(name), True)))
 
     @schedules.delete("/<name>")
     @spec.validate(skip_validation=True, tags=["schedules"],
@@ -82,15 +85,32 @@ def create_schedules_api(spec: SpecTree) -> Blueprint:
     def delete_schedule(name: str) -> tuple[str, int]:
         """Remove a schedule (a file's schedule returns when beat next starts, unless it is
         removed from the file too)."""
-        if not (_valid(name) and runtime().schedules.delete(name)):
+        if not runtime().schedules.delete(_mine(name)):
             raise NotFound(NOT_FOUND)
         return "", 204
 
     return schedules
 
 
-def _valid(name: str) -> bool:
-    return re.match(NAME_PATTERN, name) is not None
+def _mine(name: str) -> str:
+    """The entry ``name`` names for the caller, if the caller may manage it: its own
+    schedule of that name, the entry of that id, or (for a caller who manages everyone's)
+    the one schedule of that name. Another owner's looks exactly like a missing one."""
+    principal = current_principal()
+    if re.match(ENTRY_PATTERN, name):
+        store = runtime().schedules
+        for entry in candidates(principal.subject, name):
+            stored = store.stored(entry) if re.match(ENTRY_PATTERN, entry) else None
+            if stored is not None and principal.may_manage_item("schedules", stored.owner):
+                return entry
+        if principal.grants.manage_scope("schedules") == "any":
+            found = store.find(name)
+            if len(found) > 1:
+                raise Conflict(f"{len(found)} schedules are named {name!r}; use the id of "
+                               f"one: {', '.join(found)}")
+            if found:
+                return found[0]
+    raise NotFound(NOT_FOUND)
 
 
 def _found(schedule: dict[str, object] | None) -> dict[str, object]:

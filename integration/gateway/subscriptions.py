@@ -15,7 +15,7 @@ from integration.gateway.bodies import json_body
 from integration.gateway.resources import managed
 from integration.gateway.runtime import runtime
 from integration.problems import Forbidden, NotFound, invalid, validation_errors
-from integration.webhooks import SIGNATURE_HEADER, WebhookRequest
+from integration.webhooks import SIGNATURE_HEADER, Webhook, WebhookRequest
 
 
 def create_subscriptions_api(spec: SpecTree) -> Blueprint:
@@ -46,7 +46,7 @@ def create_subscriptions_api(spec: SpecTree) -> Blueprint:
         if principal.grants.read == "none":
             raise Forbidden("read:messages")
         webhook = rt.webhooks.create(request, owner=principal.subject,
-                                     scope=principal.grants.read)
+                                     scope=principal.grants.read, roles=list(principal.roles))
         location = url_for("api.subscriptions.get_subscription", webhook_id=webhook.id)
         return (jsonify(**webhook.public(), secret=webhook.secret,
                         signature_header=SIGNATURE_HEADER), 201, {"Location": location})
@@ -55,27 +55,26 @@ def create_subscriptions_api(spec: SpecTree) -> Blueprint:
     @spec.validate(skip_validation=True, tags=["subscriptions"],
                    resp=Responses(HTTP_200=schemas.WebhookList))
     def list_subscriptions() -> Response:
-        """Every webhook subscription, with whether it is enabled and why not."""
-        return jsonify(items=[w.public() for w in runtime().webhooks.all()])
+        """The subscriptions the caller may manage, with whether each is enabled and why not."""
+        principal = current_principal()
+        return jsonify(items=[w.public() for w in runtime().webhooks.all()
+                              if principal.may_manage_item("subscriptions", w.owner)])
 
     @subscriptions.get("/<webhook_id>")
     @spec.validate(skip_validation=True, tags=["subscriptions"],
                    resp=Responses(HTTP_200=schemas.Webhook, HTTP_404=schemas.ProblemDocument))
     def get_subscription(webhook_id: str) -> Response:
         """One subscription (never its secret)."""
-        webhook = runtime().webhooks.get(webhook_id)
-        if webhook is None:
-            raise NotFound("No subscription with this id.")
-        return jsonify(webhook.public())
+        return jsonify(_mine(webhook_id).public())
 
     @subscriptions.post("/<webhook_id>/enable")
     @spec.validate(skip_validation=True, tags=["subscriptions"],
                    resp=Responses(HTTP_200=schemas.Webhook, HTTP_404=schemas.ProblemDocument))
     def enable_subscription(webhook_id: str) -> Response:
         """Turn a subscription that was disabled after failing back on."""
-        webhook = runtime().webhooks.enable(webhook_id)
+        webhook = runtime().webhooks.enable(_mine(webhook_id).id)
         if webhook is None:
-            raise NotFound("No subscription with this id.")
+            raise NotFound(NOT_FOUND)
         return jsonify(webhook.public())
 
     @subscriptions.delete("/<webhook_id>")
@@ -83,8 +82,21 @@ def create_subscriptions_api(spec: SpecTree) -> Blueprint:
                    resp=Responses(HTTP_204=None, HTTP_404=schemas.ProblemDocument))
     def delete_subscription(webhook_id: str) -> tuple[str, int]:
         """Stop deliveries to this subscription (those already queued are skipped)."""
-        if not runtime().webhooks.delete(webhook_id):
-            raise NotFound("No subscription with this id.")
+        if not runtime().webhooks.delete(_mine(webhook_id).id):
+            raise NotFound(NOT_FOUND)
         return "", 204
 
     return subscriptions
+
+
+NOT_FOUND = "No subscription with this id."
+
+
+def _mine(webhook_id: str) -> Webhook:
+    """The subscription, if the caller may manage it; another owner's looks exactly like a
+    missing one."""
+    webhook = runtime().webhooks.get(webhook_id)
+    if webhook is None or not current_principal().may_manage_item("subscriptions",
+                                                                  webhook.owner):
+        raise NotFound(NOT_FOUND)
+    return webhook

@@ -273,8 +273,7 @@ class Session:
         if len(items) > rt.settings.batch_limit:
             raise PayloadTooLarge(f"A batch holds at most {rt.settings.batch_limit} messages.")
         results = rt.submitter.submit_raw(items, owner=principal.subject, channel="websocket",
-                                          may_submit=principal.grants.may_submit,
-                                          correlation_id=new_id())
+                                          correlation_id=new_id(), sender=principal.sender)
         for index, (item, result) in enumerate(zip(items, results, strict=True)):
             metrics.count(item, result, channel="websocket")
             at = {"index": index} if isinstance(raw, list) else {}

@@ -26,7 +26,7 @@ from flask import Flask
 
 from integration.embedded_redis import EmbeddedRedis, free_port
 from integration.routing import PROCESS_TASK
-from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, wait_for
+from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, mine, wait_for
 
 TYPES = ("metric", "event")
 
@@ -115,10 +115,10 @@ class Sender(threading.Thread):
                                               "source": "fast-path",
                                               "data": payload(message_type, n)}, timeout=10)
                 body = response.json() if response.content else None
-                self.outcomes[message_id] = (message_type, response.status_code, body,
-                                             time.monotonic())
+                self.outcomes[mine(message_id)] = (message_type, response.status_code, body,
+                                                   time.monotonic())
             except requests.RequestException:  # the worker serving it was killed
-                self.outcomes[message_id] = (message_type, 0, None, time.monotonic())
+                self.outcomes[mine(message_id)] = (message_type, 0, None, time.monotonic())
                 session = requests.Session()
 
 
@@ -278,11 +278,12 @@ def test_hand_built_messages_run_on_a_stock_worker_with_headers_retries_and_even
     broker = redis.Redis(port=own_redis.port)
     [message] = broker_messages(broker, "test.flaky")
     headers = message["headers"]
-    assert headers["task"] == PROCESS_TASK and headers["id"] == "stock-1"
-    assert headers["root_id"] == "stock-1" and headers["retries"] == 0
-    assert headers["correlationid"] == "chain-7" and headers["lang"] == "py"
-    assert "stock-1" in headers["argsrepr"] and "fail_times" not in headers["argsrepr"]
-    assert message["properties"]["correlation_id"] == "stock-1"
+    stock = mine("stock-1")  # the id given, in the sender's namespace
+    assert headers["task"] == PROCESS_TASK and headers["id"] == stock
+    assert headers["root_id"] == stock and headers["retries"] == 0
+    assert headers["correlationid"] == mine("chain-7") and headers["lang"] == "py"
+    assert stock in headers["argsrepr"] and "fail_times" not in headers["argsrepr"]
+    assert message["properties"]["correlation_id"] == stock
     assert message["properties"]["delivery_info"]["routing_key"] == "test.flaky"
     assert message["decoded_body"][0][0]["data"] == {"key": "stock-1", "fail_times": 1}
 
@@ -305,13 +306,13 @@ def test_hand_built_messages_run_on_a_stock_worker_with_headers_retries_and_even
                                 "INTEGRATION_TASK_EVENTS": "true"})
     try:
         def finished() -> bool:
-            return broker.hget("integration:msg:stock-1", "status") == b"succeeded"
+            return broker.hget(f"integration:msg:{stock}", "status") == b"succeeded"
 
         wait_for(finished, timeout=30, message="the message succeeded")
-        assert int(broker.hget("integration:msg:stock-1", "attempts") or 0) == 2
-        wait_for(lambda: sum(e.get("type") == "task-succeeded" and e.get("uuid") == "stock-1"
+        assert int(broker.hget(f"integration:msg:{stock}", "attempts") or 0) == 2
+        wait_for(lambda: sum(e.get("type") == "task-succeeded" and e.get("uuid") == stock
                              for e in events) >= 1, timeout=15, message="task events")
-        kinds = {e["type"] for e in events if e.get("uuid") == "stock-1"}
+        kinds = {e["type"] for e in events if e.get("uuid") == stock}
         assert {"task-received", "task-started", "task-succeeded"} <= kinds
     finally:
         for receiver in receivers:

@@ -6,6 +6,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,11 +24,15 @@ import pytest
 import redis
 
 from integration.embedded_redis import free_port
+from integration.ownership import TAG_LENGTH
 from integration.settings import Settings
 from integration.store import store_from_settings
 from integration.tokens import issue_token
 from tests.conftest import ROOT, TEST_SECRET, wait_for
 from tests.support.parked_types import PARKED_QUEUE
+
+#: The owner tag a given id carries in the service (``integration.ownership``).
+OWNER_TAG = re.compile(rf"\.[a-z2-7]{{{TAG_LENGTH}}}$")
 
 GRACEFUL_TIMEOUT = 10
 
@@ -138,10 +143,14 @@ class Sender(threading.Thread):
                 connection.close()
 
 
-def _queued_ids(client: redis.Redis) -> list[str]:
-    """The message ids in the parked queue, as many times as each was pushed."""
-    return [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]["id"]
-            for raw in client.lrange(PARKED_QUEUE, 0, -1)]
+def _queued_ids(client: redis.Redis) -> list[tuple[str, str]]:
+    """(the id its sender gave, the message id) of each message in the parked queue, as
+    many times as each was pushed."""
+    found = []
+    for raw in client.lrange(PARKED_QUEUE, 0, -1):
+        message_id = json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]["id"]
+        found.append((OWNER_TAG.sub("", message_id), message_id))
+    return found
 
 
 def test_sigterm_mid_burst_loses_and_duplicates_nothing(
@@ -191,7 +200,9 @@ def test_sigterm_mid_burst_loses_and_duplicates_nothing(
     refused = {i: status for a in attempts for i, status in a.answered.items()
                if status != 202}
     unanswered = {i for a in attempts if a.error for i in a.ids}
-    queued = Counter(_queued_ids(redis_client))
+    in_queue = _queued_ids(redis_client)
+    queued = Counter(given for given, _ in in_queue)
+    message_ids = dict(in_queue)
 
     assert len(accepted) > 60, "the burst was accepted up to the signal"
     assert not refused, f"answers other than 202: {Counter(refused.values())}"
@@ -200,7 +211,7 @@ def test_sigterm_mid_burst_loses_and_duplicates_nothing(
     assert queued.keys() - accepted - {slow["id"]} <= unanswered, \
         "a message is in the broker only if it was answered 202 or its connection was cut"
     store = store_from_settings(Settings(redis_url=redis_url, jwt_secret=TEST_SECRET))
-    statuses = Counter(store.status_of(i) for i in accepted | {slow["id"]})
+    statuses = Counter(store.status_of(message_ids[i]) for i in accepted | {slow["id"]})
     assert set(statuses) == {"queued"}, statuses
     log = gateway.log.read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import wait_status
+from tests.conftest import mine, wait_status
 
 SAMPLES: dict[str, dict[str, Any]] = {
     "metric": {"name": "cpu_usage", "value": 97.5, "unit": "percent",
@@ -87,7 +87,7 @@ def test_result_event_is_recorded_in_the_event_log(
     assert len(events) == 1
     assert events[0]["type"] == "metric.succeeded"
     assert events[0]["causationid"] == message_id
-    assert events[0]["correlationid"] == "chain-42"
+    assert events[0]["correlationid"] == mine("chain-42")
     assert events[0]["data"]["result"]["severity"] == "critical"
 
 

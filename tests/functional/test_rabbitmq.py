@@ -17,7 +17,7 @@ from flask import Flask
 
 from integration.registry import default_registry
 from integration.routing import DEFAULT_QUEUE
-from tests.conftest import WorkerProcess, wait_status
+from tests.conftest import WorkerProcess, mine, wait_status
 
 RABBITMQ = ("127.0.0.1", 5672)
 
@@ -252,7 +252,7 @@ def test_items_rabbitmq_nacks_mid_batch_are_503_without_a_record(
     results = response.get_json()["results"]
     assert [r["status"] for r in results] == [202] * 15 + [503] * 15
     accepted = [r["id"] for r in results[:15]]
-    assert accepted == [item["id"] for item in batch[:15]]
+    assert accepted == [mine(item["id"]) for item in batch[:15]]
     assert [m.headers["id"] for m in queued_messages(url, "metric")] == accepted
     for message_id in accepted:
         record = client.get(f"/api/v1/messages/{message_id}", headers=auth)

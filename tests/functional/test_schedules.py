@@ -27,7 +27,7 @@ from integration.schedules import FIRE_TASK, StoredSchedule
 from integration.settings import Settings
 from integration.store import store_from_settings
 from integration.tokens import issue_token
-from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, purge_keys, wait_for
+from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, mine, purge_keys, wait_for
 
 LOOP_SECONDS = 1.0
 LOCK_SECONDS = 5.0
@@ -187,11 +187,13 @@ def test_a_runtime_schedule_fires_pauses_resumes_and_stops(
     wait_for(lambda: count() >= 1, timeout=TAKES_EFFECT, message="first firing")
     assert time.monotonic() - created_at <= TAKES_EFFECT
 
+    entry = response.get_json()["id"]  # the name in its creator's namespace
+
     def stops_firing() -> None:
         time.sleep(LOOP_SECONDS + 0.5)  # the change reaches beat within one loop
-        sent = beat.sent("pulse")
+        sent = beat.sent(entry)
         time.sleep(2.5)
-        assert beat.sent("pulse") == sent, "beat still fires it"
+        assert beat.sent(entry) == sent, "beat still fires it"
         wait_for(lambda: count() == sent, timeout=10, message="what was sent is processed")
 
     assert client.post("/api/v1/schedules/pulse/pause", headers=headers).get_json()[
@@ -243,7 +245,7 @@ def test_a_repeated_firing_is_a_conflict_not_a_second_message(
 
     duplicates = received(worker, "duplicate")
     stored = StoredSchedule(name="twice", every=60.0, type="event", data={"n": 1},
-                            owner="beat", origin="api", created_at="2025-01-01T00:00:00Z")
+                            owner="beat", origin="file", created_at="2025-01-01T00:00:00Z")
     app = Celery("test-fire")
     app.config_from_object("celeryconfig")
     for _ in range(2):
@@ -253,7 +255,7 @@ def test_a_repeated_firing_is_a_conflict_not_a_second_message(
     wait_for(lambda: received(worker, "duplicate") == duplicates + 1, timeout=15,
              message="the second firing refused as a duplicate")
     records = fired(settings, "twice")
-    assert [r["id"] for r in records] == ["beat.twice.20250101T000100.000Z"]
+    assert [r["id"] for r in records] == [mine("beat.twice.20250101T000100.000Z", "beat")]
 
 
 def test_no_client_can_take_a_firing_id_first(
@@ -279,13 +281,14 @@ def test_no_client_can_take_a_firing_id_first(
     assert store.get(taken) is None
 
     stored = StoredSchedule(name="early", every=60.0, type="event", data={"n": 1},
-                            owner="beat", origin="api", created_at="2025-01-01T00:00:00Z")
+                            owner="beat", origin="file", created_at="2025-01-01T00:00:00Z")
     app = Celery("test-fire")
     app.config_from_object("celeryconfig")
     app.send_task(FIRE_TASK, kwargs={"schedule": stored.model_dump_json(),
                                      "scheduled_at": "2025-01-01T00:01:00+00:00"},
                   queue="integration.default")
-    record = wait_for(lambda: (r := store.get(taken)) and r["status"] == "succeeded" and r,
+    record = wait_for(lambda: (r := store.get(mine(taken, "beat"))) and
+                      r["status"] == "succeeded" and r,
                       timeout=15, message="the firing processed")
     assert record["channel"] == "beat"
 

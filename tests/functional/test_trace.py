@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 
 from integration.cli import main as cli
-from tests.conftest import wait_status
+from tests.conftest import mine, wait_status
 
 
 def test_a_chain_is_traced_from_the_metric_to_the_action_result(
@@ -33,7 +33,7 @@ def test_a_chain_is_traced_from_the_metric_to_the_action_result(
     found = client.get(f"/api/v1/messages/{ids[0]}/trace", headers=auth).get_json()
     node, depth = found, 0
     while True:
-        assert node["id"] == ids[depth] and node["correlationid"] == "incident-7"
+        assert node["id"] == ids[depth] and node["correlationid"] == mine("incident-7")
         steps = [s["status"] for s in node["timeline"]]
         assert steps == ["accepted", "queued", "processing", "succeeded", "published"]
         assert all(s["since_previous_ms"] >= 0 for s in node["timeline"])

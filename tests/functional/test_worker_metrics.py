@@ -12,7 +12,7 @@ from typing import Any
 import redis
 from flask.testing import FlaskClient
 
-from tests.conftest import wait_for, wait_status
+from tests.conftest import mine, wait_for, wait_status
 
 SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$", re.MULTILINE)
 
@@ -163,7 +163,8 @@ def test_revoked_and_unknown_tasks_are_counted_and_nothing_stays_queued(
     before = scrape(worker.metrics_port)
     delta = _delta_since(worker.metrics_port, before)
     message_id = f"revoked-{uuid.uuid4().hex[:12]}"
-    replies = other.control.revoke(message_id, reply=True, timeout=5, limit=1)
+    # The Celery task id is the message id: the given id in its sender's namespace.
+    replies = other.control.revoke(mine(message_id), reply=True, timeout=5, limit=1)
     assert replies, "the worker acknowledged the revocation"
     response = client.post("/api/v1/messages", headers=auth, json={
         "id": message_id, "type": "test.flaky", "source": "metrics",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from integration.ownership import scoped
 from tests.conftest import WorkerProcess
 
 
@@ -28,8 +29,10 @@ class Burst(threading.Thread):
     one (``test.flaky`` with its id as effect key by default); the id is set here."""
 
     def __init__(self, client: Any, auth: dict[str, str], count: int | None, pause: float,
-                 source: str, make: Callable[[int], dict[str, Any]] | None = None) -> None:
+                 source: str, make: Callable[[int], dict[str, Any]] | None = None,
+                 owner: str = "tester") -> None:
         super().__init__(daemon=True)
+        self.owner = owner
         self.client, self.auth = client, auth
         self.count, self.pause, self.source = count, pause, source
         self.make = make
@@ -41,10 +44,13 @@ class Burst(threading.Thread):
         return {key: answer.status for key, answer in list(self.answers.items())}
 
     def accepted(self) -> list[str]:
-        return [key for key, answer in list(self.answers.items()) if answer.status == 202]
+        """The message ids answered 202 (the ids given, in their owner's namespace)."""
+        return [scoped(self.owner, key) for key, answer in list(self.answers.items())
+                if answer.status == 202]
 
     def in_doubt(self) -> list[str]:
-        return [key for key, answer in list(self.answers.items()) if answer.in_doubt]
+        return [scoped(self.owner, key) for key, answer in list(self.answers.items())
+                if answer.in_doubt]
 
     def stop(self) -> None:
         self._stopped.set()
