@@ -95,7 +95,8 @@ class Submitter:
                             "type": "object_type"}], "The message is not a JSON object.")
         too_big = self.limits.errors(raw, tuple(loc))
         if too_big:
-            raise invalid(too_big, "The message exceeds a size, depth or number limit.")
+            raise invalid(too_big, "The message exceeds a size, depth or number limit, or "
+                          "holds text that is not valid Unicode.")
         try:
             envelope = Envelope.model_validate(raw)
         except ValidationError as exc:
