@@ -3,7 +3,8 @@
 A key is reserved atomically (``SET NX``) under its owner, so keys of different owners never
 meet. A repeat with the same body gets the original answer and enqueues nothing; the same key
 with another body is refused (422); a repeat while the first request is still being handled
-is refused (409). A request that fails releases its key, so the client can try again.
+is refused (409). A request that fails before anything was enqueued releases its key, so the
+client can try again; once something was, the key is kept, so a repeat never enqueues twice.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ class Stored:
     location: str | None = None
 
     def to_json(self) -> str:
-        """As stored under the key (a batch's answer holds an item per message: orjson)."""
-        return orjson.dumps(self.__dict__).decode()
+        """As stored under the key (a batch's answer holds an item per message: orjson), or
+        by the standard library where orjson refuses, as the answer itself was written."""
+        try:
+            return orjson.dumps(self.__dict__).decode()
+        except TypeError:
+            return json.dumps(self.__dict__)
 
 
 def fingerprint(body: bytes) -> str:

@@ -1,5 +1,8 @@
-"""Bounds on parsed JSON: nesting depth, string length, and numbers a float or int64 can hold.
+"""Bounds on parsed JSON: nesting depth, string length, numbers a float or int64 can hold, and
+text UTF-8 can encode.
 
+Within them a value is exactly what the store (orjson) and the broker write and read back
+unchanged, so every entry refuses what breaks them (422) instead of failing to store it.
 Checked iteratively (no recursion), so hostile input is refused in time linear in its size.
 """
 
@@ -7,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +20,9 @@ import orjson
 INT64_MAX = 2**63 - 1
 _MAX_INT_DIGITS = 19
 _MAX_ERRORS = 20
+#: A UTF-16 surrogate on its own: JSON's ``"\ud800"`` escape parses to one (the standard
+#: parser accepts it), but UTF-8 cannot encode it, so orjson refuses to write it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ class JsonLimits:
             for key, child in children:
                 if isinstance(key, str) and len(key) > max_string:
                     found.append(_error(_spelled(loc, path), "key too long", "string_too_long"))
+                elif isinstance(key, str) and _lone_surrogate(key):
+                    found.append(_error(_spelled(loc, (path, key)), "key " + _NOT_UTF8,
+                                        "string_unicode"))
                 if isinstance(child, dict | list):
                     stack.append((child, depth + 1, (path, key)))
                     continue
@@ -76,7 +86,8 @@ def _within(value: Any, max_string: int, max_depth: int) -> bool:
         children: Iterable[Any]
         if type(item) is dict:
             for key in item:
-                if type(key) is not str or len(key) > max_string:
+                if type(key) is not str or len(key) > max_string or \
+                        not key.isascii() and _SURROGATE.search(key):
                     return False
             children = item.values()
         else:
@@ -84,7 +95,8 @@ def _within(value: Any, max_string: int, max_depth: int) -> bool:
         for child in children:
             kind = type(child)
             if kind is str:
-                if len(child) > max_string:
+                # Most text is ASCII, which the flag CPython keeps on each string clears.
+                if len(child) > max_string or not child.isascii() and _SURROGATE.search(child):
                     return False
             elif kind is dict or kind is list:
                 push((child, depth + 1))
@@ -99,10 +111,19 @@ def _within(value: Any, max_string: int, max_depth: int) -> bool:
     return True
 
 
+_NOT_UTF8 = "holds a lone UTF-16 surrogate (\\ud800-\\udfff), which UTF-8 cannot encode"
+
+
+def _lone_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
 def _scalar_problem(item: Any, max_string: int) -> tuple[str, str] | None:
     if isinstance(item, str):
         if len(item) > max_string:
             return f"longer than {max_string} characters", "string_too_long"
+        if _lone_surrogate(item):
+            return _NOT_UTF8, "string_unicode"
     elif isinstance(item, float):
         if not math.isfinite(item):
             return "number out of range (NaN, infinite or too large)", "finite_number"
@@ -115,8 +136,14 @@ def _spelled(loc: tuple[str | int, ...], path: Any) -> tuple[str | int, ...]:
     keys: list[str | int] = []
     while path is not None:
         path, key = path
-        keys.append(key)
+        # A key that names the field must itself be writable in the problem document.
+        keys.append(_escaped(key) if isinstance(key, str) and _lone_surrogate(key) else key)
     return (*loc, *reversed(keys))
+
+
+def _escaped(text: str) -> str:
+    """``text`` with each lone surrogate spelled as its escape (``\\ud800``)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _error(loc: tuple[str | int, ...], msg: str, kind: str) -> dict[str, Any]:

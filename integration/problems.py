@@ -25,6 +25,8 @@ from pydantic import ValidationError
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 #: Problem types are relative URI references, documented in the README's error table.
 TYPE_BASE = "/problems/"
+#: The detail of a 500: what failed is in the log, never in the answer.
+UNEXPECTED = "An unexpected error occurred; it has been logged."
 
 
 class Problem(Exception):

@@ -6,7 +6,6 @@ Direct callers bypass the gateway, so everything is validated again here.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from integration import effects, logs
@@ -362,11 +362,12 @@ class Processor:
         return Status.DEAD
 
     def _storable(self, value: Mapping[str, Any]) -> bool:
-        """Whether a rejected envelope can be kept as it came (within the JSON limits)."""
+        """Whether a rejected envelope can be kept as it came: within the JSON limits, and
+        written by the store's own encoder."""
         if self.limits.errors(dict(value)):
             return False
         try:
-            json.dumps(value)
+            orjson.dumps(value)
         except (TypeError, ValueError):
             return False
         return True

@@ -97,9 +97,11 @@ class Submitter:
         self.fused = publisher.shares_database(store.client)
         #: With ``coalesce`` > 0, concurrent submissions of this process share one flush of
         #: at most that many messages (the gateway's single-message fast path).
+        #: A flush that raises (it never should) does so before it writes: each request is
+        #: then flushed again alone, so that no request fails for another's message.
         self.coalescer: Coalescer[_Request, list[Result]] | None = Coalescer(
-            self._submit_together, max_size=coalesce,
-            size_of=lambda r: len(r.envelopes)) if coalesce > 0 else None
+            self._submit_together, max_size=coalesce, size_of=lambda r: len(r.envelopes),
+            isolate=True) if coalesce > 0 else None
 
     def parse(self, raw: Any, loc: Sequence[str | int] = (),
               may_submit: Callable[[str], bool] | None = None,
@@ -116,7 +118,8 @@ class Submitter:
                             "type": "object_type"}], "The message is not a JSON object.")
         too_big = self.limits.errors(raw, tuple(loc))
         if too_big:
-            raise invalid(too_big, "The message exceeds a size, depth or number limit.")
+            raise invalid(too_big, "The message exceeds a size, depth or number limit, or "
+                          "holds text that is not valid Unicode.")
         try:
             envelope = Envelope.model_validate(raw)
         except ValidationError as exc:
@@ -254,19 +257,44 @@ class Submitter:
 
     def _submit_together(self, requests: Sequence[_Request]) -> list[list[Result]]:
         """Record and enqueue the messages of several requests in one go (the coalescer's
-        flush); one list of results per request, each item's result its own."""
-        records = [
-            NewRecord(id=e.id, type=e.type, queue=self.registry.get(e.type).queue,
-                      envelope=e.to_wire(), owner=r.owner, channel=r.channel)
-            for r in requests for e in r.envelopes
-        ]
-        results = self._record_and_enqueue(
-            records, [r.answer for r in requests for _ in r.envelopes])
-        answers, start = [], 0
+        flush); one list of results per request, each item's result its own. A message the
+        store cannot write is refused on its own before anything is written, so it never
+        fails the messages it would have shared a transaction with."""
+        refused: list[Result | None] = []
+        records: list[NewRecord] = []
+        answers: list[IdempotentAnswer | None] = []
         for r in requests:
-            answers.append(results[start:start + len(r.envelopes)])
+            for e in r.envelopes:
+                record = self._record(e, r)
+                refused.append(record if isinstance(record, InvalidMessage) else None)
+                if isinstance(record, NewRecord):
+                    records.append(record)
+                    answers.append(r.answer)
+        written = iter(self._record_and_enqueue(records, answers))
+        results = [problem if problem is not None else next(written) for problem in refused]
+        grouped, start = [], 0
+        for r in requests:
+            grouped.append(results[start:start + len(r.envelopes)])
             start += len(r.envelopes)
-        return answers
+        return grouped
+
+    def _record(self, envelope: Envelope, request: _Request) -> NewRecord | InvalidMessage:
+        """The message's new record, encoded as the store writes it; or why the store cannot
+        write it. Parsed messages were checked by the limits already: this catches messages
+        built by code (a handler's emitted messages, a library caller's envelopes)."""
+        wire: dict[str, Any] = {}
+        try:
+            wire = envelope.to_wire()
+            record = NewRecord(id=envelope.id, type=envelope.type,
+                               queue=self.registry.get(envelope.type).queue, envelope=wire,
+                               owner=request.owner, channel=request.channel)
+            _ = record.envelope_json  # encoded now, and kept for the write
+        except (TypeError, ValueError) as exc:  # orjson's JSONEncodeError is a TypeError
+            log.warning("message %s refused: the store cannot write it (%s)", envelope.id, exc)
+            errors = self.limits.errors(wire) or [
+                {"loc": [], "msg": f"cannot be written as JSON: {exc}", "type": "unstorable"}]
+            return invalid(errors, "The message holds a value the store cannot write.")
+        return record
 
     def _record_and_enqueue(self, records: list[NewRecord],
                             answers: list[IdempotentAnswer | None]) -> list[Result]:
@@ -289,7 +317,7 @@ class Submitter:
         ]
         fresh = [record for record, ok in zip(records, created, strict=True) if ok]
         outcome = self.publisher.publish(
-            [Outgoing(r.id, r.envelope, r.queue) for r in fresh]
+            [Outgoing(r.id, r.envelope, r.queue, r.envelope_json) for r in fresh]
         )
         sent = [r for i, r in enumerate(fresh) if outcome.sent(i)]
         unsent = [r for i, r in enumerate(fresh) if not outcome.sent(i)]
@@ -315,8 +343,14 @@ class Submitter:
         size = self.publisher.chunk_size
         for start in range(0, len(records), size):
             chunk = records[start:start + size]
-            messages = [self.publisher.redis_message(
-                Outgoing(r.id, r.envelope, r.queue, r.envelope_json)) for r in chunk]
+            try:
+                messages = [self.publisher.redis_message(
+                    Outgoing(r.id, r.envelope, r.queue, r.envelope_json)) for r in chunk]
+            except Exception:  # noqa: BLE001 - a fault of ours: answered, never a 500 midway
+                log.exception("broker messages could not be built; %d message(s) not "
+                              "enqueued", len(records) - start)
+                return results + [self._unavailable(
+                    "The message could not be enqueued.")] * (len(records) - start)
             try:
                 created = self.store.create_queued_many(chunk, messages, request,
                                                         answers[start:start + size])

@@ -102,7 +102,8 @@ def _receive() -> tuple[Response, int]:
     body = parse_json(read_body())
     too_big = rt.submitter.limits.errors(body)
     if too_big:
-        raise invalid(too_big, "The notification exceeds a size, depth or number limit.")
+        raise invalid(too_big, "The notification exceeds a size, depth or number limit, or "
+                      "holds text that is not valid Unicode.")
     try:
         webhook = AlertmanagerWebhook.model_validate(body)
     except ValidationError as exc:

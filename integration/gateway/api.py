@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from pydantic import ValidationError
@@ -56,6 +58,7 @@ TOKEN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Answering = Callable[[dict[str, Any], str], IdempotentAnswer]
 PROBLEMS = {f"HTTP_{code}": schemas.ProblemDocument
             for code in (400, 401, 403, 413, 415, 422, 429, 503)}
+log = logging.getLogger(__name__)
 
 
 def _status_url(message_id: str) -> str:
@@ -142,7 +145,11 @@ def create_api(spec: SpecTree) -> Blueprint:
                 return _submit(mode, body, claiming)
             except Repeated as repeated:
                 return _repeat(Stored(**json.loads(repeated.stored)), digest, mode)
-        earlier = keys.reserve(owner, key, digest)
+        try:
+            earlier = keys.reserve(owner, key, digest)
+        except redis.RedisError:
+            raise Unavailable("The status store is unavailable.",
+                              retry_after=rt.settings.retry_after_seconds) from None
         if earlier is not None:
             return _repeat(earlier, digest, mode)
 
@@ -152,11 +159,15 @@ def create_api(spec: SpecTree) -> Blueprint:
         try:
             response, status = _submit(mode, body, answer)
         except BaseException:
-            keys.release(owner, key)  # nothing was accepted: the key is free again
+            # Free the key only if nothing was enqueued: a repeat would enqueue it again.
+            if not g.get("enqueued"):
+                _settle_key(lambda: keys.release(owner, key))
             raise
         if not g.get("answer_stored"):
-            keys.complete(owner, key, Stored(
-                "done", digest, status, response.get_json(), response.headers.get("Location")))
+            # What was enqueued stays answered as it was even if the store fails now: the
+            # key then stays pending until it expires, and a repeat enqueues nothing.
+            _settle_key(lambda: keys.complete(owner, key, Stored(
+                "done", digest, status, response.get_json(), response.headers.get("Location"))))
         return response, status
 
     def _repeat(earlier: Stored, digest: str, mode: Mode) -> tuple[Response, int]:
@@ -208,6 +219,7 @@ def create_api(spec: SpecTree) -> Blueprint:
         stored = answer(reply, url) if answer and rt.submitter.completes_answers else None
         [result] = rt.submitter.submit([envelope], owner=principal.subject,
                                        channel=mode.channel, answer=stored)
+        g.enqueued = isinstance(result, Accepted)
         if isinstance(result, Repeated):
             raise result  # the caller answers as the earlier request was answered
         gateway_metrics().count(body, result, channel=mode.channel)
@@ -238,10 +250,11 @@ def create_api(spec: SpecTree) -> Blueprint:
                                               correlation_id=correlation_id(),
                                               sender=principal.sender,
                                               correlation_given=correlation_given())
+        accepted = sum(1 for r in results if isinstance(r, Accepted))
+        g.enqueued = accepted > 0
         gateway_metrics().count_all(items, results, channel=mode.channel)
         status_url = _status_urls()
         report = [_item(i, r, status_url) for i, r in enumerate(results)]
-        accepted = sum(1 for r in results if isinstance(r, Accepted))
         if accepted:
             return jsonify(accepted=accepted, rejected=len(items) - accepted, results=report), 202
         if any(isinstance(r, Unavailable) for r in results):
@@ -381,6 +394,14 @@ def create_api(spec: SpecTree) -> Blueprint:
     api.register_blueprint(create_alertmanager_api(spec))
     api.register_blueprint(create_schedules_api(spec))
     return api
+
+
+def _settle_key(change: Callable[[], None]) -> None:
+    """Complete or release an idempotency key; a store failure is logged, never the answer."""
+    try:
+        change()
+    except Exception:  # noqa: BLE001 - the store failing now changes nothing enqueued
+        log.warning("idempotency key left pending (it expires with its TTL)", exc_info=True)
 
 
 def _held(message_id: str) -> dict[str, Any]:

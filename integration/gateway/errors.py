@@ -8,7 +8,7 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from integration.problems import PROBLEM_CONTENT_TYPE, TYPE_BASE, Problem
+from integration.problems import PROBLEM_CONTENT_TYPE, TYPE_BASE, UNEXPECTED, Problem
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _http_exception(exc: HTTPException) -> Response:
 
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error")
-    return problem_response(Problem("An unexpected error occurred; it has been logged."))
+    return problem_response(Problem(UNEXPECTED))
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -35,6 +35,7 @@ from integration.gateway.websocket import (
     handshake_error,
 )
 from integration.problems import (
+    UNEXPECTED,
     BadRequest,
     Forbidden,
     PayloadTooLarge,
@@ -180,6 +181,9 @@ class Session:
                 handler(self, body, ref)
             except Problem as problem:
                 self.reply(error_frame(problem, ref))
+            except Exception:  # noqa: BLE001 - one frame's failure never ends the session
+                log.exception("websocket frame failed", frame=kind)
+                self.reply(error_frame(Problem(UNEXPECTED), ref))
 
     def reply(self, text: str) -> None:
         """Answer the client; a client whose buffer is full of unread frames is dropped."""

@@ -80,6 +80,24 @@ def test_invalid_envelope_sent_straight_to_the_task_ends_dead(celery_app: Celery
     assert record["topic"] == "metric.dead"
 
 
+def test_text_the_store_cannot_write_sent_to_the_task_ends_dead(celery_app: Celery,
+                                                                direct: Client,
+                                                                worker: Any) -> None:
+    """A lone surrogate reaches the worker through Celery's JSON: the message ends dead with
+    the validation error naming the field, and the worker goes on to the next one."""
+    envelope = {"id": "lone-direct-1", "type": "event", "source": "legacy",
+                "data": {"note": "\ud800"}}
+    celery_app.send_task(PROCESS_TASK, args=[envelope], queue="event")
+    celery_app.send_task(PROCESS_TASK, args=[{**envelope, "id": "lone-direct-2",
+                                              "data": {"note": "fine"}}], queue="event")
+    record = final(direct, "lone-direct-1")
+    assert record["status"] == "dead"
+    assert record["error"]["type"] == "ValidationError"
+    assert [(e["loc"], e["type"]) for e in record["error"]["errors"]] == \
+        [(["data", "note"], "string_unicode")]
+    assert final(direct, "lone-direct-2")["status"] == "succeeded"
+
+
 def test_garbage_sent_to_the_task_ends_dead_under_the_task_id(celery_app: Celery,
                                                               direct: Client,
                                                               worker: Any) -> None:

@@ -178,3 +178,38 @@ def test_a_second_gateway_on_a_port_in_use_fails_instead_of_sharing_it(
     assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
     assert "in use" in second.stderr
     assert fetch(base + "/healthz")[0] == 200
+
+
+def _post(port: int, token: str, body: bytes) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        connection.request("POST", "/api/v1/messages", body=body, headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return int(response.status)
+    finally:
+        connection.close()
+
+
+def test_one_tenants_unwritable_messages_never_fail_anothers_concurrent_requests(
+    gateway: tuple[str, str, Path]
+) -> None:
+    """Tenant A sends messages holding lone surrogates among tenant B's 240 concurrent valid
+    requests, which share the gateway's coalesced flushes: A gets 422s, B only 202s."""
+    port = int(gateway[0].rsplit(":", 1)[1])
+    tenant_a = issue_token(TEST_SECRET, "tenant-a", ["admin"], 600)
+    tenant_b = issue_token(TEST_SECRET, "tenant-b", ["admin"], 600)
+    bad = [b'{"type": "event", "source": "a", "data": {"x": "\\ud800"}}',
+           b'{"type": "event", "source": "a", "ext": "\\udfff", "data": {}}',
+           b'{"type": "event", "source": "a", "data": {"\\ud83d": 1}}']
+    jobs = []
+    for n in range(240):
+        jobs.append(("b", tenant_b,
+                     b'{"type": "event", "source": "b", "data": {"n": %d}}' % n))
+        if n % 4 == 0:
+            jobs.append(("a", tenant_a, bad[n % len(bad)]))
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        codes = list(pool.map(lambda job: (job[0], _post(port, job[1], job[2])), jobs))
+    assert [code for tenant, code in codes if tenant == "b"] == [202] * 240
+    assert [code for tenant, code in codes if tenant == "a"] == [422] * 60

@@ -332,6 +332,23 @@ def test_an_invalid_message_gets_a_422_error_frame(gateway: Gateway) -> None:
     assert problem["errors"][0]["loc"] == [0, "data", "name"]
 
 
+def test_text_the_store_cannot_write_gets_an_error_frame_and_the_socket_stays_open(
+        gateway: Gateway) -> None:
+    """A lone surrogate in a message is a 422 error frame naming the field; the same socket
+    then submits a valid message."""
+    with authed(gateway, token_for("ws-sender", ["admin"])) as ws:
+        ws.send('{"type": "submit", "id": "lone", "message": {"type": "event", '
+                '"source": "x", "data": {"note": "\\ud800"}}}')
+        error = recv_json(ws)
+        ws.send(json.dumps({"type": "submit", "id": "after", "message": alert("after")}))
+        ack = recv_json(ws)
+    assert error["type"] == "error" and error["ref"] == "lone"
+    assert error["problem"]["status"] == 422
+    assert error["problem"]["errors"][0]["loc"] == [0, "data", "note"]
+    assert error["problem"]["errors"][0]["type"] == "string_unicode"
+    assert ack["type"] == "ack" and ack["ref"] == "after"
+
+
 def test_a_batch_gets_one_answer_per_message_and_the_policy_applies(gateway: Gateway) -> None:
     """A list gets an ack or error per item, by index; a type the role may not send is 403."""
     with authed(gateway, token_for("monitor", ["monitoring"])) as ws:

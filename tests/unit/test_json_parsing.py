@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from integration.jsonlimits import JsonLimits, _parse_int, loads
 
@@ -93,17 +95,26 @@ def test_integers_past_64_bits_are_still_refused_by_the_limits() -> None:
         assert JsonLimits().errors(value), text
 
 
+def encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def breaks_a_limit(value: Any, max_depth: int, max_string: int, depth: int = 0) -> bool:
     """The limits as the API states them, written plainly (recursive) for comparison."""
     if isinstance(value, dict):
         return depth >= max_depth or any(
-            len(k) > max_string or breaks_a_limit(v, max_depth, max_string, depth + 1)
+            len(k) > max_string or not encodable(k)
+            or breaks_a_limit(v, max_depth, max_string, depth + 1)
             for k, v in value.items())
     if isinstance(value, list):
         return depth >= max_depth or any(
             breaks_a_limit(v, max_depth, max_string, depth + 1) for v in value)
     if isinstance(value, str):
-        return len(value) > max_string
+        return len(value) > max_string or not encodable(value)
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -112,21 +123,22 @@ def breaks_a_limit(value: Any, max_depth: int, max_string: int, depth: int = 0) 
 
 
 def test_the_limits_find_exactly_what_breaks_them() -> None:
-    """Random JSON values near the limits (depth 3, strings of 5): ``errors`` reports a
-    problem exactly when one exists, and the quick check that spares the full walk for
-    valid values agrees with it."""
+    """Random JSON values near the limits (depth 3, strings of 5, some text not valid
+    Unicode): ``errors`` reports a problem exactly when one exists, and the quick check that
+    spares the full walk for valid values agrees with it."""
     from integration.jsonlimits import _within
 
     rng = random.Random(3)
     scalars = [None, True, False, 0, -(2**63), 2**63 - 1, 2**63, -(2**63) + 1, 1.5,
-               math.inf, -math.inf, math.nan, "", "abcde", "abcdef"]
+               math.inf, -math.inf, math.nan, "", "abcde", "abcdef", "é\ud800", "\udfff",
+               "\U0001f600"]
 
     def value(depth: int) -> Any:
         roll = rng.random()
         if roll < 0.25 and depth < 5:
             return [value(depth + 1) for _ in range(rng.randint(0, 3))]
         if roll < 0.5 and depth < 5:
-            return {rng.choice(["k", "key", "abcdef"]) + str(i): value(depth + 1)
+            return {rng.choice(["k", "key", "abcdef", "\udc00"]) + str(i): value(depth + 1)
                     for i in range(rng.randint(0, 3))}
         return rng.choice(scalars)
 
@@ -139,3 +151,45 @@ def test_the_limits_find_exactly_what_breaks_them() -> None:
         assert _within(sample, 5, 3) is not expected, sample
         outcomes.add(expected)
     assert outcomes == {True, False}
+
+
+#: Text of any code point; some with lone surrogates, which ``st.text`` leaves out.
+TEXT = st.one_of(st.text(max_size=6), st.lists(st.one_of(
+    st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF,
+                                   categories=["Cs"])), max_size=6).map("".join))
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-(2**64), 2**64),
+                    st.floats(), TEXT)
+VALUES = st.recursive(SCALARS, lambda children: st.lists(children, max_size=4)
+                      | st.dictionaries(TEXT, children, max_size=4), max_leaves=24)
+
+
+def nested(value: Any, depth: int) -> Any:
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+#: Shallow values, and values nested around the depth limit.
+DOCUMENTS_OF_ANY_SHAPE = st.one_of(
+    VALUES, st.builds(nested, VALUES, st.integers(min_value=28, max_value=40)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(DOCUMENTS_OF_ANY_SHAPE)
+def test_what_the_limits_accept_the_store_writes_and_reads_back_unchanged(value: Any) -> None:
+    """A value within the limits is encoded by orjson, the store's encoder, and decodes equal."""
+    if not JsonLimits().errors(value):
+        assert same(orjson.loads(orjson.dumps(value)), value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(DOCUMENTS_OF_ANY_SHAPE)
+def test_what_the_store_cannot_write_the_limits_refuse_at_a_writable_location(
+        value: Any) -> None:
+    """A value orjson refuses breaks a limit, and the errors that name it can be written."""
+    errors = JsonLimits().errors(value)
+    orjson.dumps(errors)
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        assert errors
