@@ -36,12 +36,14 @@ RATIOS: list[tuple[str, str, float | None, str]] = [
      "batch (Redis) vs raw send_task"),
     ("batch_amqp_msgs_per_s", "kombu_batch_amqp_msgs_per_s", 1.0,
      "batch (RabbitMQ) vs kombu batched producer, confirms"),
-    ("e2e_event_msgs_per_s", "e2e_raw_worker_msgs_per_s", 0.7,
+    ("e2e_event_msgs_per_s", "e2e_raw_worker_msgs_per_s", 0.9,
      "end to end (event) vs raw no-op worker"),
     ("e2e_event_task_events_msgs_per_s", "e2e_raw_worker_msgs_per_s", None,
      "  (the same with task events on, as while Flower watches)"),
+    ("e2e_inline_consumer_msgs_per_s", "e2e_raw_worker_msgs_per_s", 0.7,
+     "end to end with one consumer (inline) vs raw no-op worker"),
     ("e2e_consumer_msgs_per_s", "e2e_raw_worker_msgs_per_s", None,
-     "end to end with one consumer vs raw no-op worker"),
+     "  (the consumer delivered as a message of its own)"),
     ("e2e_event_2_workers_msgs_per_s", "e2e_raw_worker_msgs_per_s", None,
      "end to end (event), two worker instances vs raw no-op worker"),
 ]
@@ -107,6 +109,7 @@ def table(summary: dict[str, Any], notes: dict[str, Any]) -> str:
                           for name in ("gateway", "redis", "loadgen", "machine"))
         lines.append(f"batch (Redis) CPU us per message: {parts}; at {BATCH_TARGET:g}x "
                      f"send_task the {notes['cores']} cores allow {budget:.0f}")
+    lines += _e2e_cpu(medians)
     rss = notes.get("rss_peak_mb", {})
     if "worker" in rss:
         lines.append(f"{'peak RSS of a worker process (MB)':<58} {rss['worker']:>10.1f}")
@@ -116,6 +119,22 @@ def table(summary: dict[str, Any], notes: dict[str, Any]) -> str:
                      f"{soak['gateway_rss_first_tenth_mb']:>10.1f} "
                      f"{soak['gateway_rss_last_tenth_mb']:>10.1f}")
     return "\n".join(lines)
+
+
+#: The parts of an end-to-end figure's CPU, in the order of a message's path.
+E2E_PARTS = ("loadgen", "gateway", "redis", "worker_main", "worker_pool", "machine")
+
+
+def _e2e_cpu(medians: dict[str, float]) -> list[str]:
+    """µs of CPU per message of each part of the end-to-end figures (the parts add up to
+    the machine's but for other processes), where a shortfall against the raw worker is."""
+    lines = []
+    for figure in ("e2e_raw", "e2e_event", "e2e_inline_consumer", "e2e_consumer"):
+        parts = [f"{name} {medians[f'{figure}_cpu_{name}_us']:.0f}" for name in E2E_PARTS
+                 if f"{figure}_cpu_{name}_us" in medians]
+        if parts:
+            lines.append(f"{figure} CPU us per message: {', '.join(parts)}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,12 +206,17 @@ class Run:
         if "e2e" in plan.groups:
             raw = self._drain_raw()
             add("e2e_raw_worker_msgs_per_s", raw)
-            add("e2e_event_msgs_per_s", self._end_to_end(ours.port, raw, consumer=False))
+            add("e2e_event_msgs_per_s", self._end_to_end(ours.port, raw, consumer=None,
+                                                         figure="e2e_event", gateway=ours))
             add("e2e_event_task_events_msgs_per_s", self._end_to_end(
-                ours.port, raw, consumer=False, INTEGRATION_TASK_EVENTS="true"))
-            add("e2e_consumer_msgs_per_s", self._end_to_end(ours.port, raw, consumer=True))
+                ours.port, raw, consumer=None, INTEGRATION_TASK_EVENTS="true"))
+            add("e2e_consumer_msgs_per_s", self._end_to_end(
+                ours.port, raw, consumer="queued", figure="e2e_consumer", gateway=ours))
+            add("e2e_inline_consumer_msgs_per_s", self._end_to_end(
+                ours.port, raw, consumer="inline", figure="e2e_inline_consumer",
+                gateway=ours))
             add("e2e_event_2_workers_msgs_per_s",
-                self._end_to_end(ours.port, raw, consumer=False, instances=2))
+                self._end_to_end(ours.port, raw, consumer=None, instances=2))
 
     def _singles(self, ours: Any, apps: dict[str, int]) -> None:
         """Single submits at peak against the HTTP baselines, then latency at half of peak."""
@@ -277,6 +282,25 @@ class Run:
         self.client.flushdb()
 
     # -- end to end ----------------------------------------------------------------------------
+    def _e2e_meter(self, workers: list[Worker], gateway: Any = None) -> CpuMeter:
+        """CPU of each part of an end-to-end figure: the gateway, Redis, the workers' main
+        processes (which fetch and acknowledge every message) and their pool processes."""
+        groups: dict[str, Callable[[], list[int]]] = {
+            "redis": self._redis_pids,
+            "worker_main": lambda: [w.popen.pid for w in workers],
+            "worker_pool": lambda: [pid for w in workers for pid in w.children()],
+        }
+        if gateway is not None:
+            groups["gateway"] = gateway.children
+            groups["loadgen"] = lambda: [os.getpid()]
+        return CpuMeter(groups)
+
+    def _record_cpu(self, figure: str, cpu: dict[str, float], messages: int) -> None:
+        """µs of CPU per message of each part, and the machine's (the parts add up to it
+        but for what other processes used meanwhile)."""
+        for name, seconds in cpu.items():
+            self.results.add(f"{figure}_cpu_{name}_us", seconds * 1e6 / max(messages, 1))
+
     def _drain_raw(self) -> float:
         """A stock worker with a no-op task draining a pre-filled queue: first to last task."""
         plan = self.plan
@@ -288,16 +312,20 @@ class Run:
                               kwargs={"total": plan.e2e_messages},
                               queue=baselines.NOOP_QUEUE, producer=producer)
         worker = self._start_worker("raw-worker", "bench.noop", [baselines.NOOP_QUEUE])
+        meter = self._e2e_meter([worker])
+        meter.start()
         try:
             _wait(lambda: self.client.exists("bench:noop:last"), 300, "the raw worker")
+            self._record_cpu("e2e_raw", meter.stop(), plan.e2e_messages)
             first, last = (float(cast(bytes, self.client.get(k)) or 0)
                            for k in ("bench:noop:first", "bench:noop:last"))
         finally:
             self._stop_worker(worker)
         return (plan.e2e_messages - 1) / max(last - first, 1e-6)
 
-    def _end_to_end(self, port: int, rate: float, *, consumer: bool,
-                    instances: int = 1, **env: str) -> float:
+    def _end_to_end(self, port: int, rate: float, *, consumer: str | None = None,
+                    instances: int = 1, figure: str | None = None, gateway: Any = None,
+                    **env: str) -> float:
         """Events submitted through the gateway (batches, paced at the raw worker's rate)
         while our worker processes them; messages per second from the first acceptance to
         the last completion (the consumer's delivery, when one is subscribed). With
@@ -306,11 +334,15 @@ class Run:
         plan = self.plan
         self._flush()
         queues = ["event"]
-        if consumer:
+        if consumer == "queued":
             queues.append("consumer.bench-sink")
             env["INTEGRATION_CONSUMER_MODULES"] = "bench.consumers:CONSUMERS"
+        elif consumer == "inline":
+            env["INTEGRATION_CONSUMER_MODULES"] = "bench.consumers:INLINE"
         workers = [self._start_worker(f"worker-{n}", "tasks", queues, **env)
                    for n in range(instances)]
+        meter = self._e2e_meter(workers, gateway)
+        meter.start()
         try:
             requests = max(1, plan.e2e_messages // plan.e2e_batch)
             outcome = loadgen.open_loop(
@@ -325,6 +357,8 @@ class Run:
             index = f"{self.settings.key_prefix}:idx:status:succeeded"
             _wait(lambda: cast(int, self.client.zcard(index)) >= total, 600,
                   "every message finished")
+            if figure is not None:
+                self._record_cpu(figure, meter.stop(), sent)
         finally:
             for worker in workers:
                 self._stop_worker(worker)

@@ -96,6 +96,14 @@ class Subscription:
     retry: RetryPolicy | None = None
     #: The downstream target a delivery acts on (a circuit breaker per target), if any.
     target: Callable[[Delivered], str] | None = field(default=None)
+    #: May run in the worker that finished the message, right after it (a fraction of a
+    #: message instead of a message of its own); it falls back to a delivery message of
+    #: its own when it fails. Only without a target (breakers and rate limits need one).
+    inline: bool = False
+
+    @property
+    def runs_inline(self) -> bool:
+        return self.inline and self.target is None
 
     @property
     def type_name(self) -> str:
@@ -112,16 +120,18 @@ class Subscription:
 
 
 def consumer(*patterns: str, name: str | None = None, description: str = "",
-             retry: RetryPolicy | None = None) -> Callable[[ConsumerHandler], Subscription]:
+             retry: RetryPolicy | None = None,
+             inline: bool = False) -> Callable[[ConsumerHandler], Subscription]:
     """Declare a consumer of the topics matching ``patterns``; returns the ``Subscription``
-    (expose it through an entry point or ``INTEGRATION_CONSUMER_MODULES`` to run it)."""
+    (expose it through an entry point or ``INTEGRATION_CONSUMER_MODULES`` to run it). With
+    ``inline``, it runs in the worker that finished the message (see ``Subscription``)."""
     if not patterns:
         raise ValueError("a consumer needs at least one topic pattern")
 
     def declare(handler: ConsumerHandler) -> Subscription:
         return Subscription(name or handler.__name__.replace("_", "-"), tuple(patterns),
                             handler, description or (handler.__doc__ or "").strip()
-                            .split("\n")[0], retry)
+                            .split("\n")[0], retry, inline=inline)
 
     return declare
 

@@ -8,7 +8,6 @@ the outbox) never delivers twice: at least once into the broker, effect once in 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from integration.consumers import EVENT_CHANNEL, Emit, Subscription
-from integration.envelope import Envelope
+from integration.envelope import Envelope, derived_id
 from integration.problems import Conflict, Forbidden, InvalidMessage, Problem
 from integration.publisher import Outgoing
 from integration.retry import PermanentError, TransientError
@@ -25,11 +24,6 @@ from integration.status import Status
 from integration.submission import Accepted, Submitter
 
 log = logging.getLogger(__name__)
-
-
-def derived_id(parent: str, key: str) -> str:
-    """A stable id for the message ``parent`` causes under ``key`` (same inputs, same id)."""
-    return hashlib.sha256(f"{parent}|{key}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -92,13 +86,40 @@ class Dispatcher:
         if self.dynamic is not None:
             self.dynamic.refresh()
 
-    def deliveries(self, fanout: Fanout, *, fresh: bool = True) -> list[dict[str, Any]]:
-        envelopes = [self._envelope(fanout, s.type_name, s.name,
-                                    {"topic": fanout.topic, "event": dict(fanout.event)})
-                     for s in self.subscriptions if s.matches(fanout.topic)]
+    def inline_for(self, topic: str) -> list[Subscription]:
+        """The consumers of ``topic`` that run in the finishing worker: those that may, and
+        whose own deliveries nobody subscribes to (an inline delivery publishes no event)."""
+        return [s for s in self.subscriptions
+                if s.runs_inline and s.matches(topic) and not self._watched(s.type_name)]
+
+    def _watched(self, type_name: str) -> bool:
+        topics = [f"{type_name}.{outcome}" for outcome in ("succeeded", "dead")]
+        if any(s.matches(t) for s in self.subscriptions for t in topics):
+            return True
+        return self.dynamic is not None and any(self.dynamic.snapshot(t)[0] for t in topics)
+
+    def has_queued(self, topic: str, ran_inline: Mapping[str, Any]) -> bool:
+        """Whether the event has deliveries to send as messages: consumers that did not run
+        inline (by name in ``ran_inline``), or webhook subscriptions (as last read)."""
+        if any(s.matches(topic) and s.name not in ran_inline for s in self.subscriptions):
+            return True
+        return self.dynamic is not None and self.dynamic.snapshot(topic)[0]
+
+    def deliveries(self, fanout: Fanout, *, fresh: bool = True,
+                   ran_inline: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The delivery messages of the event (one per consumer and webhook subscription),
+        but for the consumers that ran inline in the finishing worker (by name)."""
+        skip = ran_inline or {}
+        envelopes = [self.delivery(fanout, s) for s in self.subscriptions
+                     if s.matches(fanout.topic) and s.name not in skip]
         if self.dynamic is not None:
             envelopes += self.dynamic.deliveries(fanout, self.source, fresh=fresh)
         return envelopes
+
+    def delivery(self, fanout: Fanout, subscription: Subscription) -> dict[str, Any]:
+        """The delivery of the event to ``subscription``, as an envelope."""
+        return self._envelope(fanout, subscription.type_name, subscription.name,
+                              {"topic": fanout.topic, "event": dict(fanout.event)})
 
     def _envelope(self, fanout: Fanout, type_name: str, key: str,
                   data: dict[str, Any]) -> dict[str, Any]:
@@ -106,12 +127,13 @@ class Dispatcher:
                 "source": self.source, "subject": fanout.message_id, "data": data,
                 "correlationid": fanout.correlationid, "causationid": fanout.message_id}
 
-    def dispatch(self, fanout: Fanout, *, fresh: bool = True) -> int:
-        """Enqueue every delivery of the event; raises ``TransientError`` if some could not
-        be enqueued (the outbox tries again). Returns how many deliveries there are. With
-        ``fresh=False``, webhook subscriptions come from the list last read (the caller
-        checked its version when it recorded the event)."""
-        envelopes = self.deliveries(fanout, fresh=fresh)
+    def dispatch(self, fanout: Fanout, *, fresh: bool = True,
+                 ran_inline: Mapping[str, Any] | None = None) -> int:
+        """Enqueue every delivery of the event but those that ran inline; raises
+        ``TransientError`` if some could not be enqueued (the outbox tries again). Returns
+        how many were enqueued. With ``fresh=False``, webhook subscriptions come from the
+        list last read (the caller checked its version when it recorded the event)."""
+        envelopes = self.deliveries(fanout, fresh=fresh, ran_inline=ran_inline)
         if envelopes:
             self.submit_once([Envelope.model_validate(e) for e in envelopes], fanout.owner)
         return len(envelopes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import deque
@@ -52,6 +53,11 @@ def new_id() -> str:
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     return raw.hex()
+
+
+def derived_id(parent: str, key: str) -> str:
+    """A stable id for what ``parent`` causes under ``key`` (same inputs, same id)."""
+    return hashlib.sha256(f"{parent}|{key}".encode()).hexdigest()[:32]
 
 
 def utc_now() -> datetime:

@@ -122,6 +122,8 @@ def loop_subscriptions(stages: str) -> list[Subscription]:
         raise ConfigurationError(
             f"INTEGRATION_LOOP_STAGES: unknown stage(s) {', '.join(unknown)}; "
             f"known: {', '.join(STAGES)}")
+    # Inline: each stage runs in the worker that finished the message it consumes, a
+    # fraction of a message rather than a delivery message of its own (docs/decisions/0002).
     return [Subscription(f"loop-{stage}", topics, handler,
-                         (handler.__doc__ or "").split("\n")[0])
+                         (handler.__doc__ or "").split("\n")[0], inline=True)
             for stage, (topics, handler) in STAGES.items() if stage in wanted]

@@ -21,17 +21,30 @@ from pydantic import ValidationError
 
 from integration import effects, logs
 from integration.claims import ClaimKeeper
-from integration.consumers import EVENT_CHANNEL, emitting, is_delivery_topic
+from integration.consumers import (
+    EVENT_CHANNEL,
+    ConsumerContext,
+    Subscription,
+    emitting,
+    is_delivery_topic,
+)
 from integration.dispatch import Dispatcher, Fanout
 from integration.envelope import ID_PATTERN, Envelope, new_id, utc_now
-from integration.events import finish
+from integration.events import finish, result_event
 from integration.guards import Deferred, Guards, Held
 from integration.jsonlimits import JsonLimits
 from integration.problems import validation_errors
 from integration.registry import Registry
 from integration.retry import PermanentError, RetryPolicy, classify
 from integration.status import STARTABLE, Status
-from integration.store import Begun, DeliveryState, NewRecord, StatusStore, Transition
+from integration.store import (
+    Begun,
+    DeliveryState,
+    InlineDelivery,
+    NewRecord,
+    StatusStore,
+    Transition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +76,12 @@ class Outcome:
     attempt: int | None = None  # which attempt this delivery was, when one started
     waited: float | None = None  # seconds in the queue before this attempt started
     total: float | None = None  # seconds from acceptance to a final status
+    #: The types of the deliveries that ran inline after it, each one succeeded.
+    inline: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {k: str(v) if k == "status" else v for k, v in self.__dict__.items()}
+        return {k: str(v) if k == "status" else list(v) if k == "inline" else v
+                for k, v in self.__dict__.items()}
 
     def __repr__(self) -> str:
         return repr(self.to_json())
@@ -108,7 +124,8 @@ class Processor:
             status=status, type=notes.get("type", "unknown"),
             channel=notes.get("channel", "direct"), error=notes.get("error"),
             attempt=notes.get("attempt"), waited=notes.get("waited"),
-            total=time.time() - accepted if accepted and status.final else None)
+            total=time.time() - accepted if accepted and status.final else None,
+            inline=tuple(notes.get("inline", ())))
 
     def _process(self, raw: Any, delivery: Delivery) -> Status:
         try:
@@ -376,8 +393,13 @@ class Processor:
                 envelope: Envelope | None, field: str, value: dict[str, Any], *,
                 correlation: str | None = None, claim: tuple[int, str] | None = None) -> None:
         """Record the outcome and its event on ``<type>.<outcome>`` (and release ``claim``),
-        then deliver the event to its subscribers (parked in the outbox first, so a crash or
-        a broker failure in between only delays the deliveries).
+        with the deliveries to the consumers that run inline, which ran just before; then
+        deliver the event to its other subscribers (parked in the outbox first, so a crash
+        or a broker failure in between only delays those deliveries).
+
+        The event's id is derived from the message, its generation and the outcome: a
+        redelivery after a crash before the recording makes the same event, so the inline
+        consumers run again under the same delivery ids and effect keys.
 
         Whether the event has subscribers comes from the webhook subscriptions last read;
         the recording checks, in the same step, that they have not changed since (else they
@@ -385,29 +407,73 @@ class Processor:
         topic = f"{message_type}.{outcome}"
         dispatcher = self.dispatcher
         correlation = (envelope.correlationid if envelope else correlation) or message_id
+        owner = self._notes.get("owner", "direct")
+        event = result_event(message_id, topic, outcome, correlation, {field: value},
+                             generation=claim[0] if claim is not None else None)
+        fanout = Fanout(message_id, owner, topic, event, correlation)
+        ran: dict[str, InlineDelivery] | None = None
+        queued = False
+        only_if: tuple[str, bytes | None] | None = None
         for attempt in range(3):
             wants, only_if = dispatcher.wants_cached(topic) if dispatcher else (False, None)
             if attempt == 2 and dispatcher is not None:  # changing under us: read, then write
                 wants, only_if = dispatcher.wants(topic), None
-            pending = wants and not _second_hop(topic, envelope)
-            event = finish(self.store, message_id, message_type, outcome, correlation, field,
-                           value, outbox_in=self.outbox_grace if pending else None,
-                           claim=claim, only_if=only_if)
-            if event is not None:
+            pending = dispatcher is not None and wants and not _second_hop(topic, envelope)
+            inline = dispatcher.inline_for(topic) if dispatcher and pending else []
+            if inline and ran is None:
+                ran = self._run_inline(fanout, inline)
+            done = ran or {}
+            queued = pending and dispatcher is not None and \
+                dispatcher.has_queued(topic, ran_inline=done)
+            written = finish(self.store, message_id, message_type, outcome, correlation, field,
+                             value, outbox_in=self.outbox_grace if queued else None,
+                             claim=claim, only_if=only_if, event=event,
+                             inline=list(done.values()), owner=owner)
+            if written is not None:
                 break
             if dispatcher is not None:
                 dispatcher.refresh_subscriptions()
-        if event is None or not pending or dispatcher is None:
+        else:
+            return
+        if ran:
+            self._notes["inline"] = [d.type for d in ran.values()]
+        if not queued or dispatcher is None:
             return
         try:
-            dispatcher.dispatch(Fanout(message_id, self._notes.get("owner", "direct"), topic,
-                                       event, correlation), fresh=only_if is None)
+            dispatcher.dispatch(fanout, fresh=only_if is None, ran_inline=ran or {})
         except (PermanentError, ValidationError) as exc:
             log.error("deliveries of %s on %s abandoned: %s", message_id, topic, exc)
         except Exception as exc:  # noqa: BLE001 - the outbox delivers it later
             log.warning("deliveries of %s on %s delayed: %s", message_id, topic, exc)
             return
         self.store.clear_outbox(message_id)
+
+    def _run_inline(self, fanout: Fanout,
+                    inline: list[Subscription]) -> dict[str, InlineDelivery]:
+        """Run the consumers that may run here on the event, each as its delivery would (its
+        id, the key of its effects, ``emit``), by subscription name. One that fails is left
+        out: its delivery goes out as a message of its own, with retries."""
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        done: dict[str, InlineDelivery] = {}
+        for subscription in inline:
+            raw = dispatcher.delivery(fanout, subscription)
+            envelope = Envelope.model_construct(**raw)  # made here, valid by construction
+            emit = dispatcher.emitter(envelope, fanout.owner)
+            try:
+                with effects.running(envelope.id, 1), emitting(emit):
+                    result = subscription(dict(fanout.event),
+                                          ConsumerContext(envelope, fanout.topic, emit))
+            except Exception as exc:  # noqa: BLE001 - it goes out as a delivery message
+                log.warning("inline delivery %s to %s failed (%s: %s); sent as a message",
+                            envelope.id, subscription.name, type(exc).__name__, exc)
+                continue
+            # The record names the event rather than carrying it (the cause's trace has it).
+            kept = {**raw, "data": {"topic": fanout.topic, "event_id": fanout.event.get("id")}}
+            done[subscription.name] = InlineDelivery(
+                envelope.id, subscription.type_name, subscription.type_name, kept,
+                dict(result) if result else {"consumed": fanout.topic})
+        return done
 
 
 def _start_fields(delivery: Delivery) -> dict[str, Any]:

@@ -230,22 +230,25 @@ return {1, state, attempts}
 """
 
 # A delivery's last step, in one round trip: the final status (as _TRANSITION without a
-# precondition), its result event in the event log and the history, the event parked in the
-# outbox when ARGV[11] (its due time) is given, and the claim released when ARGV[12] (its
-# holder) still holds it. With ARGV[13], nothing is written unless KEYS[6] still holds that
-# value ('-' for no value): the caller chose the outbox from a cached subscription list of
-# that version. A record deleted meanwhile is not written again (a partial hash without a
-# TTL would stay forever): the event still goes to the event log, but not to the outbox,
-# which reads it from the record. Returns {-2, current value} then, else {1, previous
+# precondition; ARGV[14] field/value items follow it), its result event in the event log and
+# the history, the event parked in the outbox when ARGV[11] (its due time) is given, and the
+# claim released when ARGV[12] (its holder) still holds it. With ARGV[13], nothing is
+# written unless KEYS[6] still holds that value ('-' for no value): the caller chose the
+# outbox from a cached subscription list of that version. A record deleted meanwhile is not
+# written again (a partial hash without a TTL would stay forever): the event still goes to
+# the event log, but not to the outbox, which reads it from the record. After the fields,
+# the deliveries of the event that ran inline (see ``finish``), each recorded succeeded
+# unless it has a record already. Returns {-2, current value} then, else {1, previous
 # status or ''}.
 _FINISH = _MOVE_INDEX + """
 if ARGV[13] ~= '' then
   local version = redis.call('GET', KEYS[6]) or '-'
   if version ~= ARGV[13] then return {-2, version} end
 end
+local fields = tonumber(ARGV[14])
 local old = redis.call('HGET', KEYS[1], 'status')
 if old then
-  redis.call('HSET', KEYS[1], 'topic', ARGV[7], unpack(ARGV, 14))
+  redis.call('HSET', KEYS[1], 'topic', ARGV[7], unpack(ARGV, 15, 14 + fields))
   redis.call('RPUSH', KEYS[2], ARGV[4], ARGV[10])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
   redis.call('EXPIRE', KEYS[2], ARGV[3])
@@ -262,6 +265,36 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'topic', ARGV[7],
            'message_id', ARGV[1], 'event', ARGV[8])
 if ARGV[12] ~= '' and redis.call('GET', KEYS[5]) == ARGV[12] then
   redis.call('DEL', KEYS[5])
+end
+local a = 15 + fields
+local count = tonumber(ARGV[a] or '0')
+if count > 0 then
+  local ttl, at, stamp, owner, records, histories = ARGV[3], ARGV[a + 1], ARGV[a + 2],
+    ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local all, succeeded, by_type, by_owner, caused = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8],
+    ARGV[a + 9], ARGV[a + 10]
+  a = a + 11
+  for r = 1, count do
+    local id, kind = ARGV[a], ARGV[a + 1]
+    local record = records .. id
+    if redis.call('EXISTS', record) == 0 then
+      redis.call('HSET', record, 'id', id, 'type', kind, 'queue', ARGV[a + 2], 'owner',
+                 owner, 'channel', 'event', 'status', 'succeeded', 'attempts', 1,
+                 'generation', 1, 'accepted_ms', at, 'accepted_at', stamp, 'updated_at',
+                 stamp, 'finished_at', stamp, 'envelope', ARGV[a + 3], 'result', ARGV[a + 4],
+                 'topic', kind .. '.succeeded', 'inline', 1, 'request', '')
+      redis.call('EXPIRE', record, ttl)
+      redis.call('RPUSH', histories .. id, ARGV[a + 5])
+      redis.call('EXPIRE', histories .. id, ttl)
+      redis.call('ZADD', all, at, id)
+      redis.call('ZADD', succeeded, at, id)
+      redis.call('ZADD', by_type .. kind, at, id)
+      redis.call('ZADD', by_owner, at, id)
+      redis.call('SADD', caused, id)
+    end
+    a = a + 6
+  end
+  redis.call('EXPIRE', caused, ttl)
 end
 return {1, old or ''}
 """
@@ -290,7 +323,7 @@ return 1
 
 #: Fields holding JSON documents rather than plain strings.
 _JSON_FIELDS = ("envelope", "result", "error", "last_error", "hold", "event")
-_INT_FIELDS = ("attempts", "accepted_ms", "generation")
+_INT_FIELDS = ("attempts", "accepted_ms", "generation", "inline")
 #: Which timestamp field each status sets (the rest set ``<status>_at``).
 _TIMESTAMP_FIELD = {
     Status.PROCESSING: "started_at",
@@ -357,6 +390,18 @@ class DeliveryState:
     accepted: float | None  # epoch seconds
     queued: float | None
     owner: str = "direct"
+
+
+@dataclass(frozen=True)
+class InlineDelivery:
+    """A delivery that ran in the worker that finished its cause: what its record keeps
+    (its envelope names the event by id rather than carrying it)."""
+
+    id: str
+    type: str
+    queue: str
+    envelope: Mapping[str, Any]
+    result: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -604,7 +649,8 @@ class StatusStore:
     def finish(self, message_id: str, status: Status, *, fields: Mapping[str, Any],
                topic: str, event: Mapping[str, Any], detail: Mapping[str, Any] | None = None,
                outbox_in: float | None = None, claim: tuple[int, str] | None = None,
-               only_if: tuple[str, bytes | None] | None = None) -> bool:
+               only_if: tuple[str, bytes | None] | None = None,
+               inline: Sequence[InlineDelivery] = (), owner: str = "direct") -> bool:
         """Record the final status and its result event together (one script, one round
         trip), so no reader sees a finished message without its event.
 
@@ -613,7 +659,9 @@ class StatusStore:
         ``outbox_in`` seconds if the process died or the broker failed in between.
         ``claim`` (generation, holder) is released if that holder still has it. With
         ``only_if`` (key, value), nothing is written unless the key still holds the value
-        (None: no value); returns False then, True otherwise.
+        (None: no value); returns False then, True otherwise. ``inline``: deliveries of the
+        event that already ran in this worker, recorded succeeded in the same step (they
+        belong to ``owner``, and the message's trace shows them).
         """
         at = now_ms()
         flat = ["status", str(status), *_changed_fields(status, at, fields)]
@@ -628,8 +676,26 @@ class StatusStore:
                   json.dumps(event, separators=(",", ":")), self.events_maxlen,
                   _history_entry("published", now_ms(), {"topic": topic}),
                   "" if outbox_in is None else now_ms() + int(outbox_in * 1000),
-                  holder, check, *flat])
+                  holder, check, len(flat), *flat, *self._inline_args(message_id, owner, at,
+                                                                       inline)])
         return int(reply[0]) != -2
+
+    def _inline_args(self, cause: str, owner: str, at: int,
+                     deliveries: Sequence[InlineDelivery]) -> list[Any]:
+        """The finish script's arguments for the deliveries that ran inline."""
+        if not deliveries:
+            return []
+        args: list[Any] = [
+            len(deliveries), at, iso(at), owner, self._record_key(""), self._history_key(""),
+            self._index_key("all"), self._index_key("status", str(Status.SUCCEEDED)),
+            self._index_key("type") + ":", self._index_key("owner", owner),
+            self._caused_key(cause)]
+        entry = _history_entry(Status.SUCCEEDED, at, {"inline": True})
+        for delivery in deliveries:
+            args += [delivery.id, delivery.type, delivery.queue,
+                     orjson.dumps(delivery.envelope).decode(),
+                     orjson.dumps(delivery.result, default=str).decode(), entry]
+        return args
 
     # -- the outbox of result events still to deliver --------------------------------------
     @property

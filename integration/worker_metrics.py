@@ -110,6 +110,8 @@ class WorkerMetrics:
             self.deferred.labels(kind).inc()
         elif status == "held":
             self.held.labels(kind).inc()
+        for delivery in outcome.get("inline") or ():
+            self.processed.labels(delivery, "event", "succeeded").inc()
 
 
 _PID = re.compile(r"_(\d+)\.db$")

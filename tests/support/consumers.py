@@ -3,9 +3,11 @@ INTEGRATION_CONSUMER_MODULES; each records what it consumed in Redis."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
+from integration import effects
 from integration.consumers import ConsumerContext, consumer
 from integration.retry import RetryPolicy, TransientError
 from tests.support.fault_types import _redis
@@ -48,4 +50,30 @@ def ledger(event: dict[str, Any], context: ConsumerContext) -> dict[str, Any]:
     return {"seen": event["type"]}
 
 
-CONSUMERS = [healthy, fragile, emitter, ledger]
+@consumer("test.inline.succeeded", name="inline-ok", inline=True)
+def inline_ok(event: dict[str, Any], context: ConsumerContext) -> dict[str, Any]:
+    """Counts its effect by key and pid; sleeps while ``tests:inline-slow:<subject>`` says."""
+    client = _redis()
+    key = effects.idempotency_key(context.envelope.id)
+    client.hincrby(f"{CONSUMED}:inline-effects:{event['subject']}", key, 1)
+    client.rpush(f"{CONSUMED}:inline-pids:{event['subject']}", os.getpid())
+    slow = client.get(f"tests:inline-slow:{event['subject']}")
+    if slow:
+        client.delete(f"tests:inline-slow:{event['subject']}")  # the next run is quick
+        time.sleep(float(slow))
+    return {"seen": event["subject"], "emitted": context.emit("event", {"by": "inline"})}
+
+
+@consumer("test.inline.succeeded", name="inline-flaky", inline=True,
+          retry=RetryPolicy(max_attempts=4, base_delay_seconds=0.5, max_delay_seconds=0.5,
+                            jitter=False))
+def inline_flaky(event: dict[str, Any], context: ConsumerContext) -> dict[str, Any]:
+    """Fails while ``tests:inline-down`` exists, inline or as a delivery message."""
+    client = _redis()
+    client.rpush(f"{CONSUMED}:inline-flaky:{event['subject']}", context.envelope.id)
+    if client.exists("tests:inline-down"):
+        raise TransientError("the inline consumer's downstream is down")
+    return {"seen": event["subject"]}
+
+
+CONSUMERS = [healthy, fragile, emitter, ledger, inline_ok, inline_flaky]

@@ -117,6 +117,7 @@ TYPES = [
                 retry=RetryPolicy(max_attempts=2, base_delay_seconds=12, max_delay_seconds=12,
                                   jitter=False)),
     MessageType("test.produce", Flaky, handle_flaky, "Produces events for consumer tests."),
+    MessageType("test.inline", Flaky, handle_flaky, "Produces events for inline consumers."),
     MessageType("test.action", Action, handle_action, "A guarded action.",
                 target=lambda p: f"test:{p.target}", action_key=lambda p: p.action),
 ]

@@ -23,7 +23,7 @@ def test_an_installed_package_adds_consumers_through_its_entry_point(
         f"[{ENTRY_POINT_GROUP}]\npager = tests.support.consumers:CONSUMERS\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     names = [s.name for s in load_subscriptions("")]
-    assert names == ["healthy", "fragile", "emitter", "ledger"]
+    assert names == ["healthy", "fragile", "emitter", "ledger", "inline-ok", "inline-flaky"]
     assert "tests.support.consumers" in sys.modules
 
 
