@@ -66,6 +66,7 @@ class Dispatcher:
         self.subscriptions = list(subscriptions)
         self.dynamic = dynamic
         self.source = source
+        self._static: dict[str, tuple[Subscription, ...]] = {}
 
     def wants(self, topic: str) -> bool:
         """Whether the event has subscribers (so its deliveries go through the outbox)."""
@@ -76,7 +77,7 @@ class Dispatcher:
         """``wants`` without a Redis read: from the dynamic subscriptions last read, with the
         (key, version) they were read at, which the caller's write checks (None: nothing
         to check, no dynamic subscriptions). ``refresh_subscriptions`` reads them again."""
-        static = any(s.matches(topic) for s in self.subscriptions)
+        static = bool(self.static_for(topic))
         if self.dynamic is None:
             return static, None
         dynamic, version = self.dynamic.snapshot(topic)
@@ -86,22 +87,31 @@ class Dispatcher:
         if self.dynamic is not None:
             self.dynamic.refresh()
 
+    def static_for(self, topic: str) -> tuple[Subscription, ...]:
+        """The consumers in code of ``topic``, remembered per topic (they never change; a
+        worker sees a few topics, each thousands of times)."""
+        found = self._static.get(topic)
+        if found is None:
+            found = self._static[topic] = tuple(
+                s for s in self.subscriptions if s.matches(topic))
+        return found
+
     def inline_for(self, topic: str) -> list[Subscription]:
         """The consumers of ``topic`` that run in the finishing worker: those that may, and
         whose own deliveries nobody subscribes to (an inline delivery publishes no event)."""
-        return [s for s in self.subscriptions
-                if s.runs_inline and s.matches(topic) and not self._watched(s.type_name)]
+        return [s for s in self.static_for(topic)
+                if s.runs_inline and not self._watched(s.type_name)]
 
     def _watched(self, type_name: str) -> bool:
         topics = [f"{type_name}.{outcome}" for outcome in ("succeeded", "dead")]
-        if any(s.matches(t) for s in self.subscriptions for t in topics):
+        if any(self.static_for(t) for t in topics):
             return True
         return self.dynamic is not None and any(self.dynamic.snapshot(t)[0] for t in topics)
 
     def has_queued(self, topic: str, ran_inline: Mapping[str, Any]) -> bool:
         """Whether the event has deliveries to send as messages: consumers that did not run
         inline (by name in ``ran_inline``), or webhook subscriptions (as last read)."""
-        if any(s.matches(topic) and s.name not in ran_inline for s in self.subscriptions):
+        if any(s.name not in ran_inline for s in self.static_for(topic)):
             return True
         return self.dynamic is not None and self.dynamic.snapshot(topic)[0]
 
