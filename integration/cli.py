@@ -150,6 +150,10 @@ def up(host: str | None, port: int | None, no_beat: bool, flower: bool) -> None:
                        flower=flower))
 
 
+#: Moments the CLI reads: with an offset (``Z`` or ``+02:00``), or without one (UTC).
+_MOMENT_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
+
+
 @main.group()
 def token() -> None:
     """Issue, revoke and inspect access tokens (JWT).
@@ -159,6 +163,7 @@ def token() -> None:
       integration token issue --sub alertmanager --role monitoring --service --ttl 31536000
       integration token inspect "$TOKEN"
       integration token revoke "$TOKEN"
+      integration token revoke --subject alice
     """
 
 
@@ -200,31 +205,77 @@ def token_issue(subject: str, roles: tuple[str, ...], ttl: int, service: bool) -
 
 
 @token.command("revoke")
-@click.argument("jti_or_token")
-def token_revoke(jti_or_token: str) -> None:
-    """Revoke a token in every gateway at once, given its jti or the token itself.
+@click.argument("jti_or_token", required=False)
+@click.option("--subject", help="Revoke every token of this subject issued at or before "
+                                "--before (with or without a jti).")
+@click.option("--before", type=click.DateTime(_MOMENT_FORMATS),
+              help="With --subject: tokens issued at or before this moment (UTC unless it "
+                   "has an offset; default: now).")
+def token_revoke(jti_or_token: str | None, subject: str | None,
+                 before: datetime | None) -> None:
+    """Revoke tokens in every gateway at once: one token by its jti or its text, or every
+    token of a subject issued up to a moment.
+
+    A token without a jti (common from identity providers) is revoked through its subject:
+    every token of that subject issued at or before its iat. Revoking a subject also stops
+    the schedules and webhook subscriptions it made before the moment.
 
     \b
     Examples:
       integration token revoke "$TOKEN"
       integration token revoke 0b8e6a52c1f14d0c9d0f3b1a2e7c4d55   # a jti
+      integration token revoke --subject alice
+      integration token revoke --subject alice --before 2026-01-31T08:00:00Z
     """
+    import time
+
     import jwt
 
+    if (jti_or_token is None) == (subject is None):
+        raise click.UsageError("give a jti or a token, or --subject (one of them)")
+    if before is not None and subject is None:
+        raise click.UsageError("--before goes with --subject")
     settings = get_settings()
-    jti, expires_at = jti_or_token, None
+    revocations = Revocations(store_from_settings(settings).client, settings.key_prefix,
+                              settings.service_token_max_ttl_seconds)
+    if subject is not None:
+        at = _utc(before).timestamp() if before is not None else None
+        if at is not None and at > time.time():
+            raise click.ClickException("--before is in the future: a revocation covers "
+                                       "tokens already issued")
+        moment = revocations.revoke_subject(subject, at)
+        click.echo(f"revoked every token of {subject!r} issued at or before "
+                   f"{_iso(moment)}")
+        return
+    assert jti_or_token is not None
+    jti: Any = jti_or_token
+    expires_at: Any = None
     if jti_or_token.count(".") == 2:
         try:
             claims = unverified_claims(jti_or_token)
         except jwt.PyJWTError as exc:
             raise click.ClickException(f"not a token: {exc}") from None
-        jti, expires_at = str(claims.get("jti", "")), claims.get("exp")
-        if not jti:
-            raise click.ClickException("the token has no jti, so it cannot be revoked")
-    revocations = Revocations(store_from_settings(settings).client, settings.key_prefix,
-                              settings.service_token_max_ttl_seconds)
-    ttl = revocations.revoke(jti, expires_at)
+        jti, expires_at = claims.get("jti"), claims.get("exp")
+        if not isinstance(jti, str) or not jti:
+            owner, issued = claims.get("sub"), claims.get("iat")
+            if not isinstance(owner, str) or not owner:
+                raise click.ClickException("the token has neither a jti nor a subject")
+            moment = revocations.revoke_subject(
+                owner, float(issued) if isinstance(issued, int | float) else None)
+            click.echo(f"the token has no jti: revoked every token of {owner!r} issued at or "
+                       f"before {_iso(moment)}")
+            return
+    ttl = revocations.revoke(jti, expires_at if isinstance(expires_at, int) else None)
     click.echo(f"revoked {jti} (kept for {ttl} s)")
+
+
+def _utc(moment: datetime) -> datetime:
+    """A moment given without an offset is UTC (the service's logs and records are)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 @token.command("inspect")

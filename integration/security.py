@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import jwt
 import redis
@@ -48,6 +49,69 @@ class TokenVerification:
     @property
     def hmac(self) -> bool:
         return self.algorithm.startswith("HS")
+
+
+class InvalidClaims(ValueError):
+    """A verified token whose claims the service cannot use; the message says which."""
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """The claims of a verified token that the service acts on, read by one function for
+    REST requests and WebSockets alike (``token_claims``)."""
+
+    subject: str
+    roles: tuple[str, ...]
+    #: Seconds since the epoch, as JSON numbers in the token.
+    expires_at: float
+    issued_at: float | None
+    token_id: str | None
+
+    def seconds_left(self, leeway: float, now: float | None = None) -> float:
+        """How long the token is still accepted (PyJWT refuses it after ``exp + leeway``)."""
+        return self.expires_at + leeway - (time.time() if now is None else now)
+
+
+def roles_of(claims: Mapping[str, Any], path: str) -> tuple[str, ...] | None:
+    """The roles at a dotted claim path (``roles``, ``realm_access.roles``); None if malformed."""
+    value: Any = claims
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if value is None:
+        return ()
+    if isinstance(value, list) and all(isinstance(r, str) for r in value):
+        return tuple(value)
+    return None
+
+
+def _number(value: Any) -> bool:
+    # PyJWT compares int(value), so it also takes "1700000000" (a string) and true; a time
+    # claim that is not a JSON number would then mean one thing there and another here.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def token_claims(payload: Mapping[str, Any], roles_claim: str) -> TokenClaims:
+    """The claims of a token whose signature and times PyJWT verified, or ``InvalidClaims``:
+    ``sub`` a non-empty string, ``exp`` a JSON number, ``iat`` and ``nbf`` JSON numbers when
+    present, ``jti`` a non-empty string when present, the roles a list of strings."""
+    subject = payload.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise InvalidClaims("sub must be a non-empty string")
+    if "exp" not in payload:
+        raise InvalidClaims("exp is required")
+    for name in ("exp", "iat", "nbf"):
+        if name in payload and not _number(payload[name]):
+            raise InvalidClaims(f"{name} must be a number (seconds since the epoch)")
+    token_id = payload.get("jti")
+    if token_id is not None and (not isinstance(token_id, str) or not token_id):
+        raise InvalidClaims("jti must be a non-empty string")
+    roles = roles_of(payload, roles_claim)
+    if roles is None:
+        raise InvalidClaims(f"{roles_claim} must be a list of strings")
+    issued = payload.get("iat")
+    return TokenClaims(subject=subject, roles=roles, expires_at=float(payload["exp"]),
+                       issued_at=float(issued) if issued is not None else None,
+                       token_id=token_id)
 
 
 def _pem(value: str) -> str:
@@ -121,15 +185,27 @@ def signing_key(settings: Settings) -> str:
 
 
 class Revocations:
-    """Revoked token ids (``jti``), each kept until the token would have expired anyway.
+    """Revoked tokens: by id (``jti``), each kept until the token would have expired anyway,
+    and by subject (every token of a subject issued at or before a moment, with or without
+    a ``jti``).
 
     With ``check_interval`` > 0, a process trusts a "not revoked" answer that long instead of
     asking Redis on every request (a round trip per request saved under load); a revoked answer
-    is final. ``revoke`` forgets its own process's answer at once.
+    is final. ``revoke`` and ``revoke_subject`` forget their own process's answer at once.
     """
 
     #: Token ids whose answers one process remembers (the oldest go first).
     REMEMBERED = 10_000
+    #: Moves a subject's revocation moment forward only: a later call with an earlier moment
+    #: must not make valid again the tokens that an earlier call revoked.
+    _LATEST = """
+    local current = redis.call('GET', KEYS[1])
+    if (not current) or tonumber(current) < tonumber(ARGV[1]) then
+        redis.call('SET', KEYS[1], ARGV[1])
+        return ARGV[1]
+    end
+    return current
+    """
 
     def __init__(self, client: redis.Redis, prefix: str, max_ttl: int,
                  check_interval: float = 0.0) -> None:
@@ -164,19 +240,44 @@ class Revocations:
         remember(self._answers, jti, (now, revoked), self.REMEMBERED)
         return revoked
 
+    def token_revoked(self, claims: TokenClaims) -> bool:
+        """Whether a token is revoked, by its id or by its subject (the one check of REST
+        requests, WebSocket frames and open sockets)."""
+        if claims.token_id is not None and self.is_revoked(claims.token_id):
+            return True
+        return self.revoked_since(claims.subject, claims.issued_at)
+
+    def tokens_revoked(self, tokens: list[TokenClaims]) -> list[bool]:
+        """``token_revoked`` for many tokens in one round trip, without the remembered
+        answers (open sockets are checked on a timer, not per request)."""
+        pipe = self.client.pipeline(transaction=False)
+        for claims in tokens:
+            if claims.token_id is not None:
+                pipe.exists(self._key(claims.token_id))
+            pipe.get(self._subject_key(claims.subject))
+        replies = iter(pipe.execute())
+        revoked = []
+        for claims in tokens:
+            by_id = bool(next(replies)) if claims.token_id is not None else False
+            raw = next(replies)
+            moment = float(raw) if raw else None
+            revoked.append(by_id or _covers(moment, claims.issued_at))
+        return revoked
+
     # -- by subject: every token of a subject issued before a moment, and what it created --
     def _subject_key(self, subject: str) -> str:
         digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
         return f"{self.prefix}:revoked-subject:{digest}"
 
     def revoke_subject(self, subject: str, at: float | None = None) -> float:
-        """Revoke every token of ``subject`` issued before ``at`` (now), and stop the
+        """Revoke every token of ``subject`` issued at or before ``at`` (now), and stop the
         schedules and webhook subscriptions it created before then. Kept without expiry:
-        what the subject created lives on. Returns the moment."""
+        what the subject created lives on. The moment only moves forward: returns the one
+        in force (``at``, or a later one given before)."""
         moment = time.time() if at is None else at
-        self.client.set(self._subject_key(subject), repr(moment))
+        stored = self.client.eval(self._LATEST, 1, self._subject_key(subject), repr(moment))
         self._subjects.pop(subject, None)
-        return moment
+        return float(cast(bytes | str, stored))
 
     def subject_revoked_at(self, subject: str) -> float | None:
         """When ``subject`` was last revoked (None: never), remembered ``check_interval``."""
@@ -193,12 +294,9 @@ class Revocations:
     def revoked_since(self, subject: str, issued_at: float | None) -> bool:
         """Whether something ``subject`` made (a token issued, a schedule created) at
         ``issued_at`` falls under a revocation of the subject; unknown times do."""
-        moment = self.subject_revoked_at(subject)
-        return moment is not None and (issued_at is None or issued_at <= moment)
+        return _covers(self.subject_revoked_at(subject), issued_at)
 
-    def revoked_among(self, jtis: list[str]) -> set[str]:
-        """Which of these token ids are revoked (one round trip)."""
-        pipe = self.client.pipeline(transaction=False)
-        for jti in jtis:
-            pipe.exists(self._key(jti))
-        return {jti for jti, found in zip(jtis, pipe.execute(), strict=True) if found}
+
+def _covers(revoked_at: float | None, issued_at: float | None) -> bool:
+    """A subject revoked at ``revoked_at`` revokes what it made at ``issued_at``."""
+    return revoked_at is not None and (issued_at is None or issued_at <= revoked_at)

@@ -126,6 +126,23 @@ class ReplayRequest(BaseModel):
     limit: int = Field(100, ge=1, le=10_000)
 
 
+class SubjectRevocation(BaseModel):
+    """Revoke every token of a subject issued at or before a moment (now by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(min_length=1, max_length=256)
+    before: Moment | None = Field(None, description="tokens issued at or before this moment "
+                                                    "(not in the future); default: now")
+
+
+class RevokedSubject(BaseModel):
+    subject: str
+    revoked_before: str = Field(description="every token of the subject issued at or before "
+                                            "this moment is refused (a later revocation "
+                                            "given earlier stays in force)")
+
+
 class ReplayResult(BaseModel):
     replayed: int
     ids: list[str]
