@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,15 +26,13 @@ from integration.envelope import ID_PATTERN, Envelope, new_id, utc_now
 from integration.events import finish
 from integration.guards import Deferred, Guards, Held
 from integration.jsonlimits import JsonLimits
-from integration.problems import validation_errors
+from integration.problems import error_message, validation_errors
 from integration.registry import Registry
 from integration.retry import PermanentError, RetryPolicy, classify
 from integration.status import STARTABLE, Status
 from integration.store import Begun, DeliveryState, NewRecord, StatusStore, Transition
 
 log = logging.getLogger(__name__)
-
-_MAX_TRACEBACK = 2000
 
 
 @dataclass(frozen=True)
@@ -271,10 +268,13 @@ class Processor:
         """Retry a transient failure later, or end the message dead."""
         kind = classify(exc)
         self._notes["error"] = type(exc).__name__
+        # The record, the API and the events carry the error's class and text; its traceback
+        # (file paths, code) is for the worker's log only.
+        log.warning("message %s attempt %d failed: %s", envelope.id, attempt,
+                    type(exc).__name__, exc_info=exc)
         error = {
             "type": type(exc).__name__,
-            "message": str(exc)[:1000],
-            "traceback": traceback.format_exc()[-_MAX_TRACEBACK:],
+            "message": error_message(exc),
             "kind": kind,
             "attempt": attempt,
         }

@@ -53,7 +53,8 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
         items, cursor = runtime().dead_letters.page(
             type=query.type, since_ms=_ms(query.since), until_ms=_ms(query.until),
             limit=query.limit, cursor=query.cursor, owner=_only_owner())
-        summaries = [{k: item[k] for k in SUMMARY_FIELDS if k in item} for item in items]
+        summaries = [{k: v for k, v in public(item).items() if k in SUMMARY_FIELDS}
+                     for item in items]
         return jsonify(items=summaries, next_cursor=cursor)
 
     @letters.get("/<message_id>")

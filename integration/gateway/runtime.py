@@ -87,7 +87,7 @@ class Runtime:
         except EgressRefused as exc:
             return str(exc)
         except EgressUnavailable as exc:
-            return f"the host cannot be resolved: {exc}"
+            return f"the host cannot be resolved ({exc})"
         return None
 
     def init_app(self, app: Flask) -> None:

@@ -36,7 +36,8 @@ def test_a_dead_letter_is_kept_replayed_once_and_succeeds_once(
     assert letter["envelope"]["data"]["key"] == effect
     assert letter["delivered_queue"] == "test.flaky"
     assert [e["attempt"] for e in letter["attempt_errors"]] == [1, 2, 3]
-    assert all(e["type"] == "TransientError" and e["traceback"] for e in letter["attempt_errors"])
+    assert all(e["type"] == "TransientError" and e["message"] and "traceback" not in e
+               for e in letter["attempt_errors"])
 
     first = client.post(f"/api/v1/dead-letters/{message_id}/replay", headers=auth)
     second = client.post(f"/api/v1/dead-letters/{message_id}/replay", headers=auth)
