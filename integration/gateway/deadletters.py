@@ -92,7 +92,8 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
     @spec.validate(json=schemas.ReplayRequest, skip_validation=True, tags=["dead letters"],
                    resp=Responses(HTTP_202=schemas.ReplayResult, HTTP_422=schemas.ProblemDocument))
     def replay_dead_letters() -> tuple[Response, int]:
-        """Re-enqueue every dead letter matching the filters (up to ``limit``)."""
+        """Re-enqueue the dead letters matching a filter (``type``, ``since``, ``until``), or
+        every one with ``"all": true``, up to ``limit``; without either, 422."""
         rt = runtime()
         body = _validated(schemas.ReplayRequest, json_body(allow_empty=True), "body")
         try:

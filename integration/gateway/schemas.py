@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, RootModel
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    model_validator,
+)
 
 from integration.envelope import Envelope
 from integration.status import Status
@@ -118,12 +126,27 @@ class DeadLetterQuery(BaseModel):
 
 
 class ReplayRequest(BaseModel):
+    """Which dead letters to replay: a filter, or ``"all": true`` (never by default)."""
+
     model_config = ConfigDict(extra="forbid")
 
     type: str | None = Field(None, max_length=128)
     since: Moment | None = None
     until: Moment | None = None
+    all: bool = Field(False, description="replay every dead letter (the caller may manage); "
+                                         "only without type, since and until")
     limit: int = Field(100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _explicit(self) -> ReplayRequest:
+        # An empty body replaying everything was one mistyped request away from a storm.
+        filtered = any(v is not None for v in (self.type, self.since, self.until))
+        if not filtered and not self.all:
+            raise ValueError('give a filter (type, since, until) or "all": true')
+        if filtered and self.all:
+            raise ValueError('"all": true replays every dead letter; leave out the filters '
+                             "or all")
+        return self
 
 
 class SubjectRevocation(BaseModel):
