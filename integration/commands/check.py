@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import json
 import logging
@@ -153,17 +154,22 @@ def check_rules(ctx: Context) -> Iterator[Finding]:
         yield error("targets", str(exc))
         return
     problems = []
+    http = sorted(n for n, s in targets.targets.items() if s.executor == "http")
     for name, playbook in rules.playbooks.items():
-        # A target with placeholders is only known per alert; a literal one can be checked.
-        if playbook.executor == "http" and "{" not in playbook.target:
-            spec = targets.targets.get(playbook.target)
-            if spec is None or spec.executor != "http":
-                problems.append(f"playbook {name!r} runs http target {playbook.target!r}, "
-                                "which `targets:` does not declare for http")
+        if playbook.executor != "http":
+            continue
+        # A target with placeholders is only known per alert; a literal one can be checked,
+        # and so can the targets labels may choose (allowed_targets).
+        if "{" not in playbook.target and playbook.target not in http:
+            problems.append(f"playbook {name!r} runs http target {playbook.target!r}, "
+                            "which `targets:` does not declare for http")
+        for allowed in playbook.allowed_targets or []:
+            if not fnmatch.filter(http, allowed):
+                problems.append(f"playbook {name!r} allows target {allowed!r}, which matches "
+                                "no target `targets:` declares for http")
     for problem in problems:
         yield error("targets", f"{source}: {problem}")
     if not problems:
-        http = sorted(n for n, s in targets.targets.items() if s.executor == "http")
         yield ok("targets", f"{len(targets.targets)} declared"
                             + (f" (http: {', '.join(http)})" if http else ""))
 

@@ -175,6 +175,19 @@ def test_an_http_playbook_needs_a_declared_target(good_env: dict[str, str],
     assert "playbook 'restart-api' runs http target 'web'" in message
 
 
+def test_an_http_playbook_may_only_allow_declared_targets(good_env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """allowed_targets of an http playbook must name targets `targets:` declares."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES.replace("target: api\n", 'target: "{labels.service}"\n'
+                                  "    allowed_targets: [api, web-*]\n"))
+    result = run_check({**good_env, "INTEGRATION_RULES_FILE": str(path)}, "--json",
+                       "--offline")
+    assert result.returncode == 1
+    [(_, message)] = findings(result, "error")
+    assert "playbook 'restart-api' allows target 'web-*', which matches no target" in message
+
+
 @pytest.mark.parametrize(("secret", "expected"), [
     (None, "INTEGRATION_JWT_SECRET is not set"),
     ("short", "INTEGRATION_JWT_SECRET is too weak for production"),
