@@ -1,5 +1,5 @@
-"""The ``integration`` command: ``up``, ``serve``, ``token``, ``dlq``, ``schedule``, ``status``,
-``trace``, ``demo``, ``check``."""
+"""The ``integration`` command: ``up``, ``serve``, ``flower``, ``token``, ``dlq``, ``schedule``,
+``status``, ``trace``, ``demo``, ``check``."""
 
 from __future__ import annotations
 
@@ -126,6 +126,33 @@ def serve(host: str | None, port: int | None) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@main.command("flower", context_settings={"ignore_unknown_options": True})
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(flower_args: tuple[str, ...]) -> None:
+    """Run Flower, Celery's monitor, on the workers, behind a login.
+
+    Takes Flower's own options. The login comes from --basic-auth or FLOWER_BASIC_AUTH
+    (user:password) and is required; it also guards /metrics, which Flower itself serves
+    to anyone. Production refuses a placeholder or low-entropy password.
+
+    \b
+    Examples:
+      FLOWER_BASIC_AUTH="admin:$(openssl rand -base64 48)" integration flower --port=5555
+      integration flower --port=5555 --address=0.0.0.0 --basic-auth=admin:…
+    """
+    import logging
+
+    from integration.flowerserver import check_login, run_flower
+
+    try:
+        weak = check_login(flower_args, get_settings())
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    for reason in weak:
+        logging.getLogger(__name__).warning("%s; INTEGRATION_ENV=production refuses it", reason)
+    run_flower(flower_args)
+
+
 @main.command()
 @click.option("--host", default=None, help="Gateway address (default INTEGRATION_HOST).")
 @click.option("--port", type=int, default=None, help="Gateway port (default INTEGRATION_PORT).")
@@ -213,8 +240,7 @@ def token_issue(subject: str, roles: tuple[str, ...], ttl: int, service: bool) -
                    "has an offset; default: now).")
 def token_revoke(jti_or_token: str | None, subject: str | None,
                  before: datetime | None) -> None:
-    """Revoke tokens in every gateway at once: one token by its jti or its text, or every
-    token of a subject issued up to a moment.
+    """Revoke a token (by jti or text) or all tokens of a subject, everywhere.
 
     A token without a jti (common from identity providers) is revoked through its subject:
     every token of that subject issued at or before its iat. Revoking a subject also stops
