@@ -146,7 +146,7 @@ def entropy_bits(value: str) -> float:
 def _shannon(items: Iterable[object]) -> float:
     counts = Counter(items)
     total = sum(counts.values())
-    return -sum(n / total * math.log2(n / total) for n in counts.values())
+    return max(0.0, -sum(n / total * math.log2(n / total) for n in counts.values()))
 
 
 def secret_weakness(value: str) -> str | None:

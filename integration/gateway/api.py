@@ -101,7 +101,7 @@ def create_api(spec: SpecTree) -> Blueprint:
 
     @api.post("/messages")
     @spec.validate(json=schemas.SubmitRequest, skip_validation=True, tags=["messages"],
-                   resp=Responses(HTTP_202=schemas.BatchResponse, HTTP_409=schemas.ProblemDocument,
+                   resp=Responses(HTTP_202=schemas.SubmitResponse, HTTP_409=schemas.ProblemDocument,
                                   **PROBLEMS))
     def submit_messages() -> tuple[Response, int] | Response:
         """Submit one message (202 with its id) or a batch (202 with one result per item).

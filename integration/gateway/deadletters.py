@@ -22,8 +22,8 @@ from integration.gateway.runtime import runtime
 from integration.problems import Conflict, NotFound, Unavailable, invalid, validation_errors
 from integration.store import public
 
-SUMMARY_FIELDS = ("id", "type", "attempts", "owner", "channel", "queue", "accepted_at",
-                  "finished_at", "generation", "error")
+SUMMARY_FIELDS = ("id", "type", "status", "attempts", "owner", "channel", "queue",
+                  "accepted_at", "finished_at", "generation", "error")
 
 
 def _ms(moment: datetime | None) -> int | None:

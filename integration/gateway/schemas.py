@@ -57,6 +57,10 @@ class BatchResponse(BaseModel):
     results: list[BatchItem]
 
 
+class SubmitResponse(RootModel[AcceptedMessage | BatchResponse]):
+    """One message's answer, or a batch's (one result per item)."""
+
+
 class ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
