@@ -215,7 +215,7 @@ class Session:
             claims = verified_claims(payload, self.rt.verification.roles_claim)
             principal = principal_of(claims, self.rt.policy)
             principal.require_some_grant()
-        except Exception as exc:  # noqa: BLE001 - rendered by the same loaders as a REST 401
+        except Exception as exc:  # noqa: BLE001 - answered as a REST request would be (401, 403)
             self.refuse(_problem_of(exc))
             return
         self.authenticated(principal, claims)

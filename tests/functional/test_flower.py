@@ -12,7 +12,6 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,14 +38,15 @@ def get(url: str, auth: str | None = CREDENTIALS, as_json: bool = True) -> tuple
         return 0, None
 
 
-@pytest.fixture
-def flower(redis_url: str, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def flower(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `integration flower` for the module's tests."""
     port = free_port()
+    log = tmp_path_factory.mktemp("flower") / "flower.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "integration", "flower", f"--port={port}",
          "--address=127.0.0.1", f"--basic-auth={CREDENTIALS}"],
-        cwd=ROOT, env=dict(os.environ), stdout=(tmp_path / "flower.log").open("wb"),
-        stderr=subprocess.STDOUT)
+        cwd=ROOT, env=dict(os.environ), stdout=log.open("wb"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: get(base + "/api/workers")[0] == 200, timeout=30, message="flower up")

@@ -84,7 +84,7 @@ def compose_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeR
         [*unescaped(service["command"]), "--port", str(port), "--bind", "127.0.0.1"],
         cwd=directory, stdout=(directory / "redis.log").open("wb"), stderr=subprocess.STDOUT,
         env={"PATH": f"{directory / 'bin'}:{os.environ['PATH']}",
-             **{k: str(v) for k, v in service["environment"].items()}})
+             **{k: str(v) for k, v in service.get("environment", {}).items()}})
     server = ComposeRedis(port, {
         name: local(found["environment"]["INTEGRATION_REDIS_URL"], port)
         for name, found in services.items()
