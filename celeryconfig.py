@@ -11,9 +11,13 @@ from integration.registry import default_registry
 from integration.retry import check_durations
 from integration.routing import DEFAULT_QUEUE, declare_queues, route_task
 from integration.schedules import beat_key_prefix, redbeat_options
+from integration.security import refuse_weak_secrets
 from integration.settings import get_settings
 
 _settings = get_settings()
+# Workers, beat and Flower refuse placeholder and low-entropy secrets in production (their
+# Redis or broker password, Flower's login), as the gateway does.
+refuse_weak_secrets(_settings)
 # Workers, beat and producers refuse a configuration whose duplicate guards expire too soon.
 check_durations(_settings, default_registry())
 # ... and settings whose recovery after a fault (the reconciler's bound) exceeds the promise.

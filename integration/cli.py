@@ -1,5 +1,5 @@
-"""The ``integration`` command: ``up``, ``serve``, ``token``, ``dlq``, ``schedule``, ``status``,
-``trace``, ``demo``, ``check``."""
+"""The ``integration`` command: ``up``, ``serve``, ``flower``, ``token``, ``dlq``, ``schedule``,
+``status``, ``trace``, ``demo``, ``check``."""
 
 from __future__ import annotations
 
@@ -126,6 +126,33 @@ def serve(host: str | None, port: int | None) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@main.command("flower", context_settings={"ignore_unknown_options": True})
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(flower_args: tuple[str, ...]) -> None:
+    """Run Flower, Celery's monitor, on the workers, behind a login.
+
+    Takes Flower's own options. The login comes from --basic-auth or FLOWER_BASIC_AUTH
+    (user:password) and is required; it also guards /metrics, which Flower itself serves
+    to anyone. Production refuses a placeholder or low-entropy password.
+
+    \b
+    Examples:
+      FLOWER_BASIC_AUTH="admin:$(openssl rand -base64 48)" integration flower --port=5555
+      integration flower --port=5555 --address=0.0.0.0 --basic-auth=admin:…
+    """
+    import logging
+
+    from integration.flowerserver import check_login, run_flower
+
+    try:
+        weak = check_login(flower_args, get_settings())
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    for reason in weak:
+        logging.getLogger(__name__).warning("%s; INTEGRATION_ENV=production refuses it", reason)
+    run_flower(flower_args)
+
+
 @main.command()
 @click.option("--host", default=None, help="Gateway address (default INTEGRATION_HOST).")
 @click.option("--port", type=int, default=None, help="Gateway port (default INTEGRATION_PORT).")
@@ -150,6 +177,10 @@ def up(host: str | None, port: int | None, no_beat: bool, flower: bool) -> None:
                        flower=flower))
 
 
+#: Moments the CLI reads: with an offset (``Z`` or ``+02:00``), or without one (UTC).
+_MOMENT_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
+
+
 @main.group()
 def token() -> None:
     """Issue, revoke and inspect access tokens (JWT).
@@ -159,6 +190,7 @@ def token() -> None:
       integration token issue --sub alertmanager --role monitoring --service --ttl 31536000
       integration token inspect "$TOKEN"
       integration token revoke "$TOKEN"
+      integration token revoke --subject alice
     """
 
 
@@ -200,31 +232,76 @@ def token_issue(subject: str, roles: tuple[str, ...], ttl: int, service: bool) -
 
 
 @token.command("revoke")
-@click.argument("jti_or_token")
-def token_revoke(jti_or_token: str) -> None:
-    """Revoke a token in every gateway at once, given its jti or the token itself.
+@click.argument("jti_or_token", required=False)
+@click.option("--subject", help="Revoke every token of this subject issued at or before "
+                                "--before (with or without a jti).")
+@click.option("--before", type=click.DateTime(_MOMENT_FORMATS),
+              help="With --subject: tokens issued at or before this moment (UTC unless it "
+                   "has an offset; default: now).")
+def token_revoke(jti_or_token: str | None, subject: str | None,
+                 before: datetime | None) -> None:
+    """Revoke a token (by jti or text) or all tokens of a subject, everywhere.
+
+    A token without a jti (common from identity providers) is revoked through its subject:
+    every token of that subject issued at or before its iat. Revoking a subject also stops
+    the schedules and webhook subscriptions it made before the moment.
 
     \b
     Examples:
       integration token revoke "$TOKEN"
       integration token revoke 0b8e6a52c1f14d0c9d0f3b1a2e7c4d55   # a jti
+      integration token revoke --subject alice
+      integration token revoke --subject alice --before 2026-01-31T08:00:00Z
     """
+    import time
+
     import jwt
 
+    if (jti_or_token is None) == (subject is None):
+        raise click.UsageError("give a jti or a token, or --subject (one of them)")
+    if before is not None and subject is None:
+        raise click.UsageError("--before goes with --subject")
     settings = get_settings()
-    jti, expires_at = jti_or_token, None
+    revocations = Revocations(store_from_settings(settings).client, settings.key_prefix,
+                              settings.service_token_max_ttl_seconds)
+    if subject is not None:
+        at = _utc(before).timestamp() if before is not None else None
+        if at is not None and at > time.time():
+            raise click.ClickException("--before is in the future: a revocation covers "
+                                       "tokens already issued")
+        moment = revocations.revoke_subject(subject, at)
+        click.echo(f"revoked every token of {subject!r} issued at or before "
+                   f"{_iso(moment)}")
+        return
+    assert jti_or_token is not None
+    jti: Any = jti_or_token
+    expires_at: Any = None
     if jti_or_token.count(".") == 2:
         try:
             claims = unverified_claims(jti_or_token)
         except jwt.PyJWTError as exc:
             raise click.ClickException(f"not a token: {exc}") from None
-        jti, expires_at = str(claims.get("jti", "")), claims.get("exp")
-        if not jti:
-            raise click.ClickException("the token has no jti, so it cannot be revoked")
-    revocations = Revocations(store_from_settings(settings).client, settings.key_prefix,
-                              settings.service_token_max_ttl_seconds)
-    ttl = revocations.revoke(jti, expires_at)
+        jti, expires_at = claims.get("jti"), claims.get("exp")
+        if not isinstance(jti, str) or not jti:
+            owner, issued = claims.get("sub"), claims.get("iat")
+            if not isinstance(owner, str) or not owner:
+                raise click.ClickException("the token has neither a jti nor a subject")
+            moment = revocations.revoke_subject(
+                owner, float(issued) if isinstance(issued, int | float) else None)
+            click.echo(f"the token has no jti: revoked every token of {owner!r} issued at or "
+                       f"before {_iso(moment)}")
+            return
+    ttl = revocations.revoke(jti, expires_at if isinstance(expires_at, int) else None)
     click.echo(f"revoked {jti} (kept for {ttl} s)")
+
+
+def _utc(moment: datetime) -> datetime:
+    """A moment given without an offset is UTC (the service's logs and records are)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 @token.command("inspect")

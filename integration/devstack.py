@@ -54,7 +54,7 @@ def _commands(settings: Settings, host: str, port: int,
         commands["beat"] = [python, "-m", "celery", "-A", "tasks", "beat", "--loglevel", "INFO"]
     if flower_auth:
         # Never unauthenticated: Flower's API can revoke tasks and shut workers down.
-        commands["flower"] = [python, "-m", "celery", "-A", "tasks", "flower",
+        commands["flower"] = [python, "-m", "integration", "flower",
                               f"--port={FLOWER_PORT}", f"--address={host}",
                               f"--basic-auth={flower_auth}"]
     return commands
@@ -107,7 +107,7 @@ def run_stack(settings: Settings, host: str, port: int, *, beat: bool = True,
             "INTEGRATION_ENV": "development",
             "PYTHONUNBUFFERED": "1",
         })
-        flower_auth = f"admin:{secrets.token_urlsafe(12)}" if flower else None
+        flower_auth = f"admin:{secrets.token_urlsafe(32)}" if flower else None
         supervisor = Supervisor([
             Program(name, argv, env=env, cwd=str(Path.cwd()))
             for name, argv in _commands(settings, host, port, beat, flower_auth).items()])

@@ -237,11 +237,18 @@ class EgressPolicy:
             raise EgressUnavailable(f"cannot resolve {host}: no addresses")
         for text in addresses:
             reason = self.refusal(ipaddress.ip_address(text.split("%", 1)[0]), host)
-            if reason is not None:
-                where = text if host == text else f"{host} resolves to {text}"
-                raise EgressRefused(
-                    f"refused: {where} ({reason}); outbound calls reach only public addresses "
-                    "unless INTEGRATION_EGRESS_ALLOWLIST names the address or the host")
+            if reason is None:
+                continue
+            allowlist = ("outbound calls reach only public addresses unless "
+                         "INTEGRATION_EGRESS_ALLOWLIST names the address or the host")
+            if _literal_address(host):  # the caller wrote the address: nothing to hide
+                shown = text if host == text else f"{host} ({text})"
+                raise EgressRefused(f"refused: {shown} ({reason}); {allowlist}")
+            # What a name resolves to is this network's business: the log has it, the
+            # answer (a subscription's 422, a message's error) only says it was refused.
+            log.warning("egress refused", host=host, address=text, reason=reason)
+            raise EgressRefused(f"refused: {host} resolves to an address that may not be "
+                                f"called (the service's log names it); {allowlist}")
         path = parts.path or "/"
         if parts.query:
             path = f"{path}?{parts.query}"
@@ -252,7 +259,24 @@ class EgressPolicy:
         try:
             return tuple(dict.fromkeys(self.resolver(host, port)))
         except (OSError, UnicodeError) as exc:
-            raise EgressUnavailable(f"cannot resolve {host}: {exc}") from None
+            # The resolver's own words stay in the log (they may name internal servers).
+            log.warning("egress cannot resolve", host=host, error=str(exc))
+            raise EgressUnavailable(f"cannot resolve {host}") from None
+
+
+def _literal_address(host: str) -> bool:
+    """An address written in the URL, in any form the resolver reads as one (``127.0.0.1``,
+    ``2130706433``, ``0177.0.0.1``, ``::1``), rather than a name to look up."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
 
 
 def _normalise_host(host: str) -> str | None:

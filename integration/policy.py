@@ -116,6 +116,11 @@ class Grants:
     _submit_answers: dict[str, bool] = field(default_factory=dict, init=False,
                                              compare=False, hash=False, repr=False)
 
+    @property
+    def nothing(self) -> bool:
+        """No permission at all (no role of the token is known, or its roles are empty)."""
+        return not (self.submit or self.subscribe or self.manage) and self.read == "none"
+
     def may_submit(self, message_type: str) -> bool:
         answer = self._submit_answers.get(message_type)
         if answer is None:

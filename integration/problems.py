@@ -17,6 +17,7 @@ Exception hierarchy::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -155,6 +156,19 @@ class Unavailable(RetryLater):
     status = 503
     slug = "service-unavailable"
     title = "Service unavailable"
+
+
+#: An absolute file path in an exception's text (``'/srv/app/data.json'``), and not the path
+#: of a URL, which follows its host (``http://host/a/b``) or another slash.
+_FILE_PATH = re.compile(r"(?<![\w.:/@%-])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
+#: How much of an exception's text an answer keeps.
+MAX_ERROR_MESSAGE = 1000
+
+
+def error_message(exc: BaseException) -> str:
+    """An exception's text as answers and events carry it: absolute file paths, which say
+    how the service is installed, become ``[path]`` (the log has the full text)."""
+    return _FILE_PATH.sub("[path]", str(exc))[:MAX_ERROR_MESSAGE]
 
 
 def validation_errors(

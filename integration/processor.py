@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from integration.envelope import ID_PATTERN, Envelope, new_id, utc_now
 from integration.events import finish, result_event
 from integration.guards import Deferred, Guards, Held
 from integration.jsonlimits import JsonLimits
-from integration.problems import validation_errors
+from integration.problems import error_message, validation_errors
 from integration.registry import Registry
 from integration.retry import PermanentError, RetryPolicy, classify
 from integration.status import STARTABLE, Status
@@ -47,8 +46,6 @@ from integration.store import (
 )
 
 log = logging.getLogger(__name__)
-
-_MAX_TRACEBACK = 2000
 
 
 @dataclass(frozen=True)
@@ -288,10 +285,13 @@ class Processor:
         """Retry a transient failure later, or end the message dead."""
         kind = classify(exc)
         self._notes["error"] = type(exc).__name__
+        # The record, the API and the events carry the error's class and text; its traceback
+        # (file paths, code) is for the worker's log only.
+        log.warning("message %s attempt %d failed: %s", envelope.id, attempt,
+                    type(exc).__name__, exc_info=exc)
         error = {
             "type": type(exc).__name__,
-            "message": str(exc)[:1000],
-            "traceback": traceback.format_exc()[-_MAX_TRACEBACK:],
+            "message": error_message(exc),
             "kind": kind,
             "attempt": attempt,
         }

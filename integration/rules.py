@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from integration.retry import PermanentError
@@ -49,6 +50,11 @@ _PLAYBOOK_NAMES = ("alert",)
 class PlanError(PermanentError):
     """A diagnosis names a playbook that cannot be turned into an action (unknown playbook, or
     a label its target needs is missing); retrying cannot help."""
+
+
+class TargetNotAllowed(PlanError):
+    """A playbook's target, filled from an alert's labels, is not one the rules file allows
+    for that playbook (``allowed_targets``): whoever sends alerts does not choose what runs."""
 
 
 def _check_placeholders(text: str, names: tuple[str, ...], groups: tuple[str, ...]) -> str:
@@ -195,11 +201,18 @@ class DiagnosisRule(_Section):
 
 
 class Playbook(_Section):
-    """An action to run for a diagnosis that recommends this playbook by name."""
+    """An action to run for a diagnosis that recommends this playbook by name.
+
+    A ``target`` with placeholders is filled from the alert's labels, which whoever sends
+    the alert writes; ``allowed_targets`` (names or shell patterns) bounds what it may become,
+    and is required when the executor is ``http``, which calls the declared target of that
+    name.
+    """
 
     action: Name
     target: Name
     executor: Executor = "noop"
+    allowed_targets: list[Name] | None = Field(None, min_length=1, max_length=1000)
     parameters: dict[Name, Any] = Field(default_factory=dict, max_length=64)
     dry_run: bool = False
 
@@ -207,6 +220,22 @@ class Playbook(_Section):
     @classmethod
     def _target_placeholders(cls, text: str) -> str:
         return _check_placeholders(text, _PLAYBOOK_NAMES, ("labels",))
+
+    @model_validator(mode="after")
+    def _bounded_targets(self) -> Playbook:
+        templated = bool(_PLACEHOLDER.search(self.target))
+        if templated and self.executor == "http" and self.allowed_targets is None:
+            raise ValueError("an http playbook whose target comes from labels needs "
+                             "allowed_targets: the declared targets that labels may choose")
+        if not templated and self.allowed_targets is not None and \
+                not self.allows(self.target):
+            raise ValueError(f"target {self.target!r} is not among allowed_targets")
+        return self
+
+    def allows(self, target: str) -> bool:
+        """Whether ``target`` is one this playbook may run (any, without ``allowed_targets``)."""
+        return self.allowed_targets is None or any(
+            fnmatchcase(target, pattern) for pattern in self.allowed_targets)
 
     @field_validator("parameters")
     @classmethod
@@ -296,6 +325,11 @@ class Rules:
         if not target.strip():
             raise PlanError(f"playbook {name!r} gives an empty target for "
                             f"{diagnosis.get('alert')!r}")
+        if not playbook.allows(target):
+            raise TargetNotAllowed(
+                f"playbook {name!r} refused target {target[:200]!r} (from the labels of "
+                f"{diagnosis.get('alert')!r}): not among its allowed_targets "
+                f"({', '.join(playbook.allowed_targets or [])})")
         return {
             "action": playbook.action,
             "target": target,

@@ -173,6 +173,13 @@ class Settings(BaseSettings):
         return self
 
 
+    # -- the production stack's other secrets (checked by Flower's start and `check`) ---------
+    #: Flower's login (``user:password``; several separated by commas), as Flower reads it.
+    flower_basic_auth: SecretStr | None = Field(None, validation_alias="FLOWER_BASIC_AUTH")
+    #: Grafana's admin password, which docker-compose gives Grafana.
+    grafana_admin_password: SecretStr | None = Field(None,
+                                                     validation_alias="GRAFANA_ADMIN_PASSWORD")
+
     # -- operations: check, lifecycle ---------------------------------------------------------
     #: The NO_COLOR convention (no-color.org): any non-empty value turns the CLI's colours off.
     no_color: str = Field("", validation_alias="NO_COLOR")

@@ -1041,9 +1041,30 @@ class StatusStore:
 INTERNAL_FIELDS = ("accepted_ms", "request", "event")
 
 
+#: Kept in the errors of records written before tracebacks went to the worker's log only.
+_LOG_ONLY = "traceback"
+
+
 def public(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as the API and CLI show it."""
-    return {k: v for k, v in record.items() if k not in INTERNAL_FIELDS}
+    """The record as the API and CLI show it: no internal fields, and no error traceback
+    (a record written by an earlier version may hold one)."""
+    shown = {k: v for k, v in record.items() if k not in INTERNAL_FIELDS}
+    for name in ("error", "last_error"):
+        if isinstance(shown.get(name), dict):
+            shown[name] = _without_traceback(shown[name])
+    for name in ("history", "attempt_errors"):
+        if isinstance(shown.get(name), list):
+            shown[name] = [_without_traceback(entry) for entry in shown[name]]
+    return shown
+
+
+def _without_traceback(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    cleaned = {k: v for k, v in value.items() if k != _LOG_ONLY}
+    if isinstance(cleaned.get("error"), dict):
+        cleaned["error"] = _without_traceback(cleaned["error"])
+    return cleaned
 
 
 def _created_or_earlier(reply: Any) -> bool | EarlierAnswer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import json
 import logging
@@ -84,36 +85,68 @@ def _describe_setting_error(problem: Any) -> str:
 # -- files and values ---------------------------------------------------------------------
 
 def check_secrets(ctx: Context) -> Iterator[Finding]:
-    """Token verification as the gateway sets it up, with production's rules."""
-    from integration.security import signing_key, token_verification, weak_secret
+    """Token verification as the gateway sets it up, and every secret this process is
+    configured with, by production's rules (placeholders and low estimated entropy)."""
+    from integration.security import signing_key, token_verification, weak_secrets
     from integration.settings import ConfigurationError
 
     settings = ctx.settings
+    production = settings.env == "production"
+    weak = weak_secrets(settings)
     try:
         verification = token_verification(settings)
     except ConfigurationError as exc:
         yield error("secrets", str(exc))
+        weak = [w for w in weak if w.variable != "INTEGRATION_JWT_SECRET"]  # just said
+        verification = None
+    for secret in weak:
+        if production:
+            yield error("secrets", f"{secret} (INTEGRATION_ENV=production refuses it)")
+        else:
+            yield warning("secrets", f"{secret}; INTEGRATION_ENV=production refuses it")
+    yield from _redis_passwords(ctx)
+    if verification is None:
         return
-    if verification.hmac and verification.secret is not None and \
-            weak_secret(verification.secret):
-        yield warning("secrets", "INTEGRATION_JWT_SECRET is weak (short or an example value); "
-                                 "INTEGRATION_ENV=production refuses it")
-    elif verification.hmac:
+    if verification.hmac and all(w.variable != "INTEGRATION_JWT_SECRET" for w in weak):
         yield ok("secrets", f"INTEGRATION_JWT_SECRET verifies {settings.jwt_algorithm} tokens")
     elif verification.jwks is not None:
-        if settings.env == "production" and not str(settings.jwt_jwks_url).startswith("https:"):
+        if production and not str(settings.jwt_jwks_url).startswith("https:"):
             yield warning("secrets", "INTEGRATION_JWT_JWKS_URL is not https: whoever sits on "
                                      "the path could serve their own keys")
         else:
             yield ok("secrets", f"{settings.jwt_algorithm} tokens verified with keys from "
                                 "INTEGRATION_JWT_JWKS_URL")
-    else:
+    elif not verification.hmac:
         yield ok("secrets", f"INTEGRATION_JWT_PUBLIC_KEY verifies {settings.jwt_algorithm} tokens")
     if not verification.hmac and settings.jwt_private_key is not None:
         try:
             signing_key(settings)
         except (ConfigurationError, OSError) as exc:
             yield error("secrets", f"INTEGRATION_JWT_PRIVATE_KEY cannot be read: {exc}")
+
+
+def _redis_passwords(ctx: Context) -> Iterator[Finding]:
+    """A Redis on another host needs a password: the broker, the status store and the
+    revocation list live there, and whoever can write to it can un-revoke a token."""
+    settings = ctx.settings
+    for variable, url in (("INTEGRATION_REDIS_URL", settings.redis_url),
+                          ("INTEGRATION_BROKER_URL", settings.broker_url)):
+        parts = urlsplit(url or "")
+        if parts.scheme not in ("redis", "rediss") or parts.password:
+            continue
+        host = parts.hostname or ""
+        if host == "localhost" or _loopback(host):
+            continue
+        yield warning("secrets", f"{variable} {_shown(url or '')} has no password: anything "
+                                 "that reaches that Redis can read the queues and change the "
+                                 "revocation list (see docs/security.md, Redis)")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_policy(ctx: Context) -> Iterator[Finding]:
@@ -153,17 +186,22 @@ def check_rules(ctx: Context) -> Iterator[Finding]:
         yield error("targets", str(exc))
         return
     problems = []
+    http = sorted(n for n, s in targets.targets.items() if s.executor == "http")
     for name, playbook in rules.playbooks.items():
-        # A target with placeholders is only known per alert; a literal one can be checked.
-        if playbook.executor == "http" and "{" not in playbook.target:
-            spec = targets.targets.get(playbook.target)
-            if spec is None or spec.executor != "http":
-                problems.append(f"playbook {name!r} runs http target {playbook.target!r}, "
-                                "which `targets:` does not declare for http")
+        if playbook.executor != "http":
+            continue
+        # A target with placeholders is only known per alert; a literal one can be checked,
+        # and so can the targets labels may choose (allowed_targets).
+        if "{" not in playbook.target and playbook.target not in http:
+            problems.append(f"playbook {name!r} runs http target {playbook.target!r}, "
+                            "which `targets:` does not declare for http")
+        for allowed in playbook.allowed_targets or []:
+            if not fnmatch.filter(http, allowed):
+                problems.append(f"playbook {name!r} allows target {allowed!r}, which matches "
+                                "no target `targets:` declares for http")
     for problem in problems:
         yield error("targets", f"{source}: {problem}")
     if not problems:
-        http = sorted(n for n, s in targets.targets.items() if s.executor == "http")
         yield ok("targets", f"{len(targets.targets)} declared"
                             + (f" (http: {', '.join(http)})" if http else ""))
 
@@ -383,6 +421,7 @@ def check_ledger(ctx: Context) -> Iterator[Finding]:
     from integration.reconciler import Reconciler
     from integration.recovery import heartbeat_ttl, leader_lease
     from integration.services import build_submitter
+    from integration.settings import ConfigurationError
 
     settings = ctx.settings
     if any(f.level == "error" and f.check in ("store", "broker") for f in ctx.earlier):
@@ -397,6 +436,9 @@ def check_ledger(ctx: Context) -> Iterator[Finding]:
             heartbeat_ttl=heartbeat_ttl(settings), lease=leader_lease(settings)).survey()
     except (redis.RedisError, OSError) as exc:
         yield error("ledger", f"the ledger cannot be read: {type(exc).__name__}: {exc}")
+        return
+    except ConfigurationError as exc:  # the Celery configuration refuses (reported above)
+        yield error("ledger", f"the ledger is not read: {exc}")
         return
     after = f"{settings.reconcile_after_seconds:g}"
     if not survey.stranded:

@@ -9,7 +9,7 @@ from prometheus_flask_exporter.multiprocess import (
     GunicornInternalPrometheusMetrics,
     GunicornPrometheusMetrics,
 )
-from spectree import SecurityScheme, SecuritySchemeData, SpecTree
+from spectree import SecurityScheme, SecuritySchemeData
 from spectree.models import SecureType
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -22,6 +22,7 @@ from integration.gateway.jsonprovider import FastJSONProvider
 from integration.gateway.limits import init_limiter, security_headers
 from integration.gateway.metrics import EXTENSION_KEY as METRICS_KEY
 from integration.gateway.metrics import GatewayMetrics
+from integration.gateway.openapi import ProblemSpecTree
 from integration.gateway.requestlog import init_request_log
 from integration.gateway.runtime import Runtime
 from integration.gateway.schemas import ProblemDocument
@@ -59,7 +60,7 @@ def configure(app: Flask, settings: Settings) -> None:
 
 
 def register_blueprints(app: Flask) -> Blueprint:
-    spec = SpecTree(
+    spec = ProblemSpecTree(
         "flask", title=API_TITLE, version=__version__, path="docs", mode="strict",
         naming_strategy=lambda model: model.__name__,
         nested_naming_strategy=lambda _parent, child: child,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -19,7 +21,7 @@ from integration.events import finish
 from integration.gateway import cloudevents, schemas
 from integration.gateway.alertmanager import create_alertmanager_api
 from integration.gateway.auth import current_principal
-from integration.gateway.bodies import parse_json
+from integration.gateway.bodies import json_body, parse_json
 from integration.gateway.cloudevents import Mode
 from integration.gateway.deadletters import create_dead_letters_api
 from integration.gateway.metrics import gateway_metrics
@@ -95,10 +97,11 @@ def create_api(spec: SpecTree) -> Blueprint:
             get_jwt()  # already verified for this request (by the rate limiter's key)
         except RuntimeError:
             verify_jwt_in_request()
+        current_principal().require_some_grant()
 
     @api.post("/messages")
     @spec.validate(json=schemas.SubmitRequest, skip_validation=True, tags=["messages"],
-                   resp=Responses(HTTP_202=schemas.BatchResponse, HTTP_409=schemas.ProblemDocument,
+                   resp=Responses(HTTP_202=schemas.SubmitResponse, HTTP_409=schemas.ProblemDocument,
                                   **PROBLEMS))
     def submit_messages() -> tuple[Response, int] | Response:
         """Submit one message (202 with its id) or a batch (202 with one result per item).
@@ -388,6 +391,29 @@ def create_api(spec: SpecTree) -> Blueprint:
                             "type": "string_pattern_mismatch"}], "Invalid token id.")
         runtime().revocations.revoke(jti)
         return "", 204
+
+    @api.post("/tokens/revocations")
+    @spec.validate(json=schemas.SubjectRevocation, skip_validation=True, tags=["tokens"],
+                   resp=Responses(HTTP_200=schemas.RevokedSubject,
+                                  HTTP_403=schemas.ProblemDocument,
+                                  HTTP_422=schemas.ProblemDocument))
+    def revoke_subject() -> Response:
+        """Revoke every token of a subject issued at or before ``before`` (now), with or
+        without a ``jti``; the schedules and subscriptions it made before then stop too."""
+        current_principal().require_manage("tokens")
+        rt = runtime()
+        try:
+            body = schemas.SubjectRevocation.model_validate(json_body())
+        except ValidationError as exc:
+            raise invalid(validation_errors(exc, ["body"]), "Invalid revocation.") from None
+        at = body.before.timestamp() if body.before is not None else None
+        if at is not None and at > time.time() + rt.verification.leeway:
+            raise invalid([{"loc": ["body", "before"], "type": "future",
+                            "msg": "a revocation covers tokens already issued, not later ones"}],
+                          "Invalid revocation.")
+        moment = rt.revocations.revoke_subject(body.subject, at)
+        return jsonify(subject=body.subject, revoked_before=datetime.fromtimestamp(
+            moment, UTC).isoformat().replace("+00:00", "Z"))
 
     api.register_blueprint(create_dead_letters_api(spec))
     api.register_blueprint(create_subscriptions_api(spec))

@@ -1,7 +1,9 @@
 """Authentication (flask-jwt-extended) and the request's principal: subject, roles, grants.
 
 Every failure is a 401 problem document (flask-jwt-extended answers 422 for several by
-default); a revocation list that cannot be read fails closed with 503.
+default); a revocation list that cannot be read fails closed with 503. REST requests and
+WebSockets read a token's claims with the same ``token_claims`` and check revocation with
+the same ``Revocations.token_revoked``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from integration.gateway.errors import problem_response
 from integration.memo import remember
 from integration.policy import Grants, Policy
 from integration.problems import Forbidden, Unauthorized, Unavailable
-from integration.security import Revocations, TokenVerification
+from integration.security import (
+    InvalidClaims,
+    Revocations,
+    TokenClaims,
+    TokenVerification,
+    token_claims,
+)
 from integration.submission import Sender
 
 
@@ -47,17 +55,24 @@ class Principal:
     def may_read(self, owner: str | None) -> bool:
         return self.grants.may_read(self.subject, owner)
 
+    def require_some_grant(self) -> None:
+        """Refuse a token whose roles grant nothing at all: the same 403 on every route
+        (the type listing included) and on the WebSocket, whatever is asked."""
+        if self.grants.nothing:
+            raise Forbidden("any", "Your token's roles grant no permission in this "
+                                   "deployment's policy; ask for a role that does.")
 
-def roles_of(claims: dict[str, Any], path: str) -> tuple[str, ...] | None:
-    """The roles at a dotted claim path (``roles``, ``realm_access.roles``); None if malformed."""
-    value: Any = claims
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    if value is None:
-        return ()
-    if isinstance(value, list) and all(isinstance(r, str) for r in value):
-        return tuple(value)
-    return None
+
+def principal_of(claims: TokenClaims, policy: Policy) -> Principal:
+    return Principal(claims.subject, claims.roles, policy.grants(claims.roles))
+
+
+def verified_claims(payload: dict[str, Any], roles_claim: str) -> TokenClaims:
+    """``token_claims`` of a payload whose signature and times were verified, as a 401."""
+    try:
+        return token_claims(payload, roles_claim)
+    except InvalidClaims as exc:
+        raise Unauthorized(f"The bearer token's claims were rejected: {exc}.") from None
 
 
 def current_principal() -> Principal:
@@ -66,9 +81,8 @@ def current_principal() -> Principal:
         from integration.gateway.runtime import runtime
 
         rt = runtime()
-        claims = get_jwt()
-        roles = roles_of(claims, rt.verification.roles_claim) or ()
-        principal = Principal(str(claims["sub"]), roles, rt.policy.grants(roles))
+        principal = principal_of(verified_claims(get_jwt(), rt.verification.roles_claim),
+                                 rt.policy)
         g.principal = principal
     return principal
 
@@ -174,20 +188,21 @@ def init_auth(app: Flask, verification: TokenVerification, revocations: Revocati
 
     @manager.token_verification_loader
     def _verify_claims(header: dict[str, Any], payload: dict[str, Any]) -> bool:
-        # Tokens must expire, and their roles must be a list of strings.
-        return "exp" in payload and roles_of(payload, verification.roles_claim) is not None
+        verified_claims(payload, verification.roles_claim)  # a 401 naming the claim
+        return True
 
     @manager.token_in_blocklist_loader
     def _revoked(header: dict[str, Any], payload: dict[str, Any]) -> bool:
-        jti = payload.get("jti")
-        issued = payload.get("iat")
+        # Runs before the claims are checked: a token with claims the service cannot read
+        # is refused there, with its reason.
         try:
-            if isinstance(jti, str) and revocations.is_revoked(jti):
-                return True
-            # Every token of a revoked subject issued before the revocation (with or without
-            # a jti; one without an iat counts as issued before).
-            return revocations.revoked_since(str(payload.get("sub")), issued
-                                             if isinstance(issued, int | float) else None)
+            claims = token_claims(payload, verification.roles_claim)
+        except InvalidClaims:
+            return False
+        try:
+            # By id, and by subject: every token of a revoked subject issued before the
+            # revocation, with or without a jti (one without an iat counts as before).
+            return revocations.token_revoked(claims)
         except Exception:  # noqa: BLE001 - fail closed: no answer means no entry
             raise Unavailable("The status store (Redis) is unreachable, so token revocation "
                               "cannot be checked; retry shortly.", unreachable="store") from None
@@ -214,7 +229,7 @@ def init_auth(app: Flask, verification: TokenVerification, revocations: Revocati
 
     @manager.token_verification_failed_loader
     def _claims(header: dict[str, Any], payload: dict[str, Any]) -> Response:
-        return _unauthorized("The bearer token's claims were rejected (exp and roles).")
+        return _unauthorized("The bearer token's claims were rejected.")
 
     @manager.user_lookup_error_loader
     def _lookup(header: dict[str, Any], payload: dict[str, Any]) -> Response:

@@ -22,8 +22,8 @@ from integration.gateway.runtime import runtime
 from integration.problems import Conflict, NotFound, Unavailable, invalid, validation_errors
 from integration.store import public
 
-SUMMARY_FIELDS = ("id", "type", "attempts", "owner", "channel", "queue", "accepted_at",
-                  "finished_at", "generation", "error")
+SUMMARY_FIELDS = ("id", "type", "status", "attempts", "owner", "channel", "queue",
+                  "accepted_at", "finished_at", "generation", "error")
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -53,7 +53,8 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
         items, cursor = runtime().dead_letters.page(
             type=query.type, since_ms=_ms(query.since), until_ms=_ms(query.until),
             limit=query.limit, cursor=query.cursor, owner=_only_owner())
-        summaries = [{k: item[k] for k in SUMMARY_FIELDS if k in item} for item in items]
+        summaries = [{k: v for k, v in public(item).items() if k in SUMMARY_FIELDS}
+                     for item in items]
         return jsonify(items=summaries, next_cursor=cursor)
 
     @letters.get("/<message_id>")
@@ -91,7 +92,8 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
     @spec.validate(json=schemas.ReplayRequest, skip_validation=True, tags=["dead letters"],
                    resp=Responses(HTTP_202=schemas.ReplayResult, HTTP_422=schemas.ProblemDocument))
     def replay_dead_letters() -> tuple[Response, int]:
-        """Re-enqueue every dead letter matching the filters (up to ``limit``)."""
+        """Re-enqueue the dead letters matching a filter (``type``, ``since``, ``until``), or
+        every one with ``"all": true``, up to ``limit``; without either, 422."""
         rt = runtime()
         body = _validated(schemas.ReplayRequest, json_body(allow_empty=True), "body")
         try:

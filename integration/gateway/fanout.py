@@ -23,7 +23,7 @@ from integration.gateway.websocket import (
     WebSocket,
 )
 from integration.problems import Problem, RetryLater, Unauthorized
-from integration.security import Revocations
+from integration.security import Revocations, TokenClaims
 from integration.settings import Settings
 from integration.store import StatusStore
 
@@ -69,8 +69,9 @@ class Client:
     #: Monotonic deadlines: the auth frame, then the token's expiry.
     auth_deadline: float | None = None
     expires_at: float | None = None
-    #: The token's id, checked against the revocation list while the socket is open.
-    jti: str | None = None
+    #: The token's claims: its id and subject are checked against the revocations while
+    #: the socket is open.
+    claims: TokenClaims | None = None
     opened: float = field(default_factory=time.monotonic)
 
     def wants(self, topic: str) -> bool:
@@ -259,18 +260,19 @@ class WebSocketHub:
                     client.ws.abort()
 
     def _close_revoked(self, clients: list[Client]) -> None:
-        """A token revoked while its socket is open stops working there too (one round trip
-        for all of this process's sockets)."""
-        holders = [c for c in clients if c.jti and c.ws.open]
+        """A token revoked while its socket is open, by its id or by its subject, stops
+        working there too (one round trip for all of this process's sockets)."""
+        holders = [c for c in clients if c.claims is not None and c.ws.open]
         if not holders:
             return
         try:
-            revoked = self.revocations.revoked_among([cast(str, c.jti) for c in holders])
+            revoked = self.revocations.tokens_revoked(
+                [cast(TokenClaims, c.claims) for c in holders])
         except redis.RedisError as exc:
-            log.warning("websocket revocation check failed: %s", exc)
+            log.warning("websocket revocation check failed", error=str(exc))
             return
-        for client in holders:
-            if client.jti in revoked:
+        for client, gone in zip(holders, revoked, strict=True):
+            if gone:
                 client.ws.close(POLICY_VIOLATION, "token revoked", last=error_frame(
                     Unauthorized("The bearer token has been revoked.")))
 

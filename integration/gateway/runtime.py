@@ -15,7 +15,12 @@ from integration.publisher import Publisher
 from integration.registry import Registry, default_registry
 from integration.retry import check_durations, idempotency_ttl
 from integration.schedules import Schedules
-from integration.security import Revocations, TokenVerification, token_verification
+from integration.security import (
+    Revocations,
+    TokenVerification,
+    refuse_weak_secrets,
+    token_verification,
+)
 from integration.services import build_guards, build_submitter
 from integration.settings import Settings
 from integration.store import StatusStore
@@ -38,6 +43,7 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         # Configuration errors first: they stop start-up with the variable to change.
         verification = token_verification(settings)
+        refuse_weak_secrets(settings)
         policy = load_policy(settings.policy_file)
         check_durations(settings, default_registry())
         submitter = build_submitter(settings, origin="gateway",
@@ -87,7 +93,7 @@ class Runtime:
         except EgressRefused as exc:
             return str(exc)
         except EgressUnavailable as exc:
-            return f"the host cannot be resolved: {exc}"
+            return f"the host cannot be resolved ({exc})"
         return None
 
     def init_app(self, app: Flask) -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, RootModel
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    model_validator,
+)
 
 from integration.envelope import Envelope
 from integration.status import Status
@@ -47,6 +55,10 @@ class BatchResponse(BaseModel):
     accepted: int
     rejected: int
     results: list[BatchItem]
+
+
+class SubmitResponse(RootModel[AcceptedMessage | BatchResponse]):
+    """One message's answer, or a batch's (one result per item)."""
 
 
 class ListQuery(BaseModel):
@@ -118,12 +130,44 @@ class DeadLetterQuery(BaseModel):
 
 
 class ReplayRequest(BaseModel):
+    """Which dead letters to replay: a filter, or ``"all": true`` (never by default)."""
+
     model_config = ConfigDict(extra="forbid")
 
     type: str | None = Field(None, max_length=128)
     since: Moment | None = None
     until: Moment | None = None
+    all: bool = Field(False, description="replay every dead letter (the caller may manage); "
+                                         "only without type, since and until")
     limit: int = Field(100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _explicit(self) -> ReplayRequest:
+        # An empty body replaying everything was one mistyped request away from a storm.
+        filtered = any(v is not None for v in (self.type, self.since, self.until))
+        if not filtered and not self.all:
+            raise ValueError('give a filter (type, since, until) or "all": true')
+        if filtered and self.all:
+            raise ValueError('"all": true replays every dead letter; leave out the filters '
+                             "or all")
+        return self
+
+
+class SubjectRevocation(BaseModel):
+    """Revoke every token of a subject issued at or before a moment (now by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(min_length=1, max_length=256)
+    before: Moment | None = Field(None, description="tokens issued at or before this moment "
+                                                    "(not in the future); default: now")
+
+
+class RevokedSubject(BaseModel):
+    subject: str
+    revoked_before: str = Field(description="every token of the subject issued at or before "
+                                            "this moment is refused (a later revocation "
+                                            "given earlier stays in force)")
 
 
 class ReplayResult(BaseModel):

@@ -22,7 +22,12 @@ from flask_jwt_extended.internal_utils import (
 
 from integration import logs
 from integration.envelope import new_id
-from integration.gateway.auth import Principal, current_principal, roles_of
+from integration.gateway.auth import (
+    Principal,
+    current_principal,
+    principal_of,
+    verified_claims,
+)
 from integration.gateway.fanout import Client, WebSocketHub, error_frame, frame
 from integration.gateway.limits import charge
 from integration.gateway.metrics import gateway_metrics
@@ -45,6 +50,7 @@ from integration.problems import (
     Unavailable,
     invalid,
 )
+from integration.security import TokenClaims
 from integration.submission import Accepted, Result
 
 EXTENSION_KEY = "integration_ws"
@@ -109,6 +115,7 @@ def websocket() -> Response:
     if request.headers.get("Authorization"):
         verify_jwt_in_request()  # a bad token is a 401 problem, before any upgrade
         principal = current_principal()
+        principal.require_some_grant()  # as on every REST route: 403, before any upgrade
     sockets = hub()
     if not sockets.reserve():
         raise Unavailable("This gateway process has no room for another WebSocket.",
@@ -128,7 +135,8 @@ def websocket() -> Response:
         if principal is None:
             client.auth_deadline = time.monotonic() + rt.settings.ws_auth_timeout_seconds
         else:
-            session.authenticated(principal, get_jwt())
+            session.authenticated(principal, verified_claims(
+                get_jwt(), rt.verification.roles_claim))
         session.run()
     finally:
         sockets.remove(client)
@@ -198,35 +206,38 @@ class Session:
                                      "(or send an Authorization header on the upgrade)."))
             return
         try:
+            # The checks of a REST request, by the same loaders, in the same order.
             header = jwt.get_unverified_header(token)
-            claims = decode_token(token)
-            verify_token_type(claims, refresh=False)
-            verify_token_not_blocklisted(header, claims)
-            custom_verification_for_token(header, claims)
-        except Exception as exc:  # noqa: BLE001 - rendered by the same loaders as a REST 401
+            payload = decode_token(token)
+            verify_token_type(payload, refresh=False)
+            verify_token_not_blocklisted(header, payload)
+            custom_verification_for_token(header, payload)
+            claims = verified_claims(payload, self.rt.verification.roles_claim)
+            principal = principal_of(claims, self.rt.policy)
+            principal.require_some_grant()
+        except Exception as exc:  # noqa: BLE001 - answered as a REST request would be (401, 403)
             self.refuse(_problem_of(exc))
             return
-        roles = roles_of(claims, self.rt.verification.roles_claim) or ()
-        self.authenticated(Principal(str(claims["sub"]), roles, self.rt.policy.grants(roles)),
-                           claims)
+        self.authenticated(principal, claims)
 
-    def authenticated(self, principal: Principal, claims: dict[str, Any]) -> None:
+    def authenticated(self, principal: Principal, claims: TokenClaims) -> None:
         self.principal = principal
         g.principal = principal  # the request's log line names the subject
         self.client.subject = principal.subject
         self.client.read = principal.grants.read
         self.client.auth_deadline = None
-        jti = claims.get("jti")
-        self.client.jti = jti if isinstance(jti, str) else None
-        expires = claims.get("exp")
-        if isinstance(expires, int | float):
-            self.client.expires_at = time.monotonic() + max(0.0, expires - time.time())
+        self.client.claims = claims
+        # Closed when a REST request with the token would be refused as expired.
+        left = claims.seconds_left(self.rt.verification.leeway)
+        self.client.expires_at = time.monotonic() + max(0.0, left)
         self.reply(frame("authenticated", subject=principal.subject,
                          roles=list(principal.roles)))
 
     def refuse(self, problem: Problem | dict[str, Any]) -> None:
         self.client.auth_deadline = None
-        self.ws.close(POLICY_VIOLATION, "unauthorized", last=error_frame(problem))
+        status = problem.status if isinstance(problem, Problem) else problem.get("status")
+        self.ws.close(POLICY_VIOLATION, "forbidden" if status == 403 else "unauthorized",
+                      last=error_frame(problem))
 
     # -- frames --------------------------------------------------------------------------------
     def subscribe(self, body: dict[str, Any], ref: Any) -> None:
@@ -260,7 +271,8 @@ class Session:
         """One message or a list: an ``ack`` or ``error`` frame per message, in order."""
         assert self.principal is not None
         principal, rt, metrics = self.principal, self.rt, gateway_metrics()
-        if self.client.jti and rt.revocations.is_revoked(self.client.jti):
+        claims = self.client.claims
+        if claims is not None and rt.revocations.token_revoked(claims):
             self.refuse(Unauthorized("The bearer token has been revoked."))
             return
         raw = body.get("message")

@@ -83,6 +83,19 @@ def test_invalid_hs256_tokens_are_401(app: Flask, make_token: Callable[[], str])
     assert status_with(app, make_token()) == 401
 
 
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_a_time_claim_that_is_not_a_number_is_401_naming_it(app: Flask, claim: str) -> None:
+    """A numeric string in exp, iat or nbf (which PyJWT reads as a number) is refused with
+    a 401 that names the claim, so REST and WebSocket never disagree on a token's times."""
+    now = int(time.time())
+    values = {"exp": now + 300, "iat": now, "nbf": now}
+    token = jwt.encode(claims(**{claim: str(values[claim])}), TEST_SECRET)
+    response = app.test_client().get("/api/v1/messages",
+                                     headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert f"{claim} must be a number" in response.get_json()["detail"]
+
+
 def test_issuer_and_audience_are_verified_when_configured(make_app: Callable[..., Flask]) -> None:
     app = make_app(jwt_issuer="https://idp.example", jwt_audience="integration")
     good = jwt.encode(claims(iss="https://idp.example", aud="integration"), TEST_SECRET)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import jwt
 import pytest
 import redis
 from click.testing import CliRunner
@@ -56,13 +58,24 @@ def test_forbidden_items_of_a_batch_are_403_each(client: FlaskClient) -> None:
     assert body["results"][3]["problem"]["permission"] == "submit:action"
 
 
-def test_unknown_roles_and_no_roles_grant_nothing(client: FlaskClient) -> None:
-    """Deny by default."""
+@pytest.mark.parametrize("path", ["/api/v1/types", "/api/v1/messages", "/api/v1/breakers",
+                                  "/api/v1/dead-letters", "/api/v1/schedules"])
+def test_a_token_that_grants_nothing_is_403_everywhere(client: FlaskClient, path: str) -> None:
+    """Unknown roles and no roles grant nothing: the same 403 on every route, the type
+    listing included."""
     for headers in (bearer("nobody"), bearer("stranger", "root")):
-        assert client.post("/api/v1/messages", json=METRIC, headers=headers).status_code == 403
-        response = client.get("/api/v1/messages", headers=headers)
-        assert response.status_code == 403
-        assert response.get_json()["permission"] == "read:messages"
+        response = client.get(path, headers=headers)
+        assert response.status_code == 403, path
+        assert response.mimetype == "application/problem+json"
+        assert response.get_json()["permission"] == "any"
+        assert "grant no permission" in response.get_json()["detail"]
+
+
+def test_a_token_that_grants_nothing_submits_nothing(client: FlaskClient) -> None:
+    """Deny by default: a submission with a token that grants nothing is 403 too."""
+    response = client.post("/api/v1/messages", json=METRIC, headers=bearer("nobody"))
+    assert response.status_code == 403
+    assert response.get_json()["permission"] == "any"
 
 
 def test_owners_read_only_their_messages(client: FlaskClient) -> None:
@@ -111,6 +124,88 @@ def test_cli_revokes_a_token_given_its_text(client: FlaskClient) -> None:
     result = CliRunner().invoke(cli, ["token", "revoke", headers["Authorization"].split()[1]])
     assert result.exit_code == 0, result.output
     assert client.get("/api/v1/messages", headers=headers).status_code == 401
+
+
+def jti_less(subject: str, *roles: str, issued_at: float | None = None) -> dict[str, str]:
+    """A bearer token without a jti, as many identity providers issue them."""
+    now = int(time.time())
+    payload: dict[str, Any] = {"sub": subject, "roles": list(roles), "exp": now + 600,
+                               "iat": int(issued_at if issued_at is not None else now),
+                               "type": "access"}
+    return {"Authorization": "Bearer " + jwt.encode(payload, TEST_SECRET, algorithm="HS256")}
+
+
+def test_revoking_a_subject_refuses_its_tokens_without_a_jti(client: FlaskClient,
+                                                             auth: dict[str, str]) -> None:
+    """An admin revokes a subject: its tokens issued before, with or without a jti, are 401;
+    a token issued after the revocation works."""
+    before = time.time() - 5
+    old, old_with_jti = jti_less("erin", "reader", issued_at=before), bearer("erin", "reader")
+    assert client.get("/api/v1/messages", headers=old).status_code == 200
+    answer = client.post("/api/v1/tokens/revocations", headers=auth, json={"subject": "erin"})
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["subject"] == "erin"
+    for headers in (old, old_with_jti):
+        refused = client.get("/api/v1/messages", headers=headers)
+        assert refused.status_code == 401
+        assert "revoked" in refused.get_json()["detail"]
+    fresh = jti_less("erin", "reader", issued_at=time.time() + 2)
+    assert client.get("/api/v1/messages", headers=fresh).status_code == 200
+
+
+def test_revoking_a_subject_needs_manage_tokens_and_a_past_moment(client: FlaskClient,
+                                                                  auth: dict[str, str]) -> None:
+    """Without manage:tokens the revocation is 403; a moment in the future is 422."""
+    forbidden = client.post("/api/v1/tokens/revocations", headers=bearer("f", "operator"),
+                            json={"subject": "frank"})
+    assert forbidden.status_code == 403
+    assert forbidden.get_json()["permission"] == "manage:tokens"
+    future = client.post("/api/v1/tokens/revocations", headers=auth,
+                         json={"subject": "frank", "before": "2999-01-01T00:00:00Z"})
+    assert future.status_code == 422
+    assert future.get_json()["errors"][0]["loc"] == ["body", "before"]
+    assert client.post("/api/v1/tokens/revocations", headers=auth,
+                       json={}).status_code == 422
+
+
+def test_an_earlier_subject_revocation_never_restores_tokens(app: Flask) -> None:
+    """A subject's revocation moment only moves forward: revoking again with an earlier
+    moment leaves the tokens issued in between refused."""
+    revocations = app.extensions["integration"].revocations
+    now = time.time()
+    assert revocations.revoke_subject("gina", now) == pytest.approx(now)
+    assert revocations.revoke_subject("gina", now - 3600) == pytest.approx(now)
+    headers = jti_less("gina", "reader", issued_at=now - 60)
+    assert app.test_client().get("/api/v1/messages", headers=headers).status_code == 401
+
+
+def test_cli_revokes_a_token_without_a_jti_through_its_subject(client: FlaskClient) -> None:
+    """`token revoke` of a jti-less token revokes its subject's tokens issued up to its iat;
+    a later token of the subject still works."""
+    issued = time.time() - 10
+    headers = jti_less("hank", "reader", issued_at=issued)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(cli, ["token", "revoke", headers["Authorization"].split()[1]])
+    assert result.exit_code == 0, result.output
+    assert "no jti" in result.output and "'hank'" in result.output
+    assert client.get("/api/v1/messages", headers=headers).status_code == 401
+    later = jti_less("hank", "reader", issued_at=issued + 5)
+    assert client.get("/api/v1/messages", headers=later).status_code == 200
+
+
+def test_cli_revokes_a_subject_before_a_moment(client: FlaskClient) -> None:
+    """`token revoke --subject S --before T` refuses S's tokens issued up to T only."""
+    early = jti_less("ivy", "reader", issued_at=time.time() - 120)
+    late = jti_less("ivy", "reader", issued_at=time.time() - 10)
+    moment = datetime.fromtimestamp(time.time() - 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(cli, ["token", "revoke", "--subject", "ivy",
+                                      "--before", moment])
+    assert result.exit_code == 0, result.output
+    assert client.get("/api/v1/messages", headers=early).status_code == 401
+    assert client.get("/api/v1/messages", headers=late).status_code == 200
+    usage = CliRunner().invoke(cli, ["token", "revoke"])
+    assert usage.exit_code == 2
 
 
 def test_unreadable_revocation_list_fails_closed(app: Flask) -> None:

@@ -16,6 +16,7 @@ import pytest
 from integration.embedded_redis import EmbeddedRedis, free_port
 from integration.registry import default_registry
 from integration.settings import get_settings
+from tests.conftest import ROOT
 
 STRONG_SECRET = secrets.token_urlsafe(48)
 RULES = """
@@ -175,10 +176,24 @@ def test_an_http_playbook_needs_a_declared_target(good_env: dict[str, str],
     assert "playbook 'restart-api' runs http target 'web'" in message
 
 
+def test_an_http_playbook_may_only_allow_declared_targets(good_env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """allowed_targets of an http playbook must name targets `targets:` declares."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES.replace("target: api\n", 'target: "{labels.service}"\n'
+                                  "    allowed_targets: [api, web-*]\n"))
+    result = run_check({**good_env, "INTEGRATION_RULES_FILE": str(path)}, "--json",
+                       "--offline")
+    assert result.returncode == 1
+    [(_, message)] = findings(result, "error")
+    assert "playbook 'restart-api' allows target 'web-*', which matches no target" in message
+
+
 @pytest.mark.parametrize(("secret", "expected"), [
     (None, "INTEGRATION_JWT_SECRET is not set"),
     ("short", "INTEGRATION_JWT_SECRET is too weak for production"),
-    ("replace-with-a-random-secret-of-at-least-32-bytes", "not an example"),
+    ("replace-with-a-random-secret-of-at-least-32-bytes", "is a placeholder"),
+    ("a" * 64, "bits of entropy"),
 ])
 def test_a_missing_or_weak_production_secret_is_an_error(
         secret: str | None, expected: str, good_env: dict[str, str]) -> None:
@@ -186,6 +201,33 @@ def test_a_missing_or_weak_production_secret_is_an_error(
     result = run_check({**good_env, "INTEGRATION_JWT_SECRET": secret}, "--json", "--offline")
     assert result.returncode == 1
     assert [m for c, m in findings(result, "error") if c == "secrets" and expected in m]
+
+
+def test_check_reports_every_placeholder_of_env_example(good_env: dict[str, str]) -> None:
+    """.env.example copied as it is: `check` names each of its secrets as an error."""
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text()
+                   .splitlines() if line and not line.startswith("#"))
+    env = {**good_env, "INTEGRATION_JWT_SECRET": example["INTEGRATION_JWT_SECRET"],
+           "INTEGRATION_REDIS_URL": "redis://gateway:"
+                                    f"{example['REDIS_GATEWAY_PASSWORD']}@redis:6379/0",
+           "FLOWER_BASIC_AUTH": example["FLOWER_BASIC_AUTH"],
+           "GRAFANA_ADMIN_PASSWORD": example["GRAFANA_ADMIN_PASSWORD"]}
+    result = run_check(env, "--json", "--offline", "--only", "secrets")
+    assert result.returncode == 1
+    errors = " ".join(message for check, message in findings(result, "error"))
+    for variable in ("INTEGRATION_JWT_SECRET", "INTEGRATION_REDIS_URL", "FLOWER_BASIC_AUTH",
+                     "GRAFANA_ADMIN_PASSWORD"):
+        assert variable in errors
+    assert "openssl rand -base64 48" in errors and "openssl rand -hex 32" in errors
+    assert "replace-with" not in result.stdout
+
+
+def test_a_redis_elsewhere_without_a_password_is_a_warning(good_env: dict[str, str]) -> None:
+    """A Redis on another host without a password is reported; a loopback one is not."""
+    result = run_check({**good_env, "INTEGRATION_REDIS_URL": "redis://redis.internal:6379/0"},
+                       "--json", "--offline", "--only", "secrets")
+    warnings = [message for check, message in findings(result, "warning")]
+    assert any("has no password" in message for message in warnings), warnings
 
 
 def test_a_weak_secret_is_only_a_warning_in_development(good_env: dict[str, str]) -> None:
@@ -253,9 +295,9 @@ def test_an_allowlist_entry_that_is_no_address_or_name_is_an_error(
 def test_an_unreachable_store_or_broker_is_an_error(variable: str,
                                                     good_env: dict[str, str]) -> None:
     """A closed port is reported within the timeout, naming the variable, never a password."""
-    port = free_port()
-    url = (f"redis://:hunter2@127.0.0.1:{port}/0" if variable == "INTEGRATION_REDIS_URL"
-           else f"amqp://guest:hunter2@127.0.0.1:{port}//")
+    port, password = free_port(), secrets.token_hex(32)
+    url = (f"redis://:{password}@127.0.0.1:{port}/0" if variable == "INTEGRATION_REDIS_URL"
+           else f"amqp://guest:{password}@127.0.0.1:{port}//")
     started = time.monotonic()
     result = run_check({**good_env, variable: url}, "--json", "--timeout", "2")
     assert time.monotonic() - started < 20
@@ -263,7 +305,7 @@ def test_an_unreachable_store_or_broker_is_an_error(variable: str,
     [(check, message)] = findings(result, "error")
     assert check == ("store" if variable == "INTEGRATION_REDIS_URL" else "broker")
     assert message.startswith(f"{variable} ") and "does not answer" in message
-    assert "hunter2" not in result.stdout
+    assert password not in result.stdout
 
 
 def test_an_evicting_redis_is_an_error_in_production(good_env: dict[str, str],

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -73,9 +74,14 @@ def on_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def app_services(resolved: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The services that run the service's own image (they read INTEGRATION_*)."""
+    """The long-running services that run the service's own image (they read INTEGRATION_*)."""
     return {name: service for name, service in resolved["services"].items()
-            if service.get("image") == "integration-bus:latest"}
+            if service.get("image") == "integration-bus:latest" and not one_shot(service)}
+
+
+def one_shot(service: dict[str, Any]) -> bool:
+    """A service that runs once before the others (``secrets-check``), never restarted."""
+    return str(service.get("restart")) in ("no", "False", "false")
 
 
 def workers(resolved: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -133,13 +139,59 @@ def test_rabbitmq_override_refuses_to_start_without_its_password(tmp_path: Path)
     assert "RABBITMQ_PASSWORD" in result.stderr
 
 
+def example_values() -> dict[str, str]:
+    """The variables .env.example sets, and their placeholder values."""
+    example = (ROOT / ".env.example").read_text()
+    return dict(line.split("=", 1) for line in example.splitlines()  # type: ignore[misc]
+                if line and not line.startswith("#"))
+
+
 def test_env_file_is_never_committed() -> None:
     """.gitignore keeps .env out of the repository; .env.example holds placeholders only."""
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
-    example = (ROOT / ".env.example").read_text()
-    values = dict(line.split("=", 1) for line in example.splitlines()
-                  if line and not line.startswith("#"))
+    values = example_values()
     assert values and all("replace" in value for value in values.values()), values
+
+
+def test_every_placeholder_of_env_example_is_refused_in_production() -> None:
+    """Each value of .env.example (Flower's: its password) is a placeholder that production
+    refuses, so a copied .env.example never guards a deployment."""
+    from integration.security import secret_weakness
+
+    for variable, value in example_values().items():
+        secret = value.partition(":")[2] if variable == "FLOWER_BASIC_AUTH" else value
+        assert (secret_weakness(secret) or "").startswith("is a placeholder"), variable
+
+
+def test_the_stack_starts_only_after_its_secrets_pass(resolved: dict[str, Any]) -> None:
+    """secrets-check runs `integration check --only secrets` in production with every secret
+    of .env; Redis (so every app service) and Grafana wait for it to succeed."""
+    services = resolved["services"]
+    check = services["secrets-check"]
+    assert one_shot(check)
+    command = check["command"]
+    assert command[:2] == ["integration", "check"]
+    context = cli.commands["check"].make_context("check", command[2:])
+    assert context.params["only"] == ("secrets",) and context.params["offline"]
+    environment = check["environment"]
+    assert environment["INTEGRATION_ENV"] == "production"
+    assert {"INTEGRATION_JWT_SECRET", "INTEGRATION_REDIS_URL", "FLOWER_BASIC_AUTH",
+            "GRAFANA_ADMIN_PASSWORD"} <= set(environment)
+    for name in ("redis", "grafana"):
+        condition = services[name]["depends_on"]["secrets-check"]["condition"]
+        assert condition == "service_completed_successfully", name
+
+
+def test_each_component_logs_in_to_redis_as_its_own_user(resolved: dict[str, Any]) -> None:
+    """Every app service's Redis URL names its component's ACL user and a password."""
+    users = {}
+    for name, service in app_services(resolved).items():
+        url = urlsplit(service["environment"]["INTEGRATION_REDIS_URL"])
+        assert url.hostname == "redis" and url.password, name
+        users[name] = url.username
+    assert users["gateway"] == "gateway" and users["beat"] == "beat"
+    assert users["flower"] == "flower"
+    assert {users[name] for name in workers(resolved)} == {"worker"}
 
 
 @pytest.mark.parametrize("which", ["resolved", "on_rabbitmq"])
@@ -202,8 +254,8 @@ def test_beat_and_flower_commands_are_real(resolved: dict[str, Any]) -> None:
     assert {w for w in beat if w.startswith("-")} <= beat_options
 
     flower = services["flower"]["command"]
-    assert flower[:4] == ["celery", "-A", "tasks", "flower"]
-    for word in flower[4:]:
+    assert flower[:2] == ["integration", "flower"] and "flower" in cli.commands
+    for word in flower[2:]:
         name = word.lstrip("-").split("=", 1)[0].replace("-", "_")
         assert name in flower_options._options, f"flower has no option {word}"
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"], "never without a login"
@@ -214,7 +266,8 @@ def test_health_checks_are_real_commands(resolved: dict[str, Any]) -> None:
     from celery.bin.celery import celery
 
     for name, service in resolved["services"].items():
-        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        if not one_shot(service):
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
     beat_check = resolved["services"]["beat"]["healthcheck"]["test"][1:]
     assert beat_check[:2] == ["integration", "check"]
     cli.commands["check"].make_context("check", beat_check[2:])
@@ -234,7 +287,8 @@ def test_services_wait_for_what_they_need_and_restart(resolved: dict[str, Any]) 
         assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
     for name, service in services.items():
-        assert service.get("restart") in ("unless-stopped", "always"), name
+        if not one_shot(service):
+            assert service.get("restart") in ("unless-stopped", "always"), name
 
 
 def test_redis_is_durable_and_never_evicts(resolved: dict[str, Any]) -> None:

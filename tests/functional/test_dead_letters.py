@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 from click.testing import CliRunner
+from flask import Flask
 from flask.testing import FlaskClient
 
 from integration.cli import main as cli
 from integration.tokens import issue_token
-from tests.conftest import TEST_SECRET, wait_for, wait_status
+from tests.conftest import ROOT, TEST_SECRET, wait_for, wait_status
 from tests.support.fault_types import DUPLICATES, LEDGER
 
 
@@ -36,7 +39,8 @@ def test_a_dead_letter_is_kept_replayed_once_and_succeeds_once(
     assert letter["envelope"]["data"]["key"] == effect
     assert letter["delivered_queue"] == "test.flaky"
     assert [e["attempt"] for e in letter["attempt_errors"]] == [1, 2, 3]
-    assert all(e["type"] == "TransientError" and e["traceback"] for e in letter["attempt_errors"])
+    assert all(e["type"] == "TransientError" and e["message"] and "traceback" not in e
+               for e in letter["attempt_errors"])
 
     first = client.post(f"/api/v1/dead-letters/{message_id}/replay", headers=auth)
     second = client.post(f"/api/v1/dead-letters/{message_id}/replay", headers=auth)
@@ -66,6 +70,42 @@ def test_bulk_replay_by_type_and_delete(client: FlaskClient, auth: dict[str, str
     assert set(ids) <= set(response.get_json()["ids"])
     for message_id in ids:
         assert wait_status(client, auth, message_id)["status"] == "succeeded"
+
+
+@pytest.fixture
+def tenant(make_app: Callable[..., Flask]) -> tuple[FlaskClient, dict[str, str]]:
+    """A gateway with the tenants' policy and a tenant that manages only its own dead
+    letters, so replaying "all" leaves the other tests' dead letters alone."""
+    client = make_app(policy_file=str(ROOT / "tests" / "support" / "tenant_policy.yaml"))
+    token = issue_token(TEST_SECRET, f"tenant-{uuid.uuid4().hex[:8]}", ["tenant"])
+    return client.test_client(), {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("body", [None, {"limit": 5}, {"all": True, "type": "test.flaky"}])
+def test_a_bulk_replay_needs_a_filter_or_all(tenant: tuple[FlaskClient, dict[str, str]],
+                                             worker: Any, body: Any) -> None:
+    """A body-less bulk replay (or one with neither a filter nor "all": true, or both) is a
+    422 and replays nothing."""
+    client, headers = tenant
+    message_id, _ = poison(client, headers, fail_times=3)
+    response = client.post("/api/v1/dead-letters/replay", headers=headers,
+                           **({"json": body} if body is not None else {}))
+    assert response.status_code == 422
+    assert response.get_json()["errors"][0]["loc"] == ["body"]
+    assert client.get(f"/api/v1/messages/{message_id}", headers=headers).get_json()[
+        "status"] == "dead"
+
+
+def test_all_true_replays_every_dead_letter(tenant: tuple[FlaskClient, dict[str, str]],
+                                            worker: Any) -> None:
+    """"all": true is the explicit way to replay every dead letter (the caller's own,
+    with scope own)."""
+    client, headers = tenant
+    message_id, _ = poison(client, headers, fail_times=3)
+    response = client.post("/api/v1/dead-letters/replay", headers=headers, json={"all": True})
+    assert response.status_code == 202
+    assert response.get_json()["ids"] == [message_id]
+    assert wait_status(client, headers, message_id)["status"] == "succeeded"
 
 
 def test_dead_letters_need_the_permission(client: FlaskClient) -> None:

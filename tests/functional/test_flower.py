@@ -1,16 +1,17 @@
-"""Flower, with basic auth, sees the workers and the tasks that processed messages."""
+"""Flower (``integration flower``), behind its login on every page, /metrics included, sees the
+workers and the tasks that processed messages."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,30 +21,32 @@ from flask.testing import FlaskClient
 from integration.embedded_redis import free_port
 from tests.conftest import ROOT, wait_for, wait_status
 
-CREDENTIALS = "operator:flower-test-password"
+CREDENTIALS = "operator:" + secrets.token_urlsafe(48)
 
 
-def get(url: str, auth: str | None = CREDENTIALS) -> tuple[int, Any]:
+def get(url: str, auth: str | None = CREDENTIALS, as_json: bool = True) -> tuple[int, Any]:
     headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} \
         if auth else {}
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers),  # noqa: S310
                                     timeout=5) as response:
-            return int(response.status), json.loads(response.read() or b"null")
+            body = response.read()
+            return int(response.status), json.loads(body or b"null") if as_json else body
     except urllib.error.HTTPError as exc:
         return int(exc.code), None
     except OSError:
         return 0, None
 
 
-@pytest.fixture
-def flower(redis_url: str, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def flower(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `integration flower` for the module's tests."""
     port = free_port()
+    log = tmp_path_factory.mktemp("flower") / "flower.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={port}",
+        [sys.executable, "-m", "integration", "flower", f"--port={port}",
          "--address=127.0.0.1", f"--basic-auth={CREDENTIALS}"],
-        cwd=ROOT, env=dict(os.environ), stdout=(tmp_path / "flower.log").open("wb"),
-        stderr=subprocess.STDOUT)
+        cwd=ROOT, env=dict(os.environ), stdout=log.open("wb"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: get(base + "/api/workers")[0] == 200, timeout=30, message="flower up")
@@ -86,3 +89,37 @@ def test_flower_sees_the_worker_and_a_processed_message(
     assert task["name"] == "integration.process"
     assert message_id in task["args"] and "hunter2" not in json.dumps(task), \
         "arguments shown by their ids, never the data"
+
+
+def test_flower_metrics_need_the_login(flower: str) -> None:
+    """/metrics answers 401 without the login or with a wrong one, and the metrics with it;
+    the health check stays open for probes."""
+    assert get(flower + "/metrics", auth=None, as_json=False)[0] == 401
+    assert get(flower + "/metrics", auth="operator:wrong", as_json=False)[0] == 401
+    status, body = get(flower + "/metrics", as_json=False)
+    assert status == 200 and b"flower_" in body
+    assert get(flower + "/healthcheck", auth=None, as_json=False)[0] == 200
+
+
+@pytest.mark.parametrize("env, login, expected", [
+    ("development", None, "Flower needs a login"),
+    ("production", "admin:replace-with-openssl-rand-base64-48", "is a placeholder"),
+    ("production", "admin:hunter2hunter2hunter2", "bits of entropy"),
+])
+def test_flower_refuses_to_start_without_a_good_login(env: str, login: str | None,
+                                                     expected: str) -> None:
+    """No login at all, or in production a placeholder or low-entropy password: Flower does
+    not start, and the message says how to generate a password."""
+    from click.testing import CliRunner
+
+    from integration.cli import main
+    from integration.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["flower", "--port=1"], env={
+            "INTEGRATION_ENV": env, "FLOWER_BASIC_AUTH": login})
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert expected in result.output and "openssl rand -base64 48" in result.output

@@ -142,7 +142,9 @@ def gateway(redis_url: str, policy_file: Path,
                       INTEGRATION_WS_HEARTBEAT_SECONDS=str(HEARTBEAT),
                       INTEGRATION_WS_AUTH_TIMEOUT_SECONDS="1",
                       INTEGRATION_WS_SEND_TIMEOUT_SECONDS="10",
-                      INTEGRATION_WS_READ_BLOCK_MS="200")
+                      INTEGRATION_WS_READ_BLOCK_MS="200",
+                      # Expiry tests wait for exp plus the leeway.
+                      INTEGRATION_JWT_LEEWAY_SECONDS="1")
     yield process
     assert process.stop() == 0, "gunicorn stops cleanly on SIGTERM"
 
@@ -565,4 +567,74 @@ def test_a_token_revoked_while_its_socket_is_open_closes_it(gateway: Gateway) ->
         frames, closed = closed_with(ws, timeout=10)
     assert frames[-1]["type"] == "error" and frames[-1]["problem"]["status"] == 401
     assert "revoked" in frames[-1]["problem"]["detail"]
+    assert closed.rcvd is not None and closed.rcvd.code == 1008
+
+
+# -- one claim validation with REST: times, revocation by subject, no grants ----------------
+
+def jti_less_token(subject: str, roles: list[str], ttl: int = 600, **claims: Any) -> str:
+    """A token without a jti, as many identity providers issue them."""
+    now = int(time.time())
+    payload = {"sub": subject, "roles": roles, "iat": now, "exp": now + ttl,
+               "type": "access", **claims}
+    return jwt.encode(payload, TEST_SECRET, algorithm="HS256")
+
+
+def test_a_numeric_string_exp_is_refused_on_the_socket_as_on_rest(gateway: Gateway) -> None:
+    """A token whose exp is a numeric string gets the REST 401 on the upgrade and in the
+    auth frame; it never opens a session that would outlive its expiry."""
+    token = jti_less_token("stringly", ["admin"], exp=str(int(time.time()) + 3))
+    assert http("GET", f"{gateway.base}/api/v1/types", token)[0] == 401
+    with pytest.raises(InvalidStatus) as refused:
+        connect(gateway.ws_url, additional_headers={"Authorization": f"Bearer {token}"},
+                open_timeout=10)
+    assert refused.value.response.status_code == 401
+    assert "exp must be a number" in json.loads(refused.value.response.body)["detail"]
+    with connect(gateway.ws_url, open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "auth", "token": token}))
+        frames, closed = closed_with(ws)
+    assert frames[0]["problem"]["status"] == 401
+    assert "exp must be a number" in frames[0]["problem"]["detail"]
+    assert closed.rcvd is not None and closed.rcvd.code == 1008
+
+
+def test_a_socket_closes_with_1008_when_its_token_expires(gateway: Gateway) -> None:
+    """At exp plus the leeway (when REST would refuse the token) the socket gets a 401
+    frame and close 1008."""
+    with authed(gateway, token_for("short-lived", ["reader"], ttl=1)) as ws:
+        frames, closed = closed_with(ws, timeout=10)
+    assert frames[-1]["problem"]["status"] == 401
+    assert "expired" in frames[-1]["problem"]["detail"]
+    assert closed.rcvd is not None and closed.rcvd.code == 1008
+
+
+def test_revoking_a_subject_closes_its_sockets_with_or_without_a_jti(gateway: Gateway) -> None:
+    """A subject revoked while its sockets are open: every socket of its earlier tokens,
+    those without a jti too, gets a 401 frame and close 1008."""
+    admin = token_for("token-admin", ["admin"])
+    with authed(gateway, jti_less_token("leaver", ["reader"])) as plain, \
+            authed(gateway, token_for("leaver", ["reader"])) as with_jti:
+        status, body = http("POST", f"{gateway.base}/api/v1/tokens/revocations", admin,
+                            {"subject": "leaver"})
+        assert status == 200, body
+        for ws in (plain, with_jti):
+            frames, closed = closed_with(ws, timeout=10)
+            assert frames[-1]["problem"]["status"] == 401
+            assert "revoked" in frames[-1]["problem"]["detail"]
+            assert closed.rcvd is not None and closed.rcvd.code == 1008
+
+
+def test_a_token_that_grants_nothing_is_refused_with_403(gateway: Gateway) -> None:
+    """A token whose roles grant nothing gets the same 403 as on REST: on the upgrade, and
+    in the auth frame (then close 1008)."""
+    token = token_for("nobody", ["no-such-role"])
+    with pytest.raises(InvalidStatus) as refused:
+        connect(gateway.ws_url, additional_headers={"Authorization": f"Bearer {token}"},
+                open_timeout=10)
+    assert refused.value.response.status_code == 403
+    with connect(gateway.ws_url, open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "auth", "token": token}))
+        frames, closed = closed_with(ws)
+    assert frames[0]["problem"]["status"] == 403
+    assert frames[0]["problem"]["permission"] == "any"
     assert closed.rcvd is not None and closed.rcvd.code == 1008

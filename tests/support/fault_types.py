@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 import redis
@@ -104,6 +105,17 @@ def handle_crash(payload: Crash, envelope: Envelope) -> dict[str, Any]:
     return {}
 
 
+class Buggy(BaseModel):
+    key: str
+
+
+def handle_buggy(payload: Buggy, envelope: Envelope) -> dict[str, Any]:
+    """Reads a file that is not there, every time: an error whose text holds an absolute
+    path (as a bug in a user's handler would), raised from deep in the standard library."""
+    settings_file = Path(__file__).resolve().with_name(f"missing-{payload.key}.json")
+    return {"settings": settings_file.read_text()}
+
+
 FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_seconds=0.2, max_delay_seconds=1.0)
 
 TYPES = [
@@ -118,6 +130,9 @@ TYPES = [
                                   jitter=False)),
     MessageType("test.produce", Flaky, handle_flaky, "Produces events for consumer tests."),
     MessageType("test.inline", Flaky, handle_flaky, "Produces events for inline consumers."),
+    MessageType("test.buggy", Buggy, handle_buggy, "Fails on a missing file.",
+                retry=RetryPolicy(max_attempts=2, base_delay_seconds=0.2, max_delay_seconds=0.2,
+                                  jitter=False)),
     MessageType("test.action", Action, handle_action, "A guarded action.",
                 target=lambda p: f"test:{p.target}", action_key=lambda p: p.action),
 ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
-from integration.egress import EgressPolicy, EgressRefused, ResolvedURL
+from integration.egress import EgressPolicy, EgressRefused, EgressUnavailable, ResolvedURL
 from integration.retry import classify
 from integration.settings import ConfigurationError
 
@@ -32,7 +33,6 @@ from integration.settings import ConfigurationError
     ("http://240.0.0.1/", "reserved"),
     ("http://2130706433/", "loopback"),  # 127.0.0.1 as one decimal number
     ("http://0177.0.0.1/", "loopback"),  # and in octal
-    ("http://localhost:8000/", "loopback"),  # a host name: its resolved address counts
 ])
 def test_internal_addresses_are_refused_by_default(url: str, reason: str) -> None:
     """Loopback, private, link-local (metadata), CGNAT and the like are refused, also
@@ -79,15 +79,45 @@ def test_an_allowlisted_host_name_opens_its_addresses_but_not_metadata() -> None
     policy = EgressPolicy.from_allowlist("ops.internal,Rebound.Internal.",
                                          resolver=lambda host, port: answers[host])
     assert policy.check("https://OPS.internal./api").addresses == ("10.0.0.7",)
-    with pytest.raises(EgressRefused, match="link-local"):
+    with capture_logs() as logged, pytest.raises(EgressRefused):
         policy.check("http://rebound.internal/")
+    assert logged[-1]["reason"].startswith("link-local")
 
 
 def test_a_name_with_any_internal_address_is_refused() -> None:
     """Every resolved address must pass, not just the first."""
     policy = EgressPolicy(resolver=lambda host, port: ["93.184.215.14", "10.0.0.1"])
-    with pytest.raises(EgressRefused, match="10.0.0.1"):
+    with capture_logs() as logged, pytest.raises(EgressRefused) as refused:
         policy.check("http://mixed.example/")
+    assert classify(refused.value) == "permanent"
+    assert logged[-1]["address"] == "10.0.0.1"
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8000/", "http://metadata.internal/"])
+def test_a_refused_name_never_says_what_it_resolves_to(url: str) -> None:
+    """The refusal of a host name says it was refused, not the address nor its kind; the
+    log line has both."""
+    policy = EgressPolicy(resolver=lambda host, port: (
+        ["127.0.0.1"] if host == "localhost" else ["169.254.169.254"]))
+    with capture_logs() as logged, pytest.raises(EgressRefused) as refused:
+        policy.check(url)
+    message = str(refused.value)
+    assert "resolves to an address that may not be called" in message
+    for leaked in ("127.0.0.1", "169.254", "loopback", "link-local"):
+        assert leaked not in message
+    assert logged[-1]["event"] == "egress refused"
+    assert logged[-1]["address"] in ("127.0.0.1", "169.254.169.254")
+
+
+def test_a_name_that_cannot_be_resolved_keeps_the_resolver_error_in_the_log() -> None:
+    """A resolver failure is transient and its answer names only the host."""
+    def failing(host: str, port: int) -> list[str]:
+        raise OSError("[Errno -2] Name or service not known (dns 10.0.0.53)")
+
+    with capture_logs() as logged, pytest.raises(EgressUnavailable) as failed:
+        EgressPolicy(resolver=failing).check("http://gone.example/")
+    assert str(failed.value) == "cannot resolve gone.example"
+    assert "10.0.0.53" in logged[-1]["error"]
 
 
 @pytest.mark.parametrize("entry", ["not a host", "10.0.0.0/33", "http://x/"])

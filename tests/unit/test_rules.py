@@ -10,7 +10,15 @@ import yaml
 
 from integration.builtin_types import ActionPayload, DiagnosisPayload
 from integration.retry import classify
-from integration.rules import PlanError, Rules, load_rules, parse_rules, placeholder_values, render
+from integration.rules import (
+    PlanError,
+    Rules,
+    TargetNotAllowed,
+    load_rules,
+    parse_rules,
+    placeholder_values,
+    render,
+)
 from integration.settings import ConfigurationError, Settings
 
 VALID: dict[str, Any] = {
@@ -203,6 +211,39 @@ def test_plan_with_missing_target_label_names_it() -> None:
     with pytest.raises(PlanError, match=r"needs \{labels.host\}"):
         rules_with().plan({"alert": "HighCPU", "recommended_action": "restart"},
                           {"service": "nginx"})
+
+
+def playbook_with(**fields: Any) -> Rules:
+    """VALID with its playbook changed."""
+    return rules_with(playbooks={"restart": {**VALID["playbooks"]["restart"], **fields}})
+
+
+def test_a_label_target_outside_allowed_targets_is_refused() -> None:
+    """A target filled from labels runs only if allowed_targets has it (names or patterns);
+    any other is a permanent TargetNotAllowed naming the playbook and the target."""
+    rules = playbook_with(allowed_targets=["web-*", "db-1"])
+    diagnosis = {"alert": "HighCPU", "recommended_action": "restart", "confidence": 0.9}
+    for host in ("web-7", "db-1"):
+        plan = rules.plan(diagnosis, {"host": host, "service": "s"})
+        assert plan is not None and plan["target"] == host
+    with pytest.raises(TargetNotAllowed, match="playbook 'restart' refused target 'db-2'") as e:
+        rules.plan(diagnosis, {"host": "db-2", "service": "s"})
+    assert classify(e.value) == "permanent"
+
+
+def test_an_http_playbook_with_a_label_target_needs_allowed_targets() -> None:
+    """Labels may not choose among every declared http target: the file must bound them."""
+    message = error_of({**VALID, "playbooks": {"restart": {
+        **VALID["playbooks"]["restart"], "executor": "http"}}})
+    assert "playbook 'restart'" in message and "needs allowed_targets" in message
+    assert playbook_with(executor="http", allowed_targets=["web-1"]).playbooks
+
+
+def test_a_literal_target_must_be_among_its_own_allowed_targets() -> None:
+    """A playbook whose fixed target its allowed_targets leaves out never loads."""
+    message = error_of({**VALID, "playbooks": {"restart": {
+        **VALID["playbooks"]["restart"], "target": "web-1", "allowed_targets": ["db-*"]}}})
+    assert "not among allowed_targets" in message
 
 
 def test_placeholder_numbers_read_as_written() -> None:
