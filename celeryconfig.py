@@ -5,14 +5,14 @@ Check that it imports with ``python -m celeryconfig``.
 
 from __future__ import annotations
 
-from integration.kombu_redis import use_for_redis_urls
-from integration.recovery import check_recovery_bound
-from integration.registry import default_registry
-from integration.retry import check_durations
-from integration.routing import DEFAULT_QUEUE, declare_queues, route_task
-from integration.schedules import beat_key_prefix, redbeat_options
-from integration.security import refuse_weak_secrets
+from integration.broker.kombu_redis import use_for_redis_urls
+from integration.messages.registry import default_registry
+from integration.messages.retry import check_durations
+from integration.messages.routing import DEFAULT_QUEUE, declare_queues, route_task
+from integration.schedules.schedules import beat_key_prefix, redbeat_options
+from integration.security.verification import refuse_weak_secrets
 from integration.settings import get_settings
+from integration.worker.recovery import check_recovery_bound
 
 _settings = get_settings()
 # Workers, beat and Flower refuse placeholder and low-entropy secrets in production (their
@@ -93,7 +93,7 @@ enable_utc = True
 
 # Beat: schedules live in Redis (celery-redbeat), so run-time changes reach beat at its next
 # loop and beat keeps no local state; a lock makes one beat of several the active one.
-beat_scheduler = "integration.beat:Scheduler"
+beat_scheduler = "integration.schedules.beat:Scheduler"
 beat_max_loop_interval = _settings.beat_max_loop_interval_seconds
 redbeat_redis_url = _settings.redis_url
 redbeat_key_prefix = beat_key_prefix(_settings.key_prefix)

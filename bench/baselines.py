@@ -21,8 +21,8 @@ from flask_limiter import Limiter
 from kombu import Connection, Exchange, Producer, Queue
 from pydantic import ValidationError
 
-from integration.builtin_types import MetricPayload
-from integration.envelope import Envelope
+from integration.loop.types import MetricPayload
+from integration.messages.envelope import Envelope
 from integration.settings import get_settings
 
 #: Task name of the no-op task the raw worker runs and the raw producers send.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from integration.consumers import ConsumerContext, consumer
+from integration.events.consumers import ConsumerContext, consumer
 
 
 @consumer("event.succeeded", name="bench-sink")

@@ -29,8 +29,8 @@ from typing import cast
 import redis
 
 from bench.stack import CpuMeter, Stack
-from integration.client import Client
-from integration.embedded_redis import EmbeddedRedis
+from integration.ops.client import Client
+from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
 
 _SITECUSTOMIZE = r'''

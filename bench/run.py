@@ -22,8 +22,8 @@ from kombu import Connection
 
 from bench import baselines, loadgen
 from bench.stack import CpuMeter, RssSampler, Stack, Worker
+from integration.security.tokens import issue_token
 from integration.settings import Settings
-from integration.tokens import issue_token
 
 SUBMIT = "/api/v1/messages"
 #: The policy the gateway runs with: a rate limit that is counted but never reached.

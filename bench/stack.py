@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from integration.embedded_redis import EmbeddedRedis, free_port
-from integration.server import reuse_port
+from integration.ops.embedded_redis import EmbeddedRedis, free_port
+from integration.ops.server import reuse_port
 from integration.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

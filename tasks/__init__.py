@@ -2,7 +2,7 @@
 
 # Metrics must pick prometheus_client's multiprocess mode before anything imports it.
 from integration.settings import get_settings
-from integration.worker_metrics import prepare_multiprocess
+from integration.worker.metrics import prepare_multiprocess
 
 prepare_multiprocess(get_settings().worker_metrics_dir)
 

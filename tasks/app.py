@@ -1,5 +1,5 @@
 """The workers' Celery app, configured from ``celeryconfig``."""
 
-from integration.celery_app import create_celery
+from integration.broker.celery_app import create_celery
 
 app = create_celery("tasks")

@@ -9,17 +9,17 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 
 from integration import logs
-from integration.dispatch import OutboxRelay
-from integration.egress import default_egress
-from integration.executors import declared_targets
-from integration.heartbeats import Heartbeat, Heartbeats, instance_name
-from integration.holdings import holdings_of
-from integration.reconciler import Reconciler
-from integration.recovery import heartbeat_ttl, leader_lease, recovery_bound
-from integration.requeue import RequeueLoop, Requeuer
-from integration.services import build_dispatcher, build_submitter
+from integration.app import build_dispatcher, build_submitter
+from integration.broker.holdings import holdings_of
+from integration.events.dispatch import OutboxRelay
+from integration.loop.executors import declared_targets
+from integration.security.egress import default_egress
 from integration.settings import ConfigurationError, get_settings
-from integration.store import LedgerEntry
+from integration.store.records import LedgerEntry
+from integration.worker.heartbeats import Heartbeat, Heartbeats, instance_name
+from integration.worker.reconciler import Reconciler
+from integration.worker.recovery import heartbeat_ttl, leader_lease, recovery_bound
+from integration.worker.requeue import RequeueLoop, Requeuer
 
 _loops: dict[str, RequeueLoop] = {}
 _leaving: list[Callable[[], None]] = []

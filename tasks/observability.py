@@ -21,13 +21,14 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from integration import logs, worker_metrics
-from integration.processor import Delivery, Outcome
-from integration.publisher import CORRELATION_HEADER
-from integration.registry import default_registry
-from integration.routing import PROCESS_TASK
-from integration.services import build_guards, build_submitter
+from integration import logs
+from integration.app import build_guards, build_submitter
+from integration.broker.publisher import CORRELATION_HEADER
+from integration.messages.registry import default_registry
+from integration.messages.routing import PROCESS_TASK
 from integration.settings import get_settings
+from integration.worker import metrics as worker_metrics
+from integration.worker.processor import Delivery, Outcome
 
 _started: dict[str, tuple[float, str]] = {}
 _servers: list[Any] = []

@@ -11,13 +11,13 @@ from celery import Task
 from celery.exceptions import Reject
 
 from integration import logs
-from integration.jsonlimits import JsonLimits
-from integration.processor import Delivery, Outcome, Processor
-from integration.registry import default_registry
-from integration.retry import default_policy
-from integration.routing import PROCESS_TASK
-from integration.services import build_dispatcher, build_guards, build_submitter
+from integration.app import build_dispatcher, build_guards, build_submitter
+from integration.messages.jsonlimits import JsonLimits
+from integration.messages.registry import default_registry
+from integration.messages.retry import default_policy
+from integration.messages.routing import PROCESS_TASK
 from integration.settings import get_settings
+from integration.worker.processor import Delivery, Outcome, Processor
 from tasks.app import app
 
 log = logs.get_logger("integration.worker")

@@ -11,12 +11,13 @@ import redis
 from celery import Task
 from celery.exceptions import Reject
 
-from integration import logs, schedules
-from integration.ownership import scoped
-from integration.registry import default_registry
-from integration.services import build_submitter, default_rights
+from integration import logs
+from integration.app import build_submitter, default_rights
+from integration.broker.submission import Sender, Submitter
+from integration.messages.ownership import scoped
+from integration.messages.registry import default_registry
+from integration.schedules import schedules
 from integration.settings import get_settings
-from integration.submission import Sender, Submitter
 from tasks.app import app
 from tasks.observability import metrics
 from tasks.processing import OUTAGE_PAUSE_SECONDS, hand_back

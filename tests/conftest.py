@@ -16,12 +16,12 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from integration.embedded_redis import EmbeddedRedis, free_port
 from integration.gateway import create_app
-from integration.registry import default_registry
-from integration.routing import DEFAULT_QUEUE
+from integration.messages.registry import default_registry
+from integration.messages.routing import DEFAULT_QUEUE
+from integration.ops.embedded_redis import EmbeddedRedis, free_port
+from integration.security.tokens import issue_token
 from integration.settings import Settings, get_settings
-from integration.tokens import issue_token
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-" + "x" * 40
@@ -238,6 +238,6 @@ def purge_keys(client: redis.Redis, pattern: str) -> None:
 
 def mine(given: str, owner: str = "tester") -> str:
     """The message id an id given by ``owner`` (the ``auth`` fixture's subject) stands for."""
-    from integration.ownership import scoped
+    from integration.messages.ownership import scoped
 
     return scoped(owner, given)

@@ -27,7 +27,7 @@ from integration.gateway.requestlog import init_request_log
 from integration.gateway.runtime import Runtime
 from integration.gateway.schemas import ProblemDocument
 from integration.gateway.ws import init_websocket
-from integration.registry import default_registry
+from integration.messages.registry import default_registry
 from integration.settings import Settings, get_settings
 
 API_TITLE = "Integration bus API"

@@ -19,20 +19,21 @@ from spectree import Response as Responses
 from spectree import SpecTree
 
 from integration import logs
-from integration.alertmanager import (
-    AlertmanagerWebhook,
-    AlertMessage,
-    RecentAlerts,
-    alert_messages,
-)
-from integration.envelope import Envelope
+from integration.broker.submission import Accepted
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import parse_json, read_body
 from integration.gateway.metrics import gateway_metrics
 from integration.gateway.requestlog import correlation_id
 from integration.gateway.runtime import runtime
-from integration.problems import (
+from integration.loop.alertmanager import (
+    AlertmanagerWebhook,
+    AlertMessage,
+    RecentAlerts,
+    alert_messages,
+)
+from integration.messages.envelope import Envelope
+from integration.messages.problems import (
     Conflict,
     Forbidden,
     InvalidMessage,
@@ -42,7 +43,6 @@ from integration.problems import (
     invalid,
     validation_errors,
 )
-from integration.submission import Accepted
 
 CHANNEL = "alertmanager"
 ALERT = {"type": "alert"}  # what the received-messages counter labels each alert with

@@ -17,7 +17,9 @@ from pydantic import ValidationError
 from spectree import Response as Responses
 from spectree import SpecTree
 
-from integration.events import finish
+from integration.broker.publisher import Outgoing
+from integration.broker.submission import Accepted, Repeated, Result
+from integration.events.results import finish
 from integration.gateway import cloudevents, schemas
 from integration.gateway.alertmanager import create_alertmanager_api
 from integration.gateway.auth import current_principal
@@ -30,8 +32,7 @@ from integration.gateway.resources import find_record
 from integration.gateway.runtime import runtime
 from integration.gateway.schedules import create_schedules_api
 from integration.gateway.subscriptions import create_subscriptions_api
-from integration.idempotency import MAX_KEY_LENGTH, Stored, fingerprint, parse_key
-from integration.problems import (
+from integration.messages.problems import (
     Conflict,
     Forbidden,
     InvalidMessage,
@@ -42,12 +43,11 @@ from integration.problems import (
     invalid,
     validation_errors,
 )
-from integration.publisher import Outgoing
-from integration.routing import PROCESS_TASK
-from integration.status import Status
-from integration.store import IdempotentAnswer, public
-from integration.submission import Accepted, Repeated, Result
-from integration.trace import trace
+from integration.messages.routing import PROCESS_TASK
+from integration.messages.status import Status
+from integration.store.idempotency import MAX_KEY_LENGTH, Stored, fingerprint, parse_key
+from integration.store.records import IdempotentAnswer, public
+from integration.store.trace import trace
 
 #: Fields of a status record that a summary (list item) shows.
 SUMMARY_FIELDS = ("id", "type", "status", "attempts", "channel", "queue", "accepted_at",

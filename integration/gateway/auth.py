@@ -18,18 +18,18 @@ from flask_jwt_extended import JWTManager, get_jwt
 from flask_jwt_extended import view_decorators as jwt_views
 from flask_jwt_extended.utils import get_unverified_jwt_headers as read_header
 
+from integration.broker.submission import Sender
 from integration.gateway.errors import problem_response
-from integration.memo import remember
-from integration.policy import Grants, Policy
-from integration.problems import Forbidden, Unauthorized, Unavailable
-from integration.security import (
+from integration.messages.memo import remember
+from integration.messages.problems import Forbidden, Unauthorized, Unavailable
+from integration.security.policy import Grants, Policy
+from integration.security.verification import (
     InvalidClaims,
     Revocations,
     TokenClaims,
     TokenVerification,
     token_claims,
 )
-from integration.submission import Sender
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import request
 
-from integration import jsonlimits
-from integration.problems import BadRequest, UnsupportedMedia, invalid
+from integration.messages import jsonlimits
+from integration.messages.problems import BadRequest, UnsupportedMedia, invalid
 
 #: Media types a body may use (CloudEvents' structured and batch modes are JSON too).
 JSON_MEDIA_TYPES = frozenset({

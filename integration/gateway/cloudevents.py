@@ -17,15 +17,15 @@ from urllib.parse import unquote
 
 from flask import request
 
-from integration.envelope import Envelope
+from integration.broker.submission import Result, Sender, Submitter
 from integration.gateway.bodies import parse_json, read_body
-from integration.problems import (
+from integration.messages.envelope import Envelope
+from integration.messages.problems import (
     Forbidden,
     InvalidMessage,
     UnsupportedMedia,
     invalid,
 )
-from integration.submission import Result, Sender, Submitter
 
 STRUCTURED = "application/cloudevents+json"
 BATCHED = "application/cloudevents-batch+json"

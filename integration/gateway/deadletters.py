@@ -19,8 +19,14 @@ from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
 from integration.gateway.resources import find_record
 from integration.gateway.runtime import runtime
-from integration.problems import Conflict, NotFound, Unavailable, invalid, validation_errors
-from integration.store import public
+from integration.messages.problems import (
+    Conflict,
+    NotFound,
+    Unavailable,
+    invalid,
+    validation_errors,
+)
+from integration.store.records import public
 
 SUMMARY_FIELDS = ("id", "type", "status", "attempts", "owner", "channel", "queue",
                   "accepted_at", "finished_at", "generation", "error")

@@ -8,7 +8,7 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from integration.problems import PROBLEM_CONTENT_TYPE, TYPE_BASE, UNEXPECTED, Problem
+from integration.messages.problems import PROBLEM_CONTENT_TYPE, TYPE_BASE, UNEXPECTED, Problem
 
 log = logging.getLogger(__name__)
 

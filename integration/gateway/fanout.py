@@ -22,10 +22,10 @@ from integration.gateway.websocket import (
     TRY_AGAIN_LATER,
     WebSocket,
 )
-from integration.problems import Problem, RetryLater, Unauthorized
-from integration.security import Revocations, TokenClaims
+from integration.messages.problems import Problem, RetryLater, Unauthorized
+from integration.security.verification import Revocations, TokenClaims
 from integration.settings import Settings
-from integration.store import StatusStore
+from integration.store.records import StatusStore
 
 log = logs.get_logger("integration.gateway.ws")
 

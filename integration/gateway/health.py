@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from integration.gateway.runtime import runtime
-from integration.problems import Unavailable
+from integration.messages.problems import Unavailable
 
 health = Blueprint("health", __name__)
 

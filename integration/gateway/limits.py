@@ -19,7 +19,7 @@ from integration.gateway.cloudevents import request_mode
 from integration.gateway.errors import problem_response
 from integration.gateway.metrics import gateway_metrics
 from integration.gateway.ratelimitstore import coalesced_uri
-from integration.problems import TooManyRequests
+from integration.messages.problems import TooManyRequests
 from integration.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from typing import Any
 from flask import current_app, g
 from prometheus_client import CollectorRegistry, Counter
 
-from integration.problems import Problem
-from integration.registry import Registry
-from integration.submission import Accepted
+from integration.broker.submission import Accepted
+from integration.messages.problems import Problem
+from integration.messages.registry import Registry
 
 EXTENSION_KEY = "integration_metrics"
 #: Outcome label by problem status.

@@ -7,7 +7,7 @@ from typing import Any
 
 from spectree import SpecTree
 
-from integration.problems import PROBLEM_CONTENT_TYPE
+from integration.messages.problems import PROBLEM_CONTENT_TYPE
 
 PROBLEM_SCHEMA = {"$ref": "#/components/schemas/ProblemDocument"}
 _METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})

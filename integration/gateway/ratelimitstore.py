@@ -19,8 +19,8 @@ from typing import Any, cast
 import redis
 from limits.storage import RedisStorage
 
-from integration.coalescer import Coalescer
-from integration.luascripts import execute_loading, own_connections
+from integration.broker.coalescer import Coalescer
+from integration.store.connections import execute_loading, own_connections
 
 #: ``limits`` picks a storage class by the URI's scheme.
 SCHEME_PREFIX = "integration+"

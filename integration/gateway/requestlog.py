@@ -8,7 +8,7 @@ import time
 from flask import Flask, Response, g, request
 
 from integration import logs
-from integration.envelope import ID_PATTERN, new_id
+from integration.messages.envelope import ID_PATTERN, new_id
 
 CORRELATION_HEADER = "X-Correlation-ID"
 _VALID = re.compile(ID_PATTERN)

@@ -13,8 +13,8 @@ from flask import Blueprint, Response
 from integration.gateway.auth import current_principal
 from integration.gateway.errors import problem_response
 from integration.gateway.runtime import runtime
-from integration.ownership import candidates
-from integration.problems import Unavailable
+from integration.messages.ownership import candidates
+from integration.messages.problems import Unavailable
 
 
 def managed(blueprint: Blueprint, resource: str, store: str) -> Blueprint:

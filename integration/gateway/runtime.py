@@ -7,25 +7,25 @@ from functools import cached_property
 
 from flask import Flask, current_app
 
-from integration.deadletters import DeadLetters
-from integration.guards import Guards
-from integration.idempotency import IdempotencyKeys
-from integration.policy import Policy, load_policy
-from integration.publisher import Publisher
-from integration.registry import Registry, default_registry
-from integration.retry import check_durations, idempotency_ttl
-from integration.schedules import Schedules
-from integration.security import (
+from integration.app import build_guards, build_submitter
+from integration.broker.publisher import Publisher
+from integration.broker.submission import Submitter
+from integration.events.webhooks import Webhooks
+from integration.messages.registry import Registry, default_registry
+from integration.messages.retry import check_durations, idempotency_ttl
+from integration.schedules.schedules import Schedules
+from integration.security.policy import Policy, load_policy
+from integration.security.verification import (
     Revocations,
     TokenVerification,
     refuse_weak_secrets,
     token_verification,
 )
-from integration.services import build_guards, build_submitter
 from integration.settings import Settings
-from integration.store import StatusStore
-from integration.submission import Submitter
-from integration.webhooks import Webhooks
+from integration.store.deadletters import DeadLetters
+from integration.store.idempotency import IdempotencyKeys
+from integration.store.records import StatusStore
+from integration.worker.guards import Guards
 
 EXTENSION_KEY = "integration"
 
@@ -86,7 +86,7 @@ class Runtime:
 
     def egress_refusal(self, url: str) -> str | None:
         """Why a URL may not be called (scheme, address policy, unresolvable), or None."""
-        from integration.egress import EgressPolicy, EgressRefused, EgressUnavailable
+        from integration.security.egress import EgressPolicy, EgressRefused, EgressUnavailable
 
         try:
             EgressPolicy.from_settings(self.settings).check(url)

@@ -16,9 +16,9 @@ from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
 from integration.gateway.resources import managed
 from integration.gateway.runtime import runtime
-from integration.ownership import candidates
-from integration.problems import Conflict, NotFound, invalid, validation_errors
-from integration.schedules import ENTRY_PATTERN, ScheduleSpec
+from integration.messages.ownership import candidates
+from integration.messages.problems import Conflict, NotFound, invalid, validation_errors
+from integration.schedules.schedules import ENTRY_PATTERN, ScheduleSpec
 
 NOT_FOUND = "No schedule with this name."
 

@@ -14,8 +14,8 @@ from pydantic import (
     model_validator,
 )
 
-from integration.envelope import Envelope
-from integration.status import Status
+from integration.messages.envelope import Envelope
+from integration.messages.status import Status
 
 
 class ProblemDocument(BaseModel):

@@ -9,13 +9,13 @@ from pydantic import ValidationError
 from spectree import Response as Responses
 from spectree import SpecTree
 
+from integration.events.webhooks import SIGNATURE_HEADER, Webhook, WebhookRequest
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
 from integration.gateway.resources import managed
 from integration.gateway.runtime import runtime
-from integration.problems import Forbidden, NotFound, invalid, validation_errors
-from integration.webhooks import SIGNATURE_HEADER, Webhook, WebhookRequest
+from integration.messages.problems import Forbidden, NotFound, invalid, validation_errors
 
 
 def create_subscriptions_api(spec: SpecTree) -> Blueprint:

@@ -21,7 +21,7 @@ from flask_jwt_extended.internal_utils import (
 )
 
 from integration import logs
-from integration.envelope import new_id
+from integration.broker.submission import Accepted, Result
 from integration.gateway.auth import (
     Principal,
     current_principal,
@@ -39,7 +39,8 @@ from integration.gateway.websocket import (
     WebSocket,
     handshake_error,
 )
-from integration.problems import (
+from integration.messages.envelope import new_id
+from integration.messages.problems import (
     UNEXPECTED,
     BadRequest,
     Forbidden,
@@ -50,8 +51,7 @@ from integration.problems import (
     Unavailable,
     invalid,
 )
-from integration.security import TokenClaims
-from integration.submission import Accepted, Result
+from integration.security.verification import TokenClaims
 
 EXTENSION_KEY = "integration_ws"
 #: Query parameters that would put a token in URLs (and so in proxy and server logs).

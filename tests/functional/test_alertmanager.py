@@ -20,10 +20,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
-from integration.alertmanager import RecentAlerts
-from integration.embedded_redis import free_port
-from integration.envelope import new_id
-from integration.tokens import issue_token
+from integration.loop.alertmanager import RecentAlerts
+from integration.messages.envelope import new_id
+from integration.ops.embedded_redis import free_port
+from integration.security.tokens import issue_token
 from tests.conftest import ROOT, TEST_SECRET, wait_for, wait_status
 
 URL = "/api/v1/alertmanager"

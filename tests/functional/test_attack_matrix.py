@@ -15,9 +15,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from integration.embedded_redis import EmbeddedRedis
-from integration.registry import default_registry
-from integration.tokens import issue_token
+from integration.messages.registry import default_registry
+from integration.ops.embedded_redis import EmbeddedRedis
+from integration.security.tokens import issue_token
 from tests.conftest import TEST_SECRET
 
 METRIC = {"type": "metric", "source": "matrix", "data": {"name": "cpu", "value": 1.0}}

@@ -13,7 +13,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from integration.embedded_redis import EmbeddedRedis
+from integration.ops.embedded_redis import EmbeddedRedis
 from tests.conftest import wait_status
 
 

@@ -24,7 +24,7 @@ import pytest
 import redis
 from flask import Flask
 
-from integration.embedded_redis import EmbeddedRedis
+from integration.ops.embedded_redis import EmbeddedRedis
 from tests.conftest import wait_for
 from tests.support import rabbitmq
 from tests.support.burst import Burst, SupervisedWorker

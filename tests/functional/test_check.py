@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from integration.embedded_redis import EmbeddedRedis, free_port
-from integration.registry import default_registry
+from integration.messages.registry import default_registry
+from integration.ops.embedded_redis import EmbeddedRedis, free_port
 from integration.settings import get_settings
 from tests.conftest import ROOT
 
@@ -83,7 +83,7 @@ def run_check(env: dict[str, str | None], *args: str) -> subprocess.CompletedPro
     afresh, and a process per case would cost a second of imports each."""
     from click.testing import CliRunner
 
-    from integration.cli import main
+    from integration.ops.cli import main
 
     unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("INTEGRATION_")}
     try:

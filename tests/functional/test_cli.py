@@ -11,8 +11,8 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from integration.cli import main
-from integration.client import Client
+from integration.ops.cli import main
+from integration.ops.client import Client
 from integration.settings import get_settings
 from tests.conftest import wait_for
 
@@ -142,7 +142,7 @@ def test_unknown_id_exits_1_with_a_message_on_stderr(cli: Any) -> None:
 def test_unreachable_redis_is_one_line_and_exit_1(cli: Any,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """With Redis down, commands that need it fail with one line naming the problem."""
-    from integration.embedded_redis import free_port
+    from integration.ops.embedded_redis import free_port
 
     monkeypatch.setenv("INTEGRATION_REDIS_URL",
                        f"redis://:not-for-logs@127.0.0.1:{free_port()}/0")

@@ -13,7 +13,7 @@ from cloudevents.core.bindings.http import HTTPMessage, to_binary_event, to_stru
 from cloudevents.core.v1.event import CloudEvent
 from flask.testing import FlaskClient
 
-from integration.envelope import new_id
+from integration.messages.envelope import new_id
 from tests.conftest import mine, submitted_records, wait_status
 
 URL = "/api/v1/messages"

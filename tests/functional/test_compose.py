@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from integration.builtin_types import BUILTIN_TYPES
-from integration.cli import main as cli
-from integration.registry import Registry
-from integration.routing import DEFAULT_QUEUE
+from integration.loop.types import BUILTIN_TYPES
+from integration.messages.registry import Registry
+from integration.messages.routing import DEFAULT_QUEUE
+from integration.ops.cli import main as cli
 from integration.settings import Settings
 from tests.conftest import ROOT
 
@@ -156,7 +156,7 @@ def test_env_file_is_never_committed() -> None:
 def test_every_placeholder_of_env_example_is_refused_in_production() -> None:
     """Each value of .env.example (Flower's: its password) is a placeholder that production
     refuses, so a copied .env.example never guards a deployment."""
-    from integration.security import secret_weakness
+    from integration.security.verification import secret_weakness
 
     for variable, value in example_values().items():
         secret = value.partition(":")[2] if variable == "FLOWER_BASIC_AUTH" else value
@@ -222,8 +222,8 @@ def test_every_queue_has_a_worker_and_every_worker_a_real_queue(
     """Workers name only queues the service declares, and together consume all of them."""
     from celery.bin.celery import celery
 
-    from integration.loop import STAGES
-    from integration.webhooks import WEBHOOK_TYPE
+    from integration.events.webhooks import WEBHOOK_TYPE
+    from integration.loop.stages import STAGES
 
     queues = set(Registry(BUILTIN_TYPES).queues()) | {DEFAULT_QUEUE, WEBHOOK_TYPE} | {
         f"consumer.loop-{stage}" for stage in STAGES}

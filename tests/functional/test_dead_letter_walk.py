@@ -6,11 +6,11 @@ import uuid
 
 import redis
 
-from integration.deadletters import DeadLetters
-from integration.services import build_submitter
+from integration.app import build_submitter
+from integration.messages.status import Status
 from integration.settings import Settings
-from integration.status import Status
-from integration.store import NewRecord
+from integration.store.deadletters import DeadLetters
+from integration.store.records import NewRecord
 from tests.conftest import TEST_SECRET
 
 QUEUE = "test.replay-walk"  # no worker consumes it: the test counts what was enqueued

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from integration.cli import main as cli
-from integration.tokens import issue_token
+from integration.ops.cli import main as cli
+from integration.security.tokens import issue_token
 from tests.conftest import ROOT, TEST_SECRET, wait_for, wait_status
 from tests.support.fault_types import DUPLICATES, LEDGER
 

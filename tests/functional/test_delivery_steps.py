@@ -12,15 +12,15 @@ import pytest
 import redis
 from pydantic import BaseModel
 
-from integration.dispatch import Dispatcher
-from integration.embedded_redis import EmbeddedRedis
-from integration.processor import Delivery, Processor
-from integration.registry import MessageType, Registry
-from integration.services import build_submitter
+from integration.app import build_submitter
+from integration.events.dispatch import Dispatcher
+from integration.events.webhooks import WebhookRequest, Webhooks
+from integration.messages.registry import MessageType, Registry
+from integration.messages.status import Status
+from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
-from integration.status import Status
-from integration.store import NewRecord, StatusStore, store_from_settings
-from integration.webhooks import WebhookRequest, Webhooks
+from integration.store.records import NewRecord, StatusStore, store_from_settings
+from integration.worker.processor import Delivery, Processor
 from tests.conftest import configured
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from integration.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
+from integration.ops.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
 from tests.conftest import ROOT, wait_for
 
 

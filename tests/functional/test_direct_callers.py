@@ -10,10 +10,10 @@ import pytest
 import redis
 from celery import Celery
 
-from integration.client import Client
-from integration.problems import InvalidMessage
-from integration.publisher import Outgoing
-from integration.routing import PROCESS_TASK
+from integration.broker.publisher import Outgoing
+from integration.messages.problems import InvalidMessage
+from integration.messages.routing import PROCESS_TASK
+from integration.ops.client import Client
 from integration.settings import Settings
 from tests.conftest import wait_for
 
@@ -28,7 +28,7 @@ def celery_app(redis_url: str) -> Celery:
     """A bare Celery app, as another service would configure it: broker URL and JSON."""
     return Celery("other-service", broker=redis_url, set_as_current=False,
                   config_source={"task_serializer": "json", "accept_content": ["json"],
-                                 "task_routes": ("integration.routing.route_task",)})
+                                 "task_routes": ("integration.messages.routing.route_task",)})
 
 
 def final(direct: Client, message_id: str) -> dict[str, Any]:

@@ -24,16 +24,16 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from integration.embedded_redis import EmbeddedRedis
-from integration.envelope import Envelope
-from integration.heartbeats import Heartbeats
-from integration.holdings import RedisHoldings
-from integration.publisher import Outgoing
-from integration.services import build_submitter
+from integration.app import build_submitter
+from integration.broker.holdings import RedisHoldings
+from integration.broker.publisher import Outgoing
+from integration.broker.submission import Submitter
+from integration.messages.envelope import Envelope
+from integration.messages.status import Status
+from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
-from integration.status import Status
-from integration.store import NewRecord
-from integration.submission import Submitter
+from integration.store.records import NewRecord
+from integration.worker.heartbeats import Heartbeats
 from tests.conftest import WorkerProcess, configured, wait_for, wait_status
 from tests.functional.test_retries import _children
 from tests.support.recovery import FAST_RECOVERY, CountingTarget, action, fast_bound

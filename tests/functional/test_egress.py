@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from integration.egress import (
+from integration.messages.retry import DownstreamError, classify
+from integration.security.egress import (
     Egress,
     EgressPolicy,
     EgressRefused,
@@ -17,7 +18,6 @@ from integration.egress import (
     EgressUnavailable,
     RejectedStatus,
 )
-from integration.retry import DownstreamError, classify
 from tests.support.http_target import RecordingServer
 from tests.support.tls import self_signed
 

@@ -9,8 +9,8 @@ import json
 import pytest
 import redis
 
-from integration.embedded_redis import EmbeddedRedis
-from integration.store import EarlierAnswer, IdempotentAnswer, NewRecord, StatusStore
+from integration.ops.embedded_redis import EmbeddedRedis
+from integration.store.records import EarlierAnswer, IdempotentAnswer, NewRecord, StatusStore
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from integration.embedded_redis import free_port
-from integration.tokens import issue_token
+from integration.ops.embedded_redis import free_port
+from integration.security.tokens import issue_token
 from tests.conftest import TEST_SECRET, configured, submitted_records
 
 METRIC = {"type": "metric", "source": "tests", "data": {"name": "cpu", "value": 1.0}}

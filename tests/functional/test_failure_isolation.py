@@ -19,13 +19,13 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from integration.embedded_redis import EmbeddedRedis
-from integration.envelope import Envelope
-from integration.jsonlimits import loads
-from integration.problems import InvalidMessage, Unavailable
-from integration.services import build_submitter
+from integration.app import build_submitter
+from integration.broker.submission import Accepted, Result, Submitter
+from integration.messages.envelope import Envelope
+from integration.messages.jsonlimits import loads
+from integration.messages.problems import InvalidMessage, Unavailable
+from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
-from integration.submission import Accepted, Result, Submitter
 from tests.conftest import configured
 
 #: A JSON string holding a lone surrogate, as a sender writes it (the escape, in ASCII).

@@ -24,8 +24,8 @@ import requests
 from celery import Celery
 from flask import Flask
 
-from integration.embedded_redis import EmbeddedRedis, free_port
-from integration.routing import PROCESS_TASK
+from integration.messages.routing import PROCESS_TASK
+from integration.ops.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, mine, wait_for
 
 TYPES = ("metric", "event")

@@ -18,7 +18,7 @@ import pytest
 from celery import Celery
 from flask.testing import FlaskClient
 
-from integration.embedded_redis import free_port
+from integration.ops.embedded_redis import free_port
 from tests.conftest import ROOT, wait_for, wait_status
 
 CREDENTIALS = "operator:" + secrets.token_urlsafe(48)
@@ -112,7 +112,7 @@ def test_flower_refuses_to_start_without_a_good_login(env: str, login: str | Non
     not start, and the message says how to generate a password."""
     from click.testing import CliRunner
 
-    from integration.cli import main
+    from integration.ops.cli import main
     from integration.settings import get_settings
 
     get_settings.cache_clear()

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from integration.embedded_redis import EmbeddedRedis
-from integration.envelope import Envelope
-from integration.services import build_submitter
+from integration.app import build_submitter
+from integration.broker.submission import Accepted, Result, Submitter
+from integration.messages.envelope import Envelope
+from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
-from integration.submission import Accepted, Result, Submitter
 from tests.conftest import configured
 
 LIMIT = 4  # messages per coalesced flush

@@ -19,8 +19,8 @@ from typing import Any
 import psutil
 import pytest
 
-from integration.embedded_redis import free_port
-from integration.tokens import issue_token
+from integration.ops.embedded_redis import free_port
+from integration.security.tokens import issue_token
 from tests.conftest import ROOT, TEST_SECRET, wait_for
 
 

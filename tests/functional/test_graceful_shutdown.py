@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 import redis
 
-from integration.embedded_redis import free_port
-from integration.ownership import TAG_LENGTH
+from integration.messages.ownership import TAG_LENGTH
+from integration.ops.embedded_redis import free_port
+from integration.security.tokens import issue_token
 from integration.settings import Settings
-from integration.store import store_from_settings
-from integration.tokens import issue_token
+from integration.store.records import store_from_settings
 from tests.conftest import ROOT, TEST_SECRET, wait_for
 from tests.support.parked_types import PARKED_QUEUE
 

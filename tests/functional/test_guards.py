@@ -114,7 +114,7 @@ def test_an_action_target_over_its_rate_limit_waits_deferred(
 
 
 def test_release_and_drop_need_the_permission(client: FlaskClient) -> None:
-    from integration.tokens import issue_token
+    from integration.security.tokens import issue_token
     from tests.conftest import TEST_SECRET
 
     headers = {"Authorization": "Bearer " + issue_token(TEST_SECRET, "m", ["monitoring"])}
@@ -132,7 +132,7 @@ def test_only_one_trial_call_runs_while_half_open_across_processes(
 
     import pytest
 
-    from integration.guards import Deferred, GuardSettings, SharedBreaker
+    from integration.worker.guards import Deferred, GuardSettings, SharedBreaker
 
     settings = GuardSettings(fail_max=2, reset_timeout=2)  # pybreaker stores whole seconds
     name = f"test:{uuid.uuid4().hex[:8]}"

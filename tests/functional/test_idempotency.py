@@ -8,10 +8,10 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from integration.embedded_redis import free_port
 from integration.gateway.runtime import Runtime
-from integration.idempotency import fingerprint
-from integration.tokens import issue_token
+from integration.ops.embedded_redis import free_port
+from integration.security.tokens import issue_token
+from integration.store.idempotency import fingerprint
 from tests.conftest import TEST_SECRET
 
 METRIC = {"type": "metric", "source": "idem", "data": {"name": "cpu", "value": 2.0}}

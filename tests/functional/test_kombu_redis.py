@@ -1,5 +1,5 @@
-"""The Redis transport the worker uses (``integration.kombu_redis``): kombu's, with one client
-object per channel, doing kombu's unacked bookkeeping unchanged."""
+"""The Redis transport the worker uses (``integration.broker.kombu_redis``): kombu's, with one
+client object per channel, doing kombu's unacked bookkeeping unchanged."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import redis
 from kombu import Connection
 
-from integration.kombu_redis import Channel, Transport
+from integration.broker.kombu_redis import Channel, Transport
 
 
 def test_a_redis_broker_gets_the_transport_and_other_brokers_keep_kombus() -> None:
@@ -24,11 +24,11 @@ def test_a_redis_broker_gets_the_transport_and_other_brokers_keep_kombus() -> No
             capture_output=True, text=True).stdout.strip()
 
     redis_url, amqp_url = "redis://127.0.0.1:1/3", "amqp://guest:guest@127.0.0.1:1//"
-    assert transport_for(redis_url) == "integration.kombu_redis"
-    assert transport_for("rediss://127.0.0.1:1/3") == "integration.kombu_redis"
+    assert transport_for(redis_url) == "integration.broker.kombu_redis"
+    assert transport_for("rediss://127.0.0.1:1/3") == "integration.broker.kombu_redis"
     assert transport_for(amqp_url) == "kombu.transport.pyamqp"
     assert transport_for(redis_url, explicit=amqp_url) == "kombu.transport.pyamqp"
-    assert transport_for(amqp_url, explicit=redis_url) == "integration.kombu_redis"
+    assert transport_for(amqp_url, explicit=redis_url) == "integration.broker.kombu_redis"
 
 
 def test_one_client_serves_every_operation_until_the_pool_is_replaced(redis_url: str) -> None:

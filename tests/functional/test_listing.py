@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import redis
 
-from integration.embedded_redis import EmbeddedRedis
-from integration.store import NewRecord, StatusStore
+from integration.ops.embedded_redis import EmbeddedRedis
+from integration.store.records import NewRecord, StatusStore
 
 
 @pytest.fixture

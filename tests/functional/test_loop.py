@@ -134,10 +134,10 @@ def test_alertmanager_alerts_run_the_loop_once_and_a_resolution_closes_it(
 def test_an_alert_edge_is_not_lost_when_its_emit_fails(redis_url: str) -> None:
     """The threshold state moves before the alert is emitted: a delivery retried after a
     failed emit still emits the alert its first attempt found."""
-    from integration.consumers import ConsumerContext
-    from integration.envelope import Envelope
-    from integration.loop import raise_alerts
-    from integration.retry import TransientError
+    from integration.events.consumers import ConsumerContext
+    from integration.loop.stages import raise_alerts
+    from integration.messages.envelope import Envelope
+    from integration.messages.retry import TransientError
 
     host = f"flaky-emit-{uuid.uuid4().hex[:6]}"
     event = {"subject": "m1", "data": {"result": {

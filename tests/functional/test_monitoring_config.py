@@ -53,7 +53,7 @@ def _exported(text: str) -> set[str]:
 def test_rules_and_dashboard_use_only_exported_metrics(
     client: FlaskClient, auth: dict[str, str], worker: Any, redis_client: redis.Redis
 ) -> None:
-    from integration.guards import GuardSettings, SharedBreaker
+    from integration.worker.guards import GuardSettings, SharedBreaker
 
     SharedBreaker("test:dashboard", redis_client, "integration", GuardSettings())
     ids = [client.post("/api/v1/messages", headers=auth, json={

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from integration.embedded_redis import EmbeddedRedis
-from integration.luascripts import OwnConnectionScript, execute_loading, own_connections
+from integration.ops.embedded_redis import EmbeddedRedis
+from integration.store.connections import OwnConnectionScript, execute_loading, own_connections
 
 COUNT = "redis.call('INCR', KEYS[1]); return {tonumber(redis.call('GET', KEYS[1])), ARGV[1]}"
 

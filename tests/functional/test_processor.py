@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from integration.processor import Delivery, Processor
-from integration.registry import MessageType, Registry
-from integration.retry import PermanentError, RetryPolicy, TransientError
+from integration.messages.registry import MessageType, Registry
+from integration.messages.retry import PermanentError, RetryPolicy, TransientError
+from integration.messages.status import Status
 from integration.settings import Settings
-from integration.status import Status
-from integration.store import StatusStore, store_from_settings
+from integration.store.records import StatusStore, store_from_settings
+from integration.worker.processor import Delivery, Processor
 
 
 class Count(BaseModel):
@@ -72,7 +72,7 @@ def test_an_invalid_delivery_does_not_overwrite_a_finished_message(store: Status
 
 def test_discard_removes_only_the_records_of_its_own_request(store: StatusStore) -> None:
     """A failed submission cleans up after itself and never removes another request's record."""
-    from integration.store import NewRecord
+    from integration.store.records import NewRecord
 
     record = NewRecord(id="discard-1", type="event", queue="event", envelope={}, owner="o",
                        channel="rest")
@@ -85,7 +85,7 @@ def test_discard_removes_only_the_records_of_its_own_request(store: StatusStore)
 
 
 def test_ids_that_look_like_key_suffixes_do_not_collide(store: StatusStore) -> None:
-    from integration.store import NewRecord
+    from integration.store.records import NewRecord
 
     for message_id in ("zz:history", "zz", "hist:zz"):
         record = NewRecord(id=message_id, type="event", queue="event", envelope={},

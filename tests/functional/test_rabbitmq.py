@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from integration.registry import default_registry
-from integration.routing import DEFAULT_QUEUE
+from integration.messages.registry import default_registry
+from integration.messages.routing import DEFAULT_QUEUE
 from tests.conftest import WorkerProcess, mine, wait_status
 
 RABBITMQ = ("127.0.0.1", 5672)
@@ -187,9 +187,9 @@ def test_every_202_item_of_a_batch_on_rabbitmq_is_in_its_queue_once_as_send_task
     """A batch spanning several chunks whose confirms are awaited together: every item is
     202, its message is in its type's queue exactly once, in order, and it is the Celery
     protocol-2 message ``send_task`` publishes (same body, headers and properties)."""
-    from integration.celery_app import create_celery
-    from integration.publisher import CORRELATION_HEADER, args_summary, correlation_of
-    from integration.routing import PROCESS_TASK
+    from integration.broker.celery_app import create_celery
+    from integration.broker.publisher import CORRELATION_HEADER, args_summary, correlation_of
+    from integration.messages.routing import PROCESS_TASK
 
     _, url = quiet_vhost
     client = make_app(broker_url=url, publish_chunk_size=40).test_client()

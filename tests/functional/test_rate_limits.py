@@ -19,8 +19,8 @@ import redis
 import yaml
 from flask import Flask
 
-from integration.embedded_redis import free_port
-from integration.tokens import issue_token
+from integration.ops.embedded_redis import free_port
+from integration.security.tokens import issue_token
 from tests.conftest import ROOT, TEST_SECRET, wait_for
 
 METRIC = {"type": "metric", "source": "limits", "data": {"name": "cpu", "value": 1.0}}
@@ -181,7 +181,7 @@ def test_simultaneous_requests_share_round_trips_but_each_counts_once(
 def test_rate_limit_hits_survive_a_redis_that_forgot_its_scripts(
         make_app: Callable[..., Flask], policy_file: Path, tmp_path: Path) -> None:
     """After a Redis restart (scripts gone), the next hits load them and still count."""
-    from integration.embedded_redis import EmbeddedRedis
+    from integration.ops.embedded_redis import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path / "redis", persistent=False).start()
     try:

@@ -23,8 +23,8 @@ from click.testing import CliRunner
 from flask import Flask
 from redis.exceptions import NoPermissionError
 
-from integration.cli import main as cli
-from integration.embedded_redis import free_port
+from integration.ops.cli import main as cli
+from integration.ops.embedded_redis import free_port
 from integration.settings import get_settings
 from tests.conftest import ROOT, WorkerProcess, wait_for, wait_status
 from tests.functional.test_compose import compose_config

@@ -95,7 +95,7 @@ def test_a_duplicate_delivery_has_one_effect(worker: Any, redis_client: redis.Re
     """The same message delivered twice at once (two copies in the queue): one effect."""
     from celery import Celery
 
-    from integration.routing import PROCESS_TASK
+    from integration.messages.routing import PROCESS_TASK
 
     effect = key()
     envelope = {"id": f"dup-{effect}", "type": "test.slow", "source": "dup",
@@ -123,7 +123,7 @@ def test_a_wait_longer_than_the_visibility_timeout_runs_the_effect_once(
 ) -> None:
     """A 12 s retry wait with a 10 s visibility timeout: the wait is parked outside the
     broker, so no copy is redelivered meanwhile, and the effect happens once."""
-    from integration.embedded_redis import EmbeddedRedis
+    from integration.ops.embedded_redis import EmbeddedRedis
     from tests.conftest import WorkerProcess
 
     with EmbeddedRedis(tmp_path / "redis", persistent=False) as server:

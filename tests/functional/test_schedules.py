@@ -23,10 +23,10 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from integration.schedules import FIRE_TASK, StoredSchedule
+from integration.schedules.schedules import FIRE_TASK, StoredSchedule
+from integration.security.tokens import issue_token
 from integration.settings import Settings
-from integration.store import store_from_settings
-from integration.tokens import issue_token
+from integration.store.records import store_from_settings
 from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, mine, purge_keys, wait_for
 
 LOOP_SECONDS = 1.0

@@ -11,8 +11,8 @@ import redis
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from integration.cli import main
-from integration.tokens import issue_token
+from integration.ops.cli import main
+from integration.security.tokens import issue_token
 from tests.conftest import TEST_SECRET, purge_keys
 
 NIGHTLY = {"name": "nightly", "crontab": "0 3 * * *", "type": "event",

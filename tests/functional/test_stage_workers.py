@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from integration.client import Client
-from integration.embedded_redis import EmbeddedRedis
+from integration.ops.client import Client
+from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
 from tests.conftest import TEST_SECRET, WorkerProcess, wait_for
 

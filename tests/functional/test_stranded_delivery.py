@@ -10,14 +10,14 @@ import json
 import pytest
 import redis
 
-from integration.dispatch import Dispatcher
-from integration.embedded_redis import EmbeddedRedis
-from integration.envelope import Envelope
-from integration.retry import PermanentError
-from integration.services import build_submitter
+from integration.app import build_submitter
+from integration.broker.submission import Submitter
+from integration.events.dispatch import Dispatcher
+from integration.messages.envelope import Envelope
+from integration.messages.retry import PermanentError
+from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
-from integration.store import NewRecord
-from integration.submission import Submitter
+from integration.store.records import NewRecord
 from tests.conftest import configured
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from integration.client import Client
+from integration.ops.client import Client
 from tests.conftest import wait_for
 
 STEPS = ("task-received", "task-started", "task-succeeded")

@@ -16,14 +16,14 @@ import redis
 from celery import Celery
 from flask.testing import FlaskClient
 
-from integration.embedded_redis import EmbeddedRedis
-from integration.ownership import scoped
-from integration.registry import default_registry
-from integration.routing import DEFAULT_QUEUE, PROCESS_TASK
-from integration.security import Revocations
-from integration.status import Status
-from integration.store import store_from_settings
-from integration.tokens import issue_token
+from integration.messages.ownership import scoped
+from integration.messages.registry import default_registry
+from integration.messages.routing import DEFAULT_QUEUE, PROCESS_TASK
+from integration.messages.status import Status
+from integration.ops.embedded_redis import EmbeddedRedis
+from integration.security.tokens import issue_token
+from integration.security.verification import Revocations
+from integration.store.records import store_from_settings
 from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, configured, wait_for, wait_status
 from tests.functional.test_schedules import BeatProcess, schedule_file
 from tests.support.http_target import RecordingServer

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from integration.builtin_types import AlertPayload, MetricPayload, alert_fingerprint
-from integration.rules import ThresholdRule
-from integration.thresholds import AlertTransition, ThresholdEvaluator
+from integration.loop.rules import ThresholdRule
+from integration.loop.thresholds import AlertTransition, ThresholdEvaluator
+from integration.loop.types import AlertPayload, MetricPayload, alert_fingerprint
 
 T0 = 1_700_000_000.0
 

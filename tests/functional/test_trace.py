@@ -7,7 +7,7 @@ from typing import Any
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from integration.cli import main as cli
+from integration.ops.cli import main as cli
 from tests.conftest import mine, wait_status
 
 

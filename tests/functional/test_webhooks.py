@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from integration.webhooks import SIGNATURE_HEADER, verify
+from integration.events.webhooks import SIGNATURE_HEADER, verify
 from tests.conftest import delivery_of, wait_for, wait_status
 from tests.support.http_target import RecordingServer
 
@@ -142,7 +142,7 @@ def test_a_subscription_that_keeps_failing_is_disabled_and_reported(
 
 def test_subscriptions_need_the_permission(client: FlaskClient) -> None:
     """Managing subscriptions needs ``manage:subscriptions``; topics need ``subscribe``."""
-    from integration.tokens import issue_token
+    from integration.security.tokens import issue_token
     from tests.conftest import TEST_SECRET
 
     reader = {"Authorization": f"Bearer {issue_token(TEST_SECRET, 'r', ['reader'], 60)}"}

@@ -29,8 +29,8 @@ from websockets.asyncio.client import connect as connect_async
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from integration.embedded_redis import free_port
-from integration.tokens import issue_token
+from integration.ops.embedded_redis import free_port
+from integration.security.tokens import issue_token
 from tests.conftest import ROOT, TEST_SECRET, wait_for
 
 #: Small on purpose: the slow-consumer test overflows it; ordinary tests stay far below.
@@ -125,7 +125,7 @@ def authed(gateway: Gateway, token: str, **options: Any) -> Iterator[ClientConne
 @pytest.fixture(scope="module")
 def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped policy plus a role that watches its own alerts and one with a tiny budget."""
-    policy = yaml.safe_load(files("integration").joinpath("default_policy.yaml").read_text())
+    policy = yaml.safe_load(files("integration.security").joinpath("default_policy.yaml").read_text())
     policy["roles"]["watcher"] = {"submit": ["alert"], "read": "own", "subscribe": ["alert.*"]}
     policy["roles"]["trickle"] = {"submit": ["alert"], "read": "own", "rate_limit": "3/minute"}
     path = tmp_path_factory.mktemp("policy") / "policy.yaml"
@@ -555,7 +555,7 @@ def test_sigterm_closes_open_sockets_with_1001_and_stops_promptly(
 
 def test_a_token_revoked_while_its_socket_is_open_closes_it(gateway: Gateway) -> None:
     """Revoking a token ends the sockets already open with it (401 frame, close 1008)."""
-    from integration.tokens import unverified_claims
+    from integration.security.tokens import unverified_claims
 
     token = token_for("revoked-later", ["admin"])
     admin = token_for("token-admin", ["admin"])

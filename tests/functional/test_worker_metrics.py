@@ -90,8 +90,8 @@ def test_queue_depth_and_breaker_state_come_from_one_worker_only(
 ) -> None:
     """Cluster-wide values are exported by the lease holder alone, so a sum over workers is
     the true value; breaker state is one series per state."""
-    from integration.guards import GuardSettings, SharedBreaker
-    from integration.registry import default_registry
+    from integration.messages.registry import default_registry
+    from integration.worker.guards import GuardSettings, SharedBreaker
     from tests.conftest import WorkerProcess
 
     SharedBreaker("test:metrics-target", redis_client, "integration", GuardSettings())

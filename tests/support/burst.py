@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from integration.ownership import scoped
+from integration.messages.ownership import scoped
 from tests.conftest import WorkerProcess
 
 

@@ -7,9 +7,9 @@ import os
 import time
 from typing import Any
 
-from integration import effects
-from integration.consumers import ConsumerContext, consumer
-from integration.retry import RetryPolicy, TransientError
+from integration.events.consumers import ConsumerContext, consumer
+from integration.messages import effects
+from integration.messages.retry import RetryPolicy, TransientError
 from tests.support.fault_types import _redis
 
 CONSUMED = "tests:consumed"

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel
 
-from integration.envelope import Envelope
-from integration.registry import MessageType
-from integration.retry import DownstreamError, PermanentError, RetryPolicy, TransientError
+from integration.messages.envelope import Envelope
+from integration.messages.registry import MessageType
+from integration.messages.retry import DownstreamError, PermanentError, RetryPolicy, TransientError
 from integration.settings import get_settings
 
 LEDGER = "tests:ledger"

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from integration.envelope import Envelope
-from integration.registry import MessageType
+from integration.messages.envelope import Envelope
+from integration.messages.registry import MessageType
 
 PARKED_QUEUE = "test.parked"
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from integration.embedded_redis import free_port
+from integration.ops.embedded_redis import free_port
 
 #: The server script itself: the /usr/sbin wrapper switches user and uses the host's cookie.
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from integration.recovery import recovery_bound
 from integration.settings import Settings
+from integration.worker.recovery import recovery_bound
 
 #: The reconciler, heartbeats and claims at test speed (the defaults bound recovery at
 #: minutes; these at seconds). The visibility timeout stays at its default: recovery must not

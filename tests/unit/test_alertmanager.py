@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from integration.alertmanager import MAX_VALUE_LENGTH, AlertmanagerWebhook, alert_messages
-from integration.builtin_types import AlertPayload, alert_fingerprint
-from integration.envelope import Envelope
+from integration.loop.alertmanager import MAX_VALUE_LENGTH, AlertmanagerWebhook, alert_messages
+from integration.loop.types import AlertPayload, alert_fingerprint
+from integration.messages.envelope import Envelope
 
 
 def webhook(**alert: Any) -> AlertmanagerWebhook:

@@ -12,9 +12,9 @@ from amqp import spec
 from amqp.method_framing import frame_writer
 from kombu.utils.json import dumps
 
-from integration.amqp_frames import TaskFrames
-from integration.celery_app import create_celery
-from integration.routing import PROCESS_TASK
+from integration.broker.amqp_frames import TaskFrames
+from integration.broker.celery_app import create_celery
+from integration.messages.routing import PROCESS_TASK
 
 
 def py_amqp_frames(message: amqp.Message, queue: str, channel: int, frame_max: int) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from integration.builtin_types import (
+from integration.loop.types import (
     ActionPayload,
     AlertPayload,
     DiagnosisPayload,
@@ -16,7 +16,7 @@ from integration.builtin_types import (
     handle_diagnosis,
     handle_metric,
 )
-from integration.envelope import Envelope
+from integration.messages.envelope import Envelope
 
 ENVELOPE = Envelope(type="t", source="tests")
 

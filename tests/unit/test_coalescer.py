@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from integration.coalescer import Coalescer
+from integration.broker.coalescer import Coalescer
 
 
 class Recorder:

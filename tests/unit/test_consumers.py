@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from integration.consumers import ENTRY_POINT_GROUP, consumer, load_subscriptions
-from integration.loop import loop_subscriptions
+from integration.events.consumers import ENTRY_POINT_GROUP, consumer, load_subscriptions
+from integration.loop.stages import loop_subscriptions
 from integration.settings import ConfigurationError
 
 
@@ -58,7 +58,7 @@ def test_delivery_events_reach_only_subscribers_that_name_them() -> None:
     """A ``*`` subscriber does not receive the events of deliveries (which would feed it its
     own deliveries forever); ``webhook.dead`` named explicitly does; a consumer never gets the
     events of its own deliveries; webhooks never get webhook delivery events."""
-    from integration.webhooks import Webhook
+    from integration.events.webhooks import Webhook
 
     everything = consumer("*", name="audit")(lambda e, c: None)
     failures = consumer("webhook.dead", "consumer.*.dead", name="watcher")(lambda e, c: None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from integration.egress import EgressPolicy, EgressRefused, EgressUnavailable, ResolvedURL
-from integration.retry import classify
+from integration.messages.retry import classify
+from integration.security.egress import EgressPolicy, EgressRefused, EgressUnavailable, ResolvedURL
 from integration.settings import ConfigurationError
 
 

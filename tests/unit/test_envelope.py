@@ -7,7 +7,7 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from integration.envelope import MAX_EXTENSIONS, Envelope
+from integration.messages.envelope import MAX_EXTENSIONS, Envelope
 
 
 def test_id_time_and_correlation_are_filled_when_absent() -> None:
@@ -53,7 +53,7 @@ def test_invalid_core_attributes_are_rejected(attributes: dict[str, object]) -> 
 def test_generated_ids_are_version_4_uuids_in_hex() -> None:
     import uuid
 
-    from integration.envelope import new_id
+    from integration.messages.envelope import new_id
 
     ids = {new_id() for _ in range(1000)}
     assert len(ids) == 1000
@@ -65,7 +65,7 @@ def test_generated_ids_are_version_4_uuids_in_hex() -> None:
 def test_a_forked_child_never_repeats_its_parents_ids() -> None:
     """Ids come from a pool of random bytes; a child must not inherit what is left of it
     (the gateway's and worker's processes are forked after their first ids were made)."""
-    from integration.envelope import new_id
+    from integration.messages.envelope import new_id
 
     new_id()  # the pool now holds the rest of a block
     reader, writer = os.pipe()
@@ -85,7 +85,7 @@ def test_ids_are_unique_across_threads() -> None:
     """Threads taking ids at once (a gateway's gevent or gthread workers) each get their own."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from integration.envelope import new_id
+    from integration.messages.envelope import new_id
 
     with ThreadPoolExecutor(8) as pool:
         batches = list(pool.map(lambda _: [new_id() for _ in range(2000)], range(8)))
@@ -98,7 +98,7 @@ def test_history_entries_are_written_as_the_standard_library_writes_them() -> No
     import json
     from datetime import UTC, datetime
 
-    from integration.store import _history_entry, iso
+    from integration.store.records import _history_entry, iso
 
     when = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
     detail = {"channel": "rest", "at_time": when, "count": 3, 7: "seven", "text": "größe"}

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from integration.builtin_types import ActionPayload, handle_action
-from integration.envelope import Envelope
-from integration.executors import Targets, TargetSpec, UndeclaredTarget, render
-from integration.retry import PermanentError, classify
+from integration.loop.executors import Targets, TargetSpec, UndeclaredTarget, render
+from integration.loop.types import ActionPayload, handle_action
+from integration.messages.envelope import Envelope
+from integration.messages.retry import PermanentError, classify
 from integration.settings import ConfigurationError
 
 RULES = """
@@ -142,7 +142,7 @@ def test_noop_and_log_actions_need_no_declaration() -> None:
 
 def test_an_http_spec_describes_the_call_without_making_it_on_dry_run() -> None:
     """A dry run of an http action reports what would be called and calls nothing."""
-    from integration.executors import execute
+    from integration.loop.executors import execute
 
     spec = TargetSpec(executor="http", url="https://ops.example/api/restart?token=t")
     result = execute(ActionPayload(action="x", target="web", executor="http", dry_run=True),

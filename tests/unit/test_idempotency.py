@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from integration.idempotency import Stored
+from integration.store.idempotency import Stored
 
 
 def test_an_answer_orjson_refuses_is_stored_by_the_standard_library() -> None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from integration.jsonlimits import JsonLimits, _parse_int, loads
+from integration.messages.jsonlimits import JsonLimits, _parse_int, loads
 
 
 def reference(body: bytes | str) -> Any:
@@ -126,7 +126,7 @@ def test_the_limits_find_exactly_what_breaks_them() -> None:
     """Random JSON values near the limits (depth 3, strings of 5, some text not valid
     Unicode): ``errors`` reports a problem exactly when one exists, and the quick check that
     spares the full walk for valid values agrees with it."""
-    from integration.jsonlimits import _within
+    from integration.messages.jsonlimits import _within
 
     rng = random.Random(3)
     scalars = [None, True, False, 0, -(2**63), 2**63 - 1, 2**63, -(2**63) + 1, 1.5,

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 from integration.gateway.jsonprovider import FastJSONProvider
-from integration.status import Status
+from integration.messages.status import Status
 
 
 def app(debug: bool = False) -> Flask:

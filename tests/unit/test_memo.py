@@ -1,6 +1,6 @@
 """The bounded per-process memory behind the token and revocation caches."""
 
-from integration.memo import remember
+from integration.messages.memo import remember
 
 
 def test_the_oldest_entry_goes_first_when_full() -> None:

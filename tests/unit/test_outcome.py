@@ -7,8 +7,8 @@ import ast
 
 from celery.utils.saferepr import saferepr
 
-from integration.processor import Outcome
-from integration.status import Status
+from integration.messages.status import Status
+from integration.worker.processor import Outcome
 
 
 def test_celerys_text_of_the_result_is_the_outcome_as_a_dict() -> None:

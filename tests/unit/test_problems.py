@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from integration.problems import error_message
+from integration.messages.problems import error_message
 
 
 @pytest.mark.parametrize("text, shown", [

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from integration import registry as registry_module
-from integration.registry import MessageType, Registry, UnknownType, default_registry
-from integration.routing import DEFAULT_QUEUE, PROCESS_TASK, declare_queues, route_task
+from integration.messages import registry as registry_module
+from integration.messages.registry import MessageType, Registry, UnknownType, default_registry
+from integration.messages.routing import DEFAULT_QUEUE, PROCESS_TASK, declare_queues, route_task
 
 
 class Ticket(BaseModel):

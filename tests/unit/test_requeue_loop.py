@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from integration.requeue import RequeueLoop
+from integration.worker.requeue import RequeueLoop
 
 
 class Pass:

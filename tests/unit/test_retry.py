@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from integration.registry import MessageType, Registry
-from integration.retry import (
+from integration.messages.registry import MessageType, Registry
+from integration.messages.retry import (
     DownstreamError,
     PermanentError,
     RetryPolicy,

@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from integration.builtin_types import ActionPayload, DiagnosisPayload
-from integration.retry import classify
-from integration.rules import (
+from integration.loop.rules import (
     PlanError,
     Rules,
     TargetNotAllowed,
@@ -19,6 +17,8 @@ from integration.rules import (
     placeholder_values,
     render,
 )
+from integration.loop.types import ActionPayload, DiagnosisPayload
+from integration.messages.retry import classify
 from integration.settings import ConfigurationError, Settings
 
 VALID: dict[str, Any] = {

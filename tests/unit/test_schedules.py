@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from celery.schedules import crontab, schedule
 
-from integration.schedules import (
+from integration.app import build_submitter
+from integration.schedules.schedules import (
     Parse,
     ScheduleSpec,
     firing_id,
@@ -16,7 +17,6 @@ from integration.schedules import (
     parse_duration,
     scheduled_time,
 )
-from integration.services import build_submitter
 from integration.settings import ConfigurationError, Settings
 
 

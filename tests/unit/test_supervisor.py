@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from integration.supervisor import Program, Supervisor
+from integration.ops.supervisor import Program, Supervisor
 
 
 def test_a_program_that_exits_is_started_again_with_a_growing_delay() -> None:

@@ -1,0 +1,1 @@
+"""Putting messages into the broker and reading what it holds."""

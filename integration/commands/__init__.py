@@ -1,1 +1,0 @@
-"""Subcommands of the ``integration`` command that have a module of their own."""

@@ -1,0 +1,1 @@
+"""Result events and their deliveries to consumers and webhooks."""

@@ -1,0 +1,1 @@
+"""The self-healing loop: built-in types, stages, rules, thresholds, executors."""

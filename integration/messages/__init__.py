@@ -1,0 +1,1 @@
+"""The vocabulary of the bus: envelopes, statuses, problems, types, routing, retries."""

@@ -1,0 +1,138 @@
+"""The registry of message types: name, payload model, queue and handler, read by every part."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import BaseModel
+
+from integration.messages.envelope import Envelope
+from integration.messages.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+#: Entry-point group through which another installed package adds message types.
+ENTRY_POINT_GROUP = "integration.message_types"
+
+#: A handler is a plain function: the validated payload and its envelope in, a JSON result out.
+Handler = Callable[[Any, Envelope], Mapping[str, Any] | None]
+
+
+class UnknownType(LookupError):
+    """No message type is registered under this name."""
+
+
+@dataclass(frozen=True)
+class MessageType:
+    """One registration: everything the gateway, the worker and the docs need about a type."""
+
+    name: str
+    payload: type[BaseModel]
+    handler: Handler
+    description: str = ""
+    queue: str = field(default="")
+    #: Overrides the default retry policy (``INTEGRATION_RETRY_*``) for this type.
+    retry: RetryPolicy | None = None
+    #: The downstream target a message acts on (its circuit breaker), read from the payload.
+    target: Callable[[Any], str] | None = None
+    #: For actions: what is done to the target; turns on its rate limit and loop detection.
+    action_key: Callable[[Any], str] | None = None
+    #: Made by the service itself (deliveries to consumers and webhooks): no client may
+    #: submit one, and the worker runs only the envelope the service recorded.
+    internal: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.queue:
+            # Routing is by type to a queue of the same name: `celery worker -Q <type>`.
+            object.__setattr__(self, "queue", self.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "queue": self.queue,
+            "description": self.description,
+            "internal": self.internal,
+            "schema": self.payload.model_json_schema(),
+        }
+
+
+class Registry:
+    """Message types by name; registering a name twice is an error, not a silent override."""
+
+    def __init__(self, types: Iterable[MessageType] = ()) -> None:
+        self._types: dict[str, MessageType] = {}
+        for message_type in types:
+            self.register(message_type)
+
+    def register(self, message_type: MessageType) -> MessageType:
+        if message_type.name in self._types:
+            raise ValueError(f"message type {message_type.name!r} is already registered")
+        self._types[message_type.name] = message_type
+        return message_type
+
+    def get(self, name: str) -> MessageType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownType(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self) -> Iterator[MessageType]:
+        return iter(self._types.values())
+
+    def names(self) -> list[str]:
+        return list(self._types)
+
+    def queues(self) -> list[str]:
+        """Every queue, once, in registration order."""
+        return list(dict.fromkeys(t.queue for t in self._types.values()))
+
+
+def _register_loaded(registry: Registry, loaded: Any) -> None:
+    """Register what an entry point or module path names: a type, a list, or a factory."""
+    provided = loaded() if callable(loaded) and not isinstance(loaded, MessageType) else loaded
+    if isinstance(provided, MessageType):
+        provided = [provided]
+    for message_type in provided:
+        registry.register(message_type)
+
+
+def _from_entry_points(registry: Registry) -> None:
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        _register_loaded(registry, entry_point.load())
+        log.info("message types loaded from entry point %s", entry_point.name)
+
+
+def _from_module_paths(registry: Registry, paths: str) -> None:
+    for path in filter(None, (p.strip() for p in paths.split(","))):
+        module_name, _, attribute = path.partition(":")
+        module = importlib.import_module(module_name)
+        _register_loaded(registry, getattr(module, attribute) if attribute else module.TYPES)
+        log.info("message types loaded from %s", path)
+
+
+@cache
+def default_registry() -> Registry:
+    """Built-in types plus those of installed packages (entry points), then one delivery type
+    per consumer (``consumer.<name>``); built once per process."""
+    from integration.app import default_post, default_rights, default_webhooks
+    from integration.events.consumers import default_subscriptions, delivery_type
+    from integration.events.webhooks import webhook_type
+    from integration.loop.types import BUILTIN_TYPES
+    from integration.settings import get_settings
+
+    registry = Registry(BUILTIN_TYPES)
+    _from_entry_points(registry)
+    _from_module_paths(registry, get_settings().type_modules)
+    for subscription in default_subscriptions():
+        registry.register(delivery_type(subscription))
+    registry.register(webhook_type(default_webhooks, default_post, default_rights))
+    return registry

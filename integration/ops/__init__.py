@@ -1,0 +1,1 @@
+"""Running the service: CLI, check, dev stack, supervisor, server, Python client."""

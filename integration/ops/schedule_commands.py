@@ -1,0 +1,212 @@
+"""``integration schedule``: manage beat's schedules straight in Redis (no HTTP, no token).
+
+Exit status: 0 done, 1 refused or failed (the reason on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import redis
+from pydantic import ValidationError
+
+from integration.messages.problems import Problem
+from integration.schedules.schedules import Schedules, ScheduleSpec
+from integration.settings import get_settings
+
+
+def _schedules() -> Schedules:
+    from integration.app import build_submitter
+
+    settings = get_settings()
+    return Schedules.from_settings(settings, build_submitter(settings, origin="cli").parse)
+
+
+def _refused(problem: Problem) -> click.ClickException:
+    lines = [problem.detail or problem.title]
+    for error in problem.extensions.get("errors", []):
+        where = ".".join(str(part) for part in error.get("loc", [])) or "(schedule)"
+        lines.append(f"  {where}: {error.get('msg')}")
+    return click.ClickException("\n".join(lines))
+
+
+def _show(schedule: dict[str, Any]) -> None:
+    click.echo(json.dumps(schedule, indent=2, sort_keys=False))
+
+
+def _timing(schedule: dict[str, Any]) -> str:
+    if schedule.get("crontab"):
+        return f"cron {schedule['crontab']}"
+    return f"every {schedule['every']:g}s"
+
+
+class _StoreErrors(click.Group):
+    """Turns an unreachable Redis into exit status 1 with the reason, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except redis.RedisError as exc:
+            raise click.ClickException(f"the schedule store (Redis) is unavailable: {exc}"
+                                       ) from None
+        except Problem as problem:
+            raise _refused(problem) from None
+
+
+@click.group(cls=_StoreErrors)
+def schedule() -> None:
+    """Scheduled messages: list, show, create, pause, resume, delete.
+
+    Changes reach the running beat within INTEGRATION_BEAT_MAX_LOOP_INTERVAL_SECONDS.
+
+    \b
+    Examples:
+      integration schedule list
+      integration schedule create disk-check --every 5m --type metric \\
+          --data '{"name": "disk_free_percent", "value": 100}'
+      integration schedule create nightly --crontab "0 3 * * *" --type event \\
+          --data '{"kind": "nightly"}' --catch-up skip
+      integration schedule pause nightly
+      integration schedule resume nightly
+      integration schedule delete nightly
+
+    Exit status: 0 done, 1 refused or failed, 2 usage error.
+    """
+
+
+@schedule.command("list")
+def schedule_list() -> None:
+    """Every schedule by name, with its timing, state and next firing (UTC).
+
+    \b
+    Examples:
+      integration schedule list
+    """
+    items = _schedules().all()
+    for item in items:
+        state = "enabled" if item["enabled"] else "paused"
+        click.echo(f"{item['name']:<24} {_timing(item):<22} {item['type']:<14} {state:<8} "
+                   f"{item['origin']:<4} next={item.get('next_run_at') or '-'}")
+    click.echo(f"{len(items)} schedule(s)", err=True)
+
+
+@schedule.command("show")
+@click.argument("name")
+def schedule_show(name: str) -> None:
+    """One schedule as JSON, with its last and next firing.
+
+    \b
+    Examples:
+      integration schedule show disk-check
+    """
+    found = _schedules().get(_entry(name))
+    if found is None:
+        raise click.ClickException(f"no schedule {name}")
+    _show(found)
+
+
+def _entry(name: str) -> str:
+    """The entry a name given on the command line means: the entry of that id, or the one
+    schedule of that name (an operator sees every owner's; several of one name need the
+    id that ``schedule list`` shows)."""
+    found = _schedules().find(name)
+    if len(found) > 1:
+        raise click.ClickException(f"{len(found)} schedules are named {name}: give the id of "
+                                   f"one ({', '.join(found)})")
+    return found[0] if found else name
+
+
+@schedule.command("create")
+@click.argument("name")
+@click.option("--every", help='Interval: seconds, or e.g. "30s", "5m", "1h30m", "1d".')
+@click.option("--crontab", help='5-field crontab in UTC, e.g. "0 3 * * *".')
+@click.option("--type", "type_", required=True, help="A registered message type.")
+@click.option("--data", default="{}", show_default=True, help="The message's data (JSON).")
+@click.option("--source", help="Default /integration/beat/<name>.")
+@click.option("--subject", help="The message's subject.")
+@click.option("--catch-up", type=click.Choice(["once", "skip"]),
+              help="A firing missed while no beat ran: once or skip "
+                   "(default INTEGRATION_BEAT_CATCH_UP).")
+@click.option("--paused", is_flag=True, help="Create it paused (resume to start it).")
+@click.option("--owner", default="cli", show_default=True,
+              help="Owner of the fired messages (who may read them with read: own).")
+def schedule_create(name: str, every: str | None, crontab: str | None, type_: str, data: str,
+                    source: str | None, subject: str | None, catch_up: str | None,
+                    paused: bool, owner: str) -> None:
+    """Create a schedule; its message is validated now as the submit path would.
+
+    \b
+    Examples:
+      integration schedule create disk-check --every 5m --type metric \\
+          --data '{"name": "disk_free_percent", "value": 100}'
+      integration schedule create nightly --crontab "0 3 * * *" --type event \\
+          --data '{"kind": "nightly"}' --catch-up skip --paused
+    """
+    if (every is None) == (crontab is None):
+        raise click.UsageError("give exactly one of --every or --crontab")
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+    raw: dict[str, Any] = {"name": name, "type": type_, "data": payload, "enabled": not paused}
+    for key, value in (("crontab", crontab), ("source", source), ("subject", subject),
+                       ("catch_up", catch_up)):
+        if value is not None:
+            raw[key] = value
+    if every is not None:
+        raw["every"] = float(every) if every.replace(".", "", 1).isdigit() else every
+    try:
+        spec = ScheduleSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise click.ClickException("invalid schedule:\n" + "\n".join(
+            f"  {'.'.join(str(p) for p in e['loc']) or '(schedule)'}: {e['msg']}"
+            for e in exc.errors(include_url=False))) from None
+    _show(_schedules().create(spec, owner=owner, origin="cli"))
+
+
+@schedule.command("pause")
+@click.argument("name")
+def schedule_pause(name: str) -> None:
+    """Stop firing until resumed.
+
+    \b
+    Examples:
+      integration schedule pause nightly
+    """
+    found = _schedules().set_enabled(_entry(name), False)
+    if found is None:
+        raise click.ClickException(f"no schedule {name}")
+    click.echo(f"paused {name}")
+
+
+@schedule.command("resume")
+@click.argument("name")
+def schedule_resume(name: str) -> None:
+    """Fire again, from one period after now.
+
+    \b
+    Examples:
+      integration schedule resume nightly
+    """
+    found = _schedules().set_enabled(_entry(name), True)
+    if found is None:
+        raise click.ClickException(f"no schedule {name}")
+    click.echo(f"resumed {name}; next firing {found.get('next_run_at')}")
+
+
+@schedule.command("delete")
+@click.argument("name")
+def schedule_delete(name: str) -> None:
+    """Remove a schedule (a file's schedule returns at the next beat start).
+
+    Remove it from INTEGRATION_SCHEDULE_FILE too, or it comes back.
+
+    \b
+    Examples:
+      integration schedule delete nightly
+    """
+    if not _schedules().delete(_entry(name)):
+        raise click.ClickException(f"no schedule {name}")
+    click.echo(f"deleted {name}")

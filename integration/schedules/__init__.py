@@ -1,0 +1,1 @@
+"""Messages sent on a schedule (celery-redbeat) and beat's scheduler."""

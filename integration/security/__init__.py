@@ -1,0 +1,1 @@
+"""Token verification and revocation, tokens, policy, egress, creator rights."""

@@ -1,0 +1,1 @@
+"""The status store: records, history, indexes, claims, Lua scripts, connections."""

@@ -1,0 +1,1 @@
+"""One delivery and the loops around it (no Celery import)."""
