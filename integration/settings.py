@@ -240,7 +240,7 @@ class Settings(BaseSettings):
         return self
 
 
-    # -- the production stack's other secrets (checked by Flower's start and `check`) ----------
+    # -- other secrets of the production stack (Flower, Grafana) -------------------------------
     #: Flower's login (``user:password``; several separated by commas), as Flower reads it.
     flower_basic_auth: SecretStr | None = Field(None, validation_alias="FLOWER_BASIC_AUTH")
     #: Grafana's admin password, which docker-compose gives Grafana.
