@@ -23,7 +23,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy integration tasks bench tools celeryconfig.py
-	$(BIN)/mkdocs build --strict --quiet
+	$(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## The docs site into site/: the configuration page generated from the settings, then built strictly.
