@@ -1,10 +1,10 @@
-# The two commands of the quick start: `make run` and `make test`.
+# The two commands of the quick start: `make run` and `make test`; `make docs` builds the site.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean bench soak
+.PHONY: run test lint install clean bench soak docs docs-serve
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,23 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/integration up
 
-## Install and run the whole test suite against real Redis and real worker processes.
+## Install and run the whole test suite against real Redis and real worker processes; the
+## docs site must build strictly (a broken link or a page missing from the nav fails).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy integration tasks bench celeryconfig.py
+	$(BIN)/mypy integration tasks bench tools celeryconfig.py
+	$(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The docs site into site/: the configuration page generated from the settings, then built strictly.
+docs: $(STAMP)
+	$(BIN)/python -m tools.settings_reference
+	$(BIN)/mkdocs build --strict
+
+## The docs site at http://127.0.0.1:8001, rebuilt on every change.
+docs-serve: $(STAMP)
+	$(BIN)/python -m tools.settings_reference
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 ## The service against raw Celery and Flask, side by side (ratios; JSON in .bench/).
 bench: $(STAMP)
@@ -34,7 +46,7 @@ soak: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy integration tasks bench celeryconfig.py
+	$(BIN)/mypy integration tasks bench tools celeryconfig.py
 
 clean:
-	rm -rf $(VENV) .run
+	rm -rf $(VENV) .run site

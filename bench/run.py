@@ -54,7 +54,7 @@ class Plan:
     connections: int = 32
     batch: int = 500
     #: Enough to keep both gateway processes busy while each waits on Redis for a batch
-    #: (four left the cores about 1.75 of 2 busy; see the README, fast-path item 18).
+    #: (with four, the cores were not all busy; see bench/README.md).
     batch_connections: int = 8
     e2e_messages: int = 2000
     e2e_batch: int = 100

@@ -11,24 +11,49 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Every setting of gateway, workers and CLI; see the README's configuration table."""
+    """Every setting of gateway, workers and CLI; ``docs/configuration.md`` is generated from it.
+
+    Each field's ``#:`` comment is its description there, and a ``# -- title --`` line
+    starts a section."""
 
     model_config = SettingsConfigDict(env_prefix="INTEGRATION_", extra="ignore",
                                       populate_by_name=True)
 
+    # -- environment, store and broker ---------------------------------------------------------
+    #: ``production`` refuses weak secrets and an evicting Redis, and logs JSON; ``integration up``
+    #: (``make run``) runs in ``development``.
     env: Literal["development", "production"] = "production"
+    #: The status store (records, idempotency keys, breakers, rate limits, schedules), and the
+    #: broker unless ``INTEGRATION_BROKER_URL`` is set. ``integration up`` starts an embedded
+    #: Redis when this is not set.
     redis_url: str = "redis://localhost:6379/0"
+    #: The broker when it is not the store's Redis (``amqp://…`` for RabbitMQ); unset: the store's
+    #: Redis.
     broker_url: str | None = None
+
+    # -- tokens and roles ----------------------------------------------------------------------
+    #: HMAC secret that verifies bearer tokens. Production refuses a placeholder or one under 128
+    #: bits by an entropy estimate (``openssl rand -base64 48``); ``integration up`` generates one.
     jwt_secret: SecretStr | None = None
+    #: The tokens' algorithm: one family per deployment, HMAC or asymmetric.
     jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
                            "ES256", "ES384", "ES512", "PS256"] = "HS256"
+    #: PEM (inline, or a path) that verifies asymmetric tokens.
     jwt_public_key: str | None = None
+    #: PEM that lets ``integration token issue`` sign asymmetric tokens.
     jwt_private_key: SecretStr | None = None
+    #: JWKS endpoint of an identity provider (instead of a public key); keys are cached and
+    #: refetched when a token names an unknown key id.
     jwt_jwks_url: str | None = None
+    #: Least time between two refetches of the JWKS for unknown key ids.
     jwt_jwks_refresh_cooldown_seconds: float = Field(30, ge=0)
+    #: Required ``iss`` of every token, when set.
     jwt_issuer: str | None = None
+    #: Required ``aud`` of every token, when set.
     jwt_audience: str | None = None
+    #: Clock skew allowed on ``exp`` and ``nbf``.
     jwt_leeway_seconds: int = Field(10, ge=0, le=300)
+    #: The claim holding a token's roles; dotted for a nested claim (``realm_access.roles``).
     jwt_roles_claim: str = "roles"
     #: A token whose signature verified is not verified again for this long (exp is still
     #: checked on every request); 0 verifies every request.
@@ -37,50 +62,82 @@ class Settings(BaseSettings):
     #: reaches every process within this time (at once in the process that revoked). 0 asks
     #: Redis on every request.
     revocation_check_interval_seconds: float = Field(1.0, ge=0, le=60)
+    #: Longest lifetime ``integration token issue`` grants.
     token_max_ttl_seconds: int = Field(24 * 3600, ge=60)
+    #: Longest lifetime of ``integration token issue --service`` (senders that cannot refresh,
+    #: such as Alertmanager).
     service_token_max_ttl_seconds: int = Field(365 * 24 * 3600, ge=60)
+    #: Role policy (YAML or JSON); the shipped ``default_policy.yaml`` when unset.
     policy_file: str | None = None
-    #: Comma-separated ``module:attribute`` paths of extra message types (no packaging needed).
-    type_modules: str = ""
 
+    # -- request limits ------------------------------------------------------------------------
+    #: How Flask-Limiter counts each subject's budget in Redis.
     rate_limit_strategy: Literal["fixed-window", "moving-window",
                                  "sliding-window-counter"] = "sliding-window-counter"
+    #: Budget per client address for requests without a valid token.
     anonymous_rate_limit: str = "20/second"
     #: ``X-RateLimit-Limit/Remaining/Reset`` on every response: one more Redis read per
     #: request. A 429 carries ``Retry-After`` either way.
     rate_limit_headers: bool = False
+    #: Trusted reverse proxies in front of the gateway (to find the client address).
     proxy_hops: int = Field(0, ge=0, le=5)
+    #: Past this many waiting messages in a type's queue, its submissions get 503.
     max_queue_depth: int = Field(100_000, ge=1)
+    #: Deepest nesting of any message.
     max_json_depth: int = Field(32, ge=2, le=200)
+    #: Longest string in any message.
     max_string_length: int = Field(65_536, ge=64)
 
+    # -- status store --------------------------------------------------------------------------
+    #: Prefix of every key the service writes to Redis.
     key_prefix: str = Field("integration", pattern=r"^[A-Za-z0-9_.-]+$")
+    #: How long a status record is kept after its last change.
     status_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    #: Approximate length of the event log stream ``<KEY_PREFIX>:events``.
     events_stream_maxlen: int = Field(100_000, ge=100)
+    #: How long an ``Idempotency-Key`` is remembered; unset: ``INTEGRATION_STATUS_TTL_SECONDS``.
+    idempotency_ttl_seconds: int | None = Field(None, ge=60)
 
+    # -- submission and publishing -------------------------------------------------------------
+    #: Most messages in one batch (REST, CloudEvents batched mode, Alertmanager, WebSocket).
     batch_limit: int = Field(500, ge=1, le=10_000)
+    #: Largest request body, and largest WebSocket frame.
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    #: Messages per broker round trip (one transaction on Redis).
     publish_chunk_size: int = Field(100, ge=1, le=1000)
+    #: Bound on connecting to and writing to the broker and the store.
     publish_timeout_seconds: float = Field(3.0, gt=0)
+    #: ``Retry-After`` of a 503 answer.
     retry_after_seconds: int = Field(5, ge=1)
+    #: Largest page of ``GET /api/v1/messages``.
     list_page_limit: int = Field(100, ge=1, le=1000)
 
+    # -- workers, retries and claims -----------------------------------------------------------
+    #: Pool processes per ``celery worker``; unset: Celery's default, the CPU count
+    #: (``integration up``: 2).
     worker_concurrency: int | None = Field(None, ge=1)
     #: Celery task events (``task-received``/``-started``/``-succeeded``) from the start. Off,
     #: a worker sends them once a monitor asks (Flower does every few seconds; or ``celery
     #: control enable_events``), so nobody pays for events that no one reads.
     task_events: bool = False
+    #: Redis broker: when the broker itself redelivers an unacknowledged message (a backstop;
+    #: the reconciler brings back what a dead worker held long before).
     visibility_timeout_seconds: int = Field(3600, ge=10)
+    #: Redis broker: how often workers sweep for such messages.
     unacked_restore_interval_seconds: int = Field(10, ge=1)
+    #: Attempts of the default retry policy before a message ends ``dead``.
     retry_max_attempts: int = Field(5, ge=1, le=100)
+    #: First wait of the default retry policy (exponential backoff with jitter).
     retry_base_delay_seconds: float = Field(1.0, gt=0)
+    #: Longest wait of the default retry policy.
     retry_max_delay_seconds: float = Field(300.0, gt=0)
+    #: How often workers put messages whose wait is over back into the broker.
     retry_poll_interval_seconds: float = Field(1.0, gt=0)
     #: A delivery's claim on running its message's effect; renewed every third of it while
     #: the handler runs, so a long handler keeps it, and a killed one frees it within this.
     claim_lease_seconds: int = Field(30, ge=3)
 
-    # -- durability: the status store is the ledger; the reconciler keeps the broker honest --
+    # -- durability: the status store is the ledger; the reconciler keeps the broker honest ----
     #: How often the elected reconciler compares non-final records with what holds them.
     reconcile_interval_seconds: float = Field(10.0, gt=0, le=300)
     #: A non-final record unchanged for this long is checked (younger ones are in flight).
@@ -90,14 +147,22 @@ class Settings(BaseSettings):
     #: The longest time, after the last fault is repaired, before every accepted message is
     #: final or held by something alive; start-up refuses settings whose bound exceeds it.
     recovery_bound_seconds: float = Field(120.0, gt=0)
-    breaker_fail_max: int = Field(5, ge=1)
-    breaker_reset_timeout_seconds: float = Field(30.0, gt=0)
-    action_rate_limit: str | None = "30/minute"
-    loop_limit: int = Field(5, ge=1)
-    loop_window_seconds: float = Field(600.0, gt=0)
-    idempotency_ttl_seconds: int | None = Field(None, ge=60)
 
-    # -- events and consumers: subscriptions, webhooks ------------------------------------
+    # -- guards on actions: breakers, rate limits, loop detection ------------------------------
+    #: Transient failures in a row that open a target's circuit breaker.
+    breaker_fail_max: int = Field(5, ge=1)
+    #: How long a breaker stays open before one trial call may close it.
+    breaker_reset_timeout_seconds: float = Field(30.0, gt=0)
+    #: Actions per target (``30/minute``); beyond it, actions wait ``deferred``. Empty: no limit.
+    action_rate_limit: str | None = "30/minute"
+    #: The same action on the same target more often than this within the window is ``held``.
+    loop_limit: int = Field(5, ge=1)
+    #: The window of loop detection.
+    loop_window_seconds: float = Field(600.0, gt=0)
+
+    # -- message types, events and consumers: subscriptions, webhooks --------------------------
+    #: Comma-separated ``module:attribute`` paths of extra message types (no packaging needed).
+    type_modules: str = ""
     #: Comma-separated ``module:attribute`` paths of consumers (besides entry points).
     consumer_modules: str = ""
     #: The built-in stages of the self-healing loop to run (empty: none; replace a stage by
@@ -108,9 +173,10 @@ class Settings(BaseSettings):
     outbox_grace_seconds: float = Field(30.0, gt=0)
     #: A webhook subscription is disabled after this many failed delivery attempts in a row.
     webhook_disable_after: int = Field(20, ge=1)
+    #: Bound on one webhook delivery's POST.
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
 
-    # -- WebSocket gateway -------------------------------------------------------------------
+    # -- WebSocket gateway ---------------------------------------------------------------------
     #: gevent: one greenlet per connection, so open WebSockets do not take HTTP's threads;
     #: gthread: a thread per request (WebSockets are then refused with 503).
     gateway_worker_class: Literal["gevent", "gthread"] = "gevent"
@@ -129,16 +195,17 @@ class Settings(BaseSettings):
     #: How long the event reader blocks on the stream per round trip (milliseconds).
     ws_read_block_ms: int = Field(1000, ge=10, le=30_000)
 
-    # -- input adapters: Alertmanager, CloudEvents -------------------------------------------
+    # -- input adapters: Alertmanager, CloudEvents ---------------------------------------------
     #: Alertmanager re-sends a group on every change and every repeat_interval; the same alert
     #: (fingerprint and status) posted again within this many seconds is a duplicate. 0: off.
     alertmanager_dedup_seconds: int = Field(6 * 3600, ge=0)
 
-    # -- egress (webhooks, http executor) and the self-healing rules --------------------------
+    # -- egress (webhooks, http executor) and the self-healing rules ---------------------------
     #: Comma-separated CIDRs and host names that outbound calls may reach although they are
     #: loopback, private, link-local or otherwise internal (refused by default: no request
     #: forgery against the service's own network).
     egress_allowlist: str = ""
+    #: Connect timeout of every outbound call.
     egress_connect_timeout_seconds: float = Field(3.0, gt=0, le=60)
     #: How much of a response body is read; the rest is never downloaded.
     egress_max_response_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
@@ -173,18 +240,18 @@ class Settings(BaseSettings):
         return self
 
 
-    # -- the production stack's other secrets (checked by Flower's start and `check`) ---------
+    # -- other secrets of the production stack (Flower, Grafana) -------------------------------
     #: Flower's login (``user:password``; several separated by commas), as Flower reads it.
     flower_basic_auth: SecretStr | None = Field(None, validation_alias="FLOWER_BASIC_AUTH")
     #: Grafana's admin password, which docker-compose gives Grafana.
     grafana_admin_password: SecretStr | None = Field(None,
                                                      validation_alias="GRAFANA_ADMIN_PASSWORD")
 
-    # -- operations: check, lifecycle ---------------------------------------------------------
+    # -- operations: check, lifecycle ----------------------------------------------------------
     #: The NO_COLOR convention (no-color.org): any non-empty value turns the CLI's colours off.
     no_color: str = Field("", validation_alias="NO_COLOR")
 
-    # -- benchmarks ----------------------------------------------------------------------------
+    # -- performance and the benchmark ---------------------------------------------------------
     #: Submissions of concurrent requests in one gateway process are recorded and enqueued
     #: together, up to this many messages per flush (0: every request on its own).
     submit_coalesce_messages: int = Field(500, ge=0, le=10_000)
@@ -193,30 +260,51 @@ class Settings(BaseSettings):
     #: RabbitMQ for the benchmark's RabbitMQ figures (skipped when it cannot be reached).
     bench_amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
 
+    # -- logs ----------------------------------------------------------------------------------
+    #: Level of every process's logs.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    #: ``json`` (one object per line) or ``console``; default: console in development.
+    #: ``json`` (one object per line) or ``console``; unset: console in development, json
+    #: otherwise.
     log_format: Literal["json", "console"] | None = None
     #: Celery's own "Task ... received" and "Task ... succeeded in ..." INFO lines, which
     #: repeat what the worker's structured ``processed`` line says.
     celery_task_logs: bool = False
 
+    # -- gateway server ------------------------------------------------------------------------
+    #: Address the gateway listens on.
     host: str = "127.0.0.1"
+    #: Port the gateway listens on.
     port: int = Field(8000, ge=1, le=65535)
+    #: gunicorn worker processes of the gateway.
     gateway_workers: int = Field(2, ge=1)
+    #: Threads per gateway process; ``gthread`` only.
     gateway_threads: int = Field(4, ge=1)
     #: Each gateway process listens on the port itself (SO_REUSEPORT, Linux), so the kernel
     #: spreads new connections across processes; with one shared socket, the first process
     #: to wake could take every keep-alive connection of a client pool.
     gateway_reuse_port: bool = True
+    #: Gateway: time to finish in-flight requests after SIGTERM. Worker: time for its background
+    #: loop to finish its pass.
     graceful_timeout_seconds: int = Field(30, ge=1)
+
+    # -- metrics -------------------------------------------------------------------------------
     #: Each worker's metrics endpoint (celery-exporter uses 9808); 0 turns it off.
     metrics_port: int = Field(9810, ge=0, le=65535)
+    #: Address of each worker's metrics endpoint.
     metrics_host: str = "127.0.0.1"
+    #: A worker's prometheus_client multiprocess directory; unset: a temporary one.
     worker_metrics_dir: str | None = None
+    #: Serve the gateway's metrics (summed over its processes) on this port instead of on
+    #: ``/metrics`` of the public port.
     gateway_metrics_port: int | None = Field(None, ge=1, le=65535)
+    #: Address of that metrics port.
     gateway_metrics_host: str = "127.0.0.1"
-    # prometheus_client's own variable: where gunicorn's processes share their metrics.
+    #: prometheus_client's own variable: where gunicorn's processes share their metrics;
+    #: ``integration serve`` makes a temporary one when unset.
     prometheus_multiproc_dir: str | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+
+    # -- development stack ---------------------------------------------------------------------
+    #: Where ``integration up`` keeps the embedded Redis's data and the development JWT secret.
     run_dir: str = ".run"
 
     @property

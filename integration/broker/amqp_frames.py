@@ -1,7 +1,7 @@
 """The AMQP 0-9-1 frames of ``integration.process`` task messages, encoded a chunk at a time.
 
 py-amqp encodes every publish's properties afresh, with a pure-Python field-table encoder
-(a third of a publish's CPU for the twenty headers of a Celery message), and writes every
+(a large part of a publish's CPU, for the twenty headers of a Celery message), and writes every
 message with its own ``sendall``. The messages of one producer differ only in their id, root
 id, arguments' summary, correlation id and body, so the rest of the header table is encoded
 once, and a chunk's frames go out in one write. The frames are byte for byte those py-amqp

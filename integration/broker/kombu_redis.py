@@ -4,9 +4,9 @@ kombu's Redis channel builds a new ``redis.Redis`` for every update of its unack
 when a message is delivered and once when it is acknowledged, two per message in a worker's
 main process, the process that limits a worker's throughput. A client object holds no
 connection (each command takes one from the channel's pool), but building one copies
-redis-py's table of about 170 response callbacks (redis-py issue #3624): about 57 µs here,
-against a main process's 1 ms per message. This channel builds its client once per pool and
-reuses it; kombu replaces the pool after a connection loss, and then the client with it.
+redis-py's table of response callbacks (redis-py issue #3624), a noticeable part of the main
+process's work per message. This channel builds its client once per pool and reuses it;
+kombu replaces the pool after a connection loss, and then the client with it.
 
 ``celeryconfig`` calls ``use_for_redis_urls``: a ``redis://`` or ``rediss://`` URL then gets this
 transport in that process, whoever opens it (the worker, beat, the gateway, Flower); every other

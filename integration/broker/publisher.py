@@ -232,7 +232,7 @@ class Publisher:
 
         Celery's ``as_task_v2`` builds the headers, properties and body once (``_template``);
         each message fills in what is its own (ids, ``argsrepr``, correlation, the envelope),
-        which costs a tenth of building it from scratch; the message's JSON is the template's
+        far cheaper than building it from scratch; the message's JSON is the template's
         text with those values written in. The envelope's JSON is reused when the caller
         already has it (``Outgoing.envelope_json``).
         """

@@ -146,7 +146,7 @@ def _remembered_header(encoded_token: str) -> dict[str, Any]:
 def _remember_headers() -> None:
     """flask-jwt-extended reads the header of the request's token after decoding it, apart
     from the claims (``view_decorators`` imports ``get_unverified_jwt_headers`` by name):
-    about 35 µs a request here. Its name there is pointed at the gateway's manager, which
+    a second decode per request. Its name there is pointed at the gateway's manager, which
     remembers headers like claims; an app with another manager gets the library's reader.
     ``tests/functional/test_authentication.py`` counts PyJWT's header reads, so a release
     that reads the header elsewhere fails the suite instead of silently losing this."""

@@ -1,5 +1,5 @@
-"""Flask's JSON answers written by orjson: a 500-item batch answer is 1 ms of stdlib ``json``
-and 40 µs of orjson."""
+"""Flask's JSON answers written by orjson, which is much faster than the standard library on
+the large answers of batches."""
 
 from __future__ import annotations
 

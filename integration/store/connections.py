@@ -42,8 +42,8 @@ def execute_loading(client: redis.Redis, scripts: Iterable[str], execute: Callab
 class OwnConnectionScript:
     """A script called on connections of its own, not through redis-py's client.
 
-    A call through the client costs about as much CPU as the round trip itself (on a
-    one-line script, 170 against 90 µs here): the pool's fork check, its ``poll`` for
+    A call through the client costs about as much CPU as the round trip itself on a short
+    script: the pool's fork check, its ``poll`` for
     pending data before every command, connection metrics and argument wrappers. A worker's
     delivery makes two such calls, so they are made here directly: ``EVALSHA`` on an idle
     connection kept beside the client's pool (its address, credentials and timeouts), and
@@ -94,7 +94,7 @@ class OwnConnections:
                  transaction: bool = False) -> list[Any]:
         """The replies of ``commands``, sent in one write on an idle connection (inside
         ``MULTI``/``EXEC`` with ``transaction``): redis-py's pipeline without its per-call
-        costs (see ``OwnConnectionScript``; about 20 µs of CPU per pipeline here). As
+        costs (see ``OwnConnectionScript``). As
         redis-py's does, it reads every reply before it raises the first error, so the
         connection stays usable (one that failed otherwise is closed, never reused with a
         reply pending); in a transaction, a command Redis refused while queueing (which

@@ -125,7 +125,8 @@ def authed(gateway: Gateway, token: str, **options: Any) -> Iterator[ClientConne
 @pytest.fixture(scope="module")
 def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped policy plus a role that watches its own alerts and one with a tiny budget."""
-    policy = yaml.safe_load(files("integration.security").joinpath("default_policy.yaml").read_text())
+    shipped = files("integration.security").joinpath("default_policy.yaml")
+    policy = yaml.safe_load(shipped.read_text())
     policy["roles"]["watcher"] = {"submit": ["alert"], "read": "own", "subscribe": ["alert.*"]}
     policy["roles"]["trickle"] = {"submit": ["alert"], "read": "own", "rate_limit": "3/minute"}
     path = tmp_path_factory.mktemp("policy") / "policy.yaml"

@@ -1,0 +1,1 @@
+"""Scripts that keep generated files in step with the code (``make docs`` runs them)."""
