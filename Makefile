@@ -23,6 +23,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy integration tasks bench tools celeryconfig.py
+	$(BIN)/lint-imports
 	$(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -47,6 +48,7 @@ soak: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy integration tasks bench tools celeryconfig.py
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .run site

@@ -5,14 +5,12 @@ Check that it imports with ``python -m celeryconfig``.
 
 from __future__ import annotations
 
+from integration.app import default_registry, get_settings, route_task
 from integration.broker.kombu_redis import use_for_redis_urls
-from integration.messages.registry import default_registry
-from integration.messages.retry import check_durations
-from integration.messages.routing import DEFAULT_QUEUE, declare_queues, route_task
+from integration.messages.routing import DEFAULT_QUEUE, declare_queues
 from integration.schedules.schedules import beat_key_prefix, redbeat_options
 from integration.security.verification import refuse_weak_secrets
-from integration.settings import get_settings
-from integration.worker.recovery import check_recovery_bound
+from integration.worker.recovery import check_durations, check_recovery_bound
 
 _settings = get_settings()
 # Workers, beat and Flower refuse placeholder and low-entropy secrets in production (their
@@ -66,7 +64,7 @@ worker_prefetch_multiplier = 1
 # and the delivery claim and the finished status keep its effect to one.
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-task_queues = declare_queues()
+task_queues = declare_queues(default_registry())
 task_default_queue = DEFAULT_QUEUE
 task_routes = (route_task,)
 
@@ -93,7 +91,7 @@ enable_utc = True
 
 # Beat: schedules live in Redis (celery-redbeat), so run-time changes reach beat at its next
 # loop and beat keeps no local state; a lock makes one beat of several the active one.
-beat_scheduler = "integration.schedules.beat:Scheduler"
+beat_scheduler = "tasks.beat:Scheduler"
 beat_max_loop_interval = _settings.beat_max_loop_interval_seconds
 redbeat_redis_url = _settings.redis_url
 redbeat_key_prefix = beat_key_prefix(_settings.key_prefix)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import PACED, Plan, Results, Run
-from integration.settings import get_settings
+from integration.app import get_settings
 
 #: The Redis batch figure's target ratio to send_task; the table also turns it into a CPU
 #: budget per message.

@@ -21,9 +21,9 @@ from flask_limiter import Limiter
 from kombu import Connection, Exchange, Producer, Queue
 from pydantic import ValidationError
 
+from integration.app import get_settings
 from integration.loop.types import MetricPayload
 from integration.messages.envelope import Envelope
-from integration.settings import get_settings
 
 #: Task name of the no-op task the raw worker runs and the raw producers send.
 NOOP_TASK = "bench.noop"

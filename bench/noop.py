@@ -12,7 +12,7 @@ from typing import cast
 import redis
 
 from bench.baselines import NOOP_TASK, raw_celery
-from integration.settings import get_settings
+from integration.app import get_settings
 
 app = raw_celery(get_settings().broker)
 # Stock worker settings: the baseline is what Celery does out of the box.

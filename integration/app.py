@@ -1,30 +1,114 @@
-"""Builds the submit path (registry, store, publisher) shared by the gateway and the client."""
+"""The composition root: this process's settings, registry, subscriptions, submitter,
+dispatcher, guards and loop, each built once from the environment and handed down.
+
+Nothing below this module builds one of these for itself or keeps a process-wide instance;
+the gateway, the CLI, ``tasks/`` and ``celeryconfig`` ask here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 import redis
 
 from integration.broker.celery_app import create_celery
 from integration.broker.publisher import Publisher
 from integration.broker.submission import Submitter
-from integration.events.consumers import default_subscriptions
+from integration.events.consumers import Subscription, delivery_type, load_subscriptions
 from integration.events.dispatch import Dispatcher
 from integration.events.results import EVENT_SOURCE
-from integration.events.webhooks import Post, Webhooks
+from integration.events.webhooks import Post, Webhooks, webhook_type
+from integration.loop import executors
+from integration.loop.payloads import ActionPayload
+from integration.loop.rules import Rules, load_rules
+from integration.loop.stages import Stages, loop_subscriptions
+from integration.loop.thresholds import ThresholdEvaluator
+from integration.loop.types import builtin_types
+from integration.messages.envelope import Envelope
 from integration.messages.jsonlimits import JsonLimits
-from integration.messages.registry import default_registry
+from integration.messages.registry import Registry, load_types
+from integration.messages.routing import Router
+from integration.schedules.schedules import ScheduleSpec, load_schedule_file
+from integration.security.egress import Egress, egress_from_settings
 from integration.security.policy import load_policy
 from integration.security.rights import CreatorRights
 from integration.security.verification import Revocations
-from integration.settings import Settings, get_settings
+from integration.settings import Settings
 from integration.store.records import store_from_settings
 from integration.worker.guards import Guards, GuardSettings
 
 
+@cache
+def get_settings() -> Settings:
+    """Settings of this process, read from the environment once."""
+    return Settings()
+
+
+# -- the message types and the consumers ---------------------------------------------------
+
+@cache
+def default_registry() -> Registry:
+    """Built-in types, those of installed packages (entry points) and of
+    ``INTEGRATION_TYPE_MODULES``, then one delivery type per consumer (``consumer.<name>``)
+    and the webhook deliveries."""
+    registry = load_types(Registry(builtin_types(run_action)), get_settings().type_modules)
+    for subscription in default_subscriptions():
+        registry.register(delivery_type(subscription))
+    registry.register(webhook_type(default_webhooks, default_post, default_rights))
+    return registry
+
+
+@cache
+def default_subscriptions() -> tuple[Subscription, ...]:
+    """The built-in loop stages that are enabled, plus installed and configured consumers."""
+    settings = get_settings()
+    stages = loop_subscriptions(settings.loop_stages, Stages(default_rules, default_evaluator))
+    return tuple(load_subscriptions(settings.consumer_modules, stages))
+
+
+#: The Celery router of producers with this configuration (``celeryconfig.task_routes``).
+route_task = Router(default_registry)
+
+
+# -- the self-healing loop -----------------------------------------------------------------
+
+@cache
+def default_rules() -> Rules:
+    return load_rules(get_settings().rules_file)
+
+
+@cache
+def default_evaluator() -> ThresholdEvaluator:
+    settings = get_settings()
+    return ThresholdEvaluator.from_settings(settings, store_from_settings(settings).client,
+                                            default_rules())
+
+
+@cache
+def declared_targets() -> executors.Targets:
+    """The action targets of the rules file; a file that fails to load is read again on the
+    next use (a fixed file needs no restart)."""
+    return executors.load_targets(get_settings())
+
+
+@cache
+def default_egress() -> Egress:
+    """This process's way out, built from its settings on first use."""
+    return egress_from_settings(get_settings())
+
+
+def run_action(payload: ActionPayload, envelope: Envelope) -> dict[str, Any]:
+    """The built-in ``action`` handler: the action on this process's declared targets."""
+    return executors.run_action(payload, envelope, targets=declared_targets,
+                                egress=default_egress)
+
+
+# -- submitting, dispatching, guarding -----------------------------------------------------
+
 def build_submitter(settings: Settings, origin: str, *, coalesce: int = 0) -> Submitter:
+    """The submit path (registry, store, publisher) of a producer named ``origin``."""
     # Producers never import tasks/: they send by task name with celeryconfig's settings.
     celery = create_celery(f"integration.{origin}")
     celery.conf.broker_url = settings.broker
@@ -54,6 +138,8 @@ def build_dispatcher(submitter: Submitter) -> Dispatcher:
                       source=EVENT_SOURCE)
 
 
+# -- webhooks and the rights of what subjects made -------------------------------------------
+
 @cache
 def default_webhooks() -> Webhooks:
     """This process's view of the webhook subscriptions."""
@@ -74,8 +160,6 @@ def default_rights() -> CreatorRights:
 @cache
 def default_post() -> Post:
     """How this process sends webhook deliveries: through the egress policy, unredirected."""
-    from integration.security.egress import default_egress
-
     egress = default_egress()
     timeout = get_settings().webhook_timeout_seconds
 
@@ -83,3 +167,9 @@ def default_post() -> Post:
         return egress.request("POST", url, body=body, headers=headers, timeout=timeout).status
 
     return post
+
+
+def load_schedules(path: str | None) -> list[ScheduleSpec]:
+    """The schedule file, validated against this process's message types (what beat loads
+    at start, and what ``integration check`` checks)."""
+    return load_schedule_file(path, build_submitter(get_settings(), origin="beat").parse)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import cache
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -311,12 +310,6 @@ class Settings(BaseSettings):
     def broker(self) -> str:
         """The broker URL: ``BROKER_URL`` when set, otherwise the store's Redis."""
         return self.broker_url or self.redis_url
-
-
-@cache
-def get_settings() -> Settings:
-    """Settings of this process, read once."""
-    return Settings()
 
 
 class ConfigurationError(RuntimeError):

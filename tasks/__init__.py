@@ -1,7 +1,7 @@
 """The Celery application of the workers and beat: ``celery -A tasks worker``."""
 
 # Metrics must pick prometheus_client's multiprocess mode before anything imports it.
-from integration.settings import get_settings
+from integration.app import get_settings
 from integration.worker.metrics import prepare_multiprocess
 
 prepare_multiprocess(get_settings().worker_metrics_dir)

@@ -9,12 +9,16 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 
 from integration import logs
-from integration.app import build_dispatcher, build_submitter
+from integration.app import (
+    build_dispatcher,
+    build_submitter,
+    declared_targets,
+    default_egress,
+    get_settings,
+)
 from integration.broker.holdings import holdings_of
 from integration.events.dispatch import OutboxRelay
-from integration.loop.executors import declared_targets
-from integration.security.egress import default_egress
-from integration.settings import ConfigurationError, get_settings
+from integration.settings import ConfigurationError
 from integration.store.records import LedgerEntry
 from integration.worker.heartbeats import Heartbeat, Heartbeats, instance_name
 from integration.worker.reconciler import Reconciler

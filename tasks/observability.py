@@ -22,11 +22,9 @@ from celery.signals import (
 )
 
 from integration import logs
-from integration.app import build_guards, build_submitter
+from integration.app import build_guards, build_submitter, default_registry, get_settings
 from integration.broker.publisher import CORRELATION_HEADER
-from integration.messages.registry import default_registry
 from integration.messages.routing import PROCESS_TASK
-from integration.settings import get_settings
 from integration.worker import metrics as worker_metrics
 from integration.worker.processor import Delivery, Outcome
 

@@ -11,12 +11,16 @@ from celery import Task
 from celery.exceptions import Reject
 
 from integration import logs
-from integration.app import build_dispatcher, build_guards, build_submitter
+from integration.app import (
+    build_dispatcher,
+    build_guards,
+    build_submitter,
+    default_registry,
+    get_settings,
+)
 from integration.messages.jsonlimits import JsonLimits
-from integration.messages.registry import default_registry
 from integration.messages.retry import default_policy
 from integration.messages.routing import PROCESS_TASK
-from integration.settings import get_settings
 from integration.worker.processor import Delivery, Outcome, Processor
 from tasks.app import app
 

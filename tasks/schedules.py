@@ -12,12 +12,10 @@ from celery import Task
 from celery.exceptions import Reject
 
 from integration import logs
-from integration.app import build_submitter, default_rights
+from integration.app import build_submitter, default_registry, default_rights, get_settings
 from integration.broker.submission import Sender, Submitter
 from integration.messages.ownership import scoped
-from integration.messages.registry import default_registry
 from integration.schedules import schedules
-from integration.settings import get_settings
 from tasks.app import app
 from tasks.observability import metrics
 from tasks.processing import OUTAGE_PAUSE_SECONDS, hand_back

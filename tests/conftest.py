@@ -16,12 +16,12 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from integration.app import default_registry, get_settings
 from integration.gateway import create_app
-from integration.messages.registry import default_registry
 from integration.messages.routing import DEFAULT_QUEUE
 from integration.ops.embedded_redis import EmbeddedRedis, free_port
 from integration.security.tokens import issue_token
-from integration.settings import Settings, get_settings
+from integration.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-" + "x" * 40

@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
@@ -198,14 +197,3 @@ def load_subscriptions(module_paths: str, builtin: Iterable[Subscription] = ()
         module = importlib.import_module(module_name)
         add(_loaded(getattr(module, attribute or "CONSUMERS")), path)
     return list(found.values())
-
-
-@cache
-def default_subscriptions() -> tuple[Subscription, ...]:
-    """The built-in loop stages that are enabled, plus installed and configured consumers."""
-    from integration.loop.stages import loop_subscriptions
-    from integration.settings import get_settings
-
-    settings = get_settings()
-    return tuple(load_subscriptions(settings.consumer_modules,
-                                    loop_subscriptions(settings.loop_stages)))

@@ -13,7 +13,7 @@ from spectree import SecurityScheme, SecuritySchemeData
 from spectree.models import SecureType
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from integration import __version__
+from integration.app import default_registry, get_settings
 from integration.gateway.api import create_api
 from integration.gateway.auth import init_auth
 from integration.gateway.errors import register_errorhandlers
@@ -27,8 +27,8 @@ from integration.gateway.requestlog import init_request_log
 from integration.gateway.runtime import Runtime
 from integration.gateway.schemas import ProblemDocument
 from integration.gateway.ws import init_websocket
-from integration.messages.registry import default_registry
-from integration.settings import Settings, get_settings
+from integration.settings import Settings
+from integration.version import __version__
 
 API_TITLE = "Integration bus API"
 

@@ -7,12 +7,12 @@ from functools import cached_property
 
 from flask import Flask, current_app
 
-from integration.app import build_guards, build_submitter
+from integration.app import build_guards, build_submitter, default_registry
 from integration.broker.publisher import Publisher
 from integration.broker.submission import Submitter
 from integration.events.webhooks import Webhooks
-from integration.messages.registry import Registry, default_registry
-from integration.messages.retry import check_durations, idempotency_ttl
+from integration.messages.registry import Registry
+from integration.messages.retry import idempotency_ttl
 from integration.schedules.schedules import Schedules
 from integration.security.policy import Policy, load_policy
 from integration.security.verification import (
@@ -22,10 +22,11 @@ from integration.security.verification import (
     token_verification,
 )
 from integration.settings import Settings
-from integration.store.deadletters import DeadLetters
 from integration.store.idempotency import IdempotencyKeys
 from integration.store.records import StatusStore
+from integration.worker.deadletters import DeadLetters
 from integration.worker.guards import Guards
+from integration.worker.recovery import check_durations
 
 EXTENSION_KEY = "integration"
 

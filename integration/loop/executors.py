@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -29,14 +28,12 @@ from pydantic import (
 )
 
 from integration import logs
+from integration.loop.payloads import ActionPayload
 from integration.messages import effects
+from integration.messages.envelope import Envelope
 from integration.messages.retry import PermanentError
-from integration.security.egress import Egress, EgressRefused, default_egress
-from integration.settings import ConfigurationError, environment_secret, get_settings
-
-if TYPE_CHECKING:
-    from integration.loop.types import ActionPayload
-    from integration.messages.envelope import Envelope
+from integration.security.egress import Egress, EgressRefused
+from integration.settings import ConfigurationError, Settings, environment_secret
 
 log = logs.get_logger(__name__)
 
@@ -316,10 +313,8 @@ def log_action(payload: ActionPayload) -> None:
              parameters=parameters, dry_run=payload.dry_run)
 
 
-@cache
-def declared_targets() -> Targets:
-    """The targets of this process's rules file, loaded once; none without a file."""
-    settings = get_settings()
+def load_targets(settings: Settings) -> Targets:
+    """The targets of the rules file of ``settings``; none without a file."""
     targets = Targets.load(settings.rules_file) if settings.rules_file else Targets()
     check_timeouts(targets, settings.visibility_timeout_seconds, str(settings.rules_file))
     return targets
@@ -336,21 +331,22 @@ def check_timeouts(targets: Targets, visibility: int, source: str) -> None:
                 f" must be shorter than INTEGRATION_VISIBILITY_TIMEOUT_SECONDS ({visibility})")
 
 
-def run_action(payload: ActionPayload, envelope: Envelope | None = None,
-               egress: Egress | None = None) -> dict[str, Any]:
-    """What the built-in ``action`` handler does: look up, then execute the declared target.
+def run_action(payload: ActionPayload, envelope: Envelope | None = None, *,
+               targets: Callable[[], Targets], egress: Callable[[], Egress]) -> dict[str, Any]:
+    """What the built-in ``action`` handler does: look up, then execute the declared target
+    (``targets`` and ``egress`` give this process's, built on first use).
 
     ``noop`` and ``log`` need no declaration (they call nothing); ``http`` runs only a target
     declared for it.
     """
     if payload.executor != "http":
-        return execute(payload, TargetSpec(executor=payload.executor), egress, envelope=envelope)
+        return execute(payload, TargetSpec(executor=payload.executor), None, envelope=envelope)
     try:
-        targets = declared_targets()
+        declared = targets()
     except ConfigurationError as exc:
         # Dead at once with the reason, and not counted by the target's breaker: retrying
         # cannot fix the file. Failures are not cached, so the next message loads a fixed
         # file, and the dead one can be replayed.
         raise PermanentError(f"the targets file does not load: {exc}") from None
-    spec = targets.get(payload.target, payload.executor)
-    return execute(payload, spec, egress or default_egress(), envelope=envelope)
+    spec = declared.get(payload.target, payload.executor)
+    return execute(payload, spec, egress(), envelope=envelope)

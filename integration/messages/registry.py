@@ -6,7 +6,6 @@ import importlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -119,20 +118,9 @@ def _from_module_paths(registry: Registry, paths: str) -> None:
         log.info("message types loaded from %s", path)
 
 
-@cache
-def default_registry() -> Registry:
-    """Built-in types plus those of installed packages (entry points), then one delivery type
-    per consumer (``consumer.<name>``); built once per process."""
-    from integration.app import default_post, default_rights, default_webhooks
-    from integration.events.consumers import default_subscriptions, delivery_type
-    from integration.events.webhooks import webhook_type
-    from integration.loop.types import BUILTIN_TYPES
-    from integration.settings import get_settings
-
-    registry = Registry(BUILTIN_TYPES)
+def load_types(registry: Registry, module_paths: str) -> Registry:
+    """Add the types of installed packages (entry points), then those of ``module_paths``
+    (comma-separated ``module:attribute``) to ``registry``."""
     _from_entry_points(registry)
-    _from_module_paths(registry, get_settings().type_modules)
-    for subscription in default_subscriptions():
-        registry.register(delivery_type(subscription))
-    registry.register(webhook_type(default_webhooks, default_post, default_rights))
+    _from_module_paths(registry, module_paths)
     return registry

@@ -10,14 +10,11 @@ dead after ``max_attempts``.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from integration.settings import ConfigurationError, Settings
-
-if TYPE_CHECKING:
-    from integration.messages.registry import Registry
+from integration.settings import Settings
 
 
 class RetryPolicy(BaseModel):
@@ -75,29 +72,6 @@ def default_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(max_attempts=settings.retry_max_attempts,
                        base_delay_seconds=settings.retry_base_delay_seconds,
                        max_delay_seconds=settings.retry_max_delay_seconds)
-
-
-def check_durations(settings: Settings, registry: Registry) -> None:
-    """Refuse a configuration whose duplicate guards expire before a message can be retried.
-
-    The status record (which says a message finished) and the idempotency key must outlive
-    the longest retry schedule, a redelivery by visibility timeout, and a claim lease.
-    """
-    policies = [default_policy(settings), *(t.retry for t in registry if t.retry)]
-    longest = max(p.longest_schedule() for p in policies)
-    needed = longest + settings.visibility_timeout_seconds + settings.claim_lease_seconds
-    if settings.claim_lease_seconds >= settings.visibility_timeout_seconds:
-        raise ConfigurationError(
-            f"INTEGRATION_CLAIM_LEASE_SECONDS ({settings.claim_lease_seconds}) must be shorter "
-            f"than INTEGRATION_VISIBILITY_TIMEOUT_SECONDS ({settings.visibility_timeout_seconds}).")
-    guards = {"INTEGRATION_STATUS_TTL_SECONDS": settings.status_ttl_seconds,
-              "INTEGRATION_IDEMPOTENCY_TTL_SECONDS": idempotency_ttl(settings)}
-    for name, ttl in guards.items():
-        if ttl < needed:
-            raise ConfigurationError(
-                f"{name} ({ttl}) must be at least {int(needed) + 1}: the longest retry schedule "
-                f"({longest:.0f} s) plus the visibility timeout and the claim lease, or a late "
-                "retry or redelivery could run a message twice.")
 
 
 def idempotency_ttl(settings: Settings) -> int:

@@ -6,12 +6,12 @@ explicit strings that never change when code moves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kombu import Exchange, Queue
 
-from integration.messages.registry import Registry, UnknownType, default_registry
+from integration.messages.registry import Registry, UnknownType
 
 #: The one task that processes every message type: ``process(envelope: dict)``.
 PROCESS_TASK = "integration.process"
@@ -19,31 +19,36 @@ PROCESS_TASK = "integration.process"
 DEFAULT_QUEUE = "integration.default"
 
 
-def queue_for(message_type: str, registry: Registry | None = None) -> str:
+def queue_for(message_type: str, registry: Registry) -> str:
     """The queue of a message type; unknown types go to the default queue."""
     try:
-        return (registry or default_registry()).get(message_type).queue
+        return registry.get(message_type).queue
     except UnknownType:
         return DEFAULT_QUEUE
 
 
-def declare_queues(registry: Registry | None = None) -> list[Queue]:
+def declare_queues(registry: Registry) -> list[Queue]:
     """One durable queue per message type, plus the default queue."""
-    names = [*(registry or default_registry()).queues(), DEFAULT_QUEUE]
+    names = [*registry.queues(), DEFAULT_QUEUE]
     return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
 
 
-def route_task(
-    name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any],
-    task: Any = None, **_: Any,
-) -> dict[str, str] | None:
+class Router:
     """Celery router: a ``process`` call goes to the queue of its envelope's type.
 
-    This makes a plain ``app.send_task("integration.process", args=[envelope])`` from any
-    service land on the right queue without knowing the queue names.
+    This makes a plain ``app.send_task("integration.process", args=[envelope])`` from a
+    producer with this configuration land on the right queue without knowing queue names.
     """
-    if name != PROCESS_TASK:
-        return None
-    envelope = args[0] if args else kwargs.get("envelope")
-    message_type = envelope.get("type") if isinstance(envelope, Mapping) else None
-    return {"queue": queue_for(message_type if isinstance(message_type, str) else "")}
+
+    def __init__(self, registry: Callable[[], Registry]) -> None:
+        self.registry = registry
+
+    def __call__(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+                 options: Mapping[str, Any], task: Any = None,
+                 **_: Any) -> dict[str, str] | None:
+        if name != PROCESS_TASK:
+            return None
+        envelope = args[0] if args else kwargs.get("envelope")
+        message_type = envelope.get("type") if isinstance(envelope, Mapping) else None
+        return {"queue": queue_for(message_type if isinstance(message_type, str) else "",
+                                   self.registry())}

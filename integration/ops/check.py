@@ -208,7 +208,7 @@ def check_rules(ctx: Context) -> Iterator[Finding]:
 
 def check_schedule(ctx: Context) -> Iterator[Finding]:
     """The beat schedules file."""
-    from integration.schedules.schedules import load_schedules
+    from integration.app import load_schedules
     from integration.settings import ConfigurationError
 
     path = ctx.settings.schedule_file
@@ -224,9 +224,10 @@ def check_schedule(ctx: Context) -> Iterator[Finding]:
 def check_durations(ctx: Context) -> Iterator[Finding]:
     """Records and keys outlive retries and redeliveries; calls end within the visibility
     timeout; the recovery bound holds."""
+    from integration.app import default_registry
     from integration.messages import retry
-    from integration.messages.registry import default_registry
     from integration.settings import ConfigurationError
+    from integration.worker import recovery
     from integration.worker.recovery import check_recovery_bound
 
     settings = ctx.settings
@@ -238,7 +239,7 @@ def check_durations(ctx: Context) -> Iterator[Finding]:
         return
     failed = False
     try:
-        retry.check_durations(settings, registry)
+        recovery.check_durations(settings, registry)
     except ConfigurationError as exc:
         failed = True
         yield error("durations", str(exc))

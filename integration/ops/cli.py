@@ -10,15 +10,16 @@ from typing import Any
 
 import click
 
+from integration.app import get_settings
 from integration.logs import configure_logging
 from integration.ops.check import check
 from integration.ops.schedule_commands import schedule
 from integration.ops.terminal import attempt_lines, paint_status, record_summary, table
 from integration.security.tokens import SERVICE_TOKEN, issue_token, read_token, unverified_claims
 from integration.security.verification import Revocations, signing_key
-from integration.settings import ConfigurationError, get_settings
-from integration.store.deadletters import DeadLetters
+from integration.settings import ConfigurationError
 from integration.store.records import public, store_from_settings
+from integration.worker.deadletters import DeadLetters
 
 
 class CommandGroup(click.Group):
@@ -142,7 +143,7 @@ def flower(flower_args: tuple[str, ...]) -> None:
     """
     import logging
 
-    from integration.flowerserver import check_login, run_flower
+    from integration.ops.flowerserver import check_login, run_flower
 
     try:
         weak = check_login(flower_args, get_settings())

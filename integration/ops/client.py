@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from integration.app import build_submitter
+from integration.app import build_submitter, get_settings
 from integration.broker.submission import Accepted, Result
 from integration.messages.problems import Problem
-from integration.settings import Settings, get_settings
+from integration.settings import Settings
 
 #: The channel recorded for messages sent through this client.
 CHANNEL = "direct"

@@ -12,9 +12,9 @@ import click
 import redis
 from pydantic import ValidationError
 
+from integration.app import get_settings
 from integration.messages.problems import Problem
 from integration.schedules.schedules import Schedules, ScheduleSpec
-from integration.settings import get_settings
 
 
 def _schedules() -> Schedules:

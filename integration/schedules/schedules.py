@@ -272,15 +272,6 @@ def load_schedule_file(path: str | None, parse: Parse) -> list[ScheduleSpec]:
     return specs
 
 
-def load_schedules(path: str | None) -> list[ScheduleSpec]:
-    """The schedule file, validated against this process's message types (what beat loads
-    at start, and what ``integration check`` checks)."""
-    from integration.app import build_submitter
-    from integration.settings import get_settings
-
-    return load_schedule_file(path, build_submitter(get_settings(), origin="beat").parse)
-
-
 # -- schedules in Redis (redbeat entries) --------------------------------------------------
 
 def beat_key_prefix(key_prefix: str) -> str:

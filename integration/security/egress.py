@@ -33,13 +33,13 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from integration import __version__, logs
+from integration import logs
 from integration.messages.retry import DownstreamError, PermanentError, TransientError
-from integration.settings import ConfigurationError, get_settings
+from integration.settings import ConfigurationError
+from integration.version import __version__
 
 if TYPE_CHECKING:
     from integration.settings import Settings
@@ -471,8 +471,3 @@ def _remaining(connection: http.client.HTTPConnection, deadline: float) -> None:
 def egress_from_settings(settings: Settings) -> Egress:
     return Egress(EgressPolicy.from_settings(settings))
 
-
-@cache
-def default_egress() -> Egress:
-    """This process's egress, built from its settings on first use."""
-    return egress_from_settings(get_settings())

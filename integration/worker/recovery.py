@@ -1,10 +1,13 @@
-"""The recovery bound: how long after the last fault is repaired every accepted message is
-final or held by something alive, computed from the settings and checked at start-up."""
+"""Durations checked at start-up: the recovery bound (how long after the last fault is
+repaired every accepted message is final or held by something alive), and records and keys
+that outlive every retry and redelivery."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from integration.messages.registry import Registry
+from integration.messages.retry import default_policy, idempotency_ttl
 from integration.settings import ConfigurationError, Settings
 
 #: A worker's heartbeat lives this many intervals: one late beat does not make it dead.
@@ -88,3 +91,26 @@ def check_recovery_bound(settings: Settings) -> Bound:
             "INTEGRATION_RECONCILE_INTERVAL_SECONDS, INTEGRATION_WORKER_HEARTBEAT_SECONDS or "
             "INTEGRATION_CLAIM_LEASE_SECONDS, or raise the bound.")
     return bound
+
+
+def check_durations(settings: Settings, registry: Registry) -> None:
+    """Refuse a configuration whose duplicate guards expire before a message can be retried.
+
+    The status record (which says a message finished) and the idempotency key must outlive
+    the longest retry schedule, a redelivery by visibility timeout, and a claim lease.
+    """
+    policies = [default_policy(settings), *(t.retry for t in registry if t.retry)]
+    longest = max(p.longest_schedule() for p in policies)
+    needed = longest + settings.visibility_timeout_seconds + settings.claim_lease_seconds
+    if settings.claim_lease_seconds >= settings.visibility_timeout_seconds:
+        raise ConfigurationError(
+            f"INTEGRATION_CLAIM_LEASE_SECONDS ({settings.claim_lease_seconds}) must be shorter "
+            f"than INTEGRATION_VISIBILITY_TIMEOUT_SECONDS ({settings.visibility_timeout_seconds}).")
+    guards = {"INTEGRATION_STATUS_TTL_SECONDS": settings.status_ttl_seconds,
+              "INTEGRATION_IDEMPOTENCY_TTL_SECONDS": idempotency_ttl(settings)}
+    for name, ttl in guards.items():
+        if ttl < needed:
+            raise ConfigurationError(
+                f"{name} ({ttl}) must be at least {int(needed) + 1}: the longest retry schedule "
+                f"({longest:.0f} s) plus the visibility timeout and the claim lease, or a late "
+                "retry or redelivery could run a message twice.")

@@ -15,7 +15,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from integration.messages.registry import default_registry
+from integration.app import default_registry
 from integration.ops.embedded_redis import EmbeddedRedis
 from integration.security.tokens import issue_token
 from tests.conftest import TEST_SECRET

@@ -20,10 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask
 from flask_jwt_extended import get_jwt_header, verify_jwt_in_request
 
+from integration.app import get_settings
 from integration.ops.cli import main as cli
 from integration.security.tokens import issue_token
 from integration.security.verification import token_verification
-from integration.settings import ConfigurationError, Settings, get_settings
+from integration.settings import ConfigurationError, Settings
 from tests.conftest import TEST_SECRET, configured
 
 

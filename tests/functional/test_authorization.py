@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
+from integration.app import get_settings
 from integration.ops.cli import main as cli
 from integration.ops.embedded_redis import free_port
 from integration.security.tokens import issue_token, unverified_claims
-from integration.settings import get_settings
 from tests.conftest import TEST_SECRET
 
 METRIC = {"type": "metric", "source": "authz", "data": {"name": "cpu", "value": 1.0}}

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from integration.messages.registry import default_registry
+from integration.app import default_registry, get_settings
 from integration.ops.embedded_redis import EmbeddedRedis, free_port
-from integration.settings import get_settings
 from tests.conftest import ROOT
 
 STRONG_SECRET = secrets.token_urlsafe(48)

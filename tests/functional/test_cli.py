@@ -11,9 +11,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from integration.app import get_settings
 from integration.ops.cli import main
 from integration.ops.client import Client
-from integration.settings import get_settings
 from tests.conftest import wait_for
 
 ANSI = "\x1b["

@@ -103,9 +103,9 @@ def test_the_outbox_delivers_events_whose_deliveries_were_never_enqueued(
 ) -> None:
     """A message that finished without its deliveries being enqueued (its worker died right
     after recording the outcome) still reaches its consumers, once, from the outbox."""
+    from integration.app import get_settings
     from integration.events.results import finish
     from integration.messages.status import Status
-    from integration.settings import get_settings
     from integration.store.records import NewRecord, store_from_settings
 
     store = store_from_settings(get_settings())

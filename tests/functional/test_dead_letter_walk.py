@@ -9,8 +9,8 @@ import redis
 from integration.app import build_submitter
 from integration.messages.status import Status
 from integration.settings import Settings
-from integration.store.deadletters import DeadLetters
 from integration.store.records import NewRecord
+from integration.worker.deadletters import DeadLetters
 from tests.conftest import TEST_SECRET
 
 QUEUE = "test.replay-walk"  # no worker consumes it: the test counts what was enqueued

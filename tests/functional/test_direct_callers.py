@@ -28,7 +28,7 @@ def celery_app(redis_url: str) -> Celery:
     """A bare Celery app, as another service would configure it: broker URL and JSON."""
     return Celery("other-service", broker=redis_url, set_as_current=False,
                   config_source={"task_serializer": "json", "accept_content": ["json"],
-                                 "task_routes": ("integration.messages.routing.route_task",)})
+                                 "task_routes": ("integration.app.route_task",)})
 
 
 def final(direct: Client, message_id: str) -> dict[str, Any]:

@@ -112,9 +112,8 @@ def test_flower_refuses_to_start_without_a_good_login(env: str, login: str | Non
     not start, and the message says how to generate a password."""
     from click.testing import CliRunner
 
+    from integration.app import get_settings
     from integration.ops.cli import main
-    from integration.settings import get_settings
-
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(main, ["flower", "--port=1"], env={

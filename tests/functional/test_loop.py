@@ -134,8 +134,11 @@ def test_alertmanager_alerts_run_the_loop_once_and_a_resolution_closes_it(
 def test_an_alert_edge_is_not_lost_when_its_emit_fails(redis_url: str) -> None:
     """The threshold state moves before the alert is emitted: a delivery retried after a
     failed emit still emits the alert its first attempt found."""
+    from integration.app import default_evaluator, default_rules
     from integration.events.consumers import ConsumerContext
-    from integration.loop.stages import raise_alerts
+    from integration.loop.stages import Stages
+
+    raise_alerts = Stages(default_rules, default_evaluator).raise_alerts
     from integration.messages.envelope import Envelope
     from integration.messages.retry import TransientError
 

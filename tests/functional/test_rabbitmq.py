@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from integration.messages.registry import default_registry
+from integration.app import default_registry
 from integration.messages.routing import DEFAULT_QUEUE
 from tests.conftest import WorkerProcess, mine, wait_status
 

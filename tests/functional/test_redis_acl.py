@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from flask import Flask
 from redis.exceptions import NoPermissionError
 
+from integration.app import get_settings
 from integration.ops.cli import main as cli
 from integration.ops.embedded_redis import free_port
-from integration.settings import get_settings
 from tests.conftest import ROOT, WorkerProcess, wait_for, wait_status
 from tests.functional.test_compose import compose_config
 

@@ -16,8 +16,8 @@ import redis
 from celery import Celery
 from flask.testing import FlaskClient
 
+from integration.app import default_registry
 from integration.messages.ownership import scoped
-from integration.messages.registry import default_registry
 from integration.messages.routing import DEFAULT_QUEUE, PROCESS_TASK
 from integration.messages.status import Status
 from integration.ops.embedded_redis import EmbeddedRedis

@@ -90,7 +90,7 @@ def test_queue_depth_and_breaker_state_come_from_one_worker_only(
 ) -> None:
     """Cluster-wide values are exported by the lease holder alone, so a sum over workers is
     the true value; breaker state is one series per state."""
-    from integration.messages.registry import default_registry
+    from integration.app import default_registry
     from integration.worker.guards import GuardSettings, SharedBreaker
     from tests.conftest import WorkerProcess
 

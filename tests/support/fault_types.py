@@ -15,10 +15,10 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel
 
+from integration.app import get_settings
 from integration.messages.envelope import Envelope
 from integration.messages.registry import MessageType
 from integration.messages.retry import DownstreamError, PermanentError, RetryPolicy, TransientError
-from integration.settings import get_settings
 
 LEDGER = "tests:ledger"
 DUPLICATES = "tests:duplicates"

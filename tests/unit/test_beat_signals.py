@@ -10,7 +10,7 @@ from types import FrameType
 
 import pytest
 
-from integration.schedules.beat import _stop_signals_held
+from tasks.beat import _stop_signals_held
 
 
 class Stopped(Exception):

@@ -5,17 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from integration.loop.types import (
+from integration.loop.executors import Targets, run_action
+from integration.loop.payloads import (
     ActionPayload,
     AlertPayload,
     DiagnosisPayload,
     MetricPayload,
     alert_fingerprint,
-    handle_action,
-    handle_alert,
-    handle_diagnosis,
-    handle_metric,
 )
+from integration.loop.types import handle_alert, handle_diagnosis, handle_metric
 from integration.messages.envelope import Envelope
 
 ENVELOPE = Envelope(type="t", source="tests")
@@ -54,5 +52,6 @@ def test_diagnosis_below_confidence_is_not_actionable() -> None:
 def test_action_only_runs_declared_executors() -> None:
     with pytest.raises(ValidationError):
         ActionPayload.model_validate({"action": "x", "target": "y", "executor": "shell"})
-    dry = handle_action(ActionPayload(action="x", target="y", dry_run=True), ENVELOPE)
+    dry = run_action(ActionPayload(action="x", target="y", dry_run=True), ENVELOPE,
+                     targets=Targets, egress=lambda: pytest.fail("no call"))
     assert dry["executed"] is False

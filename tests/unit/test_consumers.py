@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from integration.events.consumers import ENTRY_POINT_GROUP, consumer, load_subscriptions
-from integration.loop.stages import loop_subscriptions
+from integration.loop.stages import Stages, loop_subscriptions
 from integration.settings import ConfigurationError
 
 
@@ -45,13 +45,17 @@ def test_the_decorator_declares_topics_and_a_queue() -> None:
     assert not page.matches("metric.succeeded")
 
 
+#: Stages whose rules and evaluator are never asked for (only their names are).
+STAGES_OF_NO_USE = Stages(lambda: pytest.fail("no rules"), lambda: pytest.fail("no state"))
+
+
 def test_loop_stages_can_be_left_out_and_unknown_ones_are_refused() -> None:
     """``INTEGRATION_LOOP_STAGES`` selects built-in stages, so a user's consumer replaces one."""
-    assert [s.name for s in loop_subscriptions("alerting,recording")] == \
+    assert [s.name for s in loop_subscriptions("alerting,recording", STAGES_OF_NO_USE)] == \
         ["loop-alerting", "loop-recording"]
-    assert loop_subscriptions("") == []
+    assert loop_subscriptions("", STAGES_OF_NO_USE) == []
     with pytest.raises(ConfigurationError, match="unknown stage"):
-        loop_subscriptions("alerting,healing")
+        loop_subscriptions("alerting,healing", STAGES_OF_NO_USE)
 
 
 def test_delivery_events_reach_only_subscribers_that_name_them() -> None:

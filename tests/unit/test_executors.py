@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from integration.loop.executors import Targets, TargetSpec, UndeclaredTarget, render
-from integration.loop.types import ActionPayload, handle_action
+from integration.loop.executors import Targets, TargetSpec, UndeclaredTarget, render, run_action
+from integration.loop.payloads import ActionPayload
 from integration.messages.envelope import Envelope
 from integration.messages.retry import PermanentError, classify
 from integration.settings import ConfigurationError
@@ -128,6 +128,12 @@ def test_body_templates_fill_only_the_named_values() -> None:
                                         "note": "restart web x2 {raw}", "keep": [1, None]}
     with pytest.raises(PermanentError, match="parameter 'missing'"):
         render("{parameters.missing}", values)
+
+
+def handle_action(payload: ActionPayload, envelope: Envelope) -> dict[str, object]:
+    """The action handler with no declared target and no way out."""
+    return run_action(payload, envelope, targets=Targets,
+                      egress=lambda: pytest.fail("no call"))
 
 
 def test_noop_and_log_actions_need_no_declaration() -> None:

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from integration.app import default_registry, route_task
 from integration.messages import registry as registry_module
-from integration.messages.registry import MessageType, Registry, UnknownType, default_registry
-from integration.messages.routing import DEFAULT_QUEUE, PROCESS_TASK, declare_queues, route_task
+from integration.messages.registry import MessageType, Registry, UnknownType
+from integration.messages.routing import DEFAULT_QUEUE, PROCESS_TASK, declare_queues
 
 
 class Ticket(BaseModel):

@@ -11,10 +11,10 @@ from integration.messages.retry import (
     PermanentError,
     RetryPolicy,
     TransientError,
-    check_durations,
     classify,
 )
 from integration.settings import ConfigurationError, Settings
+from integration.worker.recovery import check_durations
 
 
 def test_backoff_is_exponential_capped_and_jittered_within_bounds() -> None:

@@ -6,9 +6,9 @@ import jwt
 import pytest
 from click.testing import CliRunner
 
+from integration.app import get_settings
 from integration.ops.cli import main
 from integration.security.tokens import read_token
-from integration.settings import get_settings
 
 
 def test_cli_issues_a_token_with_roles_and_expiry(monkeypatch: pytest.MonkeyPatch) -> None:

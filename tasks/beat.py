@@ -16,16 +16,16 @@ from typing import Any
 
 from redbeat import RedBeatScheduler
 
+from integration.app import build_submitter, get_settings, load_schedules
 from integration.logs import get_logger
 from integration.schedules.schedules import (
     FIRE_TASK,
     Schedules,
     StoredSchedule,
-    load_schedules,
     period_after,
     scheduled_time,
 )
-from integration.settings import ConfigurationError, get_settings
+from integration.settings import ConfigurationError
 
 log = get_logger("integration.beat")
 
@@ -42,8 +42,6 @@ class Scheduler(RedBeatScheduler):
 
     def sync_schedule_file(self) -> None:
         """Bring the file's schedules into Redis; an invalid file stops beat with the reason."""
-        from integration.app import build_submitter
-
         settings = get_settings()
         parse = build_submitter(settings, origin="beat").parse
         try:
