@@ -119,3 +119,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
 
 
 __all__ = ["STATUS_COLOURS", "attempt_lines", "paint_status", "record_summary", "table"]
+
+
+def _no_colour(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.color = False
+
+
+#: ``--no-color`` on a command as well as on the group (``integration status ID --no-color``).
+no_color_option = click.option("--no-color", is_flag=True, expose_value=False,
+                               is_eager=True, callback=_no_colour,
+                               help="Plain output without colours.")

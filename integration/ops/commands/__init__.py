@@ -1,0 +1,1 @@
+"""The commands of ``integration``, one concern per module; ``integration.ops.cli`` lists them."""
