@@ -30,7 +30,8 @@ from integration.messages.envelope import Envelope
 from integration.messages.jsonlimits import JsonLimits
 from integration.messages.registry import Registry, load_types
 from integration.messages.routing import Router
-from integration.schedules.schedules import ScheduleSpec, load_schedule_file
+from integration.schedules.file import load_schedule_file
+from integration.schedules.spec import ScheduleSpec
 from integration.security.egress import Egress, egress_from_settings
 from integration.security.policy import load_policy
 from integration.security.rights import CreatorRights

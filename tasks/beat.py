@@ -18,13 +18,9 @@ from redbeat import RedBeatScheduler
 
 from integration.app import build_submitter, get_settings, load_schedules
 from integration.logs import get_logger
-from integration.schedules.schedules import (
-    FIRE_TASK,
-    Schedules,
-    StoredSchedule,
-    period_after,
-    scheduled_time,
-)
+from integration.schedules.firing import FIRE_TASK
+from integration.schedules.spec import StoredSchedule, period_after, scheduled_time
+from integration.schedules.store import Schedules
 from integration.settings import ConfigurationError
 
 log = get_logger("integration.beat")

@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from celery.signals import (
+    celeryd_init,
     setup_logging,
     task_postrun,
     task_prerun,
@@ -37,6 +38,13 @@ log = logs.get_logger("integration.worker")
 def _configure_logging(**_: Any) -> None:
     """Connected, so Celery leaves the root logger to us: one shape for every record."""
     logs.configure_logging(get_settings())
+
+
+@celeryd_init.connect
+def _choose_metrics_directory(**_: Any) -> None:
+    """A worker's metrics go to shared files (multiprocess mode), chosen before its pool
+    starts; a process that only imports the tasks to send them keeps its own metrics."""
+    worker_metrics.prepare_multiprocess(get_settings().worker_metrics_dir)
 
 
 @cache

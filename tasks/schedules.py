@@ -15,7 +15,10 @@ from integration import logs
 from integration.app import build_submitter, default_registry, default_rights, get_settings
 from integration.broker.submission import Sender, Submitter
 from integration.messages.ownership import scoped
-from integration.schedules import schedules
+from integration.schedules import firing
+from integration.schedules.firing import FIRE_TASK, outcome_of
+from integration.schedules.spec import CHANNEL, StoredSchedule, firing_id
+from integration.schedules.store import beat_key_prefix, record_refusal
 from tasks.app import app
 from tasks.observability import metrics
 from tasks.processing import OUTAGE_PAUSE_SECONDS, hand_back
@@ -23,7 +26,7 @@ from tasks.processing import OUTAGE_PAUSE_SECONDS, hand_back
 log = logs.get_logger("integration.beat")
 
 
-def _sender(stored: schedules.StoredSchedule) -> Sender | str:
+def _sender(stored: StoredSchedule) -> Sender | str:
     """Whom a firing submits as (the creator, with the grants of its roles under the policy
     in force), or why it may not. Schedules of the file and the command line are the
     operator's own (made with access to the store itself), checked by nobody's token."""
@@ -45,32 +48,32 @@ class FiringTask(Task):
         return build_submitter(get_settings(), origin="beat")
 
 
-@app.task(name=schedules.FIRE_TASK, base=FiringTask, bind=True, acks_late=True,
+@app.task(name=FIRE_TASK, base=FiringTask, bind=True, acks_late=True,
           reject_on_worker_lost=True, ignore_result=True)
 def fire(self: FiringTask, schedule: str, scheduled_at: str) -> dict[str, Any]:
     """Submit one firing of ``schedule`` (its stored JSON) as an ordinary message, if its
     creator's rights still allow it."""
-    stored = schedules.StoredSchedule.model_validate_json(schedule)
+    stored = StoredSchedule.model_validate_json(schedule)
     moment = datetime.fromisoformat(scheduled_at)
     kind = stored.type if stored.type in default_registry() else "unknown"
-    message_id = scoped(stored.owner, schedules.firing_id(stored.name, moment))
-    beat_prefix = schedules.beat_key_prefix(get_settings().key_prefix)
+    message_id = scoped(stored.owner, firing_id(stored.name, moment))
+    beat_prefix = beat_key_prefix(get_settings().key_prefix)
     client = self.submitter.store.client
     try:
         sender = _sender(stored)
         if isinstance(sender, str):  # refused: the creator's rights no longer hold
-            schedules.record_refusal(client, beat_prefix, stored.entry, sender)
-            metrics().received.labels(kind, schedules.CHANNEL, "refused").inc()
+            record_refusal(client, beat_prefix, stored.entry, sender)
+            metrics().received.labels(kind, CHANNEL, "refused").inc()
             log.warning("schedule firing refused", schedule=stored.name, owner=stored.owner,
                         message_id=message_id, reason=sender)
             return {"schedule": stored.name, "id": message_id, "outcome": "refused"}
-        result = schedules.fire(stored, moment, self.submitter.submit_raw, sender)
-        outcome = schedules.outcome_of(result)
+        result = firing.fire(stored, moment, self.submitter.submit_raw, sender)
+        outcome = outcome_of(result)
         if outcome in ("accepted", "duplicate"):
-            schedules.record_refusal(client, beat_prefix, stored.entry, None)
+            record_refusal(client, beat_prefix, stored.entry, None)
     except redis.RedisError as exc:
         raise hand_back(exc) from None
-    metrics().received.labels(kind, schedules.CHANNEL, outcome).inc()
+    metrics().received.labels(kind, CHANNEL, outcome).inc()
     if outcome == "unavailable":
         log.warning("schedule firing unavailable; handed back to the broker",
                     schedule=stored.name, message_id=message_id)

@@ -13,7 +13,7 @@ from integration.broker.submission import Submitter
 from integration.events.webhooks import Webhooks
 from integration.messages.registry import Registry
 from integration.messages.retry import idempotency_ttl
-from integration.schedules.schedules import Schedules
+from integration.schedules.store import Schedules
 from integration.security.policy import Policy, load_policy
 from integration.security.verification import (
     Revocations,

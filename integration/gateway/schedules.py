@@ -18,7 +18,7 @@ from integration.gateway.resources import managed
 from integration.gateway.runtime import runtime
 from integration.messages.ownership import candidates
 from integration.messages.problems import Conflict, NotFound, invalid, validation_errors
-from integration.schedules.schedules import ENTRY_PATTERN, ScheduleSpec
+from integration.schedules.spec import ENTRY_PATTERN, ScheduleSpec
 
 NOT_FOUND = "No schedule with this name."
 

@@ -23,7 +23,8 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from integration.schedules.schedules import FIRE_TASK, StoredSchedule
+from integration.schedules.firing import FIRE_TASK
+from integration.schedules.spec import StoredSchedule
 from integration.security.tokens import issue_token
 from integration.settings import Settings
 from integration.store.records import store_from_settings

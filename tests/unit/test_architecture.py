@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,3 +80,15 @@ def test_every_import_the_docs_show_works() -> None:
     assert shown
     for module, name in sorted(shown):
         assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+
+
+def test_importing_the_tasks_changes_nothing_process_wide() -> None:
+    """A service that imports ``tasks`` to send them keeps its own metrics: only a starting
+    worker switches prometheus_client to shared files."""
+    probe = ("import os, tasks, prometheus_client.values as v; "
+             "print(os.environ.get('PROMETHEUS_MULTIPROC_DIR'), v.ValueClass.__name__)")
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, text=True,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "MutexValue"]

@@ -9,14 +9,8 @@ import pytest
 from celery.schedules import crontab, schedule
 
 from integration.app import build_submitter
-from integration.schedules.schedules import (
-    Parse,
-    ScheduleSpec,
-    firing_id,
-    load_schedule_file,
-    parse_duration,
-    scheduled_time,
-)
+from integration.schedules.file import Parse, load_schedule_file
+from integration.schedules.spec import ScheduleSpec, firing_id, parse_duration, scheduled_time
 from integration.settings import ConfigurationError, Settings
 
 

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from integration.app import get_settings
 from integration.messages.problems import Problem
-from integration.schedules.schedules import Schedules, ScheduleSpec
+from integration.schedules.spec import ScheduleSpec
+from integration.schedules.store import Schedules
 
 
 def _schedules() -> Schedules:
