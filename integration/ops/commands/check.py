@@ -1,4 +1,8 @@
-"""``integration check``: validate a deployment's configuration and reach its Redis and broker."""
+"""``integration check``: validate a deployment's configuration and reach its Redis and broker.
+
+One module because the checks share one finding shape and context, and ``CHECKS`` is their
+table in order; each check is a function of its own.
+"""
 
 from __future__ import annotations
 
@@ -442,9 +446,41 @@ def check_ledger(ctx: Context) -> Iterator[Finding]:
                                 "stranded records")
 
 
-#: In order; ``--only`` picks by these names. Queues are not checked for consumers: on Redis
-#: a consumer is invisible to the broker (a blocking pop), and asking running workers by
-#: broadcast cannot tell a slow reply from no worker (see the README).
+def check_queues(ctx: Context) -> Iterator[Finding]:
+    """Messages waiting in a queue that no live worker consumes, by the queues each worker
+    names in its heartbeat (on Redis a consumer is a blocking pop the broker does not count,
+    and a broadcast to the workers cannot tell a slow reply from none)."""
+    import redis
+
+    from integration.app import build_submitter, default_registry
+    from integration.messages.routing import CELERY_DEFAULT_QUEUE, watched_queues
+    from integration.worker.heartbeats import Heartbeats
+    from integration.worker.queues import unconsumed
+
+    settings = ctx.settings
+    if any(f.level == "error" and f.check in ("store", "broker", "durations")
+           for f in ctx.earlier):
+        return  # already reported: the queues cannot be read
+    try:
+        submitter = build_submitter(settings, origin="check")
+        consumers = Heartbeats(submitter.store.client, settings.key_prefix).consumers()
+        queues = list(dict.fromkeys([*watched_queues(default_registry()), *sorted(consumers)]))
+        depths = submitter.publisher.queue_depths(queues)
+    except (redis.RedisError, OSError) as exc:
+        yield error("queues", f"the queues cannot be read: {type(exc).__name__}: {exc}")
+        return
+    waiting = unconsumed(depths, consumers)
+    for queue, count in waiting.items():
+        why = (" (Celery's default queue: tasks sent without a route land there)"
+               if queue == CELERY_DEFAULT_QUEUE else "")
+        yield warning("queues", f"{count} message(s) wait in queue {queue}, which no live "
+                                f"worker consumes{why}: start a worker with -Q {queue}")
+    if not waiting:
+        yield ok("queues", f"every queue holding messages has a live consumer ({len(queues)} "
+                           f"queues, {sum(bool(consumers.get(q)) for q in queues)} consumed)")
+
+
+#: In order; ``--only`` picks by these names.
 CHECKS: dict[str, Check] = {
     "secrets": check_secrets,
     "policy": check_policy,
@@ -455,8 +491,9 @@ CHECKS: dict[str, Check] = {
     "store": check_store,
     "broker": check_broker,
     "ledger": check_ledger,
+    "queues": check_queues,
 }
-CONNECTIONS = frozenset({"store", "broker", "ledger"})
+CONNECTIONS = frozenset({"store", "broker", "ledger", "queues"})
 
 
 def run_checks(groups: frozenset[str], timeout: float) -> list[Finding]:
@@ -494,7 +531,8 @@ def check(only: tuple[str, ...], offline: bool, timeout: float, strict: bool,
     with production's rules, the policy, rules and targets files (with their
     INTEGRATION_SECRET_* values), the schedules, TTLs against retries, the visibility timeout
     and the claim lease, and the egress allowlist; then that the store Redis and the broker
-    answer, keep their data across a restart and never evict it.
+    answer, keep their data across a restart and never evict it, and that no message waits
+    in a queue that no live worker consumes.
 
     Prints one line per check: ok, warning or error, naming the variable or file to fix.
 
