@@ -61,18 +61,6 @@ def resolve(tmp_path_factory: pytest.TempPathFactory, *files: Path) -> dict[str,
     return resolved
 
 
-@pytest.fixture(scope="module")
-def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """docker-compose.yml as docker-compose resolves it, with .env.example as the .env."""
-    return resolve(tmp_path_factory, COMPOSE)
-
-
-@pytest.fixture(scope="module")
-def on_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """docker-compose.yml with the RabbitMQ override, as docker-compose resolves them."""
-    return resolve(tmp_path_factory, COMPOSE, RABBITMQ)
-
-
 def app_services(resolved: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The long-running services that run the service's own image (they read INTEGRATION_*)."""
     return {name: service for name, service in resolved["services"].items()

@@ -14,29 +14,15 @@ from tests.conftest import ROOT
 from tests.functional.test_compose import (
     COMPOSE,
     DEPLOY,
-    RABBITMQ,
     compose_config,
     host_path,
     one_shot,
     option_value,
     published,
-    resolve,
 )
 
 ALERTMANAGER_PORT, EXPORTER_PORT = 9093, 9121
 SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)b?$", re.IGNORECASE)
-
-
-@pytest.fixture(scope="module")
-def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """docker-compose.yml as docker-compose resolves it, with .env.example as the .env."""
-    return resolve(tmp_path_factory, COMPOSE)
-
-
-@pytest.fixture(scope="module")
-def on_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """docker-compose.yml with the RabbitMQ override, as docker-compose resolves them."""
-    return resolve(tmp_path_factory, COMPOSE, RABBITMQ)
 
 
 def size_in_bytes(value: Any) -> float:
