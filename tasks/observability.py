@@ -151,6 +151,7 @@ def _child_exit(pid: int | None = None, **_: Any) -> None:
 def _serve_metrics(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    metrics().start_from_zero(default_registry().names())
     if settings.metrics_port and directory:
         submitter = build_submitter(settings, origin="metrics")
         guards = build_guards(settings, submitter.store.client)

@@ -16,6 +16,10 @@ from integration.messages.registry import Registry
 EXTENSION_KEY = "integration_metrics"
 #: Outcome label by problem status.
 _OUTCOMES = {409: "duplicate", 429: "throttled", 503: "unavailable"}
+OUTCOMES = ("accepted", "rejected", *_OUTCOMES.values())
+#: The gateway's channels, and the types each may carry (None: every public type).
+CHANNELS: dict[str, tuple[str, ...] | None] = {
+    "rest": None, "cloudevents": None, "websocket": None, "alertmanager": ("alert",)}
 
 
 class GatewayMetrics:
@@ -26,6 +30,16 @@ class GatewayMetrics:
             "Messages received, by type, channel (rest, cloudevents, alertmanager, direct, ...) "
             "and outcome (accepted, rejected, duplicate, throttled, unavailable).",
             ["type", "channel", "outcome"], registry=registry)
+        self._start_from_zero()
+
+    def _start_from_zero(self) -> None:
+        """Every series exists from the start at 0, so ``rate()`` and ``increase()`` count the
+        first messages after a restart too."""
+        public = [t.name for t in self.types if not t.internal]
+        for channel, kinds in CHANNELS.items():
+            for kind in (*(kinds or public), "unknown"):
+                for outcome in OUTCOMES:
+                    self.received.labels(kind, channel, outcome)
 
     def type_label(self, value: Any) -> str:
         """A registered type name, or "unknown": labels stay bounded whatever is sent."""

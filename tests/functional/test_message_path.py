@@ -157,6 +157,16 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     assert ready.get_json()["checks"] == {"store": "ok", "broker": "ok"}
 
 
+def test_received_messages_start_from_zero(client: FlaskClient) -> None:
+    """Each public type's outcomes are exported at 0 before the first message."""
+    text = client.get("/metrics").get_data(as_text=True)
+    for outcome in ("accepted", "rejected", "duplicate", "throttled", "unavailable"):
+        assert (f'integration_messages_received_total{{channel="websocket",outcome="{outcome}",'
+                f'type="event"}} 0.0') in text
+    assert 'channel="alertmanager",outcome="accepted",type="alert"} 0.0' in text
+    assert 'channel="alertmanager",outcome="accepted",type="event"}' not in text
+
+
 def test_received_messages_are_counted_by_type_channel_and_outcome(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:

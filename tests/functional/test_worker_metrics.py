@@ -179,3 +179,16 @@ def test_revoked_and_unknown_tasks_are_counted_and_nothing_stays_queued(
     other.send_task("no.such.task", args=[], queue="event")
     wait_for(lambda: delta("integration_tasks_refused_total", reason="unknown_task") == 1,
              message="unknown task counted")
+
+
+def test_every_type_starts_from_zero(worker: Any) -> None:
+    """Before any message, each registered type's outcomes are exported at 0, so the first
+    messages after a start count in rate() and increase()."""
+    from integration.app import default_registry
+
+    samples = wait_for(lambda: scrape(worker.metrics_port), message="a scrape")
+    for kind in default_registry().names():
+        for status in ("succeeded", "dead"):
+            key = ("integration_messages_processed_total",
+                   frozenset({("type", kind), ("channel", "rest"), ("status", status)}))
+            assert key in samples, key
