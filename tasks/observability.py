@@ -27,7 +27,8 @@ from integration.app import build_guards, build_submitter, default_registry, get
 from integration.broker.publisher import CORRELATION_HEADER
 from integration.messages.routing import PROCESS_TASK
 from integration.worker import metrics as worker_metrics
-from integration.worker.processor import Delivery, Outcome
+from integration.worker.processor import Delivery
+from tasks.processing import ProcessingTask, outcome_of
 
 _started: dict[str, tuple[float, str]] = {}
 _servers: list[Any] = []
@@ -84,8 +85,9 @@ def _task_finished(sender: Any = None, task_id: str = "", retval: Any = None,
     began, kind = started
     seconds = time.perf_counter() - began
     metrics().in_progress.labels(kind).dec()
-    if isinstance(retval, Outcome):
-        outcome = retval.to_json()
+    carried = outcome_of(retval)
+    if carried is not None:
+        outcome = carried.to_json()
         metrics().observe(outcome, seconds)
         log.info("processed", status=outcome["status"], channel=outcome["channel"],
                  error=outcome["error"], attempt=outcome["attempt"],
@@ -133,8 +135,6 @@ def _revoked(sender: Any = None, request: Any = None, terminated: bool = False,
 @cache
 def revoked_processor() -> Any:
     """The worker's main process records revocations (pool children run the tasks)."""
-    from tasks.processing import ProcessingTask
-
     return ProcessingTask().processor
 
 

@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 from integration.app import default_registry, get_settings
 from integration.gateway import create_app
-from integration.messages.routing import DEFAULT_QUEUE
+from integration.messages.routing import CELERY_QUEUE, DEFAULT_QUEUE
 from integration.ops.embedded_redis import EmbeddedRedis, free_port
 from integration.security.tokens import issue_token
 from integration.settings import Settings
@@ -202,7 +202,7 @@ class WorkerProcess:
 def worker(test_environment: dict[str, str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """One worker consuming every queue, for the whole session."""
-    queues = [*default_registry().queues(), DEFAULT_QUEUE]
+    queues = [*default_registry().queues(), DEFAULT_QUEUE, CELERY_QUEUE]
     process = WorkerProcess(queues, tmp_path_factory.mktemp("worker") / "worker.log")
     yield process
     process.stop()

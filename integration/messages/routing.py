@@ -17,6 +17,9 @@ from integration.messages.registry import Registry, UnknownType
 PROCESS_TASK = "integration.process"
 #: Queue for messages whose type no registration claims (the worker records them dead).
 DEFAULT_QUEUE = "integration.default"
+#: Celery's own default queue, where a producer without this configuration sends the task;
+#: workers consume it and pass each message on to its type's queue.
+CELERY_QUEUE = "celery"
 
 
 def queue_for(message_type: str, registry: Registry) -> str:
@@ -28,8 +31,8 @@ def queue_for(message_type: str, registry: Registry) -> str:
 
 
 def declare_queues(registry: Registry) -> list[Queue]:
-    """One durable queue per message type, plus the default queue."""
-    names = [*registry.queues(), DEFAULT_QUEUE]
+    """One durable queue per message type, plus the default queue and Celery's."""
+    names = [*registry.queues(), DEFAULT_QUEUE, CELERY_QUEUE]
     return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
 
 
