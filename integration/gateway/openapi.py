@@ -14,10 +14,12 @@ _METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"
 
 
 class ProblemSpecTree(SpecTree):
-    """spectree, whose generated document is passed through ``document_problems``."""
+    """spectree, whose document (``spec``: what ``/openapi.json`` and spectree's own routes
+    serve) is passed through ``document_problems``, which changes it once and then no more."""
 
-    def _generate_spec(self) -> dict[str, Any]:
-        return document_problems(super()._generate_spec())
+    @property
+    def spec(self) -> dict[str, Any]:
+        return document_problems(super().spec)
 
 
 def document_problems(document: dict[str, Any]) -> dict[str, Any]:
