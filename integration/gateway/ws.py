@@ -10,23 +10,20 @@ import json
 import time
 from typing import Any
 
-import jwt
 import redis
 from flask import Blueprint, Flask, Response, current_app, g, request, url_for
-from flask_jwt_extended import decode_token, get_jwt, verify_jwt_in_request
-from flask_jwt_extended.internal_utils import (
-    custom_verification_for_token,
-    verify_token_not_blocklisted,
-    verify_token_type,
-)
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from integration import logs
 from integration.broker.submission import Accepted, Result
 from integration.gateway.auth import (
+    REVOKED,
     Principal,
+    TokenChecks,
     current_principal,
     principal_of,
     verified_claims,
+    verify_token,
 )
 from integration.gateway.fanout import Client, WebSocketHub, error_frame, frame
 from integration.gateway.limits import charge
@@ -206,13 +203,9 @@ class Session:
                                      "(or send an Authorization header on the upgrade)."))
             return
         try:
-            # The checks of a REST request, by the same loaders, in the same order.
-            header = jwt.get_unverified_header(token)
-            payload = decode_token(token)
-            verify_token_type(payload, refresh=False)
-            verify_token_not_blocklisted(header, payload)
-            custom_verification_for_token(header, payload)
-            claims = verified_claims(payload, self.rt.verification.roles_claim)
+            # The checks of a REST request, by the same checks, in the same order.
+            claims = verify_token(token, TokenChecks(self.rt.verification,
+                                                     self.rt.revocations))
             principal = principal_of(claims, self.rt.policy)
             principal.require_some_grant()
         except Exception as exc:  # noqa: BLE001 - answered as a REST request would be (401, 403)
@@ -273,7 +266,7 @@ class Session:
         principal, rt, metrics = self.principal, self.rt, gateway_metrics()
         claims = self.client.claims
         if claims is not None and rt.revocations.token_revoked(claims):
-            self.refuse(Unauthorized("The bearer token has been revoked."))
+            self.refuse(Unauthorized(REVOKED))
             return
         raw = body.get("message")
         wait = charge(principal.subject, principal.grants.rate_limit)

@@ -202,6 +202,30 @@ def test_a_bad_auth_frame_is_refused(gateway: Gateway, bad_token: str) -> None:
     assert closed.rcvd is not None and closed.rcvd.code == 1008
 
 
+@pytest.mark.parametrize(("kind", "detail"), [("revoked", "revoked"), ("refresh", "invalid")])
+def test_an_auth_frame_gets_the_checks_of_a_rest_request(gateway: Gateway, kind: str,
+                                                         detail: str) -> None:
+    """A revoked token, or a refresh token, in the auth frame is refused as REST refuses it."""
+    from integration.security.tokens import unverified_claims
+
+    if kind == "revoked":
+        token = token_for("revoked-first", ["admin"])
+        jti = unverified_claims(token)["jti"]
+        admin = token_for("token-admin", ["admin"])
+        assert http("DELETE", f"{gateway.base}/api/v1/tokens/{jti}", admin)[0] == 204
+    else:
+        token = jwt.encode({"sub": "refresher", "roles": ["admin"], "type": "refresh",
+                            "exp": int(time.time()) + 600, "jti": "r1"}, TEST_SECRET,
+                           algorithm="HS256")
+    assert http("GET", f"{gateway.base}/api/v1/types", token)[0] == 401
+    with connect(gateway.ws_url, open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "auth", "token": token}))
+        frames, closed = closed_with(ws)
+    assert frames[0]["type"] == "error" and frames[0]["problem"]["status"] == 401
+    assert detail in frames[0]["problem"]["detail"]
+    assert closed.rcvd is not None and closed.rcvd.code == 1008
+
+
 @pytest.mark.parametrize("parameter", ["token", "jwt"])
 def test_a_token_in_the_query_string_is_refused(gateway: Gateway, parameter: str) -> None:
     """A token in the URL is refused with 401, even a valid one (URLs end up in logs)."""
