@@ -9,8 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from integration.broker.coalescer import Coalescer
 from integration.broker.publisher import Outgoing, Publisher
 from integration.messages.envelope import FIRING_CHANNEL, FIRING_ID_PREFIX, Envelope
@@ -23,10 +21,10 @@ from integration.messages.problems import (
     Problem,
     Unavailable,
     invalid,
-    validation_errors,
 )
 from integration.messages.registry import Registry
 from integration.messages.status import Status
+from integration.messages.validation import parse_envelope, registered_type, valid_payload
 from integration.security.policy import Grants
 from integration.store.connections import ReplyLost
 from integration.store.records import EarlierAnswer, IdempotentAnswer, NewRecord, StatusStore
@@ -107,23 +105,14 @@ class Submitter:
               may_submit: Callable[[str], bool] | None = None,
               correlation_id: str | None = None, channel: str | None = None,
               sender: Sender | None = None, correlation_given: bool = False) -> Envelope:
-        """Validate an envelope and its type's payload; raise ``InvalidMessage`` with each error,
+        """Validate an envelope and its type's payload by the rules the worker checks too
+        (``integration.messages.validation``); raise ``InvalidMessage`` with each error,
         or ``Forbidden`` when ``may_submit`` refuses the type (checked before the payload) or
         the type is the service's own. An id of a scheduled firing's form is refused unless
         ``channel`` is beat's. With a ``sender``, the ids it gives (the message id, and
         ``correlation_id`` when ``correlation_given``) are placed in its namespace
         (``integration.ownership``)."""
-        if not isinstance(raw, dict):
-            raise invalid([{"loc": list(loc), "msg": "a message is a JSON object",
-                            "type": "object_type"}], "The message is not a JSON object.")
-        too_big = self.limits.errors(raw, tuple(loc))
-        if too_big:
-            raise invalid(too_big, "The message exceeds a size, depth or number limit, or "
-                          "holds text that is not valid Unicode.")
-        try:
-            envelope = Envelope.model_validate(raw)
-        except ValidationError as exc:
-            raise invalid(validation_errors(exc, loc), "The envelope is invalid.") from None
+        envelope = parse_envelope(raw, self.limits, loc)
         if envelope.id.startswith(FIRING_ID_PREFIX) and channel != FIRING_CHANNEL:
             raise invalid([{"loc": [*loc, "id"], "type": "reserved_id",
                             "msg": f"ids starting with {FIRING_ID_PREFIX!r} are reserved for "
@@ -133,22 +122,15 @@ class Submitter:
                                correlation_id if correlation_given else None)
         if correlation_id and "correlationid" not in raw and not correlation_given:
             envelope.correlationid = correlation_id  # the request's chain (made here)
-        if envelope.type not in self.registry:
-            raise invalid([{"loc": [*loc, "type"], "type": "unknown_type",
-                            "msg": "unknown message type; GET /api/v1/types lists them"}],
-                          "The message type is not registered.")
-        if self.registry.get(envelope.type).internal:
+        message_type = registered_type(envelope, self.registry, loc)
+        if message_type.internal:
             raise Forbidden(f"submit:{envelope.type}",
                             f"{envelope.type!r} messages are made by the service only.")
         if may_submit is None and sender is not None and sender.grants is not None:
             may_submit = sender.grants.may_submit
         if may_submit is not None and not may_submit(envelope.type):
             raise Forbidden(f"submit:{envelope.type}")
-        try:
-            self.registry.get(envelope.type).payload.model_validate(envelope.data)
-        except ValidationError as exc:
-            raise invalid(validation_errors(exc, [*loc, "data"]),
-                          f"The data is not a valid {envelope.type!r} payload.") from None
+        valid_payload(envelope, message_type, loc)
         return envelope
 
     def _in_namespace(self, envelope: Envelope, raw: dict[str, Any], sender: Sender,
