@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from integration.broker.coalescer import Coalescer
 from integration.broker.publisher import Outgoing, Publisher
@@ -30,6 +30,8 @@ from integration.store.connections import ReplyLost
 from integration.store.records import EarlierAnswer, IdempotentAnswer, NewRecord, StatusStore
 
 log = logging.getLogger(__name__)
+Item = TypeVar("Item")
+Own = TypeVar("Own")
 
 
 @dataclass(frozen=True)
@@ -365,26 +367,41 @@ class Submitter:
                         for r, ok in zip(chunk, created, strict=True)]
         return results
 
+    def submit_each(self, items: Sequence[Item], parse: Callable[[int, Item], Envelope | Own], *,
+                    owner: str, channel: str) -> list[Result | Own]:
+        """Parse each item, submit the envelopes together, and answer one result per item, in
+        order: the ``Problem`` that ``parse`` raised for it, what ``parse`` returned when that
+        is not an envelope (an entry's own outcome, such as a duplicate), or its submission's.
+        Every entry that takes several messages at once goes through here."""
+        results: list[Result | Own | None] = [None] * len(items)
+        valid: list[tuple[int, Envelope]] = []
+        for index, item in enumerate(items):
+            try:
+                parsed = parse(index, item)
+            except Problem as problem:
+                results[index] = problem
+                continue
+            if isinstance(parsed, Envelope):
+                valid.append((index, parsed))
+            else:
+                results[index] = parsed
+        outcomes = self.submit([e for _, e in valid], owner=owner, channel=channel)
+        for (index, _), outcome in zip(valid, outcomes, strict=True):
+            results[index] = outcome
+        return [r for r in results if r is not None]
+
     def submit_raw(self, items: Sequence[Any], *, owner: str, channel: str,
                    may_submit: Callable[[str], bool] | None = None,
                    correlation_id: str | None = None, sender: Sender | None = None,
                    correlation_given: bool = False) -> list[Result]:
         """Validate and submit a batch of raw items: one result per item, in order; an invalid
         item's errors are located by its index."""
-        results: list[Result | None] = [None] * len(items)
-        valid: list[tuple[int, Envelope]] = []
-        for index, item in enumerate(items):
-            try:
-                valid.append((index, self.parse(item, loc=[index], may_submit=may_submit,
-                                                correlation_id=correlation_id,
-                                                channel=channel, sender=sender,
-                                                correlation_given=correlation_given)))
-            except (InvalidMessage, Forbidden) as problem:
-                results[index] = problem
-        outcomes = self.submit([e for _, e in valid], owner=owner, channel=channel)
-        for (index, _), outcome in zip(valid, outcomes, strict=True):
-            results[index] = outcome
-        return [r for r in results if r is not None]
+        def parse(index: int, item: Any) -> Envelope:
+            return self.parse(item, loc=[index], may_submit=may_submit,
+                              correlation_id=correlation_id, channel=channel, sender=sender,
+                              correlation_given=correlation_given)
+
+        return self.submit_each(items, parse, owner=owner, channel=channel)
 
     def _settle(self, sent: list[NewRecord], unsent: list[NewRecord], request: str) -> None:
         """Mark sent messages queued and drop the records of unsent ones; neither may fail the

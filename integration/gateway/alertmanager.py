@@ -140,33 +140,27 @@ def _submit(messages: list[AlertMessage], owner: str) -> list[Outcome]:
     rt = runtime()
     recent = RecentAlerts(rt.store.client, rt.settings.key_prefix,
                           rt.settings.alertmanager_dedup_seconds)
-    outcomes: list[Outcome | None] = [None] * len(messages)
-    fresh: list[tuple[int, Envelope]] = []
+    claimed: list[tuple[int, Envelope]] = []
+    correlation = correlation_id()
+
+    def parse(index: int, message: AlertMessage) -> Envelope | Duplicate:
+        envelope = rt.submitter.parse(message.envelope, loc=["alerts", index],
+                                      correlation_id=correlation)
+        earlier = recent.reserve(owner, message.fingerprint, message.status, envelope.id)
+        if earlier is not None:
+            return Duplicate(earlier)
+        claimed.append((index, envelope))
+        return envelope
+
     try:
-        for index, message in enumerate(messages):
-            try:
-                envelope = rt.submitter.parse(message.envelope, loc=["alerts", index],
-                                              correlation_id=correlation_id())
-            except InvalidMessage as problem:
-                outcomes[index] = problem
-                continue
-            earlier = recent.reserve(owner, message.fingerprint, message.status, envelope.id)
-            if earlier is None:
-                fresh.append((index, envelope))
-            else:
-                outcomes[index] = Duplicate(earlier)
+        outcomes = rt.submitter.submit_each(messages, parse, owner=owner, channel=CHANNEL)
     except redis.RedisError:
-        _release(recent, owner, messages, fresh)
+        _release(recent, owner, messages, claimed)
         raise Unavailable("The status store is unavailable.",
                           retry_after=rt.settings.retry_after_seconds) from None
-
-    results = rt.submitter.submit([e for _, e in fresh], owner=owner, channel=CHANNEL)
     _release(recent, owner, messages,
-             [(i, e) for (i, e), r in zip(fresh, results, strict=True)
-              if not isinstance(r, Accepted)])
-    for (index, _), result in zip(fresh, results, strict=True):
-        outcomes[index] = result
-    return [o for o in outcomes if o is not None]
+             [(i, e) for i, e in claimed if not isinstance(outcomes[i], Accepted)])
+    return outcomes
 
 
 def _release(recent: RecentAlerts, owner: str, messages: list[AlertMessage],
