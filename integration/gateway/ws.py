@@ -12,7 +12,7 @@ from typing import Any
 
 import jwt
 import redis
-from flask import Blueprint, Flask, Response, current_app, g, request, url_for
+from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_jwt_extended import decode_token, get_jwt, verify_jwt_in_request
 from flask_jwt_extended.internal_utils import (
     custom_verification_for_token,
@@ -31,6 +31,7 @@ from integration.gateway.auth import (
 from integration.gateway.fanout import Client, WebSocketHub, error_frame, frame
 from integration.gateway.limits import charge
 from integration.gateway.metrics import gateway_metrics
+from integration.gateway.reads import status_url
 from integration.gateway.runtime import Runtime, runtime
 from integration.gateway.websocket import (
     POLICY_VIOLATION,
@@ -306,7 +307,7 @@ def _ref(ref: Any) -> dict[str, Any]:
 def _result_frame(result: Result, ref: Any, at: dict[str, Any]) -> str:
     if isinstance(result, Accepted):
         return frame("ack", **_ref(ref), **at, id=result.id, status="queued",
-                     status_url=url_for("api.get_message", message_id=result.id))
+                     status_url=status_url(result.id))
     return error_frame(result, ref, **at)
 
 
