@@ -1,4 +1,8 @@
-"""Validate and enqueue messages: the one path shared by the gateway and ``integration.client``."""
+"""Validate and enqueue messages: the one path shared by the gateway and ``integration.client``.
+
+One module because parsing, per-item submission and the flush share one ``Submitter``'s state
+(its limits, the coalescer, queue depths, and whether store and broker share a transaction).
+"""
 
 from __future__ import annotations
 
@@ -423,8 +427,4 @@ class Submitter:
         return Unavailable(detail, retry_after=self.retry_after, **extensions)
 
 
-def first_problem(results: Sequence[Result]) -> Problem | None:
-    return next((r for r in results if isinstance(r, Problem)), None)
-
-
-__all__ = ["Accepted", "InvalidMessage", "Repeated", "Submitter", "first_problem"]
+__all__ = ["Accepted", "Repeated", "Result", "Sender", "Submitter"]

@@ -3,6 +3,9 @@
 Runs inside the Celery task but knows nothing of Celery, so it is tested without a broker.
 Direct callers bypass the gateway, so everything is validated again here, by the rules the
 gateway checks (``integration.messages.validation``).
+
+One module because every step of a delivery (claim, guards, handler, retry, finish) reads and
+writes the same record and the same notes for the delivery's outcome.
 """
 
 from __future__ import annotations
