@@ -10,7 +10,6 @@ answer, or releases it when nothing was enqueued, so that the client can try aga
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,7 +91,7 @@ class RequestKey:
             try:
                 return submit(Attempt(claiming))
             except Repeated as repeated:
-                return self._repeat(Stored(**json.loads(repeated.stored)), received)
+                return self._repeat(Stored.from_json(repeated.stored), received)
         try:
             earlier = self.keys.reserve(self.owner, self.key, self.digest)
         except redis.RedisError:
