@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter as Counter_
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from flask import current_app, g
+from flask import current_app
 from prometheus_client import CollectorRegistry, Counter
 
 from integration.broker.submission import Accepted
@@ -47,7 +48,6 @@ class GatewayMetrics:
 
     def count(self, raw: Any, result: Accepted | Problem, channel: str = "rest") -> None:
         self.received.labels(*self._labels(raw, result, channel)).inc()
-        g.received_counted = True
 
     def count_all(self, raws: Sequence[Any], results: Sequence[Accepted | Problem],
                   channel: str = "rest") -> None:
@@ -56,7 +56,6 @@ class GatewayMetrics:
                          for raw, result in zip(raws, results, strict=True))
         for labels, number in tally.items():
             self.received.labels(*labels).inc(number)
-        g.received_counted = True
 
     def _labels(self, raw: Any, result: Accepted | Problem, channel: str
                 ) -> tuple[str, str, str]:
@@ -68,3 +67,34 @@ class GatewayMetrics:
 
 def gateway_metrics() -> GatewayMetrics:
     return current_app.extensions[EXTENSION_KEY]
+
+
+class Received:
+    """One submitting request's count of received messages, on its channel; ``counted``
+    says whether any was counted yet."""
+
+    def __init__(self, metrics: GatewayMetrics, channel: str) -> None:
+        self.metrics = metrics
+        self.channel = channel
+        self.counted = False
+
+    def count(self, raw: Any, result: Accepted | Problem) -> None:
+        self.metrics.count(raw, result, channel=self.channel)
+        self.counted = True
+
+    def count_all(self, raws: Sequence[Any], results: Sequence[Accepted | Problem]) -> None:
+        self.metrics.count_all(raws, results, channel=self.channel)
+        self.counted = True
+
+
+@contextmanager
+def receiving(channel: str, refused: Any = None) -> Iterator[Received]:
+    """Count a submitting request's messages; a problem that refuses the request before any
+    message was counted is counted once, as ``refused`` (the raw message it stands for)."""
+    received = Received(gateway_metrics(), channel)
+    try:
+        yield received
+    except Problem as problem:
+        if not received.counted:
+            received.count(refused, problem)
+        raise

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import redis
-from flask import Blueprint, Flask, Response, current_app, g, request, url_for
+from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from integration import logs
@@ -28,6 +28,7 @@ from integration.gateway.auth import (
 from integration.gateway.fanout import Client, WebSocketHub, error_frame, frame
 from integration.gateway.limits import charge
 from integration.gateway.metrics import gateway_metrics
+from integration.gateway.reads import status_url
 from integration.gateway.runtime import Runtime, runtime
 from integration.gateway.websocket import (
     POLICY_VIOLATION,
@@ -299,7 +300,7 @@ def _ref(ref: Any) -> dict[str, Any]:
 def _result_frame(result: Result, ref: Any, at: dict[str, Any]) -> str:
     if isinstance(result, Accepted):
         return frame("ack", **_ref(ref), **at, id=result.id, status="queued",
-                     status_url=url_for("api.get_message", message_id=result.id))
+                     status_url=status_url(result.id))
     return error_frame(result, ref, **at)
 
 
