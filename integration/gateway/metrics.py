@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import current_app
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from integration.broker.submission import Accepted
 from integration.messages.problems import Problem
@@ -21,6 +21,10 @@ OUTCOMES = ("accepted", "rejected", *_OUTCOMES.values())
 #: The gateway's channels, and the types each may carry (None: every public type).
 CHANNELS: dict[str, tuple[str, ...] | None] = {
     "rest": None, "cloudevents": None, "websocket": None, "alertmanager": ("alert",)}
+#: WebSocket frame kinds a client may send (anything else is counted as "unknown").
+FRAME_KINDS = ("auth", "subscribe", "unsubscribe", "submit", "ping", "unknown")
+#: Close codes the gateway uses or a client commonly sends; others are counted as "other".
+CLOSE_CODES = ("1000", "1001", "1003", "1006", "1008", "1009", "1011", "1013")
 
 
 class GatewayMetrics:
@@ -31,6 +35,17 @@ class GatewayMetrics:
             "Messages received, by type, channel (rest, cloudevents, alertmanager, direct, ...) "
             "and outcome (accepted, rejected, duplicate, throttled, unavailable).",
             ["type", "channel", "outcome"], registry=registry)
+        self.sockets = Gauge(
+            "integration_websocket_connections", "WebSockets open now.", registry=registry,
+            multiprocess_mode="livesum")
+        self.frames = Counter(
+            "integration_websocket_frames_total", "Frames received from WebSocket clients, "
+            "by kind (auth, subscribe, unsubscribe, submit, ping, unknown).", ["kind"],
+            registry=registry)
+        self.closed = Counter(
+            "integration_websocket_closed_total", "WebSockets closed, by close code (1008: "
+            "token expired or revoked; 1013: slow consumer dropped).", ["code"],
+            registry=registry)
         self._start_from_zero()
 
     def _start_from_zero(self) -> None:
@@ -41,6 +56,18 @@ class GatewayMetrics:
             for kind in (*(kinds or public), "unknown"):
                 for outcome in OUTCOMES:
                     self.received.labels(kind, channel, outcome)
+        for frame in FRAME_KINDS:
+            self.frames.labels(frame)
+        for code in (*CLOSE_CODES, "other"):
+            self.closed.labels(code)
+
+    def frame(self, kind: Any) -> None:
+        self.frames.labels(kind if kind in FRAME_KINDS else "unknown").inc()
+
+    def socket_closed(self, code: Any) -> None:
+        self.sockets.dec()
+        label = str(code) if code is not None else "1006"  # no close frame: abnormal
+        self.closed.labels(label if label in CLOSE_CODES else "other").inc()
 
     def type_label(self, value: Any) -> str:
         """A registered type name, or "unknown": labels stay bounded whatever is sent."""

@@ -128,6 +128,8 @@ def websocket() -> Response:
         raise
     client = Client(conn)
     sockets.add(client)
+    metrics = gateway_metrics()
+    metrics.sockets.inc()
     session = Session(rt, sockets, client)
     try:
         if principal is None:
@@ -139,6 +141,7 @@ def websocket() -> Response:
     finally:
         sockets.remove(client)
         conn.finish(linger=rt.settings.ws_send_timeout_seconds)
+        metrics.socket_closed(conn.close_code)
         log.info("websocket closed", subject=client.subject, code=conn.close_code,
                  reason=conn.close_reason,
                  duration_s=round(time.monotonic() - client.opened, 3))
@@ -173,6 +176,7 @@ class Session:
                 continue
             kind = body.get("type") if isinstance(body, dict) else None
             ref = body.get("id") if isinstance(body, dict) else None
+            gateway_metrics().frame(kind)
             if self.principal is None:
                 self.authenticate(body if kind == "auth" else None)
                 continue

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -413,6 +414,31 @@ def test_socket_submissions_are_counted_on_the_websocket_channel(gateway: Gatewa
         status, text = response.status, response.read().decode()
     assert status == 200
     assert 'channel="websocket"' in text and 'outcome="accepted"' in text
+
+
+def test_sockets_frames_and_closes_are_counted(gateway: Gateway) -> None:
+    """The gateway's WebSocket metrics: open sockets, frames by kind, closes by code."""
+    def sample(name: str, labels: str = "") -> float:
+        with urllib.request.urlopen(gateway.base + "/metrics", timeout=10) as response:  # noqa: S310
+            text = response.read().decode()
+        found = re.search(rf"^{name}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    before = {kind: sample("integration_websocket_frames_total", f'{{kind="{kind}"}}')
+              for kind in ("ping", "unknown")}
+    closed = sample("integration_websocket_closed_total", '{code="1000"}')
+    with authed(gateway, token_for("metered", ["admin"])) as ws:
+        assert sample("integration_websocket_connections") >= 1
+        ws.send(json.dumps({"type": "ping", "id": "p"}))
+        recv_json(ws)
+        ws.send(json.dumps({"type": "dance"}))
+        assert recv_json(ws)["type"] == "error"
+    wait_for(lambda: sample("integration_websocket_closed_total", '{code="1000"}') == closed + 1,
+             message="the close counted")
+    assert sample("integration_websocket_frames_total", '{kind="ping"}') == before["ping"] + 1
+    assert sample("integration_websocket_frames_total", '{kind="unknown"}') == \
+        before["unknown"] + 1
+    assert sample("integration_websocket_connections") == 0
 
 
 # -- capacity, heartbeats, slow consumers, shutdown ---------------------------------------
