@@ -59,11 +59,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+#: Where unit tests "find" Redis: nowhere (a port nothing listens on), so a unit test that
+#: reaches for it fails at once; functional tests get the test Redis (tests/functional).
+NO_REDIS = "redis://127.0.0.1:9/0"
+
+
 @pytest.fixture(scope="session", autouse=True)
-def test_environment(redis_url: str) -> Iterator[dict[str, str]]:
-    """Point every process (this one and the workers it starts) at the test Redis."""
+def test_environment() -> Iterator[dict[str, str]]:
+    """The settings of every process a test starts (functional tests add the test Redis)."""
     values = {
-        "INTEGRATION_REDIS_URL": redis_url,
+        "INTEGRATION_REDIS_URL": NO_REDIS,
         "INTEGRATION_JWT_SECRET": TEST_SECRET,
         "INTEGRATION_ENV": "development",
         "INTEGRATION_PUBLISH_TIMEOUT_SECONDS": "2",

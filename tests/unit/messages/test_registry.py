@@ -70,7 +70,7 @@ def test_declare_queues_include_the_default_queue_and_celerys() -> None:
 
 def test_entry_points_add_types(monkeypatch: pytest.MonkeyPatch) -> None:
     """Another installed package adds types through the integration.message_types group."""
-    point = EntryPoint("tickets", "tests.unit.test_registry:TICKET",
+    point = EntryPoint("tickets", "tests.unit.messages.test_registry:TICKET",
                        registry_module.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry_module, "entry_points",
                         lambda group: [point] if group == registry_module.ENTRY_POINT_GROUP
