@@ -68,8 +68,9 @@ task_queues = declare_queues(default_registry())
 task_default_queue = DEFAULT_QUEUE
 task_routes = (route_task,)
 
-# Flower and celery events: a worker reports its tasks once a monitor enables events (Flower
-# sends ``enable_events`` every few seconds), or from the start with INTEGRATION_TASK_EVENTS.
+# Flower and celery events: the dev stack and compose start workers with --task-events; any
+# other worker reports its tasks once a monitor enables events (Flower sends
+# ``enable_events`` every few seconds), or from the start with INTEGRATION_TASK_EVENTS.
 # With nobody listening, events would cost the process that fetches and acknowledges every
 # message about a tenth of its throughput for nothing. "task-sent" events would cost a publish
 # per message; acceptance is recorded in the status store instead.

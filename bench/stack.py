@@ -248,6 +248,8 @@ class Stack:
                 "--pool", "prefork", "--concurrency", str(concurrency), "--hostname",
                 f"{name}-{os.getpid()}@%h", "--queues", ",".join(queues), "--without-gossip",
                 "--without-mingle"]
+        if app == "tasks":
+            argv.append("--task-events")  # as the dev stack and compose run the service
         env = self.child_env(INTEGRATION_METRICS_PORT=str(self._port()), **extra_env)
         log = self.workdir / f"{name}.log"
         log.write_bytes(b"")

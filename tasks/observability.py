@@ -25,11 +25,12 @@ from celery.signals import (
 from integration import logs
 from integration.app import build_guards, build_submitter, default_registry, get_settings
 from integration.broker.publisher import CORRELATION_HEADER
-from integration.messages.routing import PROCESS_TASK, watched_queues
+from integration.messages.routing import PROCESS_TASK, queue_names
 from integration.worker import metrics as worker_metrics
 from integration.worker.heartbeats import Heartbeats
-from integration.worker.processor import Delivery, Outcome
+from integration.worker.processor import Delivery
 from integration.worker.queues import queue_ages_of
+from tasks.processing import ProcessingTask, outcome_of
 
 _started: dict[str, tuple[float, str]] = {}
 _servers: list[Any] = []
@@ -86,8 +87,9 @@ def _task_finished(sender: Any = None, task_id: str = "", retval: Any = None,
     began, kind = started
     seconds = time.perf_counter() - began
     metrics().in_progress.labels(kind).dec()
-    if isinstance(retval, Outcome):
-        outcome = retval.to_json()
+    carried = outcome_of(retval)
+    if carried is not None:
+        outcome = carried.to_json()
         metrics().observe(outcome, seconds)
         log.info("processed", status=outcome["status"], channel=outcome["channel"],
                  error=outcome["error"], attempt=outcome["attempt"],
@@ -135,8 +137,6 @@ def _revoked(sender: Any = None, request: Any = None, terminated: bool = False,
 @cache
 def revoked_processor() -> Any:
     """The worker's main process records revocations (pool children run the tasks)."""
-    from tasks.processing import ProcessingTask
-
     return ProcessingTask().processor
 
 
@@ -153,6 +153,7 @@ def _child_exit(pid: int | None = None, **_: Any) -> None:
 def _serve_metrics(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    metrics().start_from_zero(default_registry().names())
     if settings.metrics_port and directory:
         submitter = build_submitter(settings, origin="metrics")
         guards = build_guards(settings, submitter.store.client)
@@ -162,7 +163,7 @@ def _serve_metrics(sender: Any = None, **_: Any) -> None:
         cluster = worker_metrics.ClusterState(
             submitter.store.client, settings.key_prefix, f"{socket.gethostname()}:{os.getpid()}",
             submitter.publisher.queue_depths, guards.describe_breakers,
-            watched_queues(default_registry()),
+            queue_names(default_registry()),
             consumers=Heartbeats(submitter.store.client, settings.key_prefix).consumers,
             ages=queue_ages_of(submitter.publisher, submitter.store))
         server = worker_metrics.serve(directory, settings.metrics_port, settings.metrics_host,

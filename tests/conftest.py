@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,10 +16,11 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from integration.app import default_registry, get_settings
 from integration.gateway import create_app
-from integration.messages.routing import DEFAULT_QUEUE
+from integration.messages.routing import CELERY_QUEUE, DEFAULT_QUEUE
 from integration.ops.embedded_redis import EmbeddedRedis, free_port
 from integration.security.tokens import issue_token
 from integration.settings import Settings
@@ -57,11 +59,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+#: Where unit tests "find" Redis: nowhere (a port nothing listens on), so a unit test that
+#: reaches for it fails at once; functional tests get the test Redis (tests/functional).
+NO_REDIS = "redis://127.0.0.1:9/0"
+
+
 @pytest.fixture(scope="session", autouse=True)
-def test_environment(redis_url: str) -> Iterator[dict[str, str]]:
-    """Point every process (this one and the workers it starts) at the test Redis."""
+def test_environment() -> Iterator[dict[str, str]]:
+    """The settings of every process a test starts (functional tests add the test Redis)."""
     values = {
-        "INTEGRATION_REDIS_URL": redis_url,
+        "INTEGRATION_REDIS_URL": NO_REDIS,
         "INTEGRATION_JWT_SECRET": TEST_SECRET,
         "INTEGRATION_ENV": "development",
         "INTEGRATION_PUBLISH_TIMEOUT_SECONDS": "2",
@@ -140,6 +147,17 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
+def served_gateway(app: Flask) -> Iterator[str]:
+    """The gateway on a real HTTP port (for Alertmanager, a browser, ...)."""
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
 def token() -> str:
     return issue_token(TEST_SECRET, "tester", ["admin"], 600)
 
@@ -189,7 +207,7 @@ class WorkerProcess:
 def worker(test_environment: dict[str, str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """One worker consuming every queue, for the whole session."""
-    queues = [*default_registry().queues(), DEFAULT_QUEUE]
+    queues = [*default_registry().queues(), DEFAULT_QUEUE, CELERY_QUEUE]
     process = WorkerProcess(queues, tmp_path_factory.mktemp("worker") / "worker.log")
     yield process
     process.stop()

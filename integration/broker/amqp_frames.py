@@ -24,7 +24,7 @@ from integration.messages.routing import PROCESS_TASK
 #: Celery's protocol-2 embed of a task without callbacks, errbacks, chain or chord.
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 #: The headers that differ from one message to the next (besides the caller's extra ones).
-_VARYING = ("id", "root_id", "argsrepr")
+_VARYING = ("id", "root_id", "argsrepr", "shadow")
 _CONTENT_TYPE, _CONTENT_ENCODING = "application/json", "utf-8"
 _DELIVERY_MODE, _PRIORITY = 2, 0  # persistent, as Celery sends; kombu's default priority
 #: Property flags: content type, content encoding, headers, delivery mode, priority,

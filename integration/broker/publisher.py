@@ -63,6 +63,12 @@ def args_summary(envelope: Mapping[str, Any]) -> str:
     return repr({k: envelope[k] for k in fields if k in envelope})
 
 
+def shadow_of(envelope: Mapping[str, Any]) -> str:
+    """The name Flower and ``celery events`` show for the task: ``integration.process[type]``
+    (Celery's shadow name; the task that runs is still ``integration.process``)."""
+    return f"{PROCESS_TASK}[{str(envelope.get('type') or '')[:100]}]"
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One message to enqueue: its id (also the Celery task id), envelope and queue."""
@@ -75,7 +81,8 @@ class Outgoing:
 
 
 #: What differs between two ``integration.process`` messages in kombu's Redis wire format.
-_REDIS_SLOTS = ("body", "id", "argsrepr", "correlationid", "routing_key", "delivery_tag")
+_REDIS_SLOTS = ("body", "id", "argsrepr", "shadow", "correlationid", "routing_key",
+                "delivery_tag")
 _SLOT = re.compile(r'"\\u0000([a-z_]+)\\u0000"')
 
 
@@ -111,7 +118,7 @@ class _MessageTemplate:
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": {**headers, "id": slot["id"], "root_id": slot["id"],
-                        "argsrepr": slot["argsrepr"],
+                        "argsrepr": slot["argsrepr"], "shadow": slot["shadow"],
                         CORRELATION_HEADER: slot["correlationid"]},
             "properties": {**properties, "delivery_mode": 2, "priority": 0,
                            "body_encoding": "base64", "correlation_id": slot["id"],
@@ -243,6 +250,7 @@ class Publisher:
             "body": f'"{base64.b64encode(body).decode("ascii")}"',  # base64 needs no escaping
             "id": _json(item.id),
             "argsrepr": _json(args_summary(item.envelope)),
+            "shadow": _json(shadow_of(item.envelope)),
             "correlationid": _json(correlation_of(item.envelope)),
             "routing_key": _json(item.queue),
             "delivery_tag": f'"{_delivery_tag()}"',  # hex digits and dashes
@@ -263,7 +271,7 @@ class Publisher:
         assert self._confirmed is not None
         messages = [
             TaskFrames.message(item.queue, item.id, (dict(item.envelope),), {
-                "argsrepr": args_summary(item.envelope),
+                "argsrepr": args_summary(item.envelope), "shadow": shadow_of(item.envelope),
                 CORRELATION_HEADER: correlation_of(item.envelope),
             })
             for item in items
@@ -280,6 +288,6 @@ class Publisher:
                 self.app.send_task(
                     PROCESS_TASK, args=(dict(item.envelope),), task_id=item.id,
                     queue=item.queue, producer=producer, ignore_result=True, retry=True,
-                    argsrepr=args_summary(item.envelope),
+                    argsrepr=args_summary(item.envelope), shadow=shadow_of(item.envelope),
                     headers={CORRELATION_HEADER: correlation_of(item.envelope)},
                 )

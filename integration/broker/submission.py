@@ -1,4 +1,8 @@
-"""Validate and enqueue messages: the one path shared by the gateway and ``integration.client``."""
+"""Validate and enqueue messages: the one path shared by the gateway and ``integration.client``.
+
+One module because parsing, per-item submission and the flush share one ``Submitter``'s state
+(its limits, the coalescer, queue depths, and whether store and broker share a transaction).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic import ValidationError
+from typing import Any, TypeVar
 
 from integration.broker.coalescer import Coalescer
 from integration.broker.publisher import Outgoing, Publisher
@@ -23,15 +25,17 @@ from integration.messages.problems import (
     Problem,
     Unavailable,
     invalid,
-    validation_errors,
 )
 from integration.messages.registry import Registry
 from integration.messages.status import Status
+from integration.messages.validation import parse_envelope, registered_type, valid_payload
 from integration.security.policy import Grants
 from integration.store.connections import ReplyLost
 from integration.store.records import EarlierAnswer, IdempotentAnswer, NewRecord, StatusStore
 
 log = logging.getLogger(__name__)
+Item = TypeVar("Item")
+Own = TypeVar("Own")
 
 
 @dataclass(frozen=True)
@@ -107,23 +111,14 @@ class Submitter:
               may_submit: Callable[[str], bool] | None = None,
               correlation_id: str | None = None, channel: str | None = None,
               sender: Sender | None = None, correlation_given: bool = False) -> Envelope:
-        """Validate an envelope and its type's payload; raise ``InvalidMessage`` with each error,
+        """Validate an envelope and its type's payload by the rules the worker checks too
+        (``integration.messages.validation``); raise ``InvalidMessage`` with each error,
         or ``Forbidden`` when ``may_submit`` refuses the type (checked before the payload) or
         the type is the service's own. An id of a scheduled firing's form is refused unless
         ``channel`` is beat's. With a ``sender``, the ids it gives (the message id, and
         ``correlation_id`` when ``correlation_given``) are placed in its namespace
         (``integration.ownership``)."""
-        if not isinstance(raw, dict):
-            raise invalid([{"loc": list(loc), "msg": "a message is a JSON object",
-                            "type": "object_type"}], "The message is not a JSON object.")
-        too_big = self.limits.errors(raw, tuple(loc))
-        if too_big:
-            raise invalid(too_big, "The message exceeds a size, depth or number limit, or "
-                          "holds text that is not valid Unicode.")
-        try:
-            envelope = Envelope.model_validate(raw)
-        except ValidationError as exc:
-            raise invalid(validation_errors(exc, loc), "The envelope is invalid.") from None
+        envelope = parse_envelope(raw, self.limits, loc)
         if envelope.id.startswith(FIRING_ID_PREFIX) and channel != FIRING_CHANNEL:
             raise invalid([{"loc": [*loc, "id"], "type": "reserved_id",
                             "msg": f"ids starting with {FIRING_ID_PREFIX!r} are reserved for "
@@ -133,22 +128,15 @@ class Submitter:
                                correlation_id if correlation_given else None)
         if correlation_id and "correlationid" not in raw and not correlation_given:
             envelope.correlationid = correlation_id  # the request's chain (made here)
-        if envelope.type not in self.registry:
-            raise invalid([{"loc": [*loc, "type"], "type": "unknown_type",
-                            "msg": "unknown message type; GET /api/v1/types lists them"}],
-                          "The message type is not registered.")
-        if self.registry.get(envelope.type).internal:
+        message_type = registered_type(envelope, self.registry, loc)
+        if message_type.internal:
             raise Forbidden(f"submit:{envelope.type}",
                             f"{envelope.type!r} messages are made by the service only.")
         if may_submit is None and sender is not None and sender.grants is not None:
             may_submit = sender.grants.may_submit
         if may_submit is not None and not may_submit(envelope.type):
             raise Forbidden(f"submit:{envelope.type}")
-        try:
-            self.registry.get(envelope.type).payload.model_validate(envelope.data)
-        except ValidationError as exc:
-            raise invalid(validation_errors(exc, [*loc, "data"]),
-                          f"The data is not a valid {envelope.type!r} payload.") from None
+        valid_payload(envelope, message_type, loc)
         return envelope
 
     def _in_namespace(self, envelope: Envelope, raw: dict[str, Any], sender: Sender,
@@ -383,26 +371,41 @@ class Submitter:
                         for r, ok in zip(chunk, created, strict=True)]
         return results
 
+    def submit_each(self, items: Sequence[Item], parse: Callable[[int, Item], Envelope | Own], *,
+                    owner: str, channel: str) -> list[Result | Own]:
+        """Parse each item, submit the envelopes together, and answer one result per item, in
+        order: the ``Problem`` that ``parse`` raised for it, what ``parse`` returned when that
+        is not an envelope (an entry's own outcome, such as a duplicate), or its submission's.
+        Every entry that takes several messages at once goes through here."""
+        results: list[Result | Own | None] = [None] * len(items)
+        valid: list[tuple[int, Envelope]] = []
+        for index, item in enumerate(items):
+            try:
+                parsed = parse(index, item)
+            except Problem as problem:
+                results[index] = problem
+                continue
+            if isinstance(parsed, Envelope):
+                valid.append((index, parsed))
+            else:
+                results[index] = parsed
+        outcomes = self.submit([e for _, e in valid], owner=owner, channel=channel)
+        for (index, _), outcome in zip(valid, outcomes, strict=True):
+            results[index] = outcome
+        return [r for r in results if r is not None]
+
     def submit_raw(self, items: Sequence[Any], *, owner: str, channel: str,
                    may_submit: Callable[[str], bool] | None = None,
                    correlation_id: str | None = None, sender: Sender | None = None,
                    correlation_given: bool = False) -> list[Result]:
         """Validate and submit a batch of raw items: one result per item, in order; an invalid
         item's errors are located by its index."""
-        results: list[Result | None] = [None] * len(items)
-        valid: list[tuple[int, Envelope]] = []
-        for index, item in enumerate(items):
-            try:
-                valid.append((index, self.parse(item, loc=[index], may_submit=may_submit,
-                                                correlation_id=correlation_id,
-                                                channel=channel, sender=sender,
-                                                correlation_given=correlation_given)))
-            except (InvalidMessage, Forbidden) as problem:
-                results[index] = problem
-        outcomes = self.submit([e for _, e in valid], owner=owner, channel=channel)
-        for (index, _), outcome in zip(valid, outcomes, strict=True):
-            results[index] = outcome
-        return [r for r in results if r is not None]
+        def parse(index: int, item: Any) -> Envelope:
+            return self.parse(item, loc=[index], may_submit=may_submit,
+                              correlation_id=correlation_id, channel=channel, sender=sender,
+                              correlation_given=correlation_given)
+
+        return self.submit_each(items, parse, owner=owner, channel=channel)
 
     def _settle(self, sent: list[NewRecord], unsent: list[NewRecord], request: str) -> None:
         """Mark sent messages queued and drop the records of unsent ones; neither may fail the
@@ -424,8 +427,4 @@ class Submitter:
         return Unavailable(detail, retry_after=self.retry_after, **extensions)
 
 
-def first_problem(results: Sequence[Result]) -> Problem | None:
-    return next((r for r in results if isinstance(r, Problem)), None)
-
-
-__all__ = ["Accepted", "InvalidMessage", "Repeated", "Submitter", "first_problem"]
+__all__ = ["Accepted", "Repeated", "Result", "Sender", "Submitter"]

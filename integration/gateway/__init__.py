@@ -2,35 +2,54 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, redirect
+from flask import Blueprint, Flask, Response
 from prometheus_client import CollectorRegistry
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import (
     GunicornInternalPrometheusMetrics,
     GunicornPrometheusMetrics,
 )
-from spectree import SecurityScheme, SecuritySchemeData
+from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 from spectree.models import SecureType
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from integration.app import default_registry, get_settings
-from integration.gateway.api import create_api
+from integration.gateway import breakers, held, messagetypes, reads, submit, tokens
+from integration.gateway.alertmanager import create_alertmanager_api
+from integration.gateway.api import Register, create_api, nested
 from integration.gateway.auth import init_auth
+from integration.gateway.deadletters import create_dead_letters_api
+from integration.gateway.docs import SWAGGER_PAGE, docs
 from integration.gateway.errors import register_errorhandlers
 from integration.gateway.health import health
 from integration.gateway.jsonprovider import FastJSONProvider
 from integration.gateway.limits import init_limiter, security_headers
 from integration.gateway.metrics import EXTENSION_KEY as METRICS_KEY
 from integration.gateway.metrics import GatewayMetrics
-from integration.gateway.openapi import ProblemSpecTree
+from integration.gateway.openapi import document_answers
 from integration.gateway.requestlog import init_request_log
 from integration.gateway.runtime import Runtime
+from integration.gateway.schedules import create_schedules_api
 from integration.gateway.schemas import ProblemDocument
+from integration.gateway.subscriptions import create_subscriptions_api
 from integration.gateway.ws import init_websocket
 from integration.settings import Settings
 from integration.version import __version__
 
 API_TITLE = "Integration bus API"
+#: The resources of ``/api/v1``, each adding its views to the API blueprint.
+API_RESOURCES: tuple[Register, ...] = (
+    submit.register,          # POST /messages: one, a batch, CloudEvents
+    reads.register,           # GET /messages, /messages/<id>, /messages/<id>/trace
+    messagetypes.register,    # GET /types
+    held.register,            # POST /messages/<id>/release, /messages/<id>/drop
+    breakers.register,        # GET /breakers
+    tokens.register,          # DELETE /tokens/<jti>, POST /tokens/revocations
+    nested(create_dead_letters_api),
+    nested(create_subscriptions_api),
+    nested(create_alertmanager_api),
+    nested(create_schedules_api),
+)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -60,8 +79,9 @@ def configure(app: Flask, settings: Settings) -> None:
 
 
 def register_blueprints(app: Flask) -> Blueprint:
-    spec = ProblemSpecTree(
+    spec = SpecTree(
         "flask", title=API_TITLE, version=__version__, path="docs", mode="strict",
+        page_templates={"swagger": SWAGGER_PAGE},
         naming_strategy=lambda model: model.__name__,
         nested_naming_strategy=lambda _parent, child: child,
         validation_error_model=ProblemDocument,
@@ -69,12 +89,16 @@ def register_blueprints(app: Flask) -> Blueprint:
             type=SecureType.HTTP, scheme="bearer", bearer_format="JWT"))],
         security={"bearer": []},
     )
-    api = create_api(spec)
+    api = create_api()
+    for register in API_RESOURCES:
+        register(api, spec)
     app.register_blueprint(api)
     app.register_blueprint(health)
+    app.register_blueprint(docs)
     spec.register(app)
+    with app.app_context():  # every route is in place: the document is built once, here
+        document_answers(spec.spec)
     app.add_url_rule("/openapi.json", "openapi", lambda: app.json.response(spec.spec))
-    app.add_url_rule("/docs", "docs", lambda: redirect("/docs/swagger/"))
     return api
 
 

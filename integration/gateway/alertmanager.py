@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, g, jsonify, url_for
+from flask import Blueprint, Response, jsonify
 from pydantic import ValidationError
 from spectree import Response as Responses
 from spectree import SpecTree
@@ -23,7 +23,8 @@ from integration.broker.submission import Accepted
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import parse_json, read_body
-from integration.gateway.metrics import gateway_metrics
+from integration.gateway.metrics import Received, receiving
+from integration.gateway.reads import status_url
 from integration.gateway.requestlog import correlation_id
 from integration.gateway.runtime import runtime
 from integration.loop.alertmanager import (
@@ -46,8 +47,6 @@ from integration.messages.problems import (
 
 CHANNEL = "alertmanager"
 ALERT = {"type": "alert"}  # what the received-messages counter labels each alert with
-PROBLEMS = {f"HTTP_{code}": schemas.ProblemDocument
-            for code in (400, 401, 403, 413, 415, 422, 429, 503)}
 log = logs.get_logger("integration.gateway.alertmanager")
 
 
@@ -65,7 +64,7 @@ def _item(index: int, message: AlertMessage, outcome: Outcome) -> dict[str, Any]
     item: dict[str, Any] = {"index": index, "fingerprint": message.fingerprint}
     if isinstance(outcome, Problem):
         return {**item, "status": outcome.status, "problem": outcome.to_dict()}
-    url = url_for("api.get_message", message_id=outcome.id)
+    url = status_url(outcome.id)
     return {**item, "status": 202 if isinstance(outcome, Accepted) else 200, "id": outcome.id,
             "status_url": url, "duplicate": isinstance(outcome, Duplicate)}
 
@@ -75,7 +74,7 @@ def create_alertmanager_api(spec: SpecTree) -> Blueprint:
 
     @adapter.post("/alertmanager")
     @spec.validate(json=AlertmanagerWebhook, skip_validation=True, tags=["adapters"],
-                   resp=Responses(HTTP_202=schemas.AlertmanagerResponse, **PROBLEMS))
+                   resp=Responses(HTTP_202=schemas.AlertmanagerResponse, **schemas.SUBMIT_PROBLEMS))
     def receive_alertmanager() -> tuple[Response, int]:
         """Receive an Alertmanager webhook notification (``version`` 4): one ``alert`` message
         per alert, or ``duplicate`` with the earlier message's id for an alert already received
@@ -85,17 +84,13 @@ def create_alertmanager_api(spec: SpecTree) -> Blueprint:
         token in ``http_config.authorization``. When an alert could not be enqueued the answer
         is 503, so Alertmanager retries; the alerts that were enqueued are then duplicates.
         """
-        try:
-            return _receive()
-        except Problem as problem:
-            if not g.get("received_counted"):  # refused before any alert was looked at
-                gateway_metrics().count(ALERT, problem, channel=CHANNEL)
-            raise
+        with receiving(CHANNEL, refused=ALERT) as received:
+            return _receive(received)
 
     return adapter
 
 
-def _receive() -> tuple[Response, int]:
+def _receive(received: Received) -> tuple[Response, int]:
     rt, principal = runtime(), current_principal()
     if not principal.grants.may_submit("alert"):
         raise Forbidden("submit:alert")
@@ -115,10 +110,8 @@ def _receive() -> tuple[Response, int]:
     messages = alert_messages(webhook)
     outcomes = _submit(messages, principal.subject)
 
-    metrics = gateway_metrics()
     for outcome in outcomes:
-        metrics.count(ALERT, Conflict() if isinstance(outcome, Duplicate) else outcome,
-                      channel=CHANNEL)
+        received.count(ALERT, Conflict() if isinstance(outcome, Duplicate) else outcome)
     report = [_item(i, m, o) for i, (m, o) in enumerate(zip(messages, outcomes, strict=True))]
     accepted = sum(isinstance(o, Accepted) for o in outcomes)
     duplicates = sum(isinstance(o, Duplicate) for o in outcomes)
@@ -140,33 +133,27 @@ def _submit(messages: list[AlertMessage], owner: str) -> list[Outcome]:
     rt = runtime()
     recent = RecentAlerts(rt.store.client, rt.settings.key_prefix,
                           rt.settings.alertmanager_dedup_seconds)
-    outcomes: list[Outcome | None] = [None] * len(messages)
-    fresh: list[tuple[int, Envelope]] = []
+    claimed: list[tuple[int, Envelope]] = []
+    correlation = correlation_id()
+
+    def parse(index: int, message: AlertMessage) -> Envelope | Duplicate:
+        envelope = rt.submitter.parse(message.envelope, loc=["alerts", index],
+                                      correlation_id=correlation)
+        earlier = recent.reserve(owner, message.fingerprint, message.status, envelope.id)
+        if earlier is not None:
+            return Duplicate(earlier)
+        claimed.append((index, envelope))
+        return envelope
+
     try:
-        for index, message in enumerate(messages):
-            try:
-                envelope = rt.submitter.parse(message.envelope, loc=["alerts", index],
-                                              correlation_id=correlation_id())
-            except InvalidMessage as problem:
-                outcomes[index] = problem
-                continue
-            earlier = recent.reserve(owner, message.fingerprint, message.status, envelope.id)
-            if earlier is None:
-                fresh.append((index, envelope))
-            else:
-                outcomes[index] = Duplicate(earlier)
+        outcomes = rt.submitter.submit_each(messages, parse, owner=owner, channel=CHANNEL)
     except redis.RedisError:
-        _release(recent, owner, messages, fresh)
+        _release(recent, owner, messages, claimed)
         raise Unavailable("The status store is unavailable.",
                           retry_after=rt.settings.retry_after_seconds) from None
-
-    results = rt.submitter.submit([e for _, e in fresh], owner=owner, channel=CHANNEL)
     _release(recent, owner, messages,
-             [(i, e) for (i, e), r in zip(fresh, results, strict=True)
-              if not isinstance(r, Accepted)])
-    for (index, _), result in zip(fresh, results, strict=True):
-        outcomes[index] = result
-    return [o for o in outcomes if o is not None]
+             [(i, e) for i, e in claimed if not isinstance(outcomes[i], Accepted)])
+    return outcomes
 
 
 def _release(recent: RecentAlerts, owner: str, messages: list[AlertMessage],

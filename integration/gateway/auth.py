@@ -2,8 +2,12 @@
 
 Every failure is a 401 problem document (flask-jwt-extended answers 422 for several by
 default); a revocation list that cannot be read fails closed with 503. REST requests and
-WebSockets read a token's claims with the same ``token_claims`` and check revocation with
-the same ``Revocations.token_revoked``.
+WebSockets run the same ``TokenChecks``: registered as flask-jwt-extended's loaders for a
+request's token, called by ``verify_token`` for a token sent in a WebSocket frame.
+
+``VerifyingJWTManager`` reaches into two private names of flask-jwt-extended, pinned in
+``setup.cfg`` and checked by ``tests/unit/test_library_internals.py``
+(docs/decisions/0008-library-internals.md says why).
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from typing import Any
 
 import jwt
 from flask import Flask, Response, current_app, g
-from flask_jwt_extended import JWTManager, get_jwt
+from flask_jwt_extended import JWTManager, decode_token, get_jwt
+from flask_jwt_extended import get_unverified_jwt_headers as read_header
 from flask_jwt_extended import view_decorators as jwt_views
-from flask_jwt_extended.utils import get_unverified_jwt_headers as read_header
 
 from integration.broker.submission import Sender
 from integration.gateway.errors import problem_response
@@ -87,6 +91,53 @@ def current_principal() -> Principal:
     return principal
 
 
+#: What a refused token is told, by the loaders and by ``verify_token`` alike.
+INVALID = "The bearer token is invalid."
+REVOKED = "The bearer token has been revoked."
+
+
+@dataclass(frozen=True)
+class TokenChecks:
+    """The gateway's checks of a token beyond its signature and times: revocation, then the
+    claims the service needs (the order of flask-jwt-extended's request verification)."""
+
+    verification: TokenVerification
+    revocations: Revocations
+
+    def revoked(self, header: dict[str, Any], payload: dict[str, Any]) -> bool:
+        # Runs before the claims are checked: a token with claims the service cannot read
+        # is refused there, with its reason.
+        try:
+            claims = token_claims(payload, self.verification.roles_claim)
+        except InvalidClaims:
+            return False
+        try:
+            # By id, and by subject: every token of a revoked subject issued before the
+            # revocation, with or without a jti (one without an iat counts as before).
+            return self.revocations.token_revoked(claims)
+        except Exception:  # noqa: BLE001 - fail closed: no answer means no entry
+            raise Unavailable("The status store (Redis) is unreachable, so token revocation "
+                              "cannot be checked; retry shortly.", unreachable="store") from None
+
+    def claims_valid(self, header: dict[str, Any], payload: dict[str, Any]) -> bool:
+        verified_claims(payload, self.verification.roles_claim)  # a 401 naming the claim
+        return True
+
+
+def verify_token(token: str, checks: TokenChecks) -> TokenClaims:
+    """The checks of a REST request, for a token that came outside the request's headers (a
+    WebSocket's auth frame): the library's ``decode_token`` (signature, times, audience,
+    issuer, through the same manager), then the access type and ``checks``, in the order
+    ``verify_jwt_in_request`` runs them. Refusals are the loaders' 401s."""
+    payload = decode_token(token)
+    header = read_header(token)
+    if payload.get("type") == "refresh":
+        raise Unauthorized(INVALID)
+    if checks.revoked(header, payload):
+        raise Unauthorized(REVOKED)
+    return verified_claims(payload, checks.verification.roles_claim)
+
+
 class VerifyingJWTManager(JWTManager):
     """flask-jwt-extended's manager, remembering the claims of tokens whose signature verified.
 
@@ -95,6 +146,8 @@ class VerifyingJWTManager(JWTManager):
     is another entry. An entry lasts ``cache_seconds`` at most and never past the token's
     ``exp`` (plus leeway): after that the token is decoded again and refused as expired.
     Roles, revocation and the other per-request checks run on every request either way.
+    The library has no public hook for this: ``_decode_jwt_from_config`` is the method its
+    ``decode_token`` (and so every request) calls.
     """
 
     #: Tokens one process remembers (the oldest go first).
@@ -186,26 +239,9 @@ def init_auth(app: Flask, verification: TokenVerification, revocations: Revocati
             except jwt.PyJWKClientError:
                 raise jwt.InvalidTokenError("unknown signing key") from None
 
-    @manager.token_verification_loader
-    def _verify_claims(header: dict[str, Any], payload: dict[str, Any]) -> bool:
-        verified_claims(payload, verification.roles_claim)  # a 401 naming the claim
-        return True
-
-    @manager.token_in_blocklist_loader
-    def _revoked(header: dict[str, Any], payload: dict[str, Any]) -> bool:
-        # Runs before the claims are checked: a token with claims the service cannot read
-        # is refused there, with its reason.
-        try:
-            claims = token_claims(payload, verification.roles_claim)
-        except InvalidClaims:
-            return False
-        try:
-            # By id, and by subject: every token of a revoked subject issued before the
-            # revocation, with or without a jti (one without an iat counts as before).
-            return revocations.token_revoked(claims)
-        except Exception:  # noqa: BLE001 - fail closed: no answer means no entry
-            raise Unavailable("The status store (Redis) is unreachable, so token revocation "
-                              "cannot be checked; retry shortly.", unreachable="store") from None
+    checks = TokenChecks(verification, revocations)
+    manager.token_verification_loader(checks.claims_valid)
+    manager.token_in_blocklist_loader(checks.revoked)
 
     @manager.unauthorized_loader
     def _missing(reason: str) -> Response:
@@ -213,7 +249,7 @@ def init_auth(app: Flask, verification: TokenVerification, revocations: Revocati
 
     @manager.invalid_token_loader
     def _invalid(reason: str) -> Response:
-        return _unauthorized("The bearer token is invalid.")
+        return _unauthorized(INVALID)
 
     @manager.expired_token_loader
     def _expired(header: dict[str, Any], payload: dict[str, Any]) -> Response:
@@ -221,7 +257,7 @@ def init_auth(app: Flask, verification: TokenVerification, revocations: Revocati
 
     @manager.revoked_token_loader
     def _revoked_response(header: dict[str, Any], payload: dict[str, Any]) -> Response:
-        return _unauthorized("The bearer token has been revoked.")
+        return _unauthorized(REVOKED)
 
     @manager.needs_fresh_token_loader
     def _not_fresh(header: dict[str, Any], payload: dict[str, Any]) -> Response:

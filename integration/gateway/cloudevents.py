@@ -21,7 +21,6 @@ from integration.broker.submission import Result, Sender, Submitter
 from integration.gateway.bodies import parse_json, read_body
 from integration.messages.envelope import Envelope
 from integration.messages.problems import (
-    Forbidden,
     InvalidMessage,
     UnsupportedMedia,
     invalid,
@@ -145,20 +144,9 @@ def submit_events(submitter: Submitter, events: Sequence[Any], *, owner: str,
                   sender: Sender | None = None, correlation_given: bool = False
                   ) -> list[Result]:
     """A batched-mode request: one result per event, in order, like a plain batch."""
-    results: list[Result | None] = [None] * len(events)
-    valid: list[tuple[int, Envelope]] = []
-    for index, event in enumerate(events):
-        try:
-            valid.append((index, submitter.parse(checked(event, [index]), loc=[index],
-                                                 may_submit=may_submit,
-                                                 correlation_id=correlation_id,
-                                                 sender=sender,
-                                                 correlation_given=correlation_given)))
-        except (InvalidMessage, Forbidden, UnsupportedMedia) as problem:
-            results[index] = problem
-    outcomes = submitter.submit([e for _, e in valid], owner=owner,
-                                channel=Mode.BATCHED.channel)
-    for (index, _), outcome in zip(valid, outcomes, strict=True):
-        results[index] = outcome
-    return [r for r in results if r is not None]
+    def parse(index: int, event: Any) -> Envelope:
+        return submitter.parse(checked(event, [index]), loc=[index], may_submit=may_submit,
+                               correlation_id=correlation_id, sender=sender,
+                               correlation_given=correlation_given)
 
+    return submitter.submit_each(events, parse, owner=owner, channel=Mode.BATCHED.channel)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ValidationError
 from spectree import Response as Responses
 from spectree import SpecTree
@@ -17,6 +17,7 @@ from spectree import SpecTree
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
+from integration.gateway.reads import status_url
 from integration.gateway.resources import find_record
 from integration.gateway.runtime import runtime
 from integration.messages.problems import (
@@ -90,7 +91,7 @@ def create_dead_letters_api(spec: SpecTree) -> Blueprint:
                               retry_after=rt.settings.retry_after_seconds) from None
         if not replayed:
             raise Conflict(f"The message is {status}, not dead: nothing to replay.")
-        url = url_for("api.get_message", message_id=message_id)
+        url = status_url(message_id)
         return jsonify(id=message_id, generation=replayed[0].generation, status="queued",
                        status_url=url), 202
 

@@ -16,6 +16,7 @@ from limits import parse as parse_limit
 
 from integration.gateway.auth import current_principal
 from integration.gateway.cloudevents import request_mode
+from integration.gateway.docs import POLICY as DOCS_POLICY
 from integration.gateway.errors import problem_response
 from integration.gateway.metrics import gateway_metrics
 from integration.gateway.ratelimitstore import coalesced_uri
@@ -121,7 +122,9 @@ def security_headers(response: Response) -> Response:
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")
-    if not request.path.startswith("/docs"):  # the docs page loads its viewer's scripts
+    if request.path.startswith("/docs"):  # the docs page loads the gateway's own viewer
+        headers.setdefault("Content-Security-Policy", DOCS_POLICY)
+    else:
         headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
         headers.setdefault("Cache-Control", "no-store")
     if request.is_secure:

@@ -1,23 +1,24 @@
 """The OpenAPI document as the API answers: spectree's, with every problem answer documented as
-``application/problem+json`` and any status an operation does not list as a problem document."""
+``application/problem+json``, any status an operation does not list as a problem document, and
+the CloudEvents media types ``POST /api/v1/messages`` accepts."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from spectree import SpecTree
-
+from integration.gateway.cloudevents import BATCHED, REQUIRED, STRUCTURED
 from integration.messages.problems import PROBLEM_CONTENT_TYPE
 
 PROBLEM_SCHEMA = {"$ref": "#/components/schemas/ProblemDocument"}
+MESSAGES = "/api/v1/messages"
 _METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 
 
-class ProblemSpecTree(SpecTree):
-    """spectree, whose generated document is passed through ``document_problems``."""
-
-    def _generate_spec(self) -> dict[str, Any]:
-        return document_problems(super()._generate_spec())
+def document_answers(document: dict[str, Any]) -> dict[str, Any]:
+    """Complete spectree's document in place (it is built once and cached by spectree)."""
+    document_problems(document)
+    document_cloudevents(document)
+    return document
 
 
 def document_problems(document: dict[str, Any]) -> dict[str, Any]:
@@ -40,4 +41,24 @@ def document_problems(document: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault("default", {
                     "description": "Any other refusal, as an RFC 9457 problem document",
                     "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_SCHEMA}}})
+    return document
+
+
+def document_cloudevents(document: dict[str, Any]) -> dict[str, Any]:
+    """The message envelope is a CloudEvent: structured mode sends one (with the four required
+    attributes), batched mode an array; binary mode sends ``ce-*`` headers and JSON data."""
+    operation = document.get("paths", {}).get(MESSAGES, {}).get("post")
+    if operation is None or "Envelope" not in document.get("components", {}).get("schemas", {}):
+        return document
+    event = {"allOf": [{"$ref": "#/components/schemas/Envelope"},
+                       {"type": "object", "required": list(REQUIRED)}]}
+    body = operation.setdefault("requestBody", {})
+    body.setdefault("content", {}).update({
+        STRUCTURED: {"schema": event},
+        BATCHED: {"schema": {"type": "array", "items": event}},
+    })
+    body["description"] = (
+        "A message or a JSON array of them (application/json); a CloudEvent in structured "
+        f"({STRUCTURED}) or batched ({BATCHED}) mode; or, in binary mode, the event's "
+        "attributes as ce-* headers and its data as an application/json body.")
     return document

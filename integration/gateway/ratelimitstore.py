@@ -8,6 +8,10 @@ makes one round trip per batch of hits instead of one per request, on connection
 beside the client's pool (``OwnConnections``), without redis-py's per-call costs. Each hit is
 still its own script call with its own answer, run by Redis in arrival order: the counting
 is the library's, unchanged.
+
+``limits`` has no public way to send hits together, so this uses ``RedisStorage``'s scripts
+and key helpers: pinned in ``setup.cfg``, checked by ``tests/unit/test_library_internals.py``
+(docs/decisions/0008-library-internals.md says why).
 """
 
 from __future__ import annotations

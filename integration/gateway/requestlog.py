@@ -26,6 +26,8 @@ def correlation_given() -> bool:
 
 
 def _start() -> None:
+    # The request's own context, kept in ``g`` because it is set before any view runs and read
+    # by the log line after it; the views read it through the two functions above.
     logs.clear()
     given = request.headers.get(CORRELATION_HEADER, "")
     g.correlation_given = bool(_VALID.match(given))

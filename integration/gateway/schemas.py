@@ -32,6 +32,11 @@ class ProblemDocument(BaseModel):
     )
 
 
+#: The problems a submitting route may answer (``POST /messages``, ``/alertmanager``).
+SUBMIT_PROBLEMS = {f"HTTP_{code}": ProblemDocument
+                   for code in (400, 401, 403, 413, 415, 422, 429, 503)}
+
+
 class SubmitRequest(RootModel[Envelope | list[Envelope]]):
     """One message envelope, or a JSON array of them (a batch)."""
 
@@ -102,11 +107,6 @@ class TypeInfo(BaseModel):
 class TypeList(BaseModel):
     task: str = Field(description="The Celery task name direct callers send to")
     types: list[TypeInfo]
-
-
-class Health(BaseModel):
-    status: str
-    checks: dict[str, str] | None = None
 
 
 def _iso_only(value: object) -> object:

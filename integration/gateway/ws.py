@@ -10,27 +10,25 @@ import json
 import time
 from typing import Any
 
-import jwt
 import redis
-from flask import Blueprint, Flask, Response, current_app, g, request, url_for
-from flask_jwt_extended import decode_token, get_jwt, verify_jwt_in_request
-from flask_jwt_extended.internal_utils import (
-    custom_verification_for_token,
-    verify_token_not_blocklisted,
-    verify_token_type,
-)
+from flask import Blueprint, Flask, Response, current_app, g, request
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from integration import logs
 from integration.broker.submission import Accepted, Result
 from integration.gateway.auth import (
+    REVOKED,
     Principal,
+    TokenChecks,
     current_principal,
     principal_of,
     verified_claims,
+    verify_token,
 )
 from integration.gateway.fanout import Client, WebSocketHub, error_frame, frame
 from integration.gateway.limits import charge
 from integration.gateway.metrics import gateway_metrics
+from integration.gateway.reads import status_url
 from integration.gateway.runtime import Runtime, runtime
 from integration.gateway.websocket import (
     POLICY_VIOLATION,
@@ -130,6 +128,8 @@ def websocket() -> Response:
         raise
     client = Client(conn)
     sockets.add(client)
+    metrics = gateway_metrics()
+    metrics.sockets.inc()
     session = Session(rt, sockets, client)
     try:
         if principal is None:
@@ -141,6 +141,7 @@ def websocket() -> Response:
     finally:
         sockets.remove(client)
         conn.finish(linger=rt.settings.ws_send_timeout_seconds)
+        metrics.socket_closed(conn.close_code)
         log.info("websocket closed", subject=client.subject, code=conn.close_code,
                  reason=conn.close_reason,
                  duration_s=round(time.monotonic() - client.opened, 3))
@@ -175,6 +176,7 @@ class Session:
                 continue
             kind = body.get("type") if isinstance(body, dict) else None
             ref = body.get("id") if isinstance(body, dict) else None
+            gateway_metrics().frame(kind)
             if self.principal is None:
                 self.authenticate(body if kind == "auth" else None)
                 continue
@@ -206,13 +208,9 @@ class Session:
                                      "(or send an Authorization header on the upgrade)."))
             return
         try:
-            # The checks of a REST request, by the same loaders, in the same order.
-            header = jwt.get_unverified_header(token)
-            payload = decode_token(token)
-            verify_token_type(payload, refresh=False)
-            verify_token_not_blocklisted(header, payload)
-            custom_verification_for_token(header, payload)
-            claims = verified_claims(payload, self.rt.verification.roles_claim)
+            # The checks of a REST request, by the same checks, in the same order.
+            claims = verify_token(token, TokenChecks(self.rt.verification,
+                                                     self.rt.revocations))
             principal = principal_of(claims, self.rt.policy)
             principal.require_some_grant()
         except Exception as exc:  # noqa: BLE001 - answered as a REST request would be (401, 403)
@@ -273,7 +271,7 @@ class Session:
         principal, rt, metrics = self.principal, self.rt, gateway_metrics()
         claims = self.client.claims
         if claims is not None and rt.revocations.token_revoked(claims):
-            self.refuse(Unauthorized("The bearer token has been revoked."))
+            self.refuse(Unauthorized(REVOKED))
             return
         raw = body.get("message")
         wait = charge(principal.subject, principal.grants.rate_limit)
@@ -306,7 +304,7 @@ def _ref(ref: Any) -> dict[str, Any]:
 def _result_frame(result: Result, ref: Any, at: dict[str, Any]) -> str:
     if isinstance(result, Accepted):
         return frame("ack", **_ref(ref), **at, id=result.id, status="queued",
-                     status_url=url_for("api.get_message", message_id=result.id))
+                     status_url=status_url(result.id))
     return error_frame(result, ref, **at)
 
 

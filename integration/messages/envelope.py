@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections import deque
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -28,28 +27,10 @@ FIRING_CHANNEL = "beat"
 FIRING_ID_PREFIX = "beat."
 
 
-#: Random bytes for ids, read from the OS a block at a time: each ``os.urandom`` call is a
-#: system call, which on a VM costs about as much as the rest of making an id. Each 16-byte
-#: piece is taken by exactly one caller (``deque.popleft`` is atomic), and a forked child
-#: starts with an empty pool, so it never repeats its parent's ids.
-_RANDOM_BLOCK = 4096
-_random_pieces: deque[bytes] = deque()
-os.register_at_fork(after_in_child=_random_pieces.clear)
-
-
-def _random16() -> bytes:
-    try:
-        return _random_pieces.popleft()
-    except IndexError:
-        block = os.urandom(_RANDOM_BLOCK)
-        _random_pieces.extend(block[i:i + 16] for i in range(16, _RANDOM_BLOCK, 16))
-        return block[:16]
-
-
 def new_id() -> str:
     """A fresh message id: a random (version 4) UUID in hex, as ``uuid.uuid4().hex`` writes
-    it, without building a UUID object (a noticeable part of a batched message's validation)."""
-    raw = bytearray(_random16())
+    it, without building a ``uuid.UUID`` (docs/decisions/0009-message-ids.md)."""
+    raw = bytearray(os.urandom(16))
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     return raw.hex()

@@ -17,9 +17,9 @@ from integration.messages.registry import Registry, UnknownType
 PROCESS_TASK = "integration.process"
 #: Queue for messages whose type no registration claims (the worker records them dead).
 DEFAULT_QUEUE = "integration.default"
-#: Celery's own default queue: where a task sent without a route lands (no worker of the
-#: service consumes it, so anything waiting there is a message nobody will process).
-CELERY_DEFAULT_QUEUE = "celery"
+#: Celery's own default queue, where a producer without this configuration sends the task;
+#: workers consume it and pass each message on to its type's queue.
+CELERY_QUEUE = "celery"
 
 
 def queue_for(message_type: str, registry: Registry) -> str:
@@ -30,15 +30,15 @@ def queue_for(message_type: str, registry: Registry) -> str:
         return DEFAULT_QUEUE
 
 
+def queue_names(registry: Registry) -> list[str]:
+    """Every queue a message may wait in: each type's, the default queue and Celery's."""
+    return [*registry.queues(), DEFAULT_QUEUE, CELERY_QUEUE]
+
+
 def declare_queues(registry: Registry) -> list[Queue]:
-    """One durable queue per message type, plus the default queue."""
-    names = [*registry.queues(), DEFAULT_QUEUE]
-    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
-
-
-def watched_queues(registry: Registry) -> list[str]:
-    """Every queue a message may wait in: each type's, the default, and Celery's default."""
-    return [*registry.queues(), DEFAULT_QUEUE, CELERY_DEFAULT_QUEUE]
+    """One durable queue per message type, plus the default queue and Celery's."""
+    return [Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in queue_names(registry)]
 
 
 class Router:

@@ -47,7 +47,8 @@ def _commands(settings: Settings, host: str, port: int,
         "gateway": [python, "-m", "integration", "serve", "--host", host, "--port", str(port)],
         "worker": [python, "-m", "celery", "-A", "tasks", "worker", "--loglevel", "INFO",
                    "--concurrency", str(settings.worker_concurrency or 2),
-                   "--hostname", "worker@%h"],
+                   # Task events from the start: Flower and `celery events` see every task.
+                   "--hostname", "worker@%h", "--task-events"],
     }
     if beat:
         # The scheduler (redbeat, from celeryconfig) keeps schedules and state in Redis.

@@ -30,6 +30,11 @@ class Stored:
     body: Any = None
     location: str | None = None
 
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Stored:
+        """What a key holds (a reservation or an answer), as written by ``to_json``."""
+        return cls(**json.loads(raw))
+
     def to_json(self) -> str:
         """As stored under the key (a batch's answer holds an item per message: orjson), or
         by the standard library where orjson refuses, as the answer itself was written."""
@@ -69,7 +74,7 @@ class IdempotencyKeys:
         raw = cast(bytes | None, self.client.get(self._key(owner, key)))
         if raw is None:  # expired between the two calls: try once more
             return self.reserve(owner, key, body_fingerprint)
-        return Stored(**json.loads(raw))
+        return Stored.from_json(raw)
 
     def answer(self, owner: str, key: str, stored: Stored,
                claim: bool = False) -> IdempotentAnswer:

@@ -61,17 +61,18 @@ class SharedBreaker:
         self.client = client
         self.settings = settings
         self.namespace = f"{prefix}:breaker:{name}"
+        # Kept here to read its public state (opened_at, counter): the breaker keeps it private.
+        self.storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client,
+                                                     namespace=self.namespace)
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=settings.fail_max, reset_timeout=settings.reset_timeout,
             exclude=[lambda error: classify(error) == "permanent"],
-            state_storage=pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client,
-                                                        namespace=self.namespace),
-            name=name, throw_new_error_on_trip=False,
+            state_storage=self.storage, name=name, throw_new_error_on_trip=False,
         )
         client.sadd(f"{prefix}:breakers", name)
 
     def _closes_in(self) -> float:
-        opened = self.breaker._state_storage.opened_at
+        opened = self.storage.opened_at
         if opened is None:
             return 0.0
         return max(0.0, (opened.timestamp() + self.settings.reset_timeout) - time.time())
@@ -97,7 +98,7 @@ class SharedBreaker:
                 self.client.delete(trial_lock)
 
     def describe(self) -> dict[str, Any]:
-        storage = self.breaker._state_storage
+        storage = self.storage
         opened = storage.opened_at
         state = self.breaker.current_state
         return {

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,12 @@ def prepare_multiprocess(directory: str | None) -> str:
 
     values.ValueClass = values.get_value_class()
     return str(path)
+
+
+#: Where a message can come from (its record's channel) and where a delivery can leave it.
+CHANNELS = ("rest", "cloudevents", "websocket", "alertmanager", "beat", "direct", "event")
+STATUSES = ("succeeded", "retrying", "deferred", "held", "dead")
+FIRING_OUTCOMES = ("accepted", "rejected", "duplicate", "unavailable", "refused")
 
 
 class WorkerMetrics:
@@ -93,6 +99,17 @@ class WorkerMetrics:
         self.in_progress = Gauge("integration_messages_in_progress",
                                  "Deliveries running now.", ["type"],
                                  multiprocess_mode="livesum")
+
+    def start_from_zero(self, types: Iterable[str]) -> None:
+        """Every (type, channel, status) series of processed messages exists from the start
+        at 0, so ``rate()`` and ``increase()`` count the first messages after a restart too.
+        (An error label cannot be known in advance: the alert rules catch a new series.)"""
+        for kind in types:
+            for channel in CHANNELS:
+                for status in STATUSES:
+                    self.processed.labels(kind, channel, status)
+            for outcome in FIRING_OUTCOMES:
+                self.received.labels(kind, "beat", outcome)
 
     def observe(self, outcome: dict[str, Any], seconds: float) -> None:
         kind, status = outcome["type"], outcome["status"]

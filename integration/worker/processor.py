@@ -1,7 +1,11 @@
 """Process one delivered message: validate again, run its type's handler, record, publish the event.
 
 Runs inside the Celery task but knows nothing of Celery, so it is tested without a broker.
-Direct callers bypass the gateway, so everything is validated again here.
+Direct callers bypass the gateway, so everything is validated again here, by the rules the
+gateway checks (``integration.messages.validation``).
+
+One module because every step of a delivery (claim, guards, handler, retry, finish) reads and
+writes the same record and the same notes for the delivery's outcome.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from integration.events.results import finish, result_event
 from integration.messages import effects
 from integration.messages.envelope import ID_PATTERN, Envelope, new_id, utc_now
 from integration.messages.jsonlimits import JsonLimits
-from integration.messages.problems import error_message, validation_errors
+from integration.messages.problems import InvalidMessage, error_message
 from integration.messages.registry import Registry
 from integration.messages.retry import PermanentError, RetryPolicy, classify
 from integration.messages.status import STARTABLE, Status
+from integration.messages.validation import validate
 from integration.store.records import (
     Begun,
     DeliveryState,
@@ -84,14 +89,6 @@ class Outcome:
         return repr(self.to_json())
 
 
-class InvalidEnvelope(Exception):
-    """A delivered message that fails validation; it ends ``dead``."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("invalid message")
-        self.errors = errors
-
-
 class Processor:
     def __init__(self, registry: Registry, store: StatusStore,
                  limits: JsonLimits | None = None, retry: RetryPolicy | None = None,
@@ -126,9 +123,9 @@ class Processor:
 
     def _process(self, raw: Any, delivery: Delivery) -> Status:
         try:
-            envelope, payload = self._validate(raw)
-        except InvalidEnvelope as exc:
-            return self._reject(raw, delivery, exc.errors)
+            envelope, payload = validate(raw, self.registry, self.limits)
+        except InvalidMessage as problem:
+            return self._reject(raw, delivery, problem.extensions["errors"])
 
         message_type = self.registry.get(envelope.type)
         if message_type.internal:
@@ -314,26 +311,6 @@ class Processor:
         return Status.RETRYING
 
     # -- steps ----------------------------------------------------------------------------
-    def _validate(self, raw: Any) -> tuple[Envelope, Any]:
-        if not isinstance(raw, Mapping):
-            raise InvalidEnvelope([{"loc": [], "msg": "a message is a JSON object",
-                                    "type": "object_type"}])
-        too_big = self.limits.errors(dict(raw))
-        if too_big:
-            raise InvalidEnvelope(too_big)
-        try:
-            envelope = Envelope.model_validate(raw)
-        except ValidationError as exc:
-            raise InvalidEnvelope(validation_errors(exc)) from None
-        if envelope.type not in self.registry:
-            raise InvalidEnvelope([{"loc": ["type"], "msg": "unknown message type",
-                                    "type": "unknown_type"}])
-        try:
-            payload = self.registry.get(envelope.type).payload.model_validate(envelope.data)
-        except ValidationError as exc:
-            raise InvalidEnvelope(validation_errors(exc, ["data"])) from None
-        return envelope, payload
-
     def _not_made_here(self, message_id: str, raw: Any) -> str | None:
         """Why a delivery of an internal type is not the one the service made (None: it is):
         the service records its deliveries (channel ``event``) before sending them, and the

@@ -1,12 +1,29 @@
-"""Fixtures shared by the compose tests: the compose files as docker-compose resolves them."""
+"""Functional tests run against the test Redis (``redis_url``): every process they start,
+and this one, point at it. The compose tests share the compose files as docker-compose
+resolves them."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from integration.app import default_registry, get_settings
 from tests.functional.test_compose import COMPOSE, RABBITMQ, resolve
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_redis(redis_url: str, test_environment: dict[str, str]) -> Iterator[str]:
+    saved = test_environment["INTEGRATION_REDIS_URL"]
+    test_environment["INTEGRATION_REDIS_URL"] = os.environ["INTEGRATION_REDIS_URL"] = redis_url
+    get_settings.cache_clear()
+    default_registry.cache_clear()
+    yield redis_url
+    test_environment["INTEGRATION_REDIS_URL"] = os.environ["INTEGRATION_REDIS_URL"] = saved
+    get_settings.cache_clear()
+    default_registry.cache_clear()
 
 
 @pytest.fixture(scope="module")

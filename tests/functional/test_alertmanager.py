@@ -20,7 +20,6 @@ import redis
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from integration.loop.alertmanager import RecentAlerts
 from integration.messages.envelope import new_id
@@ -286,17 +285,6 @@ def test_the_sample_configuration_is_valid_and_points_at_the_adapter() -> None:
     assert routed("alertname=DiskFull", "severity=critical") == "integration-bus"
     assert routed("alertname=IntegrationWorkerDown", "component=integration-bus",
                   "severity=critical") == "operators"
-
-
-@pytest.fixture
-def served_gateway(app: Flask) -> Iterator[str]:
-    """The gateway on a real HTTP port, for a real Alertmanager to post to."""
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
 
 
 class Operators(ThreadingHTTPServer):

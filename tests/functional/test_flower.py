@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,9 +87,23 @@ def test_flower_sees_the_worker_and_a_processed_message(
 
     task = wait_for(seen, timeout=30, message="flower enabled events and saw a task succeed")
     message_id = task["uuid"]
-    assert task["name"] == "integration.process"
+    assert task["name"] == "integration.process[event]"  # the shadow name shows the type
     assert message_id in task["args"] and "hunter2" not in json.dumps(task), \
         "arguments shown by their ids, never the data"
+
+    # The same states as the status API: dead is FAILURE with its error, a parked retry RETRY.
+    def flower_state(body: dict[str, Any], state: str) -> dict[str, Any]:
+        message_id = client.post("/api/v1/messages", headers=auth, json=body).get_json()["id"]
+        return wait_for(lambda: (info := get(f"{flower}/api/task/info/{message_id}")[1])
+                        and info.get("state") == state and info, timeout=20,
+                        message=f"flower shows {message_id} {state}")
+
+    failed = flower_state({"type": "test.flaky", "source": "flower", "data": {
+        "key": uuid.uuid4().hex, "fail_times": 1, "kind": "permanent"}}, "FAILURE")
+    assert "dead" in failed["exception"] and "PermanentError" in failed["exception"]
+    assert failed["name"] == "integration.process[test.flaky]"
+    flower_state({"type": "test.patient", "source": "flower", "data": {
+        "key": uuid.uuid4().hex, "fail_times": 1}}, "RETRY")
 
 
 def test_flower_metrics_need_the_login(flower: str) -> None:

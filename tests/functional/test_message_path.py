@@ -157,6 +157,16 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     assert ready.get_json()["checks"] == {"store": "ok", "broker": "ok"}
 
 
+def test_received_messages_start_from_zero(client: FlaskClient) -> None:
+    """Each public type's outcomes are exported at 0 before the first message."""
+    text = client.get("/metrics").get_data(as_text=True)
+    for outcome in ("accepted", "rejected", "duplicate", "throttled", "unavailable"):
+        assert (f'integration_messages_received_total{{channel="websocket",outcome="{outcome}",'
+                f'type="event"}} 0.0') in text
+    assert 'channel="alertmanager",outcome="accepted",type="alert"} 0.0' in text
+    assert 'channel="alertmanager",outcome="accepted",type="event"}' not in text
+
+
 def test_received_messages_are_counted_by_type_channel_and_outcome(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
@@ -181,3 +191,14 @@ def test_received_messages_are_counted_by_type_channel_and_outcome(
     assert found[key("event", "accepted")] == 2
     assert found[key("event", "duplicate")] == 1
     assert found[key("unknown", "rejected")] == 2
+
+
+def test_both_openapi_routes_serve_problems_as_problem_documents(client: FlaskClient) -> None:
+    """``/openapi.json`` and spectree's ``/docs/openapi.json`` serve the same document, in which
+    a problem answer is ``application/problem+json``, however often it is asked for."""
+    first = client.get("/openapi.json").get_json()
+    assert client.get("/docs/openapi.json").get_json() == first
+    assert client.get("/openapi.json").get_json() == first
+    responses = first["paths"]["/api/v1/messages"]["post"]["responses"]
+    assert list(responses["422"]["content"]) == ["application/problem+json"]
+    assert list(responses["default"]["content"]) == ["application/problem+json"]

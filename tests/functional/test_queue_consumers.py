@@ -65,8 +65,8 @@ def test_a_queue_nobody_consumes_is_exported_and_reported(
     warned = findings(run_check(env, "--json", "--only", "queues"), "warning")
     assert sorted(warned) == [
         ("queues", "1 message(s) wait in queue celery, which no live worker consumes (Celery's "
-                   "default queue: tasks sent without a route land there): start a worker "
-                   "with -Q celery"),
+                   "default queue: a producer without this configuration sends there, and a "
+                   "worker consuming it passes each message on): start a worker with -Q celery"),
         ("queues", "1 message(s) wait in queue test.slow, which no live worker consumes: "
                    "start a worker with -Q test.slow")]
 

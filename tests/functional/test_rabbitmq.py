@@ -188,7 +188,12 @@ def test_every_202_item_of_a_batch_on_rabbitmq_is_in_its_queue_once_as_send_task
     202, its message is in its type's queue exactly once, in order, and it is the Celery
     protocol-2 message ``send_task`` publishes (same body, headers and properties)."""
     from integration.broker.celery_app import create_celery
-    from integration.broker.publisher import CORRELATION_HEADER, args_summary, correlation_of
+    from integration.broker.publisher import (
+        CORRELATION_HEADER,
+        args_summary,
+        correlation_of,
+        shadow_of,
+    )
     from integration.messages.routing import PROCESS_TASK
 
     _, url = quiet_vhost
@@ -217,6 +222,7 @@ def test_every_202_item_of_a_batch_on_rabbitmq_is_in_its_queue_once_as_send_task
     with app.producer_or_acquire() as producer:
         app.send_task(PROCESS_TASK, args=(envelope,), task_id=envelope["id"], queue="metric",
                       producer=producer, ignore_result=True, argsrepr=args_summary(envelope),
+                      shadow=shadow_of(envelope),
                       headers={CORRELATION_HEADER: correlation_of(envelope)})
     (theirs,) = queued_messages(url, "metric")
     assert ours.body == theirs.body

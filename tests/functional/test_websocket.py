@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -202,6 +203,30 @@ def test_a_bad_auth_frame_is_refused(gateway: Gateway, bad_token: str) -> None:
     assert closed.rcvd is not None and closed.rcvd.code == 1008
 
 
+@pytest.mark.parametrize(("kind", "detail"), [("revoked", "revoked"), ("refresh", "invalid")])
+def test_an_auth_frame_gets_the_checks_of_a_rest_request(gateway: Gateway, kind: str,
+                                                         detail: str) -> None:
+    """A revoked token, or a refresh token, in the auth frame is refused as REST refuses it."""
+    from integration.security.tokens import unverified_claims
+
+    if kind == "revoked":
+        token = token_for("revoked-first", ["admin"])
+        jti = unverified_claims(token)["jti"]
+        admin = token_for("token-admin", ["admin"])
+        assert http("DELETE", f"{gateway.base}/api/v1/tokens/{jti}", admin)[0] == 204
+    else:
+        token = jwt.encode({"sub": "refresher", "roles": ["admin"], "type": "refresh",
+                            "exp": int(time.time()) + 600, "jti": "r1"}, TEST_SECRET,
+                           algorithm="HS256")
+    assert http("GET", f"{gateway.base}/api/v1/types", token)[0] == 401
+    with connect(gateway.ws_url, open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "auth", "token": token}))
+        frames, closed = closed_with(ws)
+    assert frames[0]["type"] == "error" and frames[0]["problem"]["status"] == 401
+    assert detail in frames[0]["problem"]["detail"]
+    assert closed.rcvd is not None and closed.rcvd.code == 1008
+
+
 @pytest.mark.parametrize("parameter", ["token", "jwt"])
 def test_a_token_in_the_query_string_is_refused(gateway: Gateway, parameter: str) -> None:
     """A token in the URL is refused with 401, even a valid one (URLs end up in logs)."""
@@ -389,6 +414,31 @@ def test_socket_submissions_are_counted_on_the_websocket_channel(gateway: Gatewa
         status, text = response.status, response.read().decode()
     assert status == 200
     assert 'channel="websocket"' in text and 'outcome="accepted"' in text
+
+
+def test_sockets_frames_and_closes_are_counted(gateway: Gateway) -> None:
+    """The gateway's WebSocket metrics: open sockets, frames by kind, closes by code."""
+    def sample(name: str, labels: str = "") -> float:
+        with urllib.request.urlopen(gateway.base + "/metrics", timeout=10) as response:  # noqa: S310
+            text = response.read().decode()
+        found = re.search(rf"^{name}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    before = {kind: sample("integration_websocket_frames_total", f'{{kind="{kind}"}}')
+              for kind in ("ping", "unknown")}
+    closed = sample("integration_websocket_closed_total", '{code="1000"}')
+    with authed(gateway, token_for("metered", ["admin"])) as ws:
+        assert sample("integration_websocket_connections") >= 1
+        ws.send(json.dumps({"type": "ping", "id": "p"}))
+        recv_json(ws)
+        ws.send(json.dumps({"type": "dance"}))
+        assert recv_json(ws)["type"] == "error"
+    wait_for(lambda: sample("integration_websocket_closed_total", '{code="1000"}') == closed + 1,
+             message="the close counted")
+    assert sample("integration_websocket_frames_total", '{kind="ping"}') == before["ping"] + 1
+    assert sample("integration_websocket_frames_total", '{kind="unknown"}') == \
+        before["unknown"] + 1
+    assert sample("integration_websocket_connections") == 0
 
 
 # -- capacity, heartbeats, slow consumers, shutdown ---------------------------------------

@@ -91,7 +91,7 @@ def test_queue_depth_and_breaker_state_come_from_one_worker_only(
     """Cluster-wide values are exported by the lease holder alone, so a sum over workers is
     the true value; breaker state is one series per state."""
     from integration.app import default_registry
-    from integration.messages.routing import watched_queues
+    from integration.messages.routing import queue_names
     from integration.worker.guards import GuardSettings, SharedBreaker
     from tests.conftest import WorkerProcess
 
@@ -104,7 +104,7 @@ def test_queue_depth_and_breaker_state_come_from_one_worker_only(
                      if any(n == "integration_queue_depth" for n, _ in s)]
         assert len(exporters) == 1, "exactly one worker exports the queue depth"
         queues = {dict(ls)["queue"] for n, ls in exporters[0] if n == "integration_queue_depth"}
-        assert queues == set(watched_queues(default_registry()))
+        assert queues == set(queue_names(default_registry()))
         states = {dict(ls)["state"]: v for (n, ls), v in exporters[0].items()
                   if n == "integration_breaker_state"
                   and dict(ls)["breaker"] == "test:metrics-target"}
@@ -180,3 +180,16 @@ def test_revoked_and_unknown_tasks_are_counted_and_nothing_stays_queued(
     other.send_task("no.such.task", args=[], queue="event")
     wait_for(lambda: delta("integration_tasks_refused_total", reason="unknown_task") == 1,
              message="unknown task counted")
+
+
+def test_every_type_starts_from_zero(worker: Any) -> None:
+    """Before any message, each registered type's outcomes are exported at 0, so the first
+    messages after a start count in rate() and increase()."""
+    from integration.app import default_registry
+
+    samples = wait_for(lambda: scrape(worker.metrics_port), message="a scrape")
+    for kind in default_registry().names():
+        for status in ("succeeded", "dead"):
+            key = ("integration_messages_processed_total",
+                   frozenset({("type", kind), ("channel", "rest"), ("status", status)}))
+            assert key in samples, key

@@ -92,3 +92,12 @@ def test_importing_the_tasks_changes_nothing_process_wide() -> None:
                             capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["None", "MutexValue"]
+
+
+def test_unit_tests_mirror_the_package_tree() -> None:
+    """``tests/unit/<layer>/`` for each layer's tests; only whole-tree checks sit at the top."""
+    folders = {p.name for p in (ROOT / "tests" / "unit").iterdir()
+               if p.is_dir() and p.name != "__pycache__"}
+    assert folders <= {*LAYERS, "tasks", "bench"}, folders
+    top = {p.name for p in (ROOT / "tests" / "unit").glob("test_*.py")}
+    assert top <= {"test_architecture.py", "test_docs.py", "test_logs.py"}, top

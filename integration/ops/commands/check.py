@@ -453,7 +453,7 @@ def check_queues(ctx: Context) -> Iterator[Finding]:
     import redis
 
     from integration.app import build_submitter, default_registry
-    from integration.messages.routing import CELERY_DEFAULT_QUEUE, watched_queues
+    from integration.messages.routing import CELERY_QUEUE, queue_names
     from integration.worker.heartbeats import Heartbeats
     from integration.worker.queues import unconsumed
 
@@ -464,15 +464,16 @@ def check_queues(ctx: Context) -> Iterator[Finding]:
     try:
         submitter = build_submitter(settings, origin="check")
         consumers = Heartbeats(submitter.store.client, settings.key_prefix).consumers()
-        queues = list(dict.fromkeys([*watched_queues(default_registry()), *sorted(consumers)]))
+        queues = list(dict.fromkeys([*queue_names(default_registry()), *sorted(consumers)]))
         depths = submitter.publisher.queue_depths(queues)
     except (redis.RedisError, OSError) as exc:
         yield error("queues", f"the queues cannot be read: {type(exc).__name__}: {exc}")
         return
     waiting = unconsumed(depths, consumers)
     for queue, count in waiting.items():
-        why = (" (Celery's default queue: tasks sent without a route land there)"
-               if queue == CELERY_DEFAULT_QUEUE else "")
+        why = (" (Celery's default queue: a producer without this configuration sends there, "
+               "and a worker consuming it passes each message on)"
+               if queue == CELERY_QUEUE else "")
         yield warning("queues", f"{count} message(s) wait in queue {queue}, which no live "
                                 f"worker consumes{why}: start a worker with -Q {queue}")
     if not waiting:

@@ -38,15 +38,18 @@ def test_frames_equal_py_amqp_s(text: str, frame_max: int) -> None:
     frames = TaskFrames(app, origin="gateway")
     envelope: dict[str, Any] = {"id": "m-1", "type": "metric", "source": "s",
                                 "data": {"name": text, "value": 1.5}}
-    extra = {"argsrepr": repr({"id": "m-1", "type": "metric"}), "correlationid": "c-1"}
+    extra = {"argsrepr": repr({"id": "m-1", "type": "metric"}), "shadow": "p[metric]",
+             "correlationid": "c-1"}
     ours = frames.encode(TaskFrames.message("metric", "m-1", (envelope,), extra), 7, frame_max)
 
     headers, properties, body, _ = app.amqp.as_task_v2(
         "m-1", PROCESS_TASK, args=(envelope,), kwargs={}, origin="gateway",
-        ignore_result=True, argsrepr=extra["argsrepr"])
+        ignore_result=True, argsrepr=extra["argsrepr"], shadow=extra["shadow"])
     # A header table's order carries no meaning; py-amqp writes the dict's.
-    ordered = {k: v for k, v in headers.items() if k not in ("id", "root_id", "argsrepr")}
-    ordered.update(id="m-1", root_id="m-1", argsrepr=extra["argsrepr"], correlationid="c-1")
+    ordered = {k: v for k, v in headers.items()
+               if k not in ("id", "root_id", "argsrepr", "shadow")}
+    ordered.update(id="m-1", root_id="m-1", argsrepr=extra["argsrepr"], shadow=extra["shadow"],
+                   correlationid="c-1")
     message = amqp.Message(dumps(body).encode(), priority=0,
                            content_type="application/json", content_encoding="utf-8",
                            application_headers=ordered, delivery_mode=2, **properties)

@@ -63,11 +63,11 @@ def test_generated_ids_are_version_4_uuids_in_hex() -> None:
 
 
 def test_a_forked_child_never_repeats_its_parents_ids() -> None:
-    """Ids come from a pool of random bytes; a child must not inherit what is left of it
-    (the gateway's and worker's processes are forked after their first ids were made)."""
+    """The gateway's and worker's processes are forked after their first ids were made; a
+    child's ids are its own (no random state is inherited)."""
     from integration.messages.envelope import new_id
 
-    new_id()  # the pool now holds the rest of a block
+    new_id()
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report its next ids and leave at once

@@ -11,7 +11,12 @@ from pydantic import BaseModel
 from integration.app import default_registry, route_task
 from integration.messages import registry as registry_module
 from integration.messages.registry import MessageType, Registry, UnknownType
-from integration.messages.routing import DEFAULT_QUEUE, PROCESS_TASK, declare_queues
+from integration.messages.routing import (
+    CELERY_QUEUE,
+    DEFAULT_QUEUE,
+    PROCESS_TASK,
+    declare_queues,
+)
 
 
 class Ticket(BaseModel):
@@ -58,14 +63,14 @@ def test_router_sends_process_calls_to_the_queue_of_their_type() -> None:
     assert route_task("other.task", [], {}, {}) is None
 
 
-def test_declare_queues_include_the_default_queue() -> None:
+def test_declare_queues_include_the_default_queue_and_celerys() -> None:
     names = [queue.name for queue in declare_queues(Registry([TICKET]))]
-    assert names == ["ticket", DEFAULT_QUEUE]
+    assert names == ["ticket", DEFAULT_QUEUE, CELERY_QUEUE]
 
 
 def test_entry_points_add_types(monkeypatch: pytest.MonkeyPatch) -> None:
     """Another installed package adds types through the integration.message_types group."""
-    point = EntryPoint("tickets", "tests.unit.test_registry:TICKET",
+    point = EntryPoint("tickets", "tests.unit.messages.test_registry:TICKET",
                        registry_module.ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry_module, "entry_points",
                         lambda group: [point] if group == registry_module.ENTRY_POINT_GROUP
