@@ -87,7 +87,8 @@ def _describe_setting_error(problem: Any) -> str:
 def check_secrets(ctx: Context) -> Iterator[Finding]:
     """Token verification as the gateway sets it up, and every secret this process is
     configured with, by production's rules (placeholders and low estimated entropy)."""
-    from integration.security.verification import signing_key, token_verification, weak_secrets
+    from integration.security.secrets import weak_secrets
+    from integration.security.verification import signing_key, token_verification
     from integration.settings import ConfigurationError
 
     settings = ctx.settings
