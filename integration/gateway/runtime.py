@@ -84,7 +84,11 @@ class Runtime:
 
     def egress_refusal(self, url: str) -> str | None:
         """Why a URL may not be called (scheme, address policy, unresolvable), or None."""
-        from integration.security.egress import EgressPolicy, EgressRefused, EgressUnavailable
+        from integration.security.egress_policy import (
+            EgressPolicy,
+            EgressRefused,
+            EgressUnavailable,
+        )
 
         try:
             EgressPolicy.from_settings(self.settings).check(url)

@@ -277,7 +277,7 @@ def check_durations(ctx: Context) -> Iterator[Finding]:
 def check_egress(ctx: Context) -> Iterator[Finding]:
     """The allowlist parses; declared targets written as addresses are not refused by it."""
     from integration.loop.executors import Targets
-    from integration.security.egress import EgressPolicy
+    from integration.security.egress_policy import EgressPolicy
     from integration.settings import ConfigurationError
 
     try:
