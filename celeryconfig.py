@@ -9,7 +9,7 @@ from integration.app import default_registry, get_settings, route_task
 from integration.broker.kombu_redis import use_for_redis_urls
 from integration.messages.routing import DEFAULT_QUEUE, declare_queues
 from integration.schedules.store import beat_key_prefix, redbeat_options
-from integration.security.verification import refuse_weak_secrets
+from integration.security.secrets import refuse_weak_secrets
 from integration.worker.recovery import check_durations, check_recovery_bound
 
 _settings = get_settings()

@@ -34,8 +34,8 @@ from integration.schedules.file import load_schedule_file
 from integration.schedules.spec import ScheduleSpec
 from integration.security.egress import Egress, egress_from_settings
 from integration.security.policy import load_policy
+from integration.security.revocations import Revocations
 from integration.security.rights import CreatorRights
-from integration.security.verification import Revocations
 from integration.settings import Settings
 from integration.store.records import store_from_settings
 from integration.worker.guards import Guards, GuardSettings

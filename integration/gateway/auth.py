@@ -27,9 +27,9 @@ from integration.gateway.errors import problem_response
 from integration.messages.memo import remember
 from integration.messages.problems import Forbidden, Unauthorized, Unavailable
 from integration.security.policy import Grants, Policy
+from integration.security.revocations import Revocations
 from integration.security.verification import (
     InvalidClaims,
-    Revocations,
     TokenClaims,
     TokenVerification,
     token_claims,

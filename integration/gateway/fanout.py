@@ -23,7 +23,8 @@ from integration.gateway.websocket import (
     WebSocket,
 )
 from integration.messages.problems import Problem, RetryLater, Unauthorized
-from integration.security.verification import Revocations, TokenClaims
+from integration.security.revocations import Revocations
+from integration.security.verification import TokenClaims
 from integration.settings import Settings
 from integration.store.records import StatusStore
 

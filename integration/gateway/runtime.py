@@ -15,12 +15,9 @@ from integration.messages.registry import Registry
 from integration.messages.retry import idempotency_ttl
 from integration.schedules.store import Schedules
 from integration.security.policy import Policy, load_policy
-from integration.security.verification import (
-    Revocations,
-    TokenVerification,
-    refuse_weak_secrets,
-    token_verification,
-)
+from integration.security.revocations import Revocations
+from integration.security.secrets import refuse_weak_secrets
+from integration.security.verification import TokenVerification, token_verification
 from integration.settings import Settings
 from integration.store.idempotency import IdempotencyKeys
 from integration.store.records import StatusStore
@@ -87,7 +84,11 @@ class Runtime:
 
     def egress_refusal(self, url: str) -> str | None:
         """Why a URL may not be called (scheme, address policy, unresolvable), or None."""
-        from integration.security.egress import EgressPolicy, EgressRefused, EgressUnavailable
+        from integration.security.egress_policy import (
+            EgressPolicy,
+            EgressRefused,
+            EgressUnavailable,
+        )
 
         try:
             EgressPolicy.from_settings(self.settings).check(url)

@@ -32,7 +32,8 @@ from integration.loop.payloads import ActionPayload
 from integration.messages import effects
 from integration.messages.envelope import Envelope
 from integration.messages.retry import PermanentError
-from integration.security.egress import Egress, EgressRefused
+from integration.security.egress import Egress
+from integration.security.egress_policy import EgressRefused
 from integration.settings import ConfigurationError, Settings, environment_secret
 
 log = logs.get_logger(__name__)

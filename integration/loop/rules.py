@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import operator
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -24,6 +22,13 @@ from pydantic import (
     model_validator,
 )
 
+from integration.loop.templates import (
+    PLACEHOLDER,
+    check_placeholders,
+    format_number,
+    placeholder_values,
+    render,
+)
 from integration.messages.retry import PermanentError
 from integration.settings import ConfigurationError
 
@@ -41,7 +46,6 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 }
 
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _ANNOTATION_NAMES = ("value", "metric", "threshold", "clear")
 _DIAGNOSIS_NAMES = ("alert",)
 _PLAYBOOK_NAMES = ("alert",)
@@ -55,58 +59,6 @@ class PlanError(PermanentError):
 class TargetNotAllowed(PlanError):
     """A playbook's target, filled from an alert's labels, is not one the rules file allows
     for that playbook (``allowed_targets``): whoever sends alerts does not choose what runs."""
-
-
-def _check_placeholders(text: str, names: tuple[str, ...], groups: tuple[str, ...]) -> str:
-    """Refuse placeholders a text cannot be filled with, so typos fail at load, not at 3 am."""
-    for found in _PLACEHOLDER.findall(text):
-        group, dot, key = found.partition(".")
-        if found in names or (dot and key and group in groups):
-            continue
-        allowed = [*names, *(f"{g}.<name>" for g in groups)]
-        raise ValueError(f"unknown placeholder {{{found}}} in {text!r}; "
-                         f"allowed: {', '.join('{' + a + '}' for a in allowed)}")
-    return text
-
-
-def render(text: str, values: Mapping[str, str], *, strict: bool = False) -> str:
-    """Fill ``{name}`` placeholders from ``values``; a missing one stays as written (so it
-    shows in the message) unless ``strict``, where it raises ``KeyError``.
-
-    Each kind of text accepts its own names, checked when the file is loaded:
-
-    - threshold ``annotations``: ``{value}``, ``{metric}``, ``{threshold}``, ``{clear}``,
-      ``{labels.<x>}``
-    - diagnosis ``probable_cause`` and ``findings``: ``{alert}``, ``{labels.<x>}``,
-      ``{annotations.<x>}``
-    - playbook ``target`` and string ``parameters``: ``{alert}``, ``{labels.<x>}``
-    """
-
-    def fill(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name in values:
-            return values[name]
-        if strict:
-            raise KeyError(name)
-        return match.group(0)
-
-    return _PLACEHOLDER.sub(fill, text)
-
-
-def placeholder_values(**groups: Any) -> dict[str, str]:
-    """Flatten ``labels={"host": "a"}`` into ``{"labels.host": "a"}``; scalars stay as named."""
-    values: dict[str, str] = {}
-    for group, content in groups.items():
-        if isinstance(content, Mapping):
-            values.update({f"{group}.{k}": str(v) for k, v in content.items()})
-        elif content is not None:
-            values[group] = format_number(content) if isinstance(content, float) else str(content)
-    return values
-
-
-def format_number(value: float) -> str:
-    """Numbers as people write them: 95 rather than 95.0, 93.5 and 1048576 as they are."""
-    return str(int(value)) if math.isfinite(value) and value.is_integer() else repr(value)
 
 
 class _Section(BaseModel):
@@ -132,7 +84,7 @@ class ThresholdRule(_Section):
     @classmethod
     def _annotation_placeholders(cls, annotations: dict[str, str]) -> dict[str, str]:
         for text in annotations.values():
-            _check_placeholders(text, _ANNOTATION_NAMES, ("labels",))
+            check_placeholders(text, _ANNOTATION_NAMES, ("labels",))
         return annotations
 
     @field_validator("clear")
@@ -186,13 +138,13 @@ class DiagnosisRule(_Section):
     @field_validator("probable_cause")
     @classmethod
     def _cause_placeholders(cls, text: str) -> str:
-        return _check_placeholders(text, _DIAGNOSIS_NAMES, ("labels", "annotations"))
+        return check_placeholders(text, _DIAGNOSIS_NAMES, ("labels", "annotations"))
 
     @field_validator("findings")
     @classmethod
     def _finding_placeholders(cls, findings: list[str]) -> list[str]:
         for text in findings:
-            _check_placeholders(text, _DIAGNOSIS_NAMES, ("labels", "annotations"))
+            check_placeholders(text, _DIAGNOSIS_NAMES, ("labels", "annotations"))
         return findings
 
     def matches(self, name: str, labels: Mapping[str, str]) -> bool:
@@ -219,11 +171,11 @@ class Playbook(_Section):
     @field_validator("target")
     @classmethod
     def _target_placeholders(cls, text: str) -> str:
-        return _check_placeholders(text, _PLAYBOOK_NAMES, ("labels",))
+        return check_placeholders(text, _PLAYBOOK_NAMES, ("labels",))
 
     @model_validator(mode="after")
     def _bounded_targets(self) -> Playbook:
-        templated = bool(_PLACEHOLDER.search(self.target))
+        templated = bool(PLACEHOLDER.search(self.target))
         if templated and self.executor == "http" and self.allowed_targets is None:
             raise ValueError("an http playbook whose target comes from labels needs "
                              "allowed_targets: the declared targets that labels may choose")
@@ -242,7 +194,7 @@ class Playbook(_Section):
     def _parameter_placeholders(cls, parameters: dict[str, Any]) -> dict[str, Any]:
         for value in parameters.values():
             if isinstance(value, str):
-                _check_placeholders(value, _PLAYBOOK_NAMES, ("labels",))
+                check_placeholders(value, _PLAYBOOK_NAMES, ("labels",))
         return parameters
 
 

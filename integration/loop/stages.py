@@ -1,9 +1,9 @@
 """The built-in stages of the self-healing loop, as consumers of result events.
 
 metric -(alerting)-> alert -(diagnosing)-> diagnosis -(planning)-> action -(recording)->
-action.result. Each stage is an ordinary consumer: its deliveries have their own queue, retries
-and dead letters, and the message it emits is caused by the event it consumed, so one trace
-shows the whole chain. The rules come from ``INTEGRATION_RULES_FILE``.
+action.result. Each stage is an inline consumer: it runs in the worker that produced the event,
+its delivery recorded with the outcome, and the message it emits is caused by the event it
+consumed, so one trace shows the whole chain. The rules come from ``INTEGRATION_RULES_FILE``.
 ``INTEGRATION_LOOP_STAGES`` chooses which built-in stages run; leave one out and subscribe
 your own consumer to its topic to replace it.
 """

@@ -10,7 +10,8 @@ from typing import Any, Literal, cast
 
 import redis
 
-from integration.loop.rules import Rules, ThresholdRule, placeholder_values, render
+from integration.loop.rules import Rules, ThresholdRule
+from integration.loop.templates import placeholder_values, render
 from integration.loop.types import MetricPayload, alert_fingerprint
 
 # KEYS[1]: the series' state hash (state, since = first breach, last = newest sample time).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from integration.security.verification import GENERATE, secret_weakness
+from integration.security.secrets import GENERATE, secret_weakness
 from integration.settings import ConfigurationError, Settings
 
 #: Flower's own option for its login (``user:password``, several separated by commas).

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from integration.security.policy import Policy
-from integration.security.verification import Revocations
+from integration.security.revocations import Revocations
 
 NO_ROLES = ("it was made before its creator's roles were recorded; make it again to record "
             "them")

@@ -144,7 +144,7 @@ def test_env_file_is_never_committed() -> None:
 def test_every_placeholder_of_env_example_is_refused_in_production() -> None:
     """Each value of .env.example (Flower's: its password) is a placeholder that production
     refuses, so a copied .env.example never guards a deployment."""
-    from integration.security.verification import secret_weakness
+    from integration.security.secrets import secret_weakness
 
     for variable, value in example_values().items():
         secret = value.partition(":")[2] if variable == "FLOWER_BASIC_AUTH" else value

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from integration.messages.retry import DownstreamError, classify
-from integration.security.egress import (
-    Egress,
+from integration.security.egress import Egress
+from integration.security.egress_policy import (
     EgressPolicy,
     EgressRefused,
     EgressTimeout,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from integration.security.verification import entropy_bits
+from integration.security.secrets import entropy_bits
 from integration.settings import ConfigurationError
 from tests.conftest import ROOT
 

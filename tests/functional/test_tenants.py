@@ -21,8 +21,8 @@ from integration.messages.ownership import scoped
 from integration.messages.routing import DEFAULT_QUEUE, PROCESS_TASK
 from integration.messages.status import Status
 from integration.ops.embedded_redis import EmbeddedRedis
+from integration.security.revocations import Revocations
 from integration.security.tokens import issue_token
-from integration.security.verification import Revocations
 from integration.store.records import store_from_settings
 from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, configured, wait_for, wait_status
 from tests.functional.test_schedules import BeatProcess, schedule_file

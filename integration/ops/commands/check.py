@@ -91,7 +91,8 @@ def _describe_setting_error(problem: Any) -> str:
 def check_secrets(ctx: Context) -> Iterator[Finding]:
     """Token verification as the gateway sets it up, and every secret this process is
     configured with, by production's rules (placeholders and low estimated entropy)."""
-    from integration.security.verification import signing_key, token_verification, weak_secrets
+    from integration.security.secrets import weak_secrets
+    from integration.security.verification import signing_key, token_verification
     from integration.settings import ConfigurationError
 
     settings = ctx.settings
@@ -280,7 +281,7 @@ def check_durations(ctx: Context) -> Iterator[Finding]:
 def check_egress(ctx: Context) -> Iterator[Finding]:
     """The allowlist parses; declared targets written as addresses are not refused by it."""
     from integration.loop.executors import Targets
-    from integration.security.egress import EgressPolicy
+    from integration.security.egress_policy import EgressPolicy
     from integration.settings import ConfigurationError
 
     try:

@@ -9,8 +9,9 @@ from typing import Any
 import click
 
 from integration.app import get_settings
+from integration.security.revocations import Revocations
 from integration.security.tokens import SERVICE_TOKEN, issue_token, read_token, unverified_claims
-from integration.security.verification import Revocations, signing_key
+from integration.security.verification import signing_key
 from integration.settings import ConfigurationError
 from integration.store.records import store_from_settings
 

@@ -8,15 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from integration.loop.rules import (
-    PlanError,
-    Rules,
-    TargetNotAllowed,
-    load_rules,
-    parse_rules,
-    placeholder_values,
-    render,
-)
+from integration.loop.rules import PlanError, Rules, TargetNotAllowed, load_rules, parse_rules
+from integration.loop.templates import placeholder_values, render
 from integration.loop.types import ActionPayload, DiagnosisPayload
 from integration.messages.retry import classify
 from integration.settings import ConfigurationError, Settings

@@ -6,7 +6,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from integration.messages.retry import classify
-from integration.security.egress import EgressPolicy, EgressRefused, EgressUnavailable, ResolvedURL
+from integration.security.egress_policy import (
+    EgressPolicy,
+    EgressRefused,
+    EgressUnavailable,
+    ResolvedURL,
+)
 from integration.settings import ConfigurationError
 
 
