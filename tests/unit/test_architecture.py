@@ -100,4 +100,5 @@ def test_unit_tests_mirror_the_package_tree() -> None:
                if p.is_dir() and p.name != "__pycache__"}
     assert folders <= {*LAYERS, "tasks", "bench"}, folders
     top = {p.name for p in (ROOT / "tests" / "unit").glob("test_*.py")}
-    assert top <= {"test_architecture.py", "test_docs.py", "test_logs.py"}, top
+    assert top <= {"test_architecture.py", "test_dependencies.py", "test_docs.py",
+                   "test_logs.py"}, top
