@@ -711,21 +711,6 @@ class StatusStore:
     def clear_outbox(self, message_id: str) -> None:
         self._own.execute("ZREM", self.outbox_key, message_id)
 
-    def _add_event(self, pipe: redis.client.Pipeline, message_id: str, topic: str,
-                   event: Mapping[str, Any]) -> None:
-        """Append the result event to the event log and to the message's history."""
-        at = now_ms()
-        pipe.xadd(
-            self.events_key,
-            {"topic": topic, "message_id": message_id,
-             "event": json.dumps(event, separators=(",", ":"))},
-            maxlen=self.events_maxlen,
-            approximate=True,
-        )
-        pipe.rpush(self._history_key(message_id), _history_entry("published", at, {"topic": topic}))
-        pipe.hset(self._record_key(message_id), "topic", topic)
-
-    # -- reads --------------------------------------------------------------------------
     # -- dead letters -----------------------------------------------------------------------
     def replay_many(self, message_ids: Sequence[str], by: str) -> list[int]:
         """Move dead messages back to queued as a new generation; 0 where one was not dead."""
@@ -799,15 +784,6 @@ class StatusStore:
 
     def _claim_key(self, message_id: str, generation: int) -> str:
         return f"{self._claim_prefix(message_id)}{generation}"
-
-    def claim(self, message_id: str, generation: int, holder: str, lease_seconds: int) -> bool:
-        """Claim the right to run this message's effect, for ``lease_seconds`` at most."""
-        return bool(self.client.set(self._claim_key(message_id, generation), holder,
-                                    nx=True, ex=lease_seconds))
-
-    def claim_remaining(self, message_id: str, generation: int) -> float:
-        ttl = cast(int, self.client.pttl(self._claim_key(message_id, generation)))
-        return max(ttl, 0) / 1000
 
     def release_claim(self, message_id: str, generation: int, holder: str) -> None:
         key = self._claim_key(message_id, generation)
