@@ -45,8 +45,9 @@ from integration.messages.problems import (
 )
 from integration.messages.routing import PROCESS_TASK
 from integration.messages.status import Status
+from integration.store.codec import public
 from integration.store.idempotency import MAX_KEY_LENGTH, Stored, fingerprint, parse_key
-from integration.store.records import IdempotentAnswer, public
+from integration.store.model import IdempotentAnswer
 from integration.store.trace import trace
 
 #: Fields of a status record that a summary (list item) shows.

@@ -19,7 +19,8 @@ from integration.messages.registry import MessageType, Registry
 from integration.messages.status import STARTABLE, Status
 from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
-from integration.store.records import NewRecord, StatusStore, store_from_settings
+from integration.store.model import NewRecord
+from integration.store.records import StatusStore, store_from_settings
 from integration.worker.processor import Delivery, Processor
 from tests.conftest import configured
 
