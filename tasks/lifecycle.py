@@ -19,7 +19,7 @@ from integration.app import (
 from integration.broker.holdings import holdings_of
 from integration.events.dispatch import OutboxRelay
 from integration.settings import ConfigurationError
-from integration.store.records import LedgerEntry
+from integration.store.model import LedgerEntry
 from integration.worker.heartbeats import Heartbeat, Heartbeats, instance_name
 from integration.worker.reconciler import Reconciler
 from integration.worker.recovery import heartbeat_ttl, leader_lease, recovery_bound
