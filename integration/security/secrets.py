@@ -83,12 +83,13 @@ def _url_password(url: str | None) -> str | None:
         host = parts.hostname or ""
     except ValueError:
         return None
-    if host == "localhost" or _is_loopback(host):
+    if host == "localhost" or is_loopback(host):
         return None
     return unquote(password) if password else None
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (a name is not)."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from integration.ops.checks.findings import Context, Finding, error, ok, shown, warning
+from integration.security.secrets import is_loopback
 
 if TYPE_CHECKING:
     from integration.settings import Settings
@@ -92,18 +93,11 @@ def _redis_passwords(ctx: Context) -> Iterator[Finding]:
         if parts.scheme not in ("redis", "rediss") or parts.password:
             continue
         host = parts.hostname or ""
-        if host == "localhost" or _loopback(host):
+        if host == "localhost" or is_loopback(host):
             continue
         yield warning("secrets", f"{variable} {shown(url or '')} has no password: anything "
                                  "that reaches that Redis can read the queues and change the "
                                  "revocation list (see docs/security.md, Redis)")
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_policy(ctx: Context) -> Iterator[Finding]:
