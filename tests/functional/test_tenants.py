@@ -32,8 +32,14 @@ POLICY = ROOT / "tests" / "support" / "tenant_policy.yaml"
 MISSING = {"title", "status", "detail", "type"}
 
 
+#: The module's tokens are issued when it is imported, at collection: they must outlive the
+#: whole session, whatever runs before this module.
+SESSION_TTL = 6 * 3600
+
+
 def bearer(subject: str, *roles: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, subject, list(roles), 600)}"}
+    token = issue_token(TEST_SECRET, subject, list(roles), SESSION_TTL)
+    return {"Authorization": f"Bearer {token}"}
 
 
 ALICE, BOB = bearer("alice", "tenant"), bearer("bob", "tenant")
