@@ -1,22 +1,23 @@
 """Structured logs: one JSON object per line from gateway and workers alike (structlog).
 
-Configured once per process. The standard library's records (Celery's, gunicorn's, ours)
-pass through the same processors, so every line has the same shape, and whatever is bound
-in the context (``correlation_id``, ``message_id``, ``type``, ``task_id`` …) appears on every
-line of that request or task. Development gets a readable console rendering instead.
-
-Lines logged through structlog (``get_logger``: the gateway's request line, the worker's
-``processed`` line and the rest of ours) skip the standard library: each is rendered by the
-same processors and written to the same handler's stream, under its lock, without a
-``LogRecord`` (built twice on that route: once by the logger, once more by the formatter).
+Configured once per process. Every line is a standard library record: ours (``get_logger``:
+the gateway's request line, the worker's ``processed`` line …) are made by structlog's
+stdlib integration, so any other handler on the ``integration`` loggers or the root logger
+(Sentry's, OpenTelemetry's ``LoggingHandler``, one named in ``INTEGRATION_LOG_HANDLERS``)
+receives them, with the bound context (``correlation_id``, ``message_id``, ``type``,
+``task_id``, ``trace_id`` …) and the line's own fields as attributes of the record.
+The service's handler renders ours and the libraries' records (Celery's, gunicorn's) through
+the same processors, so every line has the same shape. Development gets a readable console
+rendering instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -25,8 +26,14 @@ from celery.app import trace
 
 from integration.settings import Settings
 
-#: Keys whose values never reach a log line.
+#: Keys whose values never reach a log line, nor another handler.
 SECRET_KEYS = frozenset({"authorization", "token", "password", "secret", "jwt"})
+
+#: The attribute of a record that lists our line's keys, in order (libraries' records lack it).
+FIELDS = "_structlog_fields"
+
+#: Attributes every ``LogRecord`` has: a field of that name is carried as ``<name>_``.
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -63,72 +70,54 @@ def _json(value: Any, **_: Any) -> str:
     return json.dumps(value, default=repr)
 
 
-class _Output:
-    """What ``configure_logging`` chose last: the level, the renderer and the handler that
-    every line goes through. One object read at each line, so reconfiguring takes effect
-    for loggers already in use."""
-
-    def __init__(self) -> None:
-        self.level = logging.INFO
-        self.renderer: Any = structlog.dev.ConsoleRenderer(colors=False)
-        self.handler: logging.StreamHandler[Any] | None = None
+def _attribute(key: str) -> str:
+    """The record attribute that carries field ``key``."""
+    return f"{key}_" if key in _RECORD_ATTRIBUTES else key
 
 
-_output = _Output()
+def _to_record(logger: Any, method: str, event: MutableMapping[str, Any]
+               ) -> MutableMapping[str, Any]:
+    """The end of structlog's chain for our lines: structlog's ``render_to_log_kwargs`` (the
+    event becomes the record's message, every other field an attribute), plus the list of
+    the line's keys, so the service's handler renders the line from them, in their order."""
+    keys = tuple(key for key in event if key not in structlog.stdlib.LOG_KWARG_NAMES)
+    kwargs = structlog.stdlib.render_to_log_kwargs(logger, method, event)
+    kwargs["extra"] = {_attribute(key): value for key, value in kwargs["extra"].items()}
+    kwargs["extra"][FIELDS] = keys
+    return kwargs
 
 
-#: The level of each of structlog's method names.
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
-           "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+def _our_fields(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """First of the formatter's chain: a record of ours gets its fields back, in their order
+    (a library's record keeps just its message)."""
+    record = event["_record"]
+    keys = getattr(record, FIELDS, None)
+    if not keys:
+        return event
+    fields = record.__dict__
+    restored: dict[str, Any] = {
+        key: event["event"] if key == "event" else fields[_attribute(key)] for key in keys}
+    for key in ("_record", "_from_structlog", "exc_info", "stack_info"):
+        if key in event:
+            restored[key] = event[key]
+    return restored
 
 
-def _at_level(_: Any, method: str, event: MutableMapping[str, Any]
-              ) -> MutableMapping[str, Any]:
-    """Drops a line under the level ``configure_logging`` set last."""
-    if _LEVELS.get(method, logging.INFO) < _output.level:
-        raise structlog.DropEvent
-    return event
+def _safe(renderer: Callable[..., Any]) -> Callable[..., Any]:
+    """``renderer`` that never fails the caller over a value it cannot render (its ``repr``
+    raises, a container holds itself): the line keeps its plain values and says what
+    failed, rather than the standard library printing a traceback in its place."""
 
-
-def _render(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
-    """JSON or console, as ``configure_logging`` chose last. A value that cannot be
-    rendered (its ``repr`` raises, a container holds itself) never fails the caller, as a
-    standard library handler would not: the line keeps its plain values and says what
-    failed."""
-    try:
-        return _output.renderer(logger, method, event)
-    except Exception as exc:  # noqa: BLE001 - a log line must not fail a request or a task
-        kept: dict[str, Any] = {key: value for key, value in event.items()
-                                if isinstance(value, str | int | float | bool | None)}
-        kept["log_error"] = f"{type(exc).__name__}: {exc}"
-        return _output.renderer(logger, method, kept)
-
-
-class LineWriter:
-    """The end of structlog's chain for our own lines: the rendered line is written to the
-    stream of the handler the standard library's records use, under that handler's lock, so
-    the two never interleave. Before ``configure_logging``, to standard error."""
-
-    def __init__(self, name: str = "") -> None:
-        self.name = name
-
-    def write(self, line: str) -> None:
-        handler = _output.handler
-        if handler is None:
-            print(line, file=sys.stderr)
-            return
-        handler.acquire()
+    def render(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
         try:
-            stream = handler.stream
-            stream.write(line + "\n")
-            stream.flush()
-        except (OSError, ValueError):  # a closed stream, as the standard library's handler
-            pass
-        finally:
-            handler.release()
+            return renderer(logger, method, event)
+        except Exception as exc:  # noqa: BLE001 - a log line must not fail a request or a task
+            kept: dict[str, Any] = {key: value for key, value in event.items()
+                                    if isinstance(value, str | int | float | bool | None)}
+            kept["log_error"] = f"{type(exc).__name__}: {exc}"
+            return renderer(logger, method, kept)
 
-    debug = info = warning = warn = error = exception = critical = fatal = msg = write
+    return render
 
 
 #: What every line gets, ours and the standard library's records alike.
@@ -141,20 +130,66 @@ _SHARED: list[Any] = [
 ]
 
 
-def configure_logging(settings: Settings) -> None:
+def formatter(settings: Settings) -> logging.Formatter:
+    """The service's formatter: JSON lines, or console lines in development."""
     json_lines = (settings.log_format or
                   ("console" if settings.env == "development" else "json")) == "json"
     renderer: Any = (structlog.processors.JSONRenderer(serializer=_json) if json_lines
                      else structlog.dev.ConsoleRenderer(colors=False))
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED,
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[_our_fields, *_SHARED],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, renderer],
+                    structlog.processors.format_exc_info, _safe(renderer)],
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
+
+
+class _BoundContext(logging.Filter):
+    """Gives a library's record (Celery's, gunicorn's) the bound context as attributes too,
+    for the handler it is attached to; our records have it already, and nothing is
+    overwritten."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = record.__dict__
+        for key, value in structlog.contextvars.get_contextvars().items():
+            fields.setdefault(_attribute(key), value)
+        return True
+
+
+def attach_handlers(logger: logging.Logger, paths: str) -> list[logging.Handler]:
+    """Attach to ``logger`` the handler that each of ``paths`` (comma-separated
+    ``module:factory``; a handler class will do) returns when called without arguments:
+    how Sentry's, OpenTelemetry's or one's own handler receives every record."""
+    attached = []
+    for path in filter(None, (p.strip() for p in paths.split(","))):
+        module, _, name = path.partition(":")
+        handler = getattr(importlib.import_module(module), name)()
+        if not isinstance(handler, logging.Handler):
+            raise TypeError(f"{path} returned {type(handler).__name__}, not a logging.Handler")
+        handler.addFilter(_BoundContext())
+        logger.addHandler(handler)
+        attached.append(handler)
+    return attached
+
+
+class _ServiceLines(logging.StreamHandler):
+    """The service's own handler: its lines on standard error."""
+
+
+def _installed(handler: logging.Handler) -> bool:
+    """Whether ``configure_logging`` attached ``handler`` (the service's or a named one)."""
+    return isinstance(handler, _ServiceLines) or any(
+        isinstance(f, _BoundContext) for f in handler.filters)
+
+
+def configure_logging(settings: Settings) -> None:
+    """The root logger gets the service's handler and those of ``log_handlers``, in place of
+    what an earlier call attached; handlers attached by others (OpenTelemetry's
+    instrumentation, a test's) stay. Celery's, gunicorn's and kombu's loggers hand their
+    records to the root."""
+    handler = _ServiceLines(sys.stderr)
+    handler.setFormatter(formatter(settings))
     root = logging.getLogger()
-    root.handlers = [handler]
+    root.handlers = [handler, *(h for h in root.handlers if not _installed(h))]
     root.setLevel(settings.log_level)
     for name in ("gunicorn.error", "gunicorn.access", "celery", "kombu"):
         logger = logging.getLogger(name)
@@ -165,15 +200,14 @@ def configure_logging(settings: Settings) -> None:
         logger.filters = [f for f in logger.filters if not isinstance(f, _RoutineTaskLines)]
         if not settings.celery_task_logs:
             logger.addFilter(_RoutineTaskLines())
-    _output.level = root.level
-    _output.renderer = renderer
-    _output.handler = handler
+    attach_handlers(root, settings.log_handlers)
 
 
 structlog.configure(
-    processors=[_at_level, *_SHARED, structlog.processors.format_exc_info, _render],
+    processors=[structlog.stdlib.filter_by_level, structlog.contextvars.merge_contextvars,
+                _redact, _to_record],
     wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-    logger_factory=LineWriter,
+    logger_factory=structlog.stdlib.LoggerFactory(),
     cache_logger_on_first_use=True,
 )
 

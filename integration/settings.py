@@ -272,6 +272,10 @@ class Settings(BaseSettings):
     #: Celery's own "Task ... received" and "Task ... succeeded in ..." INFO lines, which
     #: repeat what the worker's structured ``processed`` line says.
     celery_task_logs: bool = False
+    #: Comma-separated ``module:factory`` paths, each called without arguments at start-up
+    #: for a ``logging.Handler`` attached to the root logger (Sentry's, OpenTelemetry's
+    #: ``LoggingHandler``, one's own): it receives every record, with the bound context.
+    log_handlers: str = ""
 
     # -- gateway server ------------------------------------------------------------------------
     #: Address the gateway listens on.
