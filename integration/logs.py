@@ -203,6 +203,22 @@ def configure_logging(settings: Settings) -> None:
     attach_handlers(root, settings.log_handlers)
 
 
+def configure_command_line() -> None:
+    """A command's warnings and errors as console lines with their fields, on stderr, when
+    nothing else configured logging (``serve`` and the workers configure it fully)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = _ServiceLines(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[_our_fields, *_SHARED],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    _safe(structlog.dev.ConsoleRenderer(colors=False))]))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
 structlog.configure(
     processors=[structlog.stdlib.filter_by_level, structlog.contextvars.merge_contextvars,
                 _redact, _to_record],

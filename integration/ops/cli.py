@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from integration import logs
 from integration.app import get_settings
 from integration.ops.commands import (
     check,
@@ -67,6 +68,8 @@ def main(ctx: click.Context, no_color: bool) -> None:
     from contextlib import suppress
 
     from pydantic import ValidationError
+
+    logs.configure_command_line()
 
     # An invalid setting is left to the command: `check` lists them all, others name one.
     with suppress(ValidationError):

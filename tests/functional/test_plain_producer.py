@@ -32,7 +32,8 @@ def celery_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                     f"celery[redis]=={version('celery')}"], check=True, timeout=300)
     assert subprocess.run([str(python), "-c", "import integration"], capture_output=True,
-                          cwd="/").returncode != 0, "the producer must not see this project"
+                          cwd="/", env={"PATH": "/usr/bin:/bin"}).returncode != 0, \
+        "the producer must not see this project"
     return python
 
 
