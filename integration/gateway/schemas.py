@@ -11,6 +11,8 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    StrictBool,
+    StrictInt,
     model_validator,
 )
 
@@ -137,9 +139,10 @@ class ReplayRequest(BaseModel):
     type: str | None = Field(None, max_length=128)
     since: Moment | None = None
     until: Moment | None = None
-    all: bool = Field(False, description="replay every dead letter (the caller may manage); "
-                                         "only without type, since and until")
-    limit: int = Field(100, ge=1, le=10_000)
+    # Strict: a JSON body says true or 100, never "yes" or true for a number.
+    all: StrictBool = Field(False, description="replay every dead letter (the caller may "
+                                               "manage); only without type, since and until")
+    limit: StrictInt = Field(100, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _explicit(self) -> ReplayRequest:

@@ -96,6 +96,16 @@ def test_a_bulk_replay_needs_a_filter_or_all(tenant: tuple[FlaskClient, dict[str
         "status"] == "dead"
 
 
+@pytest.mark.parametrize("body", [{"all": True, "limit": True}, {"all": "yes"},
+                                  {"type": "test.flaky", "limit": "5"}])
+def test_a_replay_body_of_the_wrong_json_types_is_refused(
+        tenant: tuple[FlaskClient, dict[str, str]], body: Any) -> None:
+    """The body's JSON types are the document's: true is no number, "yes" no boolean."""
+    client, headers = tenant
+    response = client.post("/api/v1/dead-letters/replay", headers=headers, json=body)
+    assert response.status_code == 422
+
+
 def test_all_true_replays_every_dead_letter(tenant: tuple[FlaskClient, dict[str, str]],
                                             worker: Any) -> None:
     """"all": true is the explicit way to replay every dead letter (the caller's own,
