@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     webhook_disable_after: int = Field(20, ge=1)
     #: Bound on one webhook delivery's POST.
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    #: Also sign deliveries with the deprecated ``X-Integration-Signature`` header, besides the
+    #: Standard Webhooks headers; on until version 0.3.0, which removes it. Turn it off once
+    #: every receiver verifies ``webhook-signature``.
+    webhook_legacy_signature: bool = True
 
     # -- WebSocket gateway ---------------------------------------------------------------------
     #: gevent: one greenlet per connection, so open WebSockets do not take HTTP's threads;
