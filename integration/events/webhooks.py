@@ -37,6 +37,7 @@ from integration.messages.envelope import Envelope, new_id, utc_now
 from integration.messages.registry import MessageType
 from integration.messages.retry import DownstreamError, PermanentError, TransientError, classify
 from integration.security.rights import CreatorRights
+from integration.settings import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,13 @@ def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post],
         if legacy_signature():
             headers[LEGACY_SIGNATURE_HEADER] = sign_legacy(webhook.secret, now, body)
         try:
-            status = post()(webhook.url, body, headers)
+            send = post()
+        except ConfigurationError as exc:
+            # The service's settings, not the receiver: dead with the reason, not counted
+            # against the subscription; replay it once the settings are fixed.
+            raise PermanentError(f"the egress settings are unusable: {exc}") from None
+        try:
+            status = send(webhook.url, body, headers)
         except Exception as exc:
             store.record(webhook.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:200])
             # The delivery's record belongs to the message's owner: name the subscription

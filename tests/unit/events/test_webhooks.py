@@ -11,6 +11,8 @@ from standardwebhooks.webhooks import Webhook as Receiver
 
 from integration.events.webhooks import Webhook, WebhookDelivery, webhook_type
 from integration.messages.envelope import Envelope
+from integration.messages.retry import PermanentError
+from integration.settings import ConfigurationError
 
 SECRET = "an-old-secret-of-16+-characters"  # a subscription made before Standard Webhooks
 
@@ -65,3 +67,18 @@ def test_an_existing_subscription_is_signed_for_the_library(legacy: bool) -> Non
     assert abs(int(headers["webhook-timestamp"]) - time.time()) < 5
     assert Receiver(SECRET.encode()).verify(body, headers)["id"] == "e-1"
     assert ("X-Integration-Signature" in headers) is legacy
+
+
+def test_unusable_egress_settings_end_the_delivery_without_blaming_the_receiver() -> None:
+    """A bad proxy setting is a permanent error naming it; the subscription's failure count
+    is left alone."""
+    def unusable() -> None:
+        raise ConfigurationError("INTEGRATION_EGRESS_PROXY: must be an http:// URL")
+
+    store = _Store()
+    kind = webhook_type(lambda: store, unusable, lambda: _Rights())  # type: ignore[arg-type,return-value]
+    payload = WebhookDelivery(subscription="w-1", host="hooks.example.com", topic="a.succeeded",
+                              event={"id": "e-1"}, owner="o")
+    with pytest.raises(PermanentError, match="INTEGRATION_EGRESS_PROXY"):
+        kind.handler(payload, Envelope(id="delivery-1", type="webhook", source="test", data={}))
+    assert store.records == []
