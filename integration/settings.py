@@ -247,12 +247,16 @@ class Settings(BaseSettings):
         return self
 
 
-    # -- other secrets of the production stack (Flower, Grafana) -------------------------------
+    # -- other secrets of the production stack (Flower, Grafana, the Redis exporter) ----------
     #: Flower's login (``user:password``; several separated by commas), as Flower reads it.
     flower_basic_auth: SecretStr | None = Field(None, validation_alias="FLOWER_BASIC_AUTH")
     #: Grafana's admin password, which docker-compose gives Grafana.
     grafana_admin_password: SecretStr | None = Field(None,
                                                      validation_alias="GRAFANA_ADMIN_PASSWORD")
+    #: The Redis password of the metrics exporter's ACL user, which docker-compose gives Redis
+    #: and the exporter.
+    redis_exporter_password: SecretStr | None = Field(
+        None, validation_alias="REDIS_EXPORTER_PASSWORD")
 
     # -- operations: check, lifecycle ----------------------------------------------------------
     #: The NO_COLOR convention (no-color.org): any non-empty value turns the CLI's colours off.

@@ -19,7 +19,7 @@ from integration.app import (
 from integration.broker.holdings import holdings_of
 from integration.events.dispatch import OutboxRelay
 from integration.settings import ConfigurationError
-from integration.store.records import LedgerEntry
+from integration.store.model import LedgerEntry
 from integration.worker.heartbeats import Heartbeat, Heartbeats, instance_name
 from integration.worker.reconciler import Reconciler
 from integration.worker.recovery import heartbeat_ttl, leader_lease, recovery_bound
@@ -62,6 +62,20 @@ def held_task_ids() -> list[str] | None:
     return None
 
 
+def consumed_queues(consumer: Any) -> Callable[[], list[str]]:
+    """The queues ``consumer`` (the worker's, sent with ``worker_ready``) consumes now: those
+    of its task consumer, which ``celery control add_consumer``/``cancel_consumer`` change,
+    else those the worker was started with (``-Q``)."""
+    def names() -> list[str]:
+        task_consumer = getattr(consumer, "task_consumer", None)
+        if task_consumer is not None:
+            return [queue.name for queue in list(task_consumer.queues)]
+        app = getattr(consumer, "app", None)
+        return list(app.amqp.queues.consume_from or ()) if app is not None else []
+
+    return names
+
+
 @worker_ready.connect
 def start_loops(sender: Any = None, **_: Any) -> None:
     from tasks.observability import metrics
@@ -71,8 +85,11 @@ def start_loops(sender: Any = None, **_: Any) -> None:
     store = submitter.store
     instance = instance_name()
 
+    # The heartbeat also names the queues this worker consumes (integration_queue_consumers,
+    # `integration check`): announced at start and renewed with each beat.
     heartbeats = Heartbeats(store.client, settings.key_prefix)
-    heartbeat = Heartbeat(heartbeats, instance, held_task_ids, ttl=heartbeat_ttl(settings))
+    heartbeat = Heartbeat(heartbeats, instance, held_task_ids, ttl=heartbeat_ttl(settings),
+                          queues=consumed_queues(sender))
     try:
         heartbeat.run_once()  # alive from the start, before the first interval
     except Exception as exc:  # noqa: BLE001 - the loop beats again

@@ -25,9 +25,11 @@ from celery.signals import (
 from integration import logs
 from integration.app import build_guards, build_submitter, default_registry, get_settings
 from integration.broker.publisher import CORRELATION_HEADER
-from integration.messages.routing import PROCESS_TASK
+from integration.messages.routing import PROCESS_TASK, queue_names
 from integration.worker import metrics as worker_metrics
+from integration.worker.heartbeats import Heartbeats
 from integration.worker.processor import Delivery
+from integration.worker.queues import queue_ages_of
 from tasks.processing import ProcessingTask, outcome_of
 
 _started: dict[str, tuple[float, str]] = {}
@@ -155,10 +157,15 @@ def _serve_metrics(sender: Any = None, **_: Any) -> None:
     if settings.metrics_port and directory:
         submitter = build_submitter(settings, origin="metrics")
         guards = build_guards(settings, submitter.store.client)
+        # Consumers as the workers' heartbeats name them: one hash read per scrape, where a
+        # broadcast (``inspect().active_queues()``) waits its whole timeout for replies and
+        # cannot tell a slow worker from none.
         cluster = worker_metrics.ClusterState(
             submitter.store.client, settings.key_prefix, f"{socket.gethostname()}:{os.getpid()}",
             submitter.publisher.queue_depths, guards.describe_breakers,
-            default_registry().queues())
+            queue_names(default_registry()),
+            consumers=Heartbeats(submitter.store.client, settings.key_prefix).consumers,
+            ages=queue_ages_of(submitter.publisher, submitter.store))
         server = worker_metrics.serve(directory, settings.metrics_port, settings.metrics_host,
                                       cluster)
         if server is not None:

@@ -24,6 +24,7 @@ from integration.messages.routing import CELERY_QUEUE, DEFAULT_QUEUE
 from integration.ops.embedded_redis import EmbeddedRedis, free_port
 from integration.security.tokens import issue_token
 from integration.settings import Settings
+from tests.support.http_target import targets_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-" + "x" * 40
@@ -65,7 +66,7 @@ NO_REDIS = "redis://127.0.0.1:9/0"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def test_environment() -> Iterator[dict[str, str]]:
+def test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The settings of every process a test starts (functional tests add the test Redis)."""
     values = {
         "INTEGRATION_REDIS_URL": NO_REDIS,
@@ -86,7 +87,7 @@ def test_environment() -> Iterator[dict[str, str]]:
         "INTEGRATION_LOOP_LIMIT": "3",
         "INTEGRATION_ACTION_RATE_LIMIT": "4/3 seconds",
         # Declared http targets on a local server (tests/support/http_target.py).
-        "INTEGRATION_RULES_FILE": str(ROOT / "tests" / "support" / "targets.yaml"),
+        "INTEGRATION_RULES_FILE": str(targets_file(tmp_path_factory.mktemp("targets"))),
         "INTEGRATION_EGRESS_ALLOWLIST": "127.0.0.1/32",
         "INTEGRATION_SECRET_TEST_API_KEY": "test-api-key-never-logged",
     }

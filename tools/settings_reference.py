@@ -37,9 +37,9 @@ HEADER = """\
 Every setting is an environment variable, read in one place, `integration/settings.py`; every
 other part of the service receives the settings from it. The prefix is `INTEGRATION_`, except
 for the few variables other tools define too (`FLOWER_BASIC_AUTH`, `GRAFANA_ADMIN_PASSWORD`,
-`NO_COLOR`, `PROMETHEUS_MULTIPROC_DIR`). An invalid value stops the process at start with the
-variable's name; `integration check` reports every one of them before anything starts
-([operations](operations.md#integration-check)).
+`REDIS_EXPORTER_PASSWORD`, `NO_COLOR`, `PROMETHEUS_MULTIPROC_DIR`). An invalid value stops
+the process at start with the variable's name; `integration check` reports every one of them
+before anything starts ([operations](operations.md#integration-check)).
 
 Besides these, `INTEGRATION_SECRET_<NAME>` holds a secret that a target of the rules file
 names as `${NAME}` ([egress](egress.md#action-targets)). The Celery settings derived from

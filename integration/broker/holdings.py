@@ -89,6 +89,20 @@ class RedisHoldings:
                     start += _PAGE
         return found
 
+    def next_out(self, queues: Sequence[str]) -> dict[str, list[str]]:
+        """The task ids next out of each queue, one per list (its own and each priority
+        step's), without taking them: the tail, where consumers pop. One round trip."""
+        keys = [(queue, key) for queue in queues for key in self._keys_of(queue)]
+        pipe = self.client.pipeline(transaction=False)
+        for _, key in keys:
+            pipe.lindex(key, -1)
+        found: dict[str, list[str]] = {queue: [] for queue in queues}
+        for (queue, _), raw in zip(keys, pipe.execute(), strict=True):
+            task_id = task_id_of(raw) if raw else None
+            if task_id:
+                found[queue].append(task_id)
+        return found
+
     def unacked(self) -> list[Unacked]:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(Channel.unacked_key)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from integration.broker.coalescer import Coalescer
 from integration.broker.publisher import Outgoing, Publisher
+from integration.broker.redis_enqueue import RecordAndEnqueue
 from integration.messages.envelope import FIRING_CHANNEL, FIRING_ID_PREFIX, Envelope
 from integration.messages.jsonlimits import JsonLimits
 from integration.messages.ownership import CLIENT_ID_MAX, scoped
@@ -31,7 +32,8 @@ from integration.messages.status import Status
 from integration.messages.validation import parse_envelope, registered_type, valid_payload
 from integration.security.policy import Grants
 from integration.store.connections import ReplyLost
-from integration.store.records import EarlierAnswer, IdempotentAnswer, NewRecord, StatusStore
+from integration.store.model import EarlierAnswer, IdempotentAnswer, NewRecord
+from integration.store.records import StatusStore
 
 log = logging.getLogger(__name__)
 Item = TypeVar("Item")
@@ -99,6 +101,7 @@ class Submitter:
         self.retry_after = retry_after
         #: Broker and store share a Redis database: record and enqueue in one transaction.
         self.fused = publisher.shares_database(store.client)
+        self.record_and_enqueue = RecordAndEnqueue(store)
         #: With ``coalesce`` > 0, concurrent submissions of this process share one flush of
         #: at most that many messages (the gateway's single-message fast path).
         #: A flush that raises (it never should) does so before it writes: each request is
@@ -340,8 +343,8 @@ class Submitter:
                 return results + [self._unavailable(
                     "The message could not be enqueued.")] * (len(records) - start)
             try:
-                created = self.store.create_queued_many(chunk, messages, request,
-                                                        answers[start:start + size])
+                created = self.record_and_enqueue.create_queued_many(
+                    chunk, messages, request, answers[start:start + size])
             except Exception as exc:  # noqa: BLE001 - this chunk and the rest are refused
                 problem = self._unavailable(
                     "The broker (the status store's Redis) is unreachable; the message was "

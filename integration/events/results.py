@@ -7,7 +7,8 @@ from typing import Any
 
 from integration.messages.envelope import derived_id, new_id, utc_now
 from integration.messages.status import Status
-from integration.store.records import InlineDelivery, StatusStore
+from integration.store.model import InlineDelivery
+from integration.store.records import StatusStore
 
 #: Where the result events of this service come from (CloudEvents ``source``).
 EVENT_SOURCE = "/integration/processor"

@@ -27,7 +27,7 @@ from integration.messages.problems import (
     invalid,
     validation_errors,
 )
-from integration.store.records import public
+from integration.store.codec import public
 
 SUMMARY_FIELDS = ("id", "type", "status", "attempts", "owner", "channel", "queue",
                   "accepted_at", "finished_at", "generation", "error")

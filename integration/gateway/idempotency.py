@@ -28,7 +28,7 @@ from integration.store.idempotency import (
     fingerprint,
     parse_key,
 )
-from integration.store.records import IdempotentAnswer
+from integration.store.model import IdempotentAnswer
 
 HEADER = "Idempotency-Key"
 #: Builds the idempotent answer of a single message's 202 (its body and Location).

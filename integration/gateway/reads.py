@@ -16,7 +16,7 @@ from integration.gateway.auth import Principal, current_principal
 from integration.gateway.resources import find_record
 from integration.gateway.runtime import runtime
 from integration.messages.problems import Forbidden, NotFound, invalid, validation_errors
-from integration.store.records import public
+from integration.store.codec import public
 from integration.store.trace import trace
 
 #: Fields of a status record that a summary (list item) shows.

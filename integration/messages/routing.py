@@ -30,10 +30,15 @@ def queue_for(message_type: str, registry: Registry) -> str:
         return DEFAULT_QUEUE
 
 
+def queue_names(registry: Registry) -> list[str]:
+    """Every queue a message may wait in: each type's, the default queue and Celery's."""
+    return [*registry.queues(), DEFAULT_QUEUE, CELERY_QUEUE]
+
+
 def declare_queues(registry: Registry) -> list[Queue]:
     """One durable queue per message type, plus the default queue and Celery's."""
-    names = [*registry.queues(), DEFAULT_QUEUE, CELERY_QUEUE]
-    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in names]
+    return [Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in queue_names(registry)]
 
 
 class Router:

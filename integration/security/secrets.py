@@ -83,12 +83,13 @@ def _url_password(url: str | None) -> str | None:
         host = parts.hostname or ""
     except ValueError:
         return None
-    if host == "localhost" or _is_loopback(host):
+    if host == "localhost" or is_loopback(host):
         return None
     return unquote(password) if password else None
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (a name is not)."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -97,8 +98,9 @@ def _is_loopback(host: str) -> bool:
 
 def weak_secrets(settings: Settings) -> list[WeakSecret]:
     """Every secret this process is configured with that production refuses: the HMAC token
-    secret, the passwords in the Redis and broker URLs, Flower's login and Grafana's admin
-    password (the last two where the process has them: Flower, ``integration check``)."""
+    secret, the passwords in the Redis and broker URLs, Flower's login, Grafana's admin
+    password and the Redis exporter's password (the last three where the process has them:
+    Flower, ``integration check``)."""
     found: list[WeakSecret] = []
 
     def judge(variable: str, value: str | None, generate: str = GENERATE) -> None:
@@ -116,6 +118,9 @@ def weak_secrets(settings: Settings) -> list[WeakSecret]:
             judge("the password in FLOWER_BASIC_AUTH", entry.partition(":")[2] or entry)
     if settings.grafana_admin_password is not None:
         judge("GRAFANA_ADMIN_PASSWORD", settings.grafana_admin_password.get_secret_value())
+    if settings.redis_exporter_password is not None:
+        judge("REDIS_EXPORTER_PASSWORD", settings.redis_exporter_password.get_secret_value(),
+              GENERATE_FOR_URL)
     return found
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 import orjson
 import redis
 
-from integration.store.records import IdempotentAnswer
+from integration.store.model import IdempotentAnswer
 
 MAX_KEY_LENGTH = 255
 

@@ -1,8 +1,10 @@
-"""Workers say, every few seconds, that they are alive and which messages they hold.
+"""Workers say, every few seconds, that they are alive, which messages they hold and which
+queues they consume.
 
-One Redis hash, a field per worker instance: ``{"until": <ms>, "held": [task ids]}``. A field
-whose ``until`` has passed belongs to a worker that died (or stopped beating): what kombu
-still records as taken by it counts as lost, and the reconciler sends it again.
+One Redis hash, a field per worker instance: ``{"until": <ms>, "held": [task ids], "queues":
+[names]}``. A field whose ``until`` has passed belongs to a worker that died (or stopped
+beating): what kombu still records as taken by it counts as lost, and the reconciler sends it
+again; its queues no longer count as consumed.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import redis
@@ -44,54 +47,71 @@ class Heartbeats:
         self.client = client
         self.key = f"{prefix}:workers"
 
-    def beat(self, instance: str, held: Iterable[str], ttl: float) -> None:
+    def beat(self, instance: str, held: Iterable[str], ttl: float,
+             queues: Iterable[str] = ()) -> None:
         until = int((time.time() + ttl) * 1000)
-        self.client.hset(self.key, instance,
-                         orjson.dumps({"until": until, "held": sorted(held)}).decode())
+        self.client.hset(self.key, instance, orjson.dumps(
+            {"until": until, "held": sorted(held), "queues": sorted(queues)}).decode())
 
     def leave(self, instance: str) -> None:
         self.client.hdel(self.key, instance)
 
-    def alive(self) -> Alive:
-        """Live workers and what they hold; fields of dead ones are removed."""
+    def _live(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """The beats of live workers by instance, and the fields of dead (or unreadable) ones."""
         now = time.time() * 1000
-        instances: set[str] = set()
-        held: set[str] = set()
+        live: dict[str, dict[str, Any]] = {}
         dead: list[str] = []
         for name, raw in cast(dict[bytes, bytes], self.client.hgetall(self.key)).items():
             try:
                 beat = orjson.loads(raw)
-                until, ids = float(beat["until"]), beat["held"]
+                if float(beat["until"]) >= now and isinstance(beat["held"], list):
+                    live[name.decode()] = beat
+                    continue
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                dead.append(name.decode())
-                continue
-            if until < now:
-                dead.append(name.decode())
-                continue
-            instances.add(name.decode())
-            held.update(str(i) for i in ids)
+                pass
+            dead.append(name.decode())
+        return live, dead
+
+    def alive(self) -> Alive:
+        """Live workers and what they hold; fields of dead ones are removed."""
+        live, dead = self._live()
         if dead:
             self.client.hdel(self.key, *dead)
-        return Alive(frozenset(instances), frozenset(held))
+        return Alive(frozenset(live),
+                     frozenset(str(i) for beat in live.values() for i in beat["held"]))
+
+    def consumers(self) -> dict[str, int]:
+        """How many live workers consume each queue they named in their last beat (read
+        only: the reconciler's ``alive`` removes dead fields)."""
+        live, _ = self._live()
+        counted: Counter[str] = Counter()
+        for beat in live.values():
+            queues = beat.get("queues")
+            if isinstance(queues, list):
+                counted.update({str(q) for q in queues})
+        return dict(counted)
 
 
 class Heartbeat:
     """A pass for the worker's loop: beat every ``interval`` seconds with what ``held``
-    returns (None: the worker cannot tell now; skip this beat)."""
+    returns (None: the worker cannot tell now; skip this beat) and the queues ``queues``
+    names now (a worker may be told to consume more, or fewer, while it runs)."""
 
     batch = 1
 
     def __init__(self, heartbeats: Heartbeats, instance: str,
-                 held: Callable[[], Iterable[str] | None], *, ttl: float) -> None:
+                 held: Callable[[], Iterable[str] | None], *, ttl: float,
+                 queues: Callable[[], Iterable[str]] = tuple) -> None:
         self.heartbeats = heartbeats
         self.instance = instance
         self.held = held
+        self.queues = queues
         self.ttl = ttl
 
     def run_once(self) -> int:
         ids = self.held()
         if ids is not None:
-            self.heartbeats.beat(self.instance, ids, self.ttl)
+            self.heartbeats.beat(self.instance, ids, self.ttl, self.queues())
         return 0
 
     def stop(self) -> None:

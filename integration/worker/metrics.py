@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,20 +180,24 @@ def close(server: Any) -> None:
 
 
 class ClusterState:
-    """Queue depths and breaker states: one value for the whole cluster, so only one worker
-    (the holder of a short Redis lease, renewed at each scrape) exports them, and summing
-    over workers does not multiply them."""
+    """Queue depths, ages and consumers, and breaker states: one value for the whole cluster,
+    so only one worker (the holder of a short Redis lease, renewed at each scrape) exports
+    them, and summing over workers does not multiply them."""
 
     MAX_BREAKERS = 50
 
     def __init__(self, client: Any, prefix: str, worker_id: str,
-                 depths: Any, breakers: Any, queues: list[str]) -> None:
+                 depths: Any, breakers: Any, queues: list[str], *,
+                 consumers: Callable[[], Mapping[str, int]] | None = None,
+                 ages: Callable[[Sequence[str]], Mapping[str, float]] | None = None) -> None:
         self.client = client
         self.key = f"{prefix}:metrics-leader"
         self.worker_id = worker_id
         self.depths = depths
         self.breakers = breakers
         self.queues = queues
+        self.consumers = consumers
+        self.ages = ages
 
     def _leading(self) -> bool:
         if self.client.set(self.key, self.worker_id, nx=True, ex=60):
@@ -215,6 +219,7 @@ class ClusterState:
             for queue, count in self.depths(self.queues).items():
                 depth.add_metric([queue], count)
             yield depth
+            yield from self._queue_families()
             state = GaugeMetricFamily(
                 "integration_breaker_state",
                 "1 for each breaker's current state (closed, open, half-open).",
@@ -231,3 +236,23 @@ class ClusterState:
             yield opened
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail on a Redis hiccup
             log.warning("cluster metrics unavailable: %s", exc)
+
+    def _queue_families(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        if self.ages is not None:
+            age = GaugeMetricFamily(
+                "integration_queue_oldest_age_seconds",
+                "Seconds the oldest waiting message of each queue has waited (0: empty).",
+                labels=["queue"])
+            for queue, seconds in self.ages(self.queues).items():
+                age.add_metric([queue], seconds)
+            yield age
+        if self.consumers is not None:
+            consumed = GaugeMetricFamily(
+                "integration_queue_consumers",
+                "Live workers consuming each queue (from their heartbeats).", labels=["queue"])
+            counts = self.consumers()
+            for queue in dict.fromkeys([*self.queues, *sorted(counts)]):
+                consumed.add_metric([queue], counts.get(queue, 0))
+            yield consumed

@@ -40,14 +40,8 @@ from integration.messages.registry import Registry
 from integration.messages.retry import PermanentError, RetryPolicy, classify
 from integration.messages.status import STARTABLE, Status
 from integration.messages.validation import validate
-from integration.store.records import (
-    Begun,
-    DeliveryState,
-    InlineDelivery,
-    NewRecord,
-    StatusStore,
-    Transition,
-)
+from integration.store.model import Begun, DeliveryState, InlineDelivery, NewRecord, Transition
+from integration.store.records import StatusStore
 from integration.worker.claims import ClaimKeeper
 from integration.worker.guards import Deferred, Guards, Held
 

@@ -22,7 +22,8 @@ import redis
 
 from integration.broker.holdings import Holdings, Unacked
 from integration.messages.status import Status
-from integration.store.records import LedgerEntry, StatusStore
+from integration.store.model import LedgerEntry
+from integration.store.records import StatusStore
 from integration.worker.heartbeats import Heartbeats
 
 log = logging.getLogger(__name__)

@@ -1,14 +1,17 @@
 """Functional tests run against the test Redis (``redis_url``): every process they start,
-and this one, point at it."""
+and this one, point at it. The compose tests share the compose files as docker-compose
+resolves them."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from integration.app import default_registry, get_settings
+from tests.functional.test_compose import COMPOSE, RABBITMQ, resolve
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,3 +24,15 @@ def test_redis(redis_url: str, test_environment: dict[str, str]) -> Iterator[str
     test_environment["INTEGRATION_REDIS_URL"] = os.environ["INTEGRATION_REDIS_URL"] = saved
     get_settings.cache_clear()
     default_registry.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """docker-compose.yml as docker-compose resolves it, with .env.example as the .env."""
+    return resolve(tmp_path_factory, COMPOSE)
+
+
+@pytest.fixture(scope="module")
+def on_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """docker-compose.yml with the RabbitMQ override, as docker-compose resolves them."""
+    return resolve(tmp_path_factory, COMPOSE, RABBITMQ)

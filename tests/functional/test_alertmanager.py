@@ -1,4 +1,5 @@
-"""Alertmanager's webhook notifications: one alert message per alert, repeats deduplicated."""
+"""Alertmanager's webhook notifications: one alert message per alert, repeats deduplicated;
+the bus's own health alerts go to people, never into the bus."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -252,32 +255,95 @@ def test_alerts_are_counted_on_the_alertmanager_channel(client: FlaskClient,
     assert (count("accepted"), count("duplicate")) == (2, 2)
 
 
+def receiver(config: dict[str, Any], name: str) -> dict[str, Any]:
+    [found] = [r for r in config["receivers"] if r["name"] == name]
+    return found
+
+
 @pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed (prometheus-alertmanager)")
 def test_the_sample_configuration_is_valid_and_points_at_the_adapter() -> None:
-    """deploy/alertmanager.yml passes amtool and sends resolved alerts to /api/v1/alertmanager."""
+    """deploy/alertmanager.yml passes amtool and sends resolved alerts to /api/v1/alertmanager;
+    the bus's own health alerts go to the operators, whose receiver is not the bus."""
     assert AMTOOL is not None
     result = subprocess.run([AMTOOL, "check-config", str(SAMPLE_CONFIG)], capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
-    [receiver] = yaml.safe_load(SAMPLE_CONFIG.read_text())["receivers"]
-    [webhook] = receiver["webhook_configs"]
+    config = yaml.safe_load(SAMPLE_CONFIG.read_text())
+    [webhook] = receiver(config, "integration-bus")["webhook_configs"]
     assert webhook["url"].endswith(URL)
     assert webhook["send_resolved"] is True
     assert webhook["http_config"]["authorization"]["credentials_file"]
+    assert URL not in json.dumps(receiver(config, "operators"))
+
+    def routed(*labels: str) -> str:
+        found = subprocess.run([AMTOOL, "config", "routes", "test",
+                                f"--config.file={SAMPLE_CONFIG}", *labels],
+                               capture_output=True, text=True, timeout=30)
+        assert found.returncode == 0, found.stdout + found.stderr
+        return found.stdout.strip()
+
+    assert routed("alertname=DiskFull", "severity=critical") == "integration-bus"
+    assert routed("alertname=IntegrationWorkerDown", "component=integration-bus",
+                  "severity=critical") == "operators"
+
+
+class Operators(ThreadingHTTPServer):
+    """Stands in for the people's channel: records each webhook notification it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.received.append((self.headers.get("Authorization", ""), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                return None
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/page"
 
 
 @pytest.fixture
-def alertmanager(served_gateway: str, tmp_path: Path) -> Iterator[str]:
-    """A real Alertmanager running the sample configuration, pointed at the served gateway."""
+def operators() -> Iterator[Operators]:
+    server = Operators()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+OPERATORS_TOKEN = "operators-token-for-the-test"
+
+
+@pytest.fixture
+def alertmanager(served_gateway: str, operators: Operators, tmp_path: Path) -> Iterator[str]:
+    """A real Alertmanager running the sample configuration, its receivers pointed at the
+    served gateway and at the stand-in for the operators, with their secret files."""
     if ALERTMANAGER is None:
         pytest.skip("Alertmanager is not installed (apt-get install prometheus-alertmanager)")
     token_file = tmp_path / "integration-token"
     token_file.write_text(issue_token(TEST_SECRET, "alertmanager", ["monitoring"], 600))
+    operators_token = tmp_path / "operators-token"
+    operators_token.write_text(OPERATORS_TOKEN)
     config = yaml.safe_load(SAMPLE_CONFIG.read_text())
-    config["route"].update(group_wait="0s", group_interval="1s")
-    webhook = config["receivers"][0]["webhook_configs"][0]
+    for route in (config["route"], *config["route"]["routes"]):
+        route.update(group_wait="0s", group_interval="1s")
+    webhook = receiver(config, "integration-bus")["webhook_configs"][0]
     webhook["url"] = served_gateway + URL
     webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    paging = receiver(config, "operators")["webhook_configs"][0]
+    paging["url"] = operators.url
+    paging["http_config"]["authorization"]["credentials_file"] = str(operators_token)
     (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     log = (tmp_path / "alertmanager.log").open("wb")
@@ -312,10 +378,11 @@ def post_alerts(alertmanager: str, alerts: list[dict[str, Any]]) -> None:
 
 
 def test_a_real_alertmanager_delivers_firing_then_resolved_alerts(
-    alertmanager: str, client: FlaskClient, auth: dict[str, str], worker: Any
+    alertmanager: str, operators: Operators, client: FlaskClient, auth: dict[str, str],
+    worker: Any
 ) -> None:
     """Alertmanager with the sample configuration delivers each alert once while firing and
-    once resolved, and the worker processes both."""
+    once resolved, and the worker processes both; the operators are not paged for it."""
     instance = f"real-{new_id()[:8]}"
     labels = {"alertname": "DiskFull", "instance": instance, "severity": "critical"}
     started = datetime.now(UTC) - timedelta(minutes=1)
@@ -342,6 +409,32 @@ def test_a_real_alertmanager_delivers_firing_then_resolved_alerts(
     assert resolved["envelope"]["data"]["fingerprint"] == firing["envelope"]["data"]["fingerprint"]
     assert wait_status(client, auth, resolved["id"])["status"] == "succeeded"
     assert len(received("firing")) == 1
+    assert operators.received == []
+
+
+def test_the_bus_health_alerts_page_the_operators_and_never_enter_the_bus(
+    alertmanager: str, operators: Operators, recorded: Callable[[], int]
+) -> None:
+    """An alert labelled component="integration-bus" reaches the operators' receiver with its
+    token, firing then resolved, and never becomes a message of the bus."""
+    before = recorded()
+    instance = f"bus-{new_id()[:8]}"
+    labels = {"alertname": "IntegrationWorkerDown", "component": "integration-bus",
+              "instance": instance, "severity": "critical"}
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    post_alerts(alertmanager, [{"labels": labels, "startsAt": started.isoformat()}])
+
+    def paged(status: str) -> list[dict[str, Any]]:
+        return [a for _, body in operators.received for a in body["alerts"]
+                if a["labels"].get("instance") == instance and a["status"] == status]
+
+    wait_for(lambda: paged("firing"), timeout=30, message="the operators paged")
+    post_alerts(alertmanager, [{"labels": labels, "startsAt": started.isoformat(),
+                                "endsAt": datetime.now(UTC).isoformat()}])
+    wait_for(lambda: paged("resolved"), timeout=30, message="the operators told it resolved")
+    assert {token for token, _ in operators.received} == {f"Bearer {OPERATORS_TOKEN}"}
+    assert {body["receiver"] for _, body in operators.received} == {"operators"}
+    assert recorded() == before, "nothing of it entered the bus"
 
 
 def test_openapi_documents_the_endpoint(client: FlaskClient) -> None:

@@ -210,12 +210,13 @@ def test_check_reports_every_placeholder_of_env_example(good_env: dict[str, str]
            "INTEGRATION_REDIS_URL": "redis://gateway:"
                                     f"{example['REDIS_GATEWAY_PASSWORD']}@redis:6379/0",
            "FLOWER_BASIC_AUTH": example["FLOWER_BASIC_AUTH"],
-           "GRAFANA_ADMIN_PASSWORD": example["GRAFANA_ADMIN_PASSWORD"]}
+           "GRAFANA_ADMIN_PASSWORD": example["GRAFANA_ADMIN_PASSWORD"],
+           "REDIS_EXPORTER_PASSWORD": example["REDIS_EXPORTER_PASSWORD"]}
     result = run_check(env, "--json", "--offline", "--only", "secrets")
     assert result.returncode == 1
     errors = " ".join(message for check, message in findings(result, "error"))
     for variable in ("INTEGRATION_JWT_SECRET", "INTEGRATION_REDIS_URL", "FLOWER_BASIC_AUTH",
-                     "GRAFANA_ADMIN_PASSWORD"):
+                     "GRAFANA_ADMIN_PASSWORD", "REDIS_EXPORTER_PASSWORD"):
         assert variable in errors
     assert "openssl rand -base64 48" in errors and "openssl rand -hex 32" in errors
     assert "replace-with" not in result.stdout

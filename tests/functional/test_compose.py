@@ -16,7 +16,7 @@ import yaml
 
 from integration.loop.types import builtin_types
 from integration.messages.registry import Registry
-from integration.messages.routing import DEFAULT_QUEUE
+from integration.messages.routing import CELERY_QUEUE, DEFAULT_QUEUE
 from integration.ops.cli import main as cli
 from integration.settings import Settings
 from tests.conftest import ROOT
@@ -61,22 +61,12 @@ def resolve(tmp_path_factory: pytest.TempPathFactory, *files: Path) -> dict[str,
     return resolved
 
 
-@pytest.fixture(scope="module")
-def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """docker-compose.yml as docker-compose resolves it, with .env.example as the .env."""
-    return resolve(tmp_path_factory, COMPOSE)
-
-
-@pytest.fixture(scope="module")
-def on_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """docker-compose.yml with the RabbitMQ override, as docker-compose resolves them."""
-    return resolve(tmp_path_factory, COMPOSE, RABBITMQ)
-
-
 def app_services(resolved: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The long-running services that run the service's own image (they read INTEGRATION_*)."""
+    """The long-running services that run the service's own images (they read INTEGRATION_*):
+    the service's, and Flower's, built from it."""
+    images = ("integration-bus:latest", "integration-bus-flower:latest")
     return {name: service for name, service in resolved["services"].items()
-            if service.get("image") == "integration-bus:latest" and not one_shot(service)}
+            if service.get("image") in images and not one_shot(service)}
 
 
 def one_shot(service: dict[str, Any]) -> bool:
@@ -219,14 +209,15 @@ def test_gateway_runs_integration_serve_with_real_options(resolved: dict[str, An
 
 def test_every_queue_has_a_worker_and_every_worker_a_real_queue(
         resolved: dict[str, Any]) -> None:
-    """Workers name only queues the service declares, and together consume all of them."""
+    """Workers name only queues the service declares, and together consume all of them
+    (Celery's default queue too); every worker sends task events from the start."""
     from celery.bin.celery import celery
 
     from integration.events.webhooks import WEBHOOK_TYPE
     from integration.loop.stages import STAGES
 
     builtin = Registry(builtin_types(lambda payload, envelope: {}))
-    queues = set(builtin.queues()) | {DEFAULT_QUEUE, WEBHOOK_TYPE} | {
+    queues = set(builtin.queues()) | {DEFAULT_QUEUE, CELERY_QUEUE, WEBHOOK_TYPE} | {
         f"consumer.loop-{stage}" for stage in STAGES}
     options = {o for command in (celery, celery.commands["worker"]) for p in command.params
                for o in p.opts}
@@ -236,6 +227,7 @@ def test_every_queue_has_a_worker_and_every_worker_a_real_queue(
         assert {w for w in command if w.startswith("-")} <= options, f"{name}: unknown option"
         named = option_value(command, "-Q").split(",")
         assert set(named) <= queues, f"{name} consumes an unknown queue"
+        assert "--task-events" in command, f"{name}: Flower sees every task from the start"
         consumed |= set(named)
         assert "container_name" not in service and not service.get("ports"), \
             f"{name} must scale: no container name, no published port"
@@ -424,3 +416,15 @@ def test_rabbitmq_override_points_every_app_service_at_amqp(on_rabbitmq: dict[st
         assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy", name
         assert service["depends_on"]["redis"]["condition"] == "service_healthy", \
             f"{name}: Redis stays the status store"
+
+
+def test_only_flowers_image_has_flower(resolved: dict[str, Any]) -> None:
+    """The service's image is the Dockerfile's last stage (the runtime only); Flower's image is
+    its `flower` target, the one stage that installs the extra."""
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert stages[-1] == "service" and "flower" in stages
+    for name, service in app_services(resolved).items():
+        target = (service.get("build") or {}).get("target")
+        assert target == ("flower" if name == "flower" else None), name
+    assert "[flower]" in (ROOT / "Dockerfile").read_text().split("AS flower", 1)[1].split(
+        "FROM", 1)[0]

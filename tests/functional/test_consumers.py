@@ -106,7 +106,8 @@ def test_the_outbox_delivers_events_whose_deliveries_were_never_enqueued(
     from integration.app import get_settings
     from integration.events.results import finish
     from integration.messages.status import Status
-    from integration.store.records import NewRecord, store_from_settings
+    from integration.store.model import NewRecord
+    from integration.store.records import store_from_settings
 
     store = store_from_settings(get_settings())
     message_id = uuid.uuid4().hex

@@ -9,7 +9,7 @@ import redis
 from integration.app import build_submitter
 from integration.messages.status import Status
 from integration.settings import Settings
-from integration.store.records import NewRecord
+from integration.store.model import NewRecord
 from integration.worker.deadletters import DeadLetters
 from tests.conftest import TEST_SECRET
 

@@ -16,10 +16,11 @@ from integration.app import build_submitter
 from integration.events.dispatch import Dispatcher
 from integration.events.webhooks import WebhookRequest, Webhooks
 from integration.messages.registry import MessageType, Registry
-from integration.messages.status import Status
+from integration.messages.status import STARTABLE, Status
 from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
-from integration.store.records import NewRecord, StatusStore, store_from_settings
+from integration.store.model import NewRecord
+from integration.store.records import StatusStore, store_from_settings
 from integration.worker.processor import Delivery, Processor
 from tests.conftest import configured
 
@@ -131,7 +132,7 @@ def test_a_claim_held_elsewhere_holds_the_delivery_back(store: StatusStore) -> N
     back when the claim's lease ends."""
     processor, calls = counting_processor(store)
     store.create_many([queued("held-1")])
-    assert store.claim("held-1", 1, "other-delivery", 30)
+    assert store.begin("held-1", "other-delivery", 30, startable=STARTABLE).claimed
     assert processor.process(envelope("held-1"), Delivery("t1", "count")).status \
         is Status.PROCESSING
     record = store.get("held-1")

@@ -32,7 +32,7 @@ from integration.messages.envelope import Envelope
 from integration.messages.status import Status
 from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
-from integration.store.records import NewRecord
+from integration.store.model import NewRecord
 from integration.worker.heartbeats import Heartbeats
 from tests.conftest import WorkerProcess, configured, wait_for, wait_status
 from tests.functional.test_retries import _children

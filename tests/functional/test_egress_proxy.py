@@ -28,7 +28,7 @@ from integration.security.egress_proxy import EgressProxy
 from integration.settings import ConfigurationError
 from tests.conftest import ROOT, WorkerProcess, delivery_of, wait_status
 from tests.support.http_proxy import ForwardingProxy
-from tests.support.http_target import TARGETS_PORT, RecordingServer
+from tests.support.http_target import TEMPLATE_PORT, RecordingServer
 from tests.support.tls import self_signed
 
 #: The proxy's password: a test fails wherever it shows up.
@@ -135,7 +135,7 @@ def proxied_stack(tmp_path_factory: pytest.TempPathFactory
             EmbeddedRedis(directory / "redis", persistent=False) as server:
         rules = directory / "rules.yaml"
         rules.write_text((ROOT / "tests" / "support" / "targets.yaml").read_text()
-                         .replace(str(TARGETS_PORT), str(target.port)))
+                         .replace(f":{TEMPLATE_PORT}/", f":{target.port}/"))
         worker = WorkerProcess([*default_registry().queues(), DEFAULT_QUEUE],
                                directory / "worker.log", env={
                                    "INTEGRATION_REDIS_URL": server.url,

@@ -1,4 +1,4 @@
-"""The chunk enqueue script (``StatusStore.create_queued_many``) against a Redis of its own:
+"""The chunk enqueue script (``RecordAndEnqueue.create_queued_many``) against a Redis of its own:
 what one call writes for each record, its index entries and its broker messages, at the
 largest chunk the settings allow."""
 
@@ -9,8 +9,10 @@ import json
 import pytest
 import redis
 
+from integration.broker.redis_enqueue import RecordAndEnqueue
 from integration.ops.embedded_redis import EmbeddedRedis
-from integration.store.records import EarlierAnswer, IdempotentAnswer, NewRecord, StatusStore
+from integration.store.model import EarlierAnswer, IdempotentAnswer, NewRecord
+from integration.store.records import StatusStore
 
 
 @pytest.fixture
@@ -30,10 +32,10 @@ def test_a_chunk_of_a_thousand_writes_every_record_index_and_message(
     """1,000 records of two types, owners and channels in one call (the largest
     ``publish_chunk_size``): each record, history and index entry is written, and each queue
     holds its messages in submission order, oldest at the consuming end."""
-    store = StatusStore(client, "t", ttl=600, events_maxlen=100)
+    enqueue = RecordAndEnqueue(StatusStore(client, "t", ttl=600, events_maxlen=100))
     records = [record(n, ("alice", "bob")[n // 500]) for n in range(1000)]
     messages = [f"message-{r.id}" for r in records]
-    assert store.create_queued_many(records, messages, "req-1") == [True] * 1000
+    assert enqueue.create_queued_many(records, messages, "req-1") == [True] * 1000
 
     for kind in ("metric", "event"):
         oldest_first = [m.decode() for m in reversed(client.lrange(f"q-{kind}", 0, -1))]
@@ -62,15 +64,15 @@ def test_a_chunk_of_a_thousand_writes_every_record_index_and_message(
 def test_existing_ids_and_taken_keys_push_nothing(client: redis.Redis) -> None:
     """A record whose id exists, or whose claiming idempotency key is taken, writes and
     pushes nothing; the others of the chunk go in, and a free key is completed."""
-    store = StatusStore(client, "t", ttl=600, events_maxlen=100)
+    enqueue = RecordAndEnqueue(StatusStore(client, "t", ttl=600, events_maxlen=100))
     first = [record(n, "alice") for n in range(3)]
-    assert store.create_queued_many(first, ["a0", "a1", "a2"]) == [True] * 3
+    assert enqueue.create_queued_many(first, ["a0", "a1", "a2"]) == [True] * 3
     client.set("answer-taken", "earlier answer")
 
     again = [record(1, "alice"), record(3, "alice"), record(4, "alice")]
     answers = [None, IdempotentAnswer("answer-taken", "new", 60, claim=True),
                IdempotentAnswer("answer-free", "given", 60, claim=True)]
-    replies = store.create_queued_many(again, ["b1", "b3", "b4"], "req-2", answers)
+    replies = enqueue.create_queued_many(again, ["b1", "b3", "b4"], "req-2", answers)
     assert replies == [False, EarlierAnswer("earlier answer"), True]
 
     assert client.lrange("q-event", 0, -1) == [b"a1"]  # m0001 was not pushed again
@@ -85,10 +87,10 @@ def test_existing_ids_and_taken_keys_push_nothing(client: redis.Redis) -> None:
 def test_a_key_claimed_twice_in_one_chunk_enqueues_once(client: redis.Redis) -> None:
     """Coalesced repeats of one request (same idempotency key) can share a chunk: the first
     takes the key, the second finds its answer and pushes nothing."""
-    store = StatusStore(client, "t", ttl=600, events_maxlen=100)
+    enqueue = RecordAndEnqueue(StatusStore(client, "t", ttl=600, events_maxlen=100))
     answers = [IdempotentAnswer("same-key", "first", 60, claim=True),
                IdempotentAnswer("same-key", "second", 60, claim=True)]
-    replies = store.create_queued_many([record(0, "alice"), record(2, "alice")],
+    replies = enqueue.create_queued_many([record(0, "alice"), record(2, "alice")],
                                        ["m0", "m2"], "req", answers)
     assert replies == [True, EarlierAnswer("first")]
     assert client.lrange("q-metric", 0, -1) == [b"m0"]

@@ -8,7 +8,8 @@ import pytest
 import redis
 
 from integration.ops.embedded_redis import EmbeddedRedis
-from integration.store.records import NewRecord, StatusStore
+from integration.store.model import NewRecord
+from integration.store.records import StatusStore
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ def test_an_invalid_delivery_does_not_overwrite_a_finished_message(store: Status
 
 def test_discard_removes_only_the_records_of_its_own_request(store: StatusStore) -> None:
     """A failed submission cleans up after itself and never removes another request's record."""
-    from integration.store.records import NewRecord
+    from integration.store.model import NewRecord
 
     record = NewRecord(id="discard-1", type="event", queue="event", envelope={}, owner="o",
                        channel="rest")
@@ -85,7 +85,7 @@ def test_discard_removes_only_the_records_of_its_own_request(store: StatusStore)
 
 
 def test_ids_that_look_like_key_suffixes_do_not_collide(store: StatusStore) -> None:
-    from integration.store.records import NewRecord
+    from integration.store.model import NewRecord
 
     for message_id in ("zz:history", "zz", "hist:zz"):
         record = NewRecord(id=message_id, type="event", queue="event", envelope={},

@@ -1,6 +1,6 @@
 """The compose Redis, run here as docker-compose would run it: without a password a client may
 only PING; each component logs in as its own ACL user, and the message path, the revocation
-list and `integration check` work under those users."""
+list, `integration check` and the metrics exporter work under those users."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class ComposeRedis:
     #: Each service's INTEGRATION_REDIS_URL, pointed at this server.
     urls: dict[str, str]
     process: subprocess.Popen[bytes]
+    #: The services as docker-compose resolved them.
+    services: dict[str, Any]
 
     def client(self, service: str | None = None, **options: Any) -> redis.Redis:
         if service is None:
@@ -88,7 +91,7 @@ def compose_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeR
     server = ComposeRedis(port, {
         name: local(found["environment"]["INTEGRATION_REDIS_URL"], port)
         for name, found in services.items()
-        if "INTEGRATION_REDIS_URL" in found.get("environment", {})}, process)
+        if "INTEGRATION_REDIS_URL" in found.get("environment", {})}, process, services)
     try:
         wait_for(lambda: _pings(server), timeout=10, message="the compose redis answers")
         yield server
@@ -167,3 +170,51 @@ def test_the_message_path_runs_under_the_component_users(
         get_settings.cache_clear()
     assert checked.exit_code == 0, checked.output
     assert "does not answer" not in checked.output
+
+
+EXPORTER = shutil.which("prometheus-redis-exporter") or shutil.which("redis_exporter")
+
+
+@pytest.mark.skipif(EXPORTER is None, reason="the Redis exporter is not installed "
+                                             "(apt-get install prometheus-redis-exporter)")
+def test_the_exporter_reads_what_the_alerts_need_and_no_key(compose_redis: ComposeRedis,
+                                                              tmp_path: Path) -> None:
+    """redis_exporter logging in as the `exporter` user of the compose ACL exports Redis's
+    state and its memory against maxmemory with no command refused, and may read no key."""
+    assert EXPORTER is not None
+    environment = compose_redis.services["redis-exporter"]["environment"]
+    assert environment["REDIS_USER"] == "exporter"
+    port = free_port()
+    log = tmp_path / "exporter.log"
+    process = subprocess.Popen(
+        [EXPORTER, "-web.listen-address", f"127.0.0.1:{port}"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env={**os.environ, "REDIS_ADDR": f"redis://127.0.0.1:{compose_redis.port}",
+             "REDIS_USER": "exporter", "REDIS_PASSWORD": str(environment["REDIS_PASSWORD"])})
+
+    def scraped() -> dict[str, float]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",  # noqa: S310
+                                        timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                if line.startswith("redis_") and "{" not in line.split()[0]}
+
+    try:
+        metrics = wait_for(scraped, timeout=10, message="the exporter answers")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert metrics["redis_up"] == 1
+    assert metrics["redis_memory_max_bytes"] == 1024 ** 3, "maxmemory 1gb, the default"
+    assert metrics["redis_memory_used_bytes"] > 0
+    assert "redis_config_maxclients" in metrics and "redis_slowlog_length" in metrics
+    assert "NOPERM" not in log.read_text(errors="replace")
+    exporter = redis.Redis(port=compose_redis.port, username="exporter",
+                           password=str(environment["REDIS_PASSWORD"]))
+    for command in (lambda: exporter.get("integration:revoked:some-jti"),
+                    lambda: exporter.llen("metric"), exporter.flushall):
+        with pytest.raises(NoPermissionError):
+            command()

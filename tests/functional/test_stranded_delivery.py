@@ -17,7 +17,7 @@ from integration.messages.envelope import Envelope
 from integration.messages.retry import PermanentError
 from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
-from integration.store.records import NewRecord
+from integration.store.model import NewRecord
 from tests.conftest import configured
 
 

@@ -91,6 +91,7 @@ def test_queue_depth_and_breaker_state_come_from_one_worker_only(
     """Cluster-wide values are exported by the lease holder alone, so a sum over workers is
     the true value; breaker state is one series per state."""
     from integration.app import default_registry
+    from integration.messages.routing import queue_names
     from integration.worker.guards import GuardSettings, SharedBreaker
     from tests.conftest import WorkerProcess
 
@@ -103,7 +104,7 @@ def test_queue_depth_and_breaker_state_come_from_one_worker_only(
                      if any(n == "integration_queue_depth" for n, _ in s)]
         assert len(exporters) == 1, "exactly one worker exports the queue depth"
         queues = {dict(ls)["queue"] for n, ls in exporters[0] if n == "integration_queue_depth"}
-        assert queues == set(default_registry().queues())
+        assert queues == set(queue_names(default_registry()))
         states = {dict(ls)["state"]: v for (n, ls), v in exporters[0].items()
                   if n == "integration_breaker_state"
                   and dict(ls)["breaker"] == "test:metrics-target"}

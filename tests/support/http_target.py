@@ -10,10 +10,23 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Self
 
-#: The port of the targets declared in tests/support/targets.yaml (workers read it at start).
-TARGETS_PORT = 28417
+from integration.ops.embedded_redis import free_port
+
+#: The port written in tests/support/targets.yaml; the session's copy of that file (which
+#: the workers read) names TARGETS_PORT instead, a port free when the session started.
+TEMPLATE_PORT = 28417
+TARGETS_PORT = free_port()
+
+
+def targets_file(directory: Path) -> Path:
+    """tests/support/targets.yaml with the session's TARGETS_PORT, written in ``directory``."""
+    source = Path(__file__).with_name("targets.yaml")
+    path = directory / "targets.yaml"
+    path.write_text(source.read_text().replace(f":{TEMPLATE_PORT}/", f":{TARGETS_PORT}/"))
+    return path
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,13 @@ def test_unit_tests_mirror_the_package_tree() -> None:
     top = {p.name for p in (ROOT / "tests" / "unit").glob("test_*.py")}
     assert top <= {"test_architecture.py", "test_dependencies.py", "test_docs.py",
                    "test_logs.py"}, top
+
+
+def test_a_long_module_says_why() -> None:
+    """A module longer than LONG lines says at its top why it is one module."""
+    for path in python_files():
+        text = path.read_text()
+        if text.count("\n") > LONG:
+            head = "\n".join(text.splitlines()[:25])
+            assert "One module because" in head, f"{path.relative_to(ROOT)} is long: split it " \
+                "or say at its top why it is one module"

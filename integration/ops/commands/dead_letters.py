@@ -16,7 +16,7 @@ from integration.ops.terminal import (
     record_summary,
     table,
 )
-from integration.store.records import public
+from integration.store.codec import public
 from integration.worker.deadletters import DeadLetters
 
 

@@ -12,7 +12,8 @@ from integration.ops.terminal import (
     paint_status,
     record_summary,
 )
-from integration.store.records import public, store_from_settings
+from integration.store.codec import public
+from integration.store.records import store_from_settings
 
 
 @click.command("status")

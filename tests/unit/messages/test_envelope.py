@@ -98,11 +98,11 @@ def test_history_entries_are_written_as_the_standard_library_writes_them() -> No
     import json
     from datetime import UTC, datetime
 
-    from integration.store.records import _history_entry, iso
+    from integration.store.codec import history_entry, iso
 
     when = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
     detail = {"channel": "rest", "at_time": when, "count": 3, 7: "seven", "text": "größe"}
-    entry = _history_entry("queued", 1_795_000_000_000, detail)
+    entry = history_entry("queued", 1_795_000_000_000, detail)
     expected = {"status": "queued", "at": iso(1_795_000_000_000),
                 "channel": "rest", "at_time": str(when), "count": 3, "7": "seven",
                 "text": "größe"}

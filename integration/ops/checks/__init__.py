@@ -1,0 +1,1 @@
+"""The checks of ``integration check``: each a function of a context yielding findings."""
