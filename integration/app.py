@@ -57,7 +57,9 @@ def default_registry() -> Registry:
     registry = load_types(Registry(builtin_types(run_action)), get_settings().type_modules)
     for subscription in default_subscriptions():
         registry.register(delivery_type(subscription))
-    registry.register(webhook_type(default_webhooks, default_post, default_rights))
+    registry.register(webhook_type(
+        default_webhooks, default_post, default_rights,
+        legacy_signature=lambda: get_settings().webhook_legacy_signature))
     return registry
 
 

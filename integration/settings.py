@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     webhook_disable_after: int = Field(20, ge=1)
     #: Bound on one webhook delivery's POST.
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    #: Also sign deliveries with the deprecated ``X-Integration-Signature`` header, besides the
+    #: Standard Webhooks headers; on until version 0.3.0, which removes it. Turn it off once
+    #: every receiver verifies ``webhook-signature``.
+    webhook_legacy_signature: bool = True
 
     # -- WebSocket gateway ---------------------------------------------------------------------
     #: gevent: one greenlet per connection, so open WebSockets do not take HTTP's threads;
@@ -208,6 +212,10 @@ class Settings(BaseSettings):
     egress_connect_timeout_seconds: float = Field(3.0, gt=0, le=60)
     #: How much of a response body is read; the rest is never downloaded.
     egress_max_response_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: An HTTP proxy for every outbound call, ``http://[user:password@]host:port`` (the
+    #: credentials are never logged); the egress policy still checks each target first.
+    #: Empty: straight to the target. Proxy environment variables are not read.
+    egress_proxy: SecretStr | None = None
     #: The shared rules file: declared action targets (``targets:``), thresholds, diagnoses
     #: and playbooks (YAML); the shipped ``default_rules.yaml`` when unset (no http target).
     rules_file: str | None = None

@@ -4,18 +4,15 @@ A delivery is a ``webhook`` message on its own queue, so it is retried with back
 a circuit breaker per receiving host, dead when exhausted, and visible in the trace of the
 message whose event it carries. A subscription whose deliveries keep failing is disabled.
 
-The signature lets a receiver check that a POST came from this service and is recent::
-
-    X-Integration-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+Deliveries are signed per Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
+``webhook-signature``), and also with the deprecated ``X-Integration-Signature`` while
+``INTEGRATION_WEBHOOK_LEGACY_SIGNATURE`` is on (``integration.events.signatures``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,44 +20,32 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from integration.events.consumers import topic_matches
 from integration.events.dispatch import Fanout, delivery_id
+from integration.events.signatures import (
+    LEGACY_SIGNATURE_HEADER,
+    new_secret,
+    secret_problem,
+    sign_legacy,
+    standard_headers,
+    verify_legacy,
+)
 from integration.messages import effects
 from integration.messages.envelope import Envelope, new_id, utc_now
 from integration.messages.registry import MessageType
 from integration.messages.retry import DownstreamError, PermanentError, TransientError, classify
 from integration.security.rights import CreatorRights
+from integration.settings import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Integration-Signature"
 #: The queue and message type of webhook deliveries.
 WEBHOOK_TYPE = "webhook"
-#: A receiver should refuse signatures older than this (replays of a captured request).
-SIGNATURE_TOLERANCE_SECONDS = 300
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The signature header's value for ``body`` sent at ``timestamp``."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={digest.hexdigest()}"
-
-
-def verify(secret: str, header: str, body: bytes, *, now: float | None = None,
-           tolerance: int = SIGNATURE_TOLERANCE_SECONDS) -> bool:
-    """What a receiver does: recompute the HMAC over the raw body and compare in constant
-    time; refuse a timestamp outside the tolerance."""
-    try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
-        return False
-    if abs((now or time.time()) - timestamp) > tolerance:
-        return False
-    return hmac.compare_digest(sign(secret, timestamp, body), f"t={timestamp},v1={parts['v1']}"
-                               if "v1" in parts else "")
+#: The deprecated scheme's names, where earlier versions had them (receivers import them).
+SIGNATURE_HEADER = LEGACY_SIGNATURE_HEADER
+verify = verify_legacy
 
 
 class WebhookRequest(BaseModel):
@@ -72,6 +57,14 @@ class WebhookRequest(BaseModel):
     topics: list[str] = Field(min_length=1, max_length=20)
     secret: str | None = Field(None, min_length=16, max_length=256)
     description: str = Field("", max_length=500)
+
+    @field_validator("secret")
+    @classmethod
+    def _usable_secret(cls, secret: str | None) -> str | None:
+        problem = secret_problem(secret) if secret is not None else None
+        if problem:
+            raise ValueError(problem)
+        return secret
 
 
 class Webhook(BaseModel):
@@ -139,7 +132,7 @@ class Webhooks:
                scope: Literal["own", "any"] = "any", roles: list[str] | None = None
                ) -> Webhook:
         webhook = Webhook(id=new_id(), url=request.url, topics=request.topics,
-                          secret=request.secret or secrets.token_urlsafe(32),
+                          secret=request.secret or new_secret(),
                           description=request.description, owner=owner, roles=roles,
                           scope=scope, created_at=utc_now().isoformat())
         self._save(webhook, new=True)
@@ -280,9 +273,11 @@ Post = Callable[[str, bytes, Mapping[str, str]], int]
 
 
 def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post],
-                 rights: Callable[[], CreatorRights]) -> MessageType:
+                 rights: Callable[[], CreatorRights], *,
+                 legacy_signature: Callable[[], bool] = lambda: True) -> MessageType:
     """The message type of webhook deliveries; ``webhooks``, ``post`` and ``rights`` are built
-    lazily in the worker process that runs them."""
+    lazily in the worker process that runs them; ``legacy_signature`` says whether the
+    deprecated signature header is sent too."""
 
     def deliver(payload: WebhookDelivery, envelope: Envelope) -> dict[str, Any]:
         store = webhooks()
@@ -296,17 +291,27 @@ def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post],
             store.refuse(webhook, refusal)
             return {"skipped": f"refused: {refusal}", "subscription": webhook.id}
         body = json.dumps(payload.event, separators=(",", ":")).encode()
+        now = int(time.time())
         headers = {
             "Content-Type": "application/cloudevents+json",
             "User-Agent": "integration-webhooks/1",
-            SIGNATURE_HEADER: sign(webhook.secret, int(time.time()), body),
+            # webhook-id is the delivery's message id: the same for every retry of it.
+            **standard_headers(webhook.secret, envelope.id, now, body),
             "X-Integration-Delivery": envelope.id,
             # The same for every redelivery of this delivery; a replay is a new generation.
             "Idempotency-Key": effects.idempotency_key(envelope.id),
             "X-Integration-Topic": payload.topic,
         }
+        if legacy_signature():
+            headers[LEGACY_SIGNATURE_HEADER] = sign_legacy(webhook.secret, now, body)
         try:
-            status = post()(webhook.url, body, headers)
+            send = post()
+        except ConfigurationError as exc:
+            # The service's settings, not the receiver: dead with the reason, not counted
+            # against the subscription; replay it once the settings are fixed.
+            raise PermanentError(f"the egress settings are unusable: {exc}") from None
+        try:
+            status = send(webhook.url, body, headers)
         except Exception as exc:
             store.record(webhook.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:200])
             # The delivery's record belongs to the message's owner: name the subscription

@@ -215,8 +215,10 @@ class WebhookCreate(BaseModel):
     url: str = Field(description="http(s) URL; private and loopback addresses need the "
                                  "egress allowlist")
     topics: list[str] = Field(description='topic patterns, e.g. "alert.*", "*.dead"')
-    secret: str | None = Field(None, description="HMAC secret (16+ characters); generated "
-                                                 "when absent")
+    secret: str | None = Field(None, description="HMAC secret: whsec_ and the base64 of a "
+                                                 "24-64 byte key, or any 16+ characters "
+                                                 "(used as its UTF-8 bytes); generated when "
+                                                 "absent")
     description: str = ""
 
 
@@ -235,7 +237,13 @@ class Webhook(BaseModel):
 
 class WebhookCreated(Webhook):
     secret: str = Field(description="shown only in this answer; signs every delivery")
-    signature_header: str
+    signing_secret: str = Field(description="the same secret in the whsec_ form that "
+                                            "Standard Webhooks libraries take")
+    signature_scheme: str = Field(description='"standard-webhooks": webhook-id, '
+                                              'webhook-timestamp, webhook-signature')
+    signature_header: str = Field(description="the deprecated signature header, sent too "
+                                              "while INTEGRATION_WEBHOOK_LEGACY_SIGNATURE "
+                                              "is on")
 
 
 class WebhookList(BaseModel):

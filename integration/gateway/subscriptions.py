@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from spectree import Response as Responses
 from spectree import SpecTree
 
-from integration.events.webhooks import SIGNATURE_HEADER, Webhook, WebhookRequest
+from integration.events.signatures import LEGACY_SIGNATURE_HEADER, standard_secret
+from integration.events.webhooks import Webhook, WebhookRequest
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
@@ -28,7 +29,8 @@ def create_subscriptions_api(spec: SpecTree) -> Blueprint:
                                   HTTP_403=schemas.ProblemDocument,
                                   HTTP_422=schemas.ProblemDocument))
     def create_subscription() -> tuple[Response, int, dict[str, str]]:
-        """Subscribe a URL to topic patterns; the answer shows the signing secret, once."""
+        """Subscribe a URL to topic patterns; the answer shows the signing secret, once (also
+        in the ``whsec_`` form of Standard Webhooks)."""
         try:
             request = WebhookRequest.model_validate(json_body())
         except ValidationError as exc:
@@ -49,7 +51,9 @@ def create_subscriptions_api(spec: SpecTree) -> Blueprint:
                                      scope=principal.grants.read, roles=list(principal.roles))
         location = url_for("api.subscriptions.get_subscription", webhook_id=webhook.id)
         return (jsonify(**webhook.public(), secret=webhook.secret,
-                        signature_header=SIGNATURE_HEADER), 201, {"Location": location})
+                        signing_secret=standard_secret(webhook.secret),
+                        signature_scheme="standard-webhooks",
+                        signature_header=LEGACY_SIGNATURE_HEADER), 201, {"Location": location})
 
     @subscriptions.get("")
     @spec.validate(skip_validation=True, tags=["subscriptions"],

@@ -350,4 +350,8 @@ def run_action(payload: ActionPayload, envelope: Envelope | None = None, *,
         # file, and the dead one can be replayed.
         raise PermanentError(f"the targets file does not load: {exc}") from None
     spec = declared.get(payload.target, payload.executor)
-    return execute(payload, spec, egress(), envelope=envelope)
+    try:
+        way_out = egress()
+    except ConfigurationError as exc:  # the allowlist or the proxy setting: the same reasoning
+        raise PermanentError(f"the egress settings are unusable: {exc}") from None
+    return execute(payload, spec, way_out, envelope=envelope)

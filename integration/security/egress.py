@@ -8,6 +8,8 @@ names them. The connection then goes to the address that was checked, while the 
 TLS SNI and certificate verification use the URL's host name, so a DNS answer that changes
 between check and connect (DNS rebinding) cannot redirect the call. Redirects are never
 followed; timeouts bound the connect and the whole exchange; the body read is bounded.
+With ``INTEGRATION_EGRESS_PROXY`` the checked request goes through that proxy instead
+(``egress_proxy``): the same check first, the same bounds, nothing followed.
 
 Errors, by the retry classes they belong to (``integration.retry``)::
 
@@ -45,6 +47,7 @@ from integration.security.egress_policy import (
     RejectedStatus,
     ResolvedURL,
 )
+from integration.security.egress_proxy import EgressProxy, through_proxy
 from integration.version import __version__
 
 if TYPE_CHECKING:
@@ -56,7 +59,8 @@ log = logs.get_logger(__name__)
 _READ_CHUNK = 16 * 1024
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
 # Set by the connection itself; a caller's value would let a request smuggle or mislead.
-_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection",
+                               "proxy-authorization"})
 
 
 @dataclass(frozen=True)
@@ -149,8 +153,10 @@ class Egress:
     """Outbound HTTP under one ``EgressPolicy``; safe to share between threads."""
 
     def __init__(self, policy: EgressPolicy | None = None,
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None,
+                 proxy: EgressProxy | None = None) -> None:
         self.policy = policy or EgressPolicy()
+        self.proxy = proxy
         self._tls = tls_context or ssl.create_default_context()
 
     def request(self, method: str, url: str, *, json_body: Any = None,
@@ -179,15 +185,14 @@ class Egress:
             body = json.dumps(json_body, separators=(",", ":")).encode()
             outgoing.setdefault("Content-Type", "application/json")
 
+        # Checked first, proxy or not: a refused target never reaches the proxy either.
         resolved = self.policy.check(url)
         started = time.monotonic()
         deadline = started + timeout
         connect_timeout = min(self.policy.connect_timeout, timeout)
-        connection = (_PinnedHTTPSConnection(resolved, connect_timeout, timeout, self._tls)
-                      if resolved.scheme == "https"
-                      else _PinnedHTTPConnection(resolved, connect_timeout, timeout))
+        connection, target, extra = self._connection(resolved, connect_timeout, timeout)
         try:
-            connection.request(method, resolved.path, body=body, headers=outgoing)
+            connection.request(method, target, body=body, headers={**outgoing, **extra})
             _remaining(connection, deadline)
             response = connection.getresponse()
             content, truncated = self._read_bounded(connection, response, deadline)
@@ -203,11 +208,23 @@ class Egress:
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         # Only the method, the URL without its query, the status and the size: never headers.
         log.info("egress request", method=method, url=resolved.display, status=response.status,
-                 duration_ms=duration_ms, bytes=len(content), truncated=truncated)
+                 duration_ms=duration_ms, bytes=len(content), truncated=truncated,
+                 **({"proxy": self.proxy.display} if self.proxy else {}))
         return EgressResponse(
             status=response.status, reason=response.reason or "",
             headers={k.lower(): v for k, v in response.getheaders()},
             body=content, truncated=truncated, url=resolved.display, duration_ms=duration_ms)
+
+    def _connection(self, resolved: ResolvedURL, connect_timeout: float, timeout: float
+                    ) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+        """The connection for ``resolved``, the request target and any headers for a proxy:
+        pinned to the checked address, or through the proxy."""
+        if self.proxy is not None:
+            return through_proxy(self.proxy, resolved, connect_timeout, timeout, self._tls)
+        if resolved.scheme == "https":
+            return (_PinnedHTTPSConnection(resolved, connect_timeout, timeout, self._tls),
+                    resolved.path, {})
+        return _PinnedHTTPConnection(resolved, connect_timeout, timeout), resolved.path, {}
 
     def _read_bounded(self, connection: http.client.HTTPConnection,
                       response: http.client.HTTPResponse, deadline: float) -> tuple[bytes, bool]:
@@ -236,5 +253,6 @@ def _remaining(connection: http.client.HTTPConnection, deadline: float) -> None:
 
 
 def egress_from_settings(settings: Settings) -> Egress:
-    return Egress(EgressPolicy.from_settings(settings))
+    return Egress(EgressPolicy.from_settings(settings),
+                  proxy=EgressProxy.from_settings(settings))
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from standardwebhooks.webhooks import Webhook as Receiver
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from integration.events.webhooks import SIGNATURE_HEADER, verify
 from tests.conftest import delivery_of, wait_for, wait_status
@@ -43,8 +45,9 @@ def produce(client: FlaskClient, auth: dict[str, str], **data: Any) -> str:
 def test_a_delivery_is_signed_retried_on_500_and_arrives_once(
     client: FlaskClient, auth: dict[str, str], worker: Any
 ) -> None:
-    """The receiver can verify the signature over the raw body; a 500 is retried with backoff;
-    the delivery shows in the trace of the message."""
+    """The receiver can verify the signature over the raw body, with the Standard Webhooks
+    library and with the deprecated header; a 500 is retried with backoff under the same
+    webhook-id; the delivery shows in the trace of the message."""
     with RecordingServer() as receiver:
         path = f"/hook-{uuid.uuid4().hex[:6]}"
         receiver.script(path, 500)
@@ -60,6 +63,14 @@ def test_a_delivery_is_signed_retried_on_500_and_arrives_once(
         assert len(seen) == 2, "one 500, then the retry"
         last = seen[-1]
         headers = {k.lower(): v for k, v in last.headers.items()}
+        assert webhook["secret"].startswith("whsec_")
+        assert webhook["signing_secret"] == webhook["secret"]
+        assert Receiver(webhook["signing_secret"]).verify(last.body, headers)["subject"] == \
+            message_id
+        with pytest.raises(WebhookVerificationError):
+            Receiver(webhook["signing_secret"]).verify(last.body + b" ", headers)
+        assert {s.headers["webhook-id"] for s in seen} == {delivery_id}, \
+            "one webhook-id for every attempt of a delivery"
         assert verify(webhook["secret"], headers[SIGNATURE_HEADER.lower()], last.body)
         assert not verify("another-secret-of-16+", headers[SIGNATURE_HEADER.lower()],
                           last.body)

@@ -11,7 +11,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from integration.ops.embedded_redis import free_port
 
@@ -42,7 +42,35 @@ class Seen:
         return json.loads(self.body)
 
 
-class RecordingServer:
+class ThreadedServer:
+    """An HTTP server with ``handler`` on a thread of its own while a ``with`` block runs."""
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler],
+                 tls: ssl.SSLContext | None = None) -> None:
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self.host, self.port = host, int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # quiet test output
+
+
+class RecordingServer(ThreadedServer):
     """Answers 200 with a small JSON body unless ``script`` says otherwise for a path.
 
     Special paths: ``/redirect`` (302 to ``/landed``), ``/slow`` (waits ``slow_seconds``),
@@ -57,13 +85,7 @@ class RecordingServer:
         self._scripts: dict[str, deque[int]] = defaultdict(deque)
         self.scheme = "https" if tls else "http"
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
-        if tls is not None:
-            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
-        self.host, self.port = host, int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        super().__init__(host, port, self._handler(), tls)
 
     def url(self, path: str = "/") -> str:
         return f"{self.scheme}://{self.host}:{self.port}{path}"
@@ -77,22 +99,10 @@ class RecordingServer:
         with self._lock:
             return [r for r in self.requests if r.path.split("?")[0] == path]
 
-    def __enter__(self) -> RecordingServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass  # quiet test output
-
+        class Handler(QuietHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""

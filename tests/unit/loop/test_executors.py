@@ -155,3 +155,18 @@ def test_an_http_spec_describes_the_call_without_making_it_on_dry_run() -> None:
                      spec, None)
     assert result["executed"] is False
     assert result["would_call"] == {"method": "POST", "url": "https://ops.example/api/restart"}
+
+
+def test_unusable_egress_settings_end_an_http_action_dead() -> None:
+    """A bad allowlist or proxy setting is the service's, not the target's: a permanent
+    error that names it, rather than retries."""
+    from integration.settings import ConfigurationError
+
+    def unusable() -> object:
+        raise ConfigurationError("INTEGRATION_EGRESS_PROXY: must be an http:// URL")
+
+    declared = Targets(targets={"web": TargetSpec(executor="http", url="https://ops.example/")})
+    with pytest.raises(PermanentError, match="INTEGRATION_EGRESS_PROXY"):
+        run_action(ActionPayload(action="x", target="web", executor="http"),
+                   Envelope(type="action", source="tests"), targets=lambda: declared,
+                   egress=unusable)  # type: ignore[arg-type]
