@@ -259,7 +259,8 @@ class Publisher:
         text with those values written in. The envelope's JSON is reused when the caller
         already has it (``Outgoing.envelope_json``).
         """
-        template = self._template(bool(item.envelope.get(TRACEPARENT)))
+        traceparent = item.envelope.get(TRACEPARENT)
+        template = self._template(bool(traceparent))
         envelope = item.envelope_json or orjson.dumps(dict(item.envelope)).decode()
         body = f"[[{envelope}],{template.rest_of_body}".encode()
         values = {
@@ -268,12 +269,12 @@ class Publisher:
             "argsrepr": _json(args_summary(item.envelope)),
             "shadow": _json(shadow_of(item.envelope)),
             "correlationid": _json(correlation_of(item.envelope)),
-            # used by the template of traced messages only; tracestate may be null
-            "traceparent": _json_or_null(item.envelope.get(TRACEPARENT)),
-            "tracestate": _json_or_null(item.envelope.get(TRACESTATE)),
             "routing_key": _json(item.queue),
             "delivery_tag": f'"{_delivery_tag()}"',  # hex digits and dashes
         }
+        if traceparent:  # the slots of the template of traced messages (tracestate may be null)
+            values[TRACEPARENT] = _json(str(traceparent))
+            values[TRACESTATE] = _json_or_null(item.envelope.get(TRACESTATE))
         texts = template.redis_texts
         pieces = [texts[0]]
         for slot, text in zip(template.redis_slots, texts[1:], strict=True):
