@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from flask.testing import FlaskClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from integration.ops.embedded_redis import EmbeddedRedis
 from integration.security.tokens import issue_token
+from integration.settings import Settings
+from integration.store.keys import Keys
 from tests.conftest import TEST_SECRET, WorkerProcess, wait_for
 from tests.functional.test_websocket import Gateway
 from tests.support.http_target import TARGETS_PORT, RecordingServer
@@ -142,3 +146,50 @@ def test_one_trace_runs_from_the_client_to_the_action_target(
         f"00-{CLIENT_TRACE}-{spans['PUT'].span_id.hex()}-01"
     assert call.headers["tracestate"] == "client=1"
     assert f'"trace_id":"{CLIENT_TRACE}"' in (tmp_path / "worker.log").read_text()
+
+
+# -- the context travels with the message, tracing off ----------------------------------------
+
+TRACEPARENT = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+ALERT = {"type": "alert", "source": "t", "data": {"name": "x"}}
+
+
+def _recorded(redis_client: redis.Redis, settings: Settings, message_id: str) -> dict[str, Any]:
+    raw = redis_client.hget(Keys(settings.key_prefix).record(message_id), "envelope")
+    assert raw is not None
+    return dict(json.loads(raw))
+
+
+def test_a_requests_traceparent_is_carried_in_the_envelope(
+        client: FlaskClient, auth: dict[str, str], redis_client: redis.Redis,
+        settings: Settings) -> None:
+    """Untraced, the gateway passes the request's context on unchanged, in every mode."""
+    plain = client.post("/api/v1/messages", json=ALERT,
+                        headers={**auth, "traceparent": TRACEPARENT, "tracestate": "a=1"})
+    binary = client.post("/api/v1/messages", data=b'{"name": "x"}', headers={
+        **auth, "traceparent": TRACEPARENT, "ce-specversion": "1.0", "ce-id": "tp-binary-1",
+        "ce-source": "t", "ce-type": "alert", "Content-Type": "application/json"})
+    for response in (plain, binary):
+        assert response.status_code == 202, response.get_json()
+        envelope = _recorded(redis_client, settings, response.get_json()["id"])
+        assert envelope["traceparent"] == TRACEPARENT
+    assert _recorded(redis_client, settings, plain.get_json()["id"])["tracestate"] == "a=1"
+
+
+def test_an_invalid_traceparent_header_is_ignored(
+        client: FlaskClient, auth: dict[str, str], redis_client: redis.Redis,
+        settings: Settings) -> None:
+    """As W3C Trace Context says: the message is accepted and starts no trace of its own."""
+    response = client.post("/api/v1/messages", json=ALERT,
+                           headers={**auth, "traceparent": "00-not-a-context-01"})
+    assert response.status_code == 202
+    assert "traceparent" not in _recorded(redis_client, settings, response.get_json()["id"])
+
+
+def test_an_invalid_traceparent_attribute_is_a_422(client: FlaskClient,
+                                                    auth: dict[str, str]) -> None:
+    """An envelope's own Distributed Tracing attribute is checked like its other attributes."""
+    response = client.post("/api/v1/messages", headers=auth, json={
+        **ALERT, "traceparent": TRACEPARENT.upper()})
+    assert response.status_code == 422
+    assert "traceparent" in json.dumps(response.get_json())
