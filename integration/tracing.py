@@ -123,9 +123,24 @@ def _traced(name: str, kind: Kind, parent: TraceContext | None,
                if parent is not None else None)
     with _process.tracer.start_as_current_span(
             name, context=context, kind=SpanKind[kind.upper()],
-            attributes=dict(attributes or {})) as active:
+            attributes=dict(attributes or {}), record_exception=False,
+            set_status_on_exception=False) as active:
         bound = logs.bind(trace_id=format(active.get_span_context().trace_id, "032x"))
         try:
             yield active
+        except BaseException as exc:
+            _failed(active, exc)
+            raise
         finally:
             structlog.contextvars.reset_contextvars(**bound)
+
+
+def _failed(active: Any, exc: BaseException) -> None:
+    """An exception marks the span an error, unless it is a client's mistake (a problem
+    with a 4xx status: the request was refused, the service did not fail)."""
+    from opentelemetry.trace import Status, StatusCode
+
+    active.record_exception(exc)
+    status = getattr(exc, "status", 500)
+    if not isinstance(status, int) or status >= 500:
+        active.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:300]))
