@@ -8,8 +8,9 @@ WORKDIR /app
 COPY setup.cfg pyproject.toml README.md celeryconfig.py constraints.txt ./
 COPY integration ./integration
 COPY tasks ./tasks
-# The runtime only (gateway, workers, beat), at the versions the tests ran with.
-RUN pip install --no-cache-dir -c constraints.txt .
+# The runtime (gateway, workers, beat) and the tracing SDK, used only when
+# INTEGRATION_OTLP_ENDPOINT is set, at the versions the tests ran with.
+RUN pip install --no-cache-dir -c constraints.txt '.[tracing]'
 ENV INTEGRATION_ENV=production
 
 FROM base AS flower

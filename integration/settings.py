@@ -318,6 +318,16 @@ class Settings(BaseSettings):
     #: ``integration serve`` makes a temporary one when unset.
     prometheus_multiproc_dir: str | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
 
+    # -- tracing -------------------------------------------------------------------------------
+    #: OpenTelemetry: the OTLP/HTTP base URL spans are exported to (``/v1/traces`` is added, as
+    #: for ``OTEL_EXPORTER_OTLP_ENDPOINT``), e.g. ``http://otel-collector:4318``. Unset: no
+    #: spans, and the SDK is not loaded; a ``traceparent`` still travels with each message.
+    #: Needs the ``tracing`` extra.
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://")
+    #: OpenTelemetry's own variable: the ``service.name`` of every span; unset:
+    #: ``integration-gateway`` or ``integration-worker``.
+    otel_service_name: str | None = Field(None, validation_alias="OTEL_SERVICE_NAME")
+
     # -- development stack ---------------------------------------------------------------------
     #: Where ``integration up`` keeps the embedded Redis's data and the development JWT secret.
     run_dir: str = ".run"

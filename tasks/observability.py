@@ -1,5 +1,5 @@
-"""Celery signals: structured logs with each message's ids bound, and the workers' Prometheus
-metrics (fed per task, served on each worker)."""
+"""Celery signals: structured logs with each message's ids bound, the workers' Prometheus
+metrics (fed per task, served on each worker), and each worker process's tracer."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from celery.signals import (
     task_rejected,
     task_revoked,
     task_unknown,
+    worker_process_init,
     worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
 
-from integration import logs
+from integration import logs, tracing
 from integration.app import build_guards, build_submitter, default_registry, get_settings
 from integration.broker.publisher import CORRELATION_HEADER
 from integration.messages.routing import PROCESS_TASK, queue_names
@@ -140,8 +141,16 @@ def revoked_processor() -> Any:
     return ProcessingTask().processor
 
 
+@worker_process_init.connect
+def _start_tracing(**_: Any) -> None:
+    """Each pool process makes its own tracer: the span exporter's thread does not survive
+    the fork."""
+    tracing.configure(get_settings(), "integration-worker")
+
+
 @worker_process_shutdown.connect
 def _child_exit(pid: int | None = None, **_: Any) -> None:
+    tracing.shutdown()
     from prometheus_client import multiprocess
 
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

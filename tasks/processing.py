@@ -15,7 +15,7 @@ import redis
 from celery import Task
 from celery.exceptions import Reject, Retry
 
-from integration import logs
+from integration import logs, tracing
 from integration.app import (
     build_dispatcher,
     build_guards,
@@ -25,6 +25,7 @@ from integration.app import (
 )
 from integration.broker.publisher import Outgoing
 from integration.broker.submission import Submitter
+from integration.messages import tracecontext
 from integration.messages.jsonlimits import JsonLimits
 from integration.messages.registry import UnknownType
 from integration.messages.retry import default_policy
@@ -124,12 +125,19 @@ def process(self: ProcessingTask, envelope: Any) -> Outcome:
         passed_on = pass_on(self.submitter, envelope, self.request.id)
         if passed_on is not None:
             return passed_on
+    parent = tracecontext.of(envelope) if isinstance(envelope, dict) else None
     try:
-        outcome = self.processor.process(
-            envelope,
-            Delivery(task_id=self.request.id, queue=info.get("routing_key"),
-                     redelivered=bool(info.get("redelivered"))),
-        )
+        with tracing.span("process", "consumer", parent, {
+                "messaging.system": "celery", "messaging.message.id": str(self.request.id),
+                "integration.type": _type_name(envelope),
+                "messaging.destination.name": str(info.get("routing_key") or "")}) as span:
+            outcome = self.processor.process(
+                envelope,
+                Delivery(task_id=self.request.id, queue=info.get("routing_key"),
+                         redelivered=bool(info.get("redelivered"))),
+            )
+            if span is not None:
+                span.set_attribute("integration.status", str(outcome.status))
     except redis.RedisError as exc:
         # The store failing (unreachable, or full under noeviction) must not lose the
         # message, nor ack it.
@@ -139,6 +147,11 @@ def process(self: ProcessingTask, envelope: Any) -> Outcome:
     if outcome.status in _RETRY:
         raise waiting(outcome)
     return outcome
+
+
+def _type_name(envelope: Any) -> str:
+    kind = envelope.get("type") if isinstance(envelope, dict) else None
+    return kind[:100] if isinstance(kind, str) else "unknown"
 
 
 def pass_on(submitter: Submitter, envelope: Any, task_id: str) -> Outcome | None:

@@ -3,10 +3,11 @@
 py-amqp encodes every publish's properties afresh, with a pure-Python field-table encoder
 (a large part of a publish's CPU, for the twenty headers of a Celery message), and writes every
 message with its own ``sendall``. The messages of one producer differ only in their id, root
-id, arguments' summary, correlation id and body, so the rest of the header table is encoded
-once, and a chunk's frames go out in one write. The frames are byte for byte those py-amqp
-writes for ``basic_publish`` of the message Celery's ``as_task_v2`` builds (tested), and
-a stock worker consumes them.
+id, arguments' summary, correlation id, trace context (``traceparent``, ``tracestate``, when
+the message has one) and body, so the rest of the header table is encoded once, and a
+chunk's frames go out in one write. The frames are byte for byte those py-amqp writes for
+``basic_publish`` of the message Celery's ``as_task_v2`` builds (tested), and a stock worker
+consumes them.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from integration.broker.amqp_frames import TaskFrames
 from integration.broker.confirms import ConfirmedPublisher
 from integration.messages.envelope import new_id
 from integration.messages.routing import PROCESS_TASK
+from integration.messages.tracecontext import TRACE_ATTRIBUTES, TRACEPARENT, TRACESTATE
 
 _REDIS_SCHEMES = ("redis", "rediss")
 _AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
@@ -45,6 +46,12 @@ def correlation_of(envelope: Mapping[str, Any]) -> str:
     return str(envelope.get("correlationid") or envelope.get("id") or "")
 
 
+def trace_headers(envelope: Mapping[str, Any]) -> dict[str, str]:
+    """The message's W3C Trace Context as Celery message headers (for tools that read them;
+    the worker reads the envelope's)."""
+    return {name: str(envelope[name]) for name in TRACE_ATTRIBUTES if envelope.get(name)}
+
+
 def _delivery_tag() -> str:
     """A fresh delivery tag as kombu writes one (``str(uuid4())``), without building a UUID
     object."""
@@ -54,6 +61,10 @@ def _delivery_tag() -> str:
 
 def _json(text: str) -> str:
     return orjson.dumps(text).decode()
+
+
+def _json_or_null(value: Any) -> str:
+    return _json(str(value)) if value else "null"
 
 
 def args_summary(envelope: Mapping[str, Any]) -> str:
@@ -81,8 +92,10 @@ class Outgoing:
 
 
 #: What differs between two ``integration.process`` messages in kombu's Redis wire format.
-_REDIS_SLOTS = ("body", "id", "argsrepr", "shadow", "correlationid", "routing_key",
-                "delivery_tag")
+_REDIS_SLOTS = ("body", "id", "argsrepr", "shadow", "correlationid", "traceparent",
+                "tracestate", "routing_key", "delivery_tag")
+#: Slots only a message with a trace context has (its Celery headers carry it too).
+_TRACE_SLOTS = TRACE_ATTRIBUTES
 _SLOT = re.compile(r'"\\u0000([a-z_]+)\\u0000"')
 
 
@@ -100,7 +113,8 @@ class _MessageTemplate:
     redis_slots: tuple[str, ...]
 
     @classmethod
-    def of(cls, app: Celery, origin: str) -> _MessageTemplate:
+    def of(cls, app: Celery, origin: str, traced: bool) -> _MessageTemplate:
+        """The template of messages with (``traced``) or without a trace context."""
         marker = {"template": True}
         headers, properties, body, _ = app.amqp.as_task_v2(
             "template", PROCESS_TASK, args=(marker,), kwargs={}, origin=origin,
@@ -112,14 +126,16 @@ class _MessageTemplate:
         if args != [marker]:
             raise RuntimeError("unexpected task body layout")
         rest = json.dumps([kwargs, embed], separators=(",", ":"))[1:]
-        slot = {name: f"\0{name}\0" for name in _REDIS_SLOTS}
+        names = _REDIS_SLOTS if traced else tuple(n for n in _REDIS_SLOTS if n not in _TRACE_SLOTS)
+        slot = {name: f"\0{name}\0" for name in names}
+        trace = {name: slot[name] for name in _TRACE_SLOTS if traced}
         message = {
             "body": slot["body"],
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": {**headers, "id": slot["id"], "root_id": slot["id"],
                         "argsrepr": slot["argsrepr"], "shadow": slot["shadow"],
-                        CORRELATION_HEADER: slot["correlationid"]},
+                        CORRELATION_HEADER: slot["correlationid"], **trace},
             "properties": {**properties, "delivery_mode": 2, "priority": 0,
                            "body_encoding": "base64", "correlation_id": slot["id"],
                            "delivery_info": {"exchange": "",
@@ -127,7 +143,7 @@ class _MessageTemplate:
                            "delivery_tag": slot["delivery_tag"]},
         }
         cut = _SLOT.split(orjson.dumps(message).decode())
-        if set(cut[1::2]) != set(_REDIS_SLOTS):
+        if set(cut[1::2]) != set(names):
             raise RuntimeError("unexpected task message layout")
         return cls(rest_of_body=rest, redis_texts=tuple(cut[0::2]),
                    redis_slots=tuple(cut[1::2]))
@@ -157,7 +173,7 @@ class Publisher:
         self.app = celery_app
         self.chunk_size = chunk_size
         self._origin = origin
-        self._message_template: _MessageTemplate | None = None
+        self._message_templates: dict[bool, _MessageTemplate] = {}
         self._redis: redis.Redis | None = None
         self._confirmed: ConfirmedPublisher | None = None
         scheme = urlsplit(broker_url).scheme
@@ -243,7 +259,8 @@ class Publisher:
         text with those values written in. The envelope's JSON is reused when the caller
         already has it (``Outgoing.envelope_json``).
         """
-        template = self._template()
+        traceparent = item.envelope.get(TRACEPARENT)
+        template = self._template(bool(traceparent))
         envelope = item.envelope_json or orjson.dumps(dict(item.envelope)).decode()
         body = f"[[{envelope}],{template.rest_of_body}".encode()
         values = {
@@ -255,16 +272,21 @@ class Publisher:
             "routing_key": _json(item.queue),
             "delivery_tag": f'"{_delivery_tag()}"',  # hex digits and dashes
         }
+        if traceparent:  # the slots of the template of traced messages (tracestate may be null)
+            values[TRACEPARENT] = _json(str(traceparent))
+            values[TRACESTATE] = _json_or_null(item.envelope.get(TRACESTATE))
         texts = template.redis_texts
         pieces = [texts[0]]
         for slot, text in zip(template.redis_slots, texts[1:], strict=True):
             pieces += (values[slot], text)
         return "".join(pieces)
 
-    def _template(self) -> _MessageTemplate:
-        if self._message_template is None:
-            self._message_template = _MessageTemplate.of(self.app, self._origin)
-        return self._message_template
+    def _template(self, traced: bool) -> _MessageTemplate:
+        template = self._message_templates.get(traced)
+        if template is None:
+            template = self._message_templates[traced] = _MessageTemplate.of(
+                self.app, self._origin, traced)
+        return template
 
     # -- RabbitMQ: a chunk's confirms awaited together ---------------------------------------
     def _publish_confirmed(self, items: Sequence[Outgoing]) -> PublishOutcome:
@@ -272,7 +294,7 @@ class Publisher:
         messages = [
             TaskFrames.message(item.queue, item.id, (dict(item.envelope),), {
                 "argsrepr": args_summary(item.envelope), "shadow": shadow_of(item.envelope),
-                CORRELATION_HEADER: correlation_of(item.envelope),
+                CORRELATION_HEADER: correlation_of(item.envelope), **trace_headers(item.envelope),
             })
             for item in items
         ]
@@ -289,5 +311,6 @@ class Publisher:
                     PROCESS_TASK, args=(dict(item.envelope),), task_id=item.id,
                     queue=item.queue, producer=producer, ignore_result=True, retry=True,
                     argsrepr=args_summary(item.envelope), shadow=shadow_of(item.envelope),
-                    headers={CORRELATION_HEADER: correlation_of(item.envelope)},
+                    headers={CORRELATION_HEADER: correlation_of(item.envelope),
+                             **trace_headers(item.envelope)},
                 )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from integration import tracing
 from integration.broker.coalescer import Coalescer
 from integration.broker.publisher import Outgoing, Publisher
 from integration.broker.redis_enqueue import RecordAndEnqueue
@@ -238,6 +239,16 @@ class Submitter:
                 answer: IdempotentAnswer | None = None) -> list[Result]:
         if not envelopes:
             return []
+        context = tracing.current()  # taken here: the coalescer's flush may run elsewhere
+        if context is not None:
+            for envelope in envelopes:
+                envelope.continues(context)
+        with tracing.span("enqueue", "producer",
+                          attributes={"messaging.batch.message_count": len(envelopes)}):
+            return self._enqueue(envelopes, owner, channel, answer)
+
+    def _enqueue(self, envelopes: Sequence[Envelope], owner: str, channel: str,
+                 answer: IdempotentAnswer | None) -> list[Result]:
         request = _Request(envelopes, owner, channel,
                            answer if len(envelopes) == 1 and self.fused else None)
         # A request that fills a flush by itself gains nothing from sharing one; waiting for

@@ -22,6 +22,7 @@ from integration.messages.envelope import Envelope, derived_id
 from integration.messages.problems import Conflict, Forbidden, InvalidMessage, Problem
 from integration.messages.retry import PermanentError, TransientError
 from integration.messages.status import Status
+from integration.messages.tracecontext import TRACE_ATTRIBUTES
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,12 @@ class Dispatcher:
 
     def _envelope(self, fanout: Fanout, type_name: str, key: str,
                   data: dict[str, Any]) -> dict[str, Any]:
-        return {"id": delivery_id(fanout, key), "type": type_name,
-                "source": self.source, "subject": fanout.message_id, "data": data,
-                "correlationid": fanout.correlationid, "causationid": fanout.message_id}
+        envelope = {"id": delivery_id(fanout, key), "type": type_name,
+                    "source": self.source, "subject": fanout.message_id, "data": data,
+                    "correlationid": fanout.correlationid, "causationid": fanout.message_id}
+        # The delivery continues the event's trace, also when the outbox sends it later.
+        envelope.update((k, v) for k, v in fanout.event.items() if k in TRACE_ATTRIBUTES)
+        return envelope
 
     def dispatch(self, fanout: Fanout, *, fresh: bool = True,
                  ran_inline: Mapping[str, Any] | None = None) -> int:

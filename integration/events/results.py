@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from integration import tracing
 from integration.messages.envelope import derived_id, new_id, utc_now
 from integration.messages.status import Status
 from integration.store.model import InlineDelivery
@@ -18,8 +19,10 @@ def result_event(message_id: str, topic: str, outcome: Status, correlationid: st
                  data: dict[str, Any], *, generation: int | None = None) -> dict[str, Any]:
     """The event of ``message_id`` reaching ``outcome``. With its delivery ``generation``,
     its id is derived from the message, the generation and the outcome: a redelivery that
-    finishes again makes the same event (and so the same deliveries) rather than another."""
-    return {
+    finishes again makes the same event (and so the same deliveries) rather than another.
+    It continues the current trace (the message's processing), as the Distributed Tracing
+    extension."""
+    event = {
         "specversion": "1.0",
         "id": new_id() if generation is None else derived_id(
             f"{message_id}:{generation}", str(outcome)),
@@ -32,6 +35,10 @@ def result_event(message_id: str, topic: str, outcome: Status, correlationid: st
         "causationid": message_id,
         "data": {"message_id": message_id, "status": str(outcome), **data},
     }
+    context = tracing.current()
+    if context is not None:
+        event.update(context.attributes())
+    return event
 
 
 def finish(store: StatusStore, message_id: str, message_type: str, outcome: Status,

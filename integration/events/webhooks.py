@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from integration import tracing
 from integration.events.consumers import topic_matches
 from integration.events.dispatch import Fanout, delivery_id
 from integration.events.signatures import (
@@ -310,14 +311,20 @@ def webhook_type(webhooks: Callable[[], Webhooks], post: Callable[[], Post],
             # The service's settings, not the receiver: dead with the reason, not counted
             # against the subscription; replay it once the settings are fixed.
             raise PermanentError(f"the egress settings are unusable: {exc}") from None
-        try:
-            status = send(webhook.url, body, headers)
-        except Exception as exc:
-            store.record(webhook.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:200])
-            # The delivery's record belongs to the message's owner: name the subscription
-            # and host, never the receiver's URL (its path often carries a token).
-            raise _without_url(exc, f"POST to subscription {webhook.id} ({webhook.host}) "
-                                    f"failed: {type(exc).__name__}") from None
+        with tracing.span("POST", "client", attributes={
+                "http.request.method": "POST", "integration.subscription": webhook.id}) as span:
+            # The receiver continues the trace of the event it is sent.
+            headers.update(tracing.headers())
+            try:
+                status = send(webhook.url, body, headers)
+            except Exception as exc:
+                store.record(webhook.id, ok=False, error=f"{type(exc).__name__}: {exc}"[:200])
+                # The delivery's record belongs to the message's owner: name the subscription
+                # and host, never the receiver's URL (its path often carries a token).
+                raise _without_url(exc, f"POST to subscription {webhook.id} ({webhook.host}) "
+                                        f"failed: {type(exc).__name__}") from None
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
         if 200 <= status < 300:
             store.record(webhook.id, ok=True)
             return {"subscription": webhook.id, "status_code": status}

@@ -1,4 +1,5 @@
-"""Correlation ids and one structured log line per request (never the token)."""
+"""Correlation ids, the request's W3C trace context, and one structured log line per request
+(never the token)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import time
 from flask import Flask, Response, g, request
 
 from integration import logs
+from integration.messages import tracecontext
 from integration.messages.envelope import ID_PATTERN, new_id
+from integration.messages.tracecontext import TRACEPARENT, TRACESTATE, TraceContext
 
 CORRELATION_HEADER = "X-Correlation-ID"
 _VALID = re.compile(ID_PATTERN)
@@ -23,6 +26,12 @@ def correlation_id() -> str:
 def correlation_given() -> bool:
     """Whether the client sent this request's correlation id (rather than the gateway)."""
     return bool(g.get("correlation_given"))
+
+
+def trace_context() -> TraceContext | None:
+    """The request's ``traceparent``/``tracestate`` headers; an invalid ``traceparent`` is
+    ignored (a new trace starts), as W3C Trace Context says a receiver does."""
+    return tracecontext.parse(request.headers.get(TRACEPARENT), request.headers.get(TRACESTATE))
 
 
 def _start() -> None:

@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify
 from spectree import Response as Responses
 from spectree import SpecTree
 
+from integration import tracing
 from integration.broker.submission import Accepted, Repeated, Result
 from integration.gateway import cloudevents, schemas
 from integration.gateway.auth import current_principal
@@ -18,7 +19,7 @@ from integration.gateway.cloudevents import Mode
 from integration.gateway.idempotency import Attempt, Reply, RequestKey, submit_once
 from integration.gateway.metrics import Received, receiving
 from integration.gateway.reads import status_url, status_urls
-from integration.gateway.requestlog import correlation_given, correlation_id
+from integration.gateway.requestlog import correlation_given, correlation_id, trace_context
 from integration.gateway.runtime import runtime
 from integration.messages.problems import (
     InvalidMessage,
@@ -47,9 +48,16 @@ def register(api: Blueprint, spec: SpecTree) -> None:
 
         With an ``Idempotency-Key`` header, a repeat of the same request is answered as the
         first one was and enqueues nothing.
+
+        A W3C ``traceparent`` (and ``tracestate``) header is carried on with each message as
+        its Distributed Tracing extension (an invalid one is ignored); a message that has
+        its own ``traceparent`` attribute keeps it (an invalid one is a 422).
         """
         mode = cloudevents.request_mode()
-        with receiving(mode.channel) as received:
+        with receiving(mode.channel) as received, tracing.span(
+                "submit", "server", trace_context(),
+                {"http.request.method": "POST", "http.route": "/api/v1/messages",
+                 "integration.channel": mode.channel}):
             return _submit_request(mode, received)
 
 

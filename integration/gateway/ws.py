@@ -14,7 +14,7 @@ import redis
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
-from integration import logs
+from integration import logs, tracing
 from integration.broker.submission import Accepted, Result
 from integration.gateway.auth import (
     REVOKED,
@@ -29,6 +29,7 @@ from integration.gateway.fanout import Client, WebSocketHub, error_frame, frame
 from integration.gateway.limits import charge
 from integration.gateway.metrics import gateway_metrics
 from integration.gateway.reads import status_url
+from integration.gateway.requestlog import trace_context
 from integration.gateway.runtime import Runtime, runtime
 from integration.gateway.websocket import (
     POLICY_VIOLATION,
@@ -37,6 +38,7 @@ from integration.gateway.websocket import (
     WebSocket,
     handshake_error,
 )
+from integration.messages import tracecontext
 from integration.messages.envelope import new_id
 from integration.messages.problems import (
     UNEXPECTED,
@@ -49,6 +51,7 @@ from integration.messages.problems import (
     Unavailable,
     invalid,
 )
+from integration.messages.tracecontext import TraceContext
 from integration.security.verification import TokenClaims
 
 EXTENSION_KEY = "integration_ws"
@@ -131,6 +134,7 @@ def websocket() -> Response:
     metrics = gateway_metrics()
     metrics.sockets.inc()
     session = Session(rt, sockets, client)
+    session.trace = trace_context()
     try:
         if principal is None:
             client.auth_deadline = time.monotonic() + rt.settings.ws_auth_timeout_seconds
@@ -157,6 +161,9 @@ class Session:
         self.client = client
         self.ws = client.ws
         self.principal: Principal | None = None
+        #: The upgrade request's W3C trace context: the parent of each submit frame's span
+        #: whose frame does not carry its own.
+        self.trace: TraceContext | None = None
 
     def run(self) -> None:
         while True:
@@ -266,7 +273,14 @@ class Session:
         self.reply(frame("pong", **_ref(ref)))
 
     def submit(self, body: dict[str, Any], ref: Any) -> None:
-        """One message or a list: an ``ack`` or ``error`` frame per message, in order."""
+        """One message or a list: an ``ack`` or ``error`` frame per message, in order; the
+        frame's ``traceparent``/``tracestate`` (else the upgrade request's) is the trace the
+        messages continue (an invalid one is ignored)."""
+        parent = tracecontext.of(body) or self.trace
+        with tracing.span("submit", "server", parent, {"integration.channel": "websocket"}):
+            self._submit(body, ref)
+
+    def _submit(self, body: dict[str, Any], ref: Any) -> None:
         assert self.principal is not None
         principal, rt, metrics = self.principal, self.rt, gateway_metrics()
         claims = self.client.claims

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from integration import logs
+from integration import logs, tracing
 from integration.loop.payloads import ActionPayload
 from integration.messages import effects
 from integration.messages.envelope import Envelope
@@ -279,11 +279,17 @@ def execute(payload: ActionPayload, spec: TargetSpec, egress: Egress | None, *,
         # A redelivery after a lost worker may call again: the same key (message id and
         # generation) lets the downstream deduplicate; a replay is a new generation.
         headers.setdefault("Idempotency-Key", effects.idempotency_key(envelope.id))
-    try:
-        response = egress.request(spec.method, spec.url, json_body=body, headers=headers,
-                                  timeout=spec.timeout_seconds)
-    except EgressRefused as exc:
-        raise EgressRefused(f"target {payload.target!r}: {exc}") from None
+    with tracing.span(spec.method, "client", attributes={
+            "http.request.method": spec.method, "integration.target": payload.target}) as span:
+        # The target continues the trace (its W3C headers win over declared ones).
+        headers.update(tracing.headers())
+        try:
+            response = egress.request(spec.method, spec.url, json_body=body, headers=headers,
+                                      timeout=spec.timeout_seconds)
+        except EgressRefused as exc:
+            raise EgressRefused(f"target {payload.target!r}: {exc}") from None
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status)
     secrets = spec.secret_values()
     excerpt = _redacted(response.text(RESULT_EXCERPT_CHARS), secrets)
     response.raise_for_status(f"target {payload.target!r} ({response.url})",

@@ -10,6 +10,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from integration.messages.tracecontext import (
+    TRACEPARENT,
+    TRACESTATE,
+    TraceContext,
+    traceparent_error,
+    tracestate_error,
+)
+
 #: CloudEvents extension attribute names: lower-case ASCII letters and digits, at most 20.
 EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 MAX_EXTENSIONS = 16
@@ -25,6 +33,10 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,159}$"
 #: an id with the prefix: a client could otherwise take a firing's id first and suppress it.
 FIRING_CHANNEL = "beat"
 FIRING_ID_PREFIX = "beat."
+
+
+#: CloudEvents Distributed Tracing extension attributes, checked as W3C Trace Context.
+_TRACE_CHECKS = {TRACEPARENT: traceparent_error, TRACESTATE: tracestate_error}
 
 
 def new_id() -> str:
@@ -75,6 +87,13 @@ class Envelope(BaseModel):
                     f"unknown attribute {name[:40]!r}: extension names are 1-20 lower-case "
                     "letters or digits"
                 )
+            if name in _TRACE_CHECKS:
+                # The Distributed Tracing extension: a malformed context is refused, not
+                # carried on to every step of the chain.
+                error = _TRACE_CHECKS[name](value)
+                if error is not None:
+                    raise ValueError(error)
+                continue
             if isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**63):
                 continue
             if not isinstance(value, str) or len(value) > MAX_EXTENSION_VALUE_LENGTH:
@@ -85,6 +104,13 @@ class Envelope(BaseModel):
         if self.correlationid is None:
             self.correlationid = self.id
         return self
+
+    def continues(self, context: TraceContext) -> None:
+        """Carry ``context`` (the step that sends this message) as the Distributed Tracing
+        extension, unless the sender gave the message a context of its own."""
+        extra = self.__pydantic_extra__
+        if extra is not None and TRACEPARENT not in extra:
+            extra.update(context.attributes())
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready form sent to the broker and stored with the status."""

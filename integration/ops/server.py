@@ -16,6 +16,7 @@ from typing import Any
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
+from integration import tracing
 from integration.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,19 @@ def _when_ready(settings: Settings) -> Any:
             GunicornPrometheusMetrics.start_http_server_when_ready(
                 settings.gateway_metrics_port, settings.gateway_metrics_host)
     return when_ready
+
+
+def _start_tracing(settings: Settings) -> Any:
+    def post_worker_init(worker: Any) -> None:
+        """Each worker process makes its own tracer after the fork (the span exporter's
+        thread does not survive one), and after gevent's patching, so that thread is a
+        greenlet of that process."""
+        tracing.configure(settings, "integration-gateway")
+    return post_worker_init
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    tracing.shutdown()  # export the spans still pending
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -211,6 +225,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
         "control_socket_disable": True,
         "when_ready": _when_ready(settings),
         "child_exit": _child_exit,
+        "post_worker_init": _start_tracing(settings),
+        "worker_exit": _worker_exit,
         "reuse_port": spread,
     }
     GatewayServer(settings, options).run()

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from integration import logs
+from integration import logs, tracing
 from integration.events.consumers import (
     EVENT_CHANNEL,
     ConsumerContext,
@@ -254,7 +254,8 @@ class Processor:
     def _handle(self, handler: Any, payload: Any, envelope: Envelope, generation: int) -> Any:
         """Run the handler as ``(message, generation)`` (the key of its effects), with
         ``emit`` bound for this message when something can submit."""
-        with effects.running(envelope.id, generation):
+        with tracing.span("handler", "internal", attributes={"integration.type": envelope.type}), \
+                effects.running(envelope.id, generation):
             if self.dispatcher is None:
                 return handler(payload, envelope)
             with emitting(self.dispatcher.emitter(envelope,
@@ -432,7 +433,9 @@ class Processor:
             envelope = Envelope.model_construct(**raw)  # made here, valid by construction
             emit = dispatcher.emitter(envelope, fanout.owner)
             try:
-                with effects.running(envelope.id, 1), emitting(emit):
+                with tracing.span("consumer", "internal", attributes={
+                        "integration.subscription": subscription.name}), \
+                        effects.running(envelope.id, 1), emitting(emit):
                     result = subscription(dict(fanout.event),
                                           ConsumerContext(envelope, fanout.topic, emit))
             except Exception as exc:  # noqa: BLE001 - it goes out as a delivery message

@@ -34,10 +34,14 @@ def subscribe(client: FlaskClient, auth: dict[str, str], url: str,
     return dict(response.get_json())
 
 
+#: The W3C trace context the producing message is sent with; the receiver continues it.
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
 def produce(client: FlaskClient, auth: dict[str, str], **data: Any) -> str:
-    response = client.post("/api/v1/messages", headers=auth, json={
-        "type": "test.produce", "source": "webhooks",
-        "data": {"key": uuid.uuid4().hex, **data}})
+    response = client.post("/api/v1/messages", headers={**auth, "traceparent": TRACEPARENT},
+                           json={"type": "test.produce", "source": "webhooks",
+                                 "data": {"key": uuid.uuid4().hex, **data}})
     assert response.status_code == 202
     return str(response.get_json()["id"])
 
@@ -79,6 +83,8 @@ def test_a_delivery_is_signed_retried_on_500_and_arrives_once(
         event = json.loads(last.body)
         assert event["type"] == "test.produce.succeeded" and event["subject"] == message_id
         assert headers["content-type"] == "application/cloudevents+json"
+        assert headers["traceparent"].split("-")[1] == TRACEPARENT.split("-")[1], \
+            "the receiver continues the producing message's trace"
         trace = client.get(f"/api/v1/messages/{message_id}/trace", headers=auth).get_json()
         assert delivery_id in {c["id"] for c in trace["caused"]}
 

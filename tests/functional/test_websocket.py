@@ -348,6 +348,24 @@ def test_a_message_submitted_over_the_socket_is_acked_and_succeeds(gateway: Gate
     assert record["channel"] == "websocket" and record["owner"] == "ws-sender"
 
 
+def test_a_submit_frames_trace_context_travels_with_its_messages(
+        gateway: Gateway, redis_client: redis.Redis) -> None:
+    """A frame's ``traceparent`` (else the upgrade request's) is carried in the envelope."""
+    upgrade = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    own = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = {"Authorization": f"Bearer {token_for('ws-tracer', ['admin'])}",
+               "traceparent": upgrade}
+    with connect(gateway.ws_url, additional_headers=headers, open_timeout=10) as ws:
+        assert recv_json(ws)["type"] == "authenticated"
+        ws.send(json.dumps({"type": "submit", "message": alert("own"), "traceparent": own}))
+        first = recv_json(ws)
+        ws.send(json.dumps({"type": "submit", "message": alert("upgrade")}))
+        second = recv_json(ws)
+    for ack, expected in ((first, own), (second, upgrade)):
+        envelope = redis_client.hget(f"integration:msg:{ack['id']}", "envelope")
+        assert envelope is not None and json.loads(envelope)["traceparent"] == expected
+
+
 def test_an_invalid_message_gets_a_422_error_frame(gateway: Gateway) -> None:
     """An invalid message is an error frame with the 422 problem REST would return."""
     with authed(gateway, token_for("ws-sender", ["admin"])) as ws:

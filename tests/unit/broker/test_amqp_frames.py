@@ -33,13 +33,16 @@ def py_amqp_frames(message: amqp.Message, queue: str, channel: int, frame_max: i
     ("é ü 漢字 \U0001f600", 131072),
     ("x" * 5000, 4096),  # the body spans two frames
 ])
-def test_frames_equal_py_amqp_s(text: str, frame_max: int) -> None:
+@pytest.mark.parametrize("trace", [
+    {}, {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+         "tracestate": "a=b"}])
+def test_frames_equal_py_amqp_s(text: str, frame_max: int, trace: dict[str, str]) -> None:
     app = create_celery("integration.test")
     frames = TaskFrames(app, origin="gateway")
     envelope: dict[str, Any] = {"id": "m-1", "type": "metric", "source": "s",
                                 "data": {"name": text, "value": 1.5}}
     extra = {"argsrepr": repr({"id": "m-1", "type": "metric"}), "shadow": "p[metric]",
-             "correlationid": "c-1"}
+             "correlationid": "c-1", **trace}
     ours = frames.encode(TaskFrames.message("metric", "m-1", (envelope,), extra), 7, frame_max)
 
     headers, properties, body, _ = app.amqp.as_task_v2(
@@ -49,7 +52,7 @@ def test_frames_equal_py_amqp_s(text: str, frame_max: int) -> None:
     ordered = {k: v for k, v in headers.items()
                if k not in ("id", "root_id", "argsrepr", "shadow")}
     ordered.update(id="m-1", root_id="m-1", argsrepr=extra["argsrepr"], shadow=extra["shadow"],
-                   correlationid="c-1")
+                   correlationid="c-1", **trace)
     message = amqp.Message(dumps(body).encode(), priority=0,
                            content_type="application/json", content_encoding="utf-8",
                            application_headers=ordered, delivery_mode=2, **properties)

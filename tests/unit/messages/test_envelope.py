@@ -19,10 +19,11 @@ def test_id_time_and_correlation_are_filled_when_absent() -> None:
 
 
 def test_valid_extensions_are_kept_on_the_wire() -> None:
-    envelope = Envelope.model_validate({"type": "t", "source": "s", "traceparent": "00-ab",
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    envelope = Envelope.model_validate({"type": "t", "source": "s", "traceparent": traceparent,
                                         "priority": 3, "urgent": True})
     wire = envelope.to_wire()
-    assert (wire["traceparent"], wire["priority"], wire["urgent"]) == ("00-ab", 3, True)
+    assert (wire["traceparent"], wire["priority"], wire["urgent"]) == (traceparent, 3, True)
 
 
 @pytest.mark.parametrize("attributes", [
