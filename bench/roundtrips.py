@@ -120,7 +120,7 @@ def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages:
     hooked = {} if hook is None else {
         "BENCH_ROUNDTRIPS_DIR": str(counts),
         "PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    worker = stack.worker("worker", "tasks", queues, 2, **hooked)
+    worker = stack.worker("worker", "tasks", queues, 2, task_events=False, **hooked)
     r = redis.Redis.from_url(url)
     index = f"{settings.key_prefix}:idx:status:succeeded"
     total = messages * (2 if consumer else 1)

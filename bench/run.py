@@ -208,8 +208,8 @@ class Run:
             add("e2e_raw_worker_msgs_per_s", raw)
             add("e2e_event_msgs_per_s", self._end_to_end(ours.port, raw, consumer=None,
                                                          figure="e2e_event", gateway=ours))
-            add("e2e_event_task_events_msgs_per_s", self._end_to_end(
-                ours.port, raw, consumer=None, INTEGRATION_TASK_EVENTS="true"))
+            add("e2e_event_no_task_events_msgs_per_s", self._end_to_end(
+                ours.port, raw, consumer=None, task_events=False))
             add("e2e_consumer_msgs_per_s", self._end_to_end(
                 ours.port, raw, consumer="queued", figure="e2e_consumer", gateway=ours))
             add("e2e_inline_consumer_msgs_per_s", self._end_to_end(
@@ -325,12 +325,14 @@ class Run:
 
     def _end_to_end(self, port: int, rate: float, *, consumer: str | None = None,
                     instances: int = 1, figure: str | None = None, gateway: Any = None,
-                    **env: str) -> float:
+                    task_events: bool = True, **env: str) -> float:
         """Events submitted through the gateway (batches, paced at the raw worker's rate)
         while our worker processes them; messages per second from the first acceptance to
         the last completion (the consumer's delivery, when one is subscribed). With
         ``instances`` > 1, that many worker processes of the same concurrency share the
-        queue (several instances on one host). ``env`` goes to the workers (settings)."""
+        queue (several instances on one host). Workers send task events, as the dev stack
+        and compose run them, unless ``task_events`` is False. ``env`` goes to the workers
+        (settings)."""
         plan = self.plan
         self._flush()
         queues = ["event"]
@@ -339,7 +341,8 @@ class Run:
             env["INTEGRATION_CONSUMER_MODULES"] = "bench.consumers:CONSUMERS"
         elif consumer == "inline":
             env["INTEGRATION_CONSUMER_MODULES"] = "bench.consumers:INLINE"
-        workers = [self._start_worker(f"worker-{n}", "tasks", queues, **env)
+        workers = [self._start_worker(f"worker-{n}", "tasks", queues,
+                                      task_events=task_events, **env)
                    for n in range(instances)]
         meter = self._e2e_meter(workers, gateway)
         meter.start()
@@ -373,8 +376,10 @@ class Run:
             finished.append(_epoch(finished_at.decode()))
         return sent / max(max(finished) - min(accepted), 1e-6)
 
-    def _start_worker(self, name: str, app: str, queues: list[str], **env: str) -> Worker:
-        worker = self.stack.worker(name, app, queues, self.plan.concurrency, **env)
+    def _start_worker(self, name: str, app: str, queues: list[str], *,
+                      task_events: bool = False, **env: str) -> Worker:
+        worker = self.stack.worker(name, app, queues, self.plan.concurrency,
+                                   task_events=task_events, **env)
         worker.wait_ready()
         self._worker = worker
         return worker

@@ -242,13 +242,13 @@ class Stack:
         self.started.append(server)
         return server
 
-    def worker(self, name: str, app: str, queues: list[str], concurrency: int,
-               **extra_env: str) -> Worker:
+    def worker(self, name: str, app: str, queues: list[str], concurrency: int, *,
+               task_events: bool = False, **extra_env: str) -> Worker:
         argv = [sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel", "INFO",
                 "--pool", "prefork", "--concurrency", str(concurrency), "--hostname",
                 f"{name}-{os.getpid()}@%h", "--queues", ",".join(queues), "--without-gossip",
                 "--without-mingle"]
-        if app == "tasks":
+        if task_events:
             argv.append("--task-events")  # as the dev stack and compose run the service
         env = self.child_env(INTEGRATION_METRICS_PORT=str(self._port()), **extra_env)
         log = self.workdir / f"{name}.log"
