@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from integration.worker.lease import Lease
+
 log = logging.getLogger(__name__)
 
 #: Buckets in seconds: the usual 0.1, 0.5, 1, 2, 5 and finer ones below 0.1.
@@ -190,28 +192,18 @@ class ClusterState:
                  depths: Any, breakers: Any, queues: list[str], *,
                  consumers: Callable[[], Mapping[str, int]] | None = None,
                  ages: Callable[[Sequence[str]], Mapping[str, float]] | None = None) -> None:
-        self.client = client
-        self.key = f"{prefix}:metrics-leader"
-        self.worker_id = worker_id
+        self.lease = Lease(client, f"{prefix}:metrics-leader", worker_id, 60)
         self.depths = depths
         self.breakers = breakers
         self.queues = queues
         self.consumers = consumers
         self.ages = ages
 
-    def _leading(self) -> bool:
-        if self.client.set(self.key, self.worker_id, nx=True, ex=60):
-            return True
-        if self.client.get(self.key) == self.worker_id.encode():
-            self.client.expire(self.key, 60)
-            return True
-        return False
-
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
         try:
-            if not self._leading():
+            if not self.lease.held():
                 return
             depth = GaugeMetricFamily("integration_queue_depth",
                                       "Messages waiting in each queue (one worker exports it).",

@@ -25,6 +25,7 @@ from integration.messages.status import Status
 from integration.store.model import LedgerEntry
 from integration.store.records import StatusStore
 from integration.worker.heartbeats import Heartbeats
+from integration.worker.lease import Lease
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,6 @@ NON_FINAL = (Status.ACCEPTED, Status.QUEUED, Status.PROCESSING, Status.RETRYING,
 _IN_BROKER = (Status.ACCEPTED, Status.QUEUED, Status.PROCESSING)
 #: The oldest records read per status and pass.
 DEFAULT_LIMIT = 10_000
-
-# Take or keep the lease: set when free, extended when ours.
-_LEAD = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
 
 @dataclass(frozen=True)
 class Stranded:
@@ -95,14 +85,12 @@ class Reconciler:
         self.lease = lease
         self.limit = limit
         self.on_redelivered = on_redelivered
-        self._lead = store.client.register_script(_LEAD)
-        self._lease_key = f"{store.prefix}:reconciler"
+        self._lease = Lease(store.client, f"{store.prefix}:reconciler", instance, lease)
         #: Suspects of the last pass, by id, with the record they had then.
         self._suspects: dict[str, tuple[str, int, str]] = {}
 
     def leading(self) -> bool:
-        return bool(self._lead(keys=[self._lease_key],
-                               args=[self.instance, int(self.lease * 1000)]))
+        return self._lease.held()
 
     def run_once(self) -> int:
         """A pass for the loop (which repeats a pass at once only when it returns its batch)."""
