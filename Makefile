@@ -14,9 +14,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## Start Redis (embedded unless INTEGRATION_REDIS_URL is set), gateway, worker and beat.
+## Start Redis (embedded unless INTEGRATION_REDIS_URL is set), gateway, worker and beat;
+## PORT, METRICS_PORT (worker metrics, 0: none), FLOWER_PORT (with FLOWER=1) move them.
 run: $(STAMP)
-	$(BIN)/integration up
+	$(if $(METRICS_PORT),INTEGRATION_METRICS_PORT=$(METRICS_PORT)) $(BIN)/integration up \
+	  $(if $(PORT),--port $(PORT)) $(if $(FLOWER),--flower) $(if $(FLOWER_PORT),--flower-port $(FLOWER_PORT))
 
 ## Install and run the whole test suite against real Redis and real worker processes; the
 ## docs site must build strictly (a broken link or a page missing from the nav fails).

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from integration import sources
 
 
 class Settings(BaseSettings):
@@ -17,6 +24,24 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="INTEGRATION_", extra="ignore",
                                       populate_by_name=True)
+
+    # ``.env`` keys left out (``integration up`` leaves out those of a deployment).
+    dotenv_exclude: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment, then a running ``integration up`` stack's record, then ``.env``
+        (``integration.sources`` says why)."""
+        record = sources.recorded_stack()
+        files = [sources.dotenv_values(sources.env_file(), exclude=cls.dotenv_exclude)]
+        if record is not None:
+            files.insert(0, record.settings())
+        return (init_settings, env_settings,
+                *(_VariablesSource(settings_cls, values) for values in files))
 
     # -- environment, store and broker ---------------------------------------------------------
     #: ``production`` refuses weak secrets and an evicting Redis, and logs JSON; ``integration up``
@@ -336,6 +361,22 @@ class Settings(BaseSettings):
     def broker(self) -> str:
         """The broker URL: ``BROKER_URL`` when set, otherwise the store's Redis."""
         return self.broker_url or self.redis_url
+
+
+class DevStackSettings(Settings):
+    """Settings of ``integration up``: a deployment's connection and secret keys in ``.env``
+    are ignored (``sources.DEPLOYMENT_KEYS``)."""
+
+    dotenv_exclude = sources.DEPLOYMENT_KEYS
+
+
+class _VariablesSource(EnvSettingsSource):
+    """Settings from a mapping of environment-style variables (a record, a dotenv file), read
+    exactly as the environment is (prefix, aliases, JSON values)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.env_vars = {k.lower(): v for k, v in values.items()}
 
 
 class ConfigurationError(RuntimeError):

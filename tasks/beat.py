@@ -14,6 +14,7 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
+import redis
 from redbeat import RedBeatScheduler
 
 from integration.app import build_submitter, get_settings, load_schedules
@@ -28,6 +29,27 @@ log = get_logger("integration.beat")
 
 class Scheduler(RedBeatScheduler):
     """redbeat's scheduler, firing ``integration.schedule.fire`` with the scheduled time."""
+
+    #: Seconds between tries while Redis cannot be reached.
+    unreachable_retry_seconds = 1.0
+    _unreachable = False
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """A lost Redis is one line, and beat waits for it to come back, rather than a
+        traceback and an exit; a lock lost meanwhile still stops beat (another may lead)."""
+        try:
+            interval = float(super().tick(*args, **kwargs))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not self._unreachable:
+                log.warning("Redis unreachable; beat fires nothing until it answers "
+                            "(check that it runs and INTEGRATION_REDIS_URL)",
+                            error=" ".join(str(exc).split()))
+            self._unreachable = True
+            return self.unreachable_retry_seconds
+        if self._unreachable:
+            log.info("Redis reachable again; beat goes on")
+            self._unreachable = False
+        return interval
 
     def install_default_entries(self, data: Any) -> None:
         """None: results live in the status store, so Celery's backend cleanup has no work."""

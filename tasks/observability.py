@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from functools import cache
 from typing import Any
 
 from celery.signals import (
+    celeryd_after_setup,
     celeryd_init,
     setup_logging,
     task_postrun,
@@ -42,6 +44,14 @@ log = logs.get_logger("integration.worker")
 def _configure_logging(**_: Any) -> None:
     """Connected, so Celery leaves the root logger to us: one shape for every record."""
     logs.configure_logging(get_settings())
+
+
+@celeryd_after_setup.connect
+def _quiet_the_cancel_notice(**_: Any) -> None:
+    """worker_cancel_long_running_tasks_on_connection_loss is chosen (celeryconfig), so
+    Celery's notice that its default changes in 6.0 need not come with every outage; set
+    after Celery's logging set-up, which turns its deprecation warnings to ``always``."""
+    warnings.filterwarnings("ignore", message=r"\s*In Celery 5\.1 we introduced an optional")
 
 
 @celeryd_init.connect

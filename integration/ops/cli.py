@@ -54,6 +54,7 @@ def main(ctx: click.Context, no_color: bool) -> None:
     \b
     Examples:
       integration up                          # everything, for development
+      eval "$(integration env)"               # its settings, for other tools
       integration status 3f2a9c…              # how is my message doing?
       integration trace 3f2a9c…               # what happened, step by step
       integration dlq list --type action      # what ended dead
@@ -70,6 +71,7 @@ def main(ctx: click.Context, no_color: bool) -> None:
     from pydantic import ValidationError
 
     logs.configure_command_line()
+    _warn_of_a_stopped_stack(ctx.invoked_subcommand)
 
     # An invalid setting is left to the command: `check` lists them all, others name one.
     with suppress(ValidationError):
@@ -78,9 +80,27 @@ def main(ctx: click.Context, no_color: bool) -> None:
         ctx.color = False  # inherited by every subcommand's context
 
 
+def _warn_of_a_stopped_stack(command: str | None) -> None:
+    """A record left by a stack that is gone: say which Redis is used instead of it."""
+    import logging
+
+    from integration import sources
+
+    if command in ("up", "serve", "env", "flower") or sources.recorded_stack() is not None:
+        return
+    stale = sources.recorded_stack(live_only=False)
+    if stale is not None:
+        logging.getLogger("integration").warning(
+            "the stack recorded in %s (process %s) is not running; INTEGRATION_REDIS_URL "
+            "comes from %s (start `make run` to use a development stack)",
+            sources.run_dir() / sources.STACK_FILE, stale.pid,
+            sources.origin("INTEGRATION_REDIS_URL"))
+
+
 main.add_command(running.up)
 main.add_command(running.serve)
 main.add_command(running.flower)
+main.add_command(running.env_command)
 main.add_command(check.check)
 main.add_command(messages.status_command)
 main.add_command(messages.trace_command)

@@ -1,6 +1,6 @@
 """Runs the processes of ``integration up``: their output prefixed with their name, a process
 that exits started again (with a growing delay while it keeps failing), and SIGINT, SIGTERM or
-SIGHUP stopping them all, each as a whole process group.
+SIGHUP stopping them all, each as a whole process group, in the reverse order of their start.
 
 A Celery worker can exit on a lost broker connection (celery #9250); here, as under compose's
 restart policy or systemd's ``Restart=always``, it comes back. honcho, which ran the stack
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -36,6 +36,10 @@ class Program:
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     failures: int = 0  # exits in a row that came soon after a start
+    #: Answers True once the program serves; the programs after it start only then.
+    ready: Callable[[], bool] | None = None
+    #: Seconds ``ready`` may take before the stack gives up.
+    ready_timeout: float = 30.0
 
 
 class Supervisor:
@@ -56,8 +60,12 @@ class Supervisor:
         self.restarts = 0
 
     def say(self, name: str, line: str) -> None:
-        with self._write:
-            self.out.write(f"{time.strftime('%H:%M:%S')} {name:<{self._width}} | {line}\n")
+        self.write(f"{time.strftime('%H:%M:%S')} {name:<{self._width}} | {line}\n")
+
+    def write(self, text: str) -> None:
+        """Write to the output; a closed terminal (EIO) or pipe must not stop the stopping."""
+        with self._write, contextlib.suppress(OSError, ValueError):
+            self.out.write(text)
             self.out.flush()
 
     def run(self) -> int:
@@ -65,11 +73,29 @@ class Supervisor:
         try:
             for program in self.programs.values():
                 self._start(program)
+                if program.ready is not None and not self._wait_ready(program):
+                    return 1
             return self._loop()
         finally:
             self._stop_all()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _wait_ready(self, program: Program) -> bool:
+        assert program.ready is not None and program.process is not None
+        deadline = time.monotonic() + program.ready_timeout
+        while not program.ready():
+            if program.process.poll() is not None or time.monotonic() > deadline:
+                what = (f"exited with code {program.process.poll()}"
+                        if program.process.poll() is not None
+                        else f"did not answer within {program.ready_timeout:g} s")
+                self.say("supervisor", f"{program.name} {what}; stopping the stack "
+                                       "(its output is above)")
+                return False
+            if not self._events.empty() and self._events.queue[0][0] == "stop":
+                return False
+            time.sleep(0.05)
+        return True
 
     def stop(self, reason: str = "asked") -> None:
         """Stop every program and return from ``run`` (safe from any thread)."""
@@ -127,15 +153,56 @@ class Supervisor:
         self._events.put(("exit", program.name, process.wait()))
 
     def _stop_all(self) -> None:
-        running = [p.process for p in self.programs.values()
-                   if p.process is not None and p.process.poll() is None]
-        for process in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+        """SIGTERM to each program's group, those others wait for (``ready``) after the rest,
+        so the store outlives what writes to it; what remains after the grace is killed."""
         deadline = time.monotonic() + self.grace
-        for process in running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # what remains of the group
-            process.wait()
+        later = [p for p in self.programs.values() if p.ready is not None]
+        first = [p for p in self.programs.values() if p.ready is None]
+        for group in (first, list(reversed(later))):
+            running = [p.process for p in group
+                       if p.process is not None and p.process.poll() is None]
+            for process in running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+            for process in running:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(max(0.0, deadline - time.monotonic()))
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # what remains of the group
+                process.wait()
+
+
+@contextlib.contextmanager
+def own_terminal() -> Iterator[None]:
+    """Make this process's group the terminal's foreground group while the stack runs.
+
+    Ctrl-C then reaches the supervisor alone, which stops the stack and exits 0, instead of
+    also interrupting ``make`` above it (which would report an error). Closing the terminal
+    still sends SIGHUP to the foreground group. Nothing changes without a controlling
+    terminal or when started in the background.
+    """
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        yield
+        return
+    try:
+        before = os.tcgetpgrp(tty)
+        if before != os.getpgrp() or os.getpid() == os.getsid(0):
+            yield  # a background job, or already the session's leader
+            return
+        quiet = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            os.setpgid(0, 0)
+            os.tcsetpgrp(tty, os.getpgrp())
+        finally:
+            signal.signal(signal.SIGTTOU, quiet)
+        try:
+            yield
+        finally:
+            quiet = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            with contextlib.suppress(OSError):
+                os.tcsetpgrp(tty, before)
+            signal.signal(signal.SIGTTOU, quiet)
+    finally:
+        os.close(tty)

@@ -22,7 +22,7 @@ def _demo_token(settings: Any) -> str:
     """A short-lived admin token signed with the configured or the development secret."""
     from pathlib import Path
 
-    from integration.ops.devstack import DEV_SECRET_FILE
+    from integration.sources import DEV_SECRET_FILE
 
     if settings.jwt_secret is not None:
         secret = settings.jwt_secret.get_secret_value()
@@ -41,11 +41,13 @@ def _demo_token(settings: Any) -> str:
 @click.option("--token", "token_text", envvar="INTEGRATION_TOKEN",
               help="Bearer token (default: a 10-minute admin token signed with the "
                    "configured or development secret).")
-@click.option("--host", "host_label", default="demo-host", show_default=True,
-              help="The `host` label of the metric (the action's target).")
+@click.option("--host", "host_label", default=None,
+              help="The `host` label of the metric (the action's target); default: a new "
+                   "demo-<random> host each run, so no alert of an earlier run is still firing.")
 @click.option("--timeout", type=click.FloatRange(1), default=60, show_default=True,
               help="Seconds to wait for the loop to complete.")
-def demo(url: str | None, token_text: str | None, host_label: str, timeout: float) -> None:
+def demo(url: str | None, token_text: str | None, host_label: str | None,
+         timeout: float) -> None:
     """Run the self-healing loop once and follow it to its action.result.
 
     Sends a metric over the shipped HighCPU threshold; each step of the loop is printed as
@@ -53,11 +55,12 @@ def demo(url: str | None, token_text: str | None, host_label: str, timeout: floa
 
     \b
     Examples (with `make run` in another terminal):
-      integration demo
+      integration demo                        # a new demo host each run
       integration demo --url http://gateway:8000 --token "$TOKEN"
 
     Exit status: 0 when the loop completed, 1 when it did not within --timeout.
     """
+    import secrets
     import time
     import urllib.error
     import urllib.request
@@ -69,6 +72,8 @@ def demo(url: str | None, token_text: str | None, host_label: str, timeout: floa
     if not base.startswith(("http://", "https://")):
         raise click.ClickException("--url must be an http:// or https:// URL")
     bearer = token_text or _demo_token(settings)
+    chosen = host_label is not None
+    host_label = host_label or f"demo-{secrets.token_hex(3)}"
 
     def call(method: str, path: str, body: Any = None) -> Any:
         request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
@@ -107,6 +112,11 @@ def demo(url: str | None, token_text: str | None, host_label: str, timeout: floa
             return
         time.sleep(0.5)
     click.echo("\n".join(render(found, paint=paint_status)))
+    if chosen and not any(n["type"] == "alert" for n in _walk(found)):
+        raise click.ClickException(
+            f"no alert was raised for host {host_label} within {timeout:.0f} s: an alert for it "
+            "may still be firing from an earlier run (alerts fire once until resolved); run "
+            "without --host for a new one")
     raise click.ClickException(
         f"the loop did not reach action.result within {timeout:.0f} s (are workers running, "
         "and do the rules have the HighCPU threshold?)")

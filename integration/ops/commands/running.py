@@ -3,10 +3,13 @@ for development)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import click
 
+from integration import sources
 from integration.app import get_settings
 from integration.logs import configure_logging
 from integration.settings import ConfigurationError
@@ -60,8 +63,6 @@ def flower(flower_args: tuple[str, ...]) -> None:
       FLOWER_BASIC_AUTH="admin:$(openssl rand -base64 48)" integration flower --port=5555
       integration flower --port=5555 --address=0.0.0.0 --basic-auth=admin:…
     """
-    import logging
-
     from integration.ops.flowerserver import check_login, run_flower
 
     try:
@@ -78,21 +79,75 @@ def flower(flower_args: tuple[str, ...]) -> None:
 @click.option("--port", type=int, default=None, help="Gateway port (default INTEGRATION_PORT).")
 @click.option("--no-beat", is_flag=True, help="Do not start Celery beat.")
 @click.option("--flower", is_flag=True, help="Also start Flower (basic auth, printed).")
-def up(host: str | None, port: int | None, no_beat: bool, flower: bool) -> None:
+@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True,
+              help="Flower's port, with --flower.")
+def up(host: str | None, port: int | None, no_beat: bool, flower: bool, flower_port: int) -> None:
     """Start everything for development: Redis, gateway, worker and beat.
 
-    Redis is embedded unless INTEGRATION_REDIS_URL is set; prints the URLs and a development
-    token. Ctrl-C stops every process it started.
+    Redis is embedded unless INTEGRATION_REDIS_URL is set. Once the gateway answers, prints
+    the URLs and a development token. What it started is recorded in the run directory
+    (.run/stack.json), so every other `integration` command run from this folder uses this
+    stack (`integration env` prints it for other tools). Settings come from the environment,
+    then `.env`, except a deployment's keys there (INTEGRATION_REDIS_URL, _BROKER_URL,
+    _JWT_SECRET, _ENV), which a development stack ignores. Ctrl-C, SIGTERM or closing the
+    terminal stops every process it started.
 
     \b
     Examples:
       integration up
       integration up --port 8080 --no-beat
       integration up --flower                 # also Flower, with a printed password
+      make run PORT=8080 METRICS_PORT=9811
     """
     from integration.ops.devstack import run_stack
+    from integration.settings import DevStackSettings
 
-    settings = get_settings()
-    sys.exit(run_stack(settings, host or settings.host, port or settings.port, beat=not no_beat,
-                       flower=flower))
+    settings = DevStackSettings()
+    for name in sources.DEPLOYMENT_KEYS:
+        if name not in os.environ and name in sources.dotenv_values(sources.env_file()):
+            logging.getLogger(__name__).warning(
+                "%s in %s is ignored: a development stack makes its own (export it to use it)",
+                name, sources.env_file())
+    try:
+        code = run_stack(settings, host or settings.host, port or settings.port,
+                         beat=not no_beat, flower=flower, flower_port=flower_port)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
 
+
+@click.command("env")
+@click.option("--json", "as_json", is_flag=True, help="The record as one JSON object.")
+def env_command(as_json: bool) -> None:
+    """Print the running `make run` stack's settings as shell exports.
+
+    Every `integration` command run from this folder already uses them; this is for other
+    tools and other folders. The JWT secret is read from its file when the line runs, never
+    printed.
+
+    \b
+    Examples:
+      eval "$(integration env)"
+      integration env --json
+
+    Exit status: 1 when no stack runs from this folder.
+    """
+    import json
+    import shlex
+
+    record = sources.recorded_stack()
+    if record is None:
+        raise click.ClickException(
+            f"no stack runs from this folder (no live {sources.run_dir() / sources.STACK_FILE}):"
+            " start one with `make run`")
+    if as_json:
+        from dataclasses import asdict
+
+        click.echo(json.dumps(asdict(record), indent=2))
+        return
+    values = {k: v for k, v in record.settings().items() if k != "INTEGRATION_JWT_SECRET"}
+    for name, value in values.items():
+        click.echo(f"export {name}={shlex.quote(value)}")
+    if record.jwt_secret_file:
+        click.echo(f'export INTEGRATION_JWT_SECRET="$(cat {shlex.quote(record.jwt_secret_file)})"')
+    click.echo(f"# gateway {record.gateway_url}, started by process {record.pid}")
