@@ -62,10 +62,11 @@ def render(node: dict[str, Any], indent: int = 0,
         error = step.get("error")
         note = f"  {error.get('type')}: {str(error.get('message', ''))[:60]}" \
             if isinstance(error, dict) else ""
-        status = paint(f"{step['status']:<10}")
         details = _details(step)
-        lines.append(f"{pad}  +{step['since_previous_ms']:>8.1f} ms  {status}{note}"
-                     f"{'  ' + details if details else ''}".rstrip())
+        tail = f"{note}{'  ' + details if details else ''}"
+        # Padded only when something follows: a painted status keeps its spaces.
+        status = paint(f"{step['status']:<10}" if tail else str(step["status"]))
+        lines.append(f"{pad}  +{step['since_previous_ms']:>8.1f} ms  {status}{tail}")
     for child in node["caused"]:
         lines += render(child, indent + 1, paint)
     return lines

@@ -266,7 +266,7 @@ def _revocation(settings: Settings, claims: dict[str, Any], problems: list[str])
     revoked = False
     try:
         if isinstance(jti, str) and jti and revocations.is_revoked(jti):
-            problems.append(f"revoked (its jti {jti})")
+            problems.append(f"revoked by its jti {jti}")
             revoked = True
         if isinstance(subject, str) and subject:
             moment = revocations.subject_revoked_at(subject)
