@@ -55,6 +55,7 @@ def main(ctx: click.Context, no_color: bool) -> None:
     Examples:
       integration up                          # everything, for development
       integration status 3f2a9c…              # how is my message doing?
+      integration status 3f2a9c… --json       # the same as one JSON document, for scripts
       integration trace 3f2a9c…               # what happened, step by step
       integration dlq list --type action      # what ended dead
       integration COMMAND --help              # more on one command
