@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
+from pydantic import ValidationError
 
 from integration.app import default_registry, get_settings
 from integration.security.policy import load_policy
@@ -54,6 +56,15 @@ class KnownName(click.ParamType):
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
         return self.metavar
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[CompletionItem]:
+        """The known names, for shells with click's completion enabled."""
+        try:
+            names = self.names()
+        except (ConfigurationError, ValidationError):
+            return []
+        return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> str:

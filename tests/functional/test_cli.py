@@ -324,8 +324,9 @@ def test_token_inspect_says_valid_revoked_expired_or_badly_signed(cli: Any) -> N
     assert any(line.split()[:2] == ["signature", "verified"] for line in lines)
     document = _one_document(cli("token", "inspect", token, "--json"))
     assert sorted(document) == ["claims", "expired", "problems", "revoked", "signature",
-                                "valid"]
+                                "unknown_roles", "valid"]
     assert document["valid"] and document["signature"] == "verified"
+    assert document["unknown_roles"] == []
     assert document["claims"]["sub"] == subject and document["claims"]["roles"] == ["reader"]
 
     assert cli("token", "revoke", token).exit_code == 0
@@ -340,6 +341,11 @@ def test_token_inspect_says_valid_revoked_expired_or_badly_signed(cli: Any) -> N
     late = _one_document(cli("token", "inspect", expired, "--json"))
     assert late["expired"] is True and late["problems"][0].startswith("expired at ")
     assert cli("token", "inspect", expired).exit_code == 1
+
+    stranger = issue_token(TEST_SECRET, subject + "-idp", ["reader", "superuser"])
+    passes = cli("token", "inspect", stranger, "--json")
+    assert passes.exit_code == 0 and "grant nothing): superuser" in passes.stderr
+    assert _one_document(passes)["unknown_roles"] == ["superuser"]
 
     forged = issue_token("another-secret-" + "y" * 40, subject + "-forged", ["admin"])
     bad = cli("token", "inspect", forged, color=False)

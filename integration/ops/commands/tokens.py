@@ -13,7 +13,7 @@ import redis
 
 from integration.app import get_settings
 from integration.ops.output import emit_json, json_option, note
-from integration.ops.params import ROLE
+from integration.ops.params import ROLE, known_roles
 from integration.security.revocations import Revocations
 from integration.security.tokens import (
     SERVICE_TOKEN,
@@ -21,7 +21,12 @@ from integration.security.tokens import (
     issue_token,
     unverified_claims,
 )
-from integration.security.verification import InvalidClaims, signing_key, token_claims
+from integration.security.verification import (
+    InvalidClaims,
+    roles_of,
+    signing_key,
+    token_claims,
+)
 from integration.settings import ConfigurationError, Settings
 from integration.store.records import store_from_settings
 
@@ -168,7 +173,7 @@ def _iso(epoch: float) -> str:
 @token.command("inspect")
 @click.argument("token_text")
 @json_option('{claims, signature ("verified", "invalid" or "unchecked"), expired, revoked, '
-             "valid, problems}")
+             "valid, problems, unknown_roles}")
 def token_inspect(token_text: str, as_json: bool) -> None:
     """Show a token's claims and whether the gateway would accept it now.
 
@@ -197,14 +202,29 @@ def token_inspect(token_text: str, as_json: bool) -> None:
     except InvalidClaims as exc:
         problems.append(f"claims the gateway refuses: {exc}")
     revoked = _revocation(settings, claims, problems)
+    strangers = _unknown_roles(settings, claims)
+    if strangers:
+        # Not a refusal: the token is accepted, and those roles grant nothing (403s).
+        note(f"roles the policy does not define (they grant nothing): {', '.join(strangers)}")
     if as_json:
         emit_json({"claims": claims, "signature": signature, "expired": expired,
-                   "revoked": revoked, "valid": not problems, "problems": problems})
+                   "revoked": revoked, "valid": not problems, "problems": problems,
+                   "unknown_roles": strangers})
     else:
         click.echo("\n".join(_claim_lines(claims, signature, settings.jwt_algorithm,
                                           problems)))
     if problems:
         raise click.ClickException(f"the token would be refused: {'; '.join(problems)}")
+
+
+def _unknown_roles(settings: Settings, claims: dict[str, Any]) -> list[str]:
+    """The token's roles that the policy does not define (none when either is unreadable)."""
+    roles = roles_of(claims, settings.jwt_roles_claim) or ()
+    try:
+        known = set(known_roles())
+    except ConfigurationError:
+        return []
+    return [role for role in roles if role not in known]
 
 
 def _signature(settings: Settings, text: str, problems: list[str]) -> str:

@@ -14,3 +14,12 @@ def test_an_unknown_name_lists_the_known_and_suggests_the_closest() -> None:
 def test_nothing_close_is_suggested_when_nothing_is_close() -> None:
     assert unknown("message type", "bogus", ["metric", "alert"]) == (
         "unknown message type 'bogus'. Known message types: alert, metric")
+
+
+def test_completion_offers_the_known_names() -> None:
+    """Shell completion of --type and --role offers what the deployment defines."""
+    from integration.ops.params import KnownName
+
+    kind = KnownName("colour", "COLOUR", lambda: ["red", "green", "grey"])
+    offered = kind.shell_complete(None, None, "gr")  # type: ignore[arg-type]
+    assert [item.value for item in offered] == ["green", "grey"]
