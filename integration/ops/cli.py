@@ -56,6 +56,7 @@ def main(ctx: click.Context, no_color: bool) -> None:
       integration up                          # everything, for development
       eval "$(integration env)"               # its settings, for other tools
       integration status 3f2a9c…              # how is my message doing?
+      integration status 3f2a9c… --json       # the same as one JSON document, for scripts
       integration trace 3f2a9c…               # what happened, step by step
       integration dlq list --type action      # what ended dead
       integration COMMAND --help              # more on one command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ import jwt
 ROLES_CLAIM = "roles"
 #: ``token_use`` of long-lived tokens for senders that cannot refresh (e.g. Alertmanager).
 SERVICE_TOKEN = "service"
+#: The token id (``jti``) of the tokens this service issues: a random UUID's 32 hex digits.
+TOKEN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def issue_token(key: str, subject: str, roles: Sequence[str] = (), ttl_seconds: int = 3600,
@@ -24,7 +27,7 @@ def issue_token(key: str, subject: str, roles: Sequence[str] = (), ttl_seconds: 
         "iat": now,
         "nbf": now,
         "exp": now + ttl_seconds,
-        "jti": uuid.uuid4().hex,
+        "jti": uuid.uuid4().hex,  # TOKEN_ID
         "type": "access",
         "fresh": False,
         **{name: value for name, value in claims.items() if value is not None},
@@ -41,3 +44,8 @@ def read_token(key: str, token: str, algorithm: str = "HS256") -> dict[str, Any]
 def unverified_claims(token: str) -> dict[str, Any]:
     """A token's claims without checking its signature (to revoke a token by its text)."""
     return jwt.decode(token, options={"verify_signature": False})
+
+
+def is_token_id(text: str) -> bool:
+    """Whether ``text`` has the form of the token ids this service issues."""
+    return TOKEN_ID.fullmatch(text) is not None

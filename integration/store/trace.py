@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -58,14 +59,27 @@ def render(node: dict[str, Any], indent: int = 0,
     lines = [f"{pad}{node['type']} {node['id']}  {paint(str(node['status']))}  "
              f"attempts={node['attempts']}  {node['duration_ms']:.0f} ms"]
     for step in node["timeline"]:
-        extra = {k: v for k, v in step.items()
-                 if k not in ("status", "at", "since_previous_ms", "error")}
         error = step.get("error")
-        note = f"  {error.get('type')}: {error.get('message', '')[:60]}" \
+        note = f"  {error.get('type')}: {str(error.get('message', ''))[:60]}" \
             if isinstance(error, dict) else ""
-        status = paint(f"{step['status']:<10}")
-        lines.append(f"{pad}  +{step['since_previous_ms']:>8.1f} ms  {status}{note}"
-                     f"{'  ' + str(extra) if extra else ''}".rstrip())
+        details = _details(step)
+        tail = f"{note}{'  ' + details if details else ''}"
+        # Padded only when something follows: a painted status keeps its spaces.
+        status = paint(f"{step['status']:<10}" if tail else str(step["status"]))
+        lines.append(f"{pad}  +{step['since_previous_ms']:>8.1f} ms  {status}{tail}")
     for child in node["caused"]:
         lines += render(child, indent + 1, paint)
     return lines
+
+
+def _details(step: dict[str, Any]) -> str:
+    """A step's other fields as ``name=value`` words (``queue=alert  worker=w1@host``);
+    a value that is not text as compact JSON."""
+    words = []
+    for name, value in step.items():
+        if name in ("status", "at", "since_previous_ms", "error"):
+            continue
+        text = value if isinstance(value, str) else \
+            json.dumps(value, default=str, separators=(",", ":"), sort_keys=True)
+        words.append(f"{name}={text}")
+    return "  ".join(words)

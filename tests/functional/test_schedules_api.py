@@ -126,15 +126,16 @@ def test_the_cli_manages_schedules_with_exit_codes() -> None:
     """``integration schedule``: 0 when done, 1 when refused (with the reason), 2 on misuse."""
     runner = CliRunner()
     created = runner.invoke(main, ["schedule", "create", "disk", "--every", "5m", "--type",
-                                   "event", "--data", '{"kind": "disk"}'])
+                                   "event", "--data", '{"kind": "disk"}', "--json"])
     assert created.exit_code == 0, created.output
     assert json.loads(created.stdout)["every"] == 300.0
     listed = runner.invoke(main, ["schedule", "list"])
     assert listed.exit_code == 0 and "disk" in listed.stdout and "every 300s" in listed.stdout
-    shown = runner.invoke(main, ["schedule", "show", "disk"])
+    shown = runner.invoke(main, ["schedule", "show", "disk", "--json"])
     assert json.loads(shown.stdout)["origin"] == "cli"
     assert runner.invoke(main, ["schedule", "pause", "disk"]).exit_code == 0
-    assert not json.loads(runner.invoke(main, ["schedule", "show", "disk"]).stdout)["enabled"]
+    assert not json.loads(runner.invoke(main, ["schedule", "show", "disk",
+                                               "--json"]).stdout)["enabled"]
     assert runner.invoke(main, ["schedule", "resume", "disk"]).exit_code == 0
 
     duplicate = runner.invoke(main, ["schedule", "create", "disk", "--every", "1m",

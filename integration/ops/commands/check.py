@@ -6,7 +6,6 @@ their table, in order.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 
@@ -23,6 +22,7 @@ from integration.ops.checks.configuration import (
 )
 from integration.ops.checks.connections import check_broker, check_ledger, check_queues, check_store
 from integration.ops.checks.findings import Check, Context, Finding
+from integration.ops.output import emit_json, json_option
 
 COLOURS: dict[str, str] = {"ok": "green", "warning": "yellow", "error": "red"}
 
@@ -68,8 +68,7 @@ def render_line(finding: Finding) -> str:
 @click.option("--timeout", type=click.FloatRange(0.1, 60), default=3.0, show_default=True,
               help="Seconds to wait for Redis and the broker to answer.")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON document on stdout: {ok, errors, warnings, checks: [...]}.")
+@json_option("{ok, errors, warnings, checks: [{check, level, message}]}")
 def check(only: tuple[str, ...], offline: bool, timeout: float, strict: bool,
           as_json: bool) -> None:
     """Validate this deployment's configuration, as the processes would read it.
@@ -103,8 +102,8 @@ def check(only: tuple[str, ...], offline: bool, timeout: float, strict: bool,
     errors = sum(f.level == "error" for f in findings)
     warnings = sum(f.level == "warning" for f in findings)
     if as_json:
-        click.echo(json.dumps({"ok": errors == 0, "errors": errors, "warnings": warnings,
-                               "checks": [asdict(f) for f in findings]}, indent=2))
+        emit_json({"ok": errors == 0, "errors": errors, "warnings": warnings,
+                   "checks": [asdict(f) for f in findings]})
     else:
         for finding in findings:
             click.echo(render_line(finding))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +9,8 @@ from typing import Any
 import click
 
 from integration.app import get_settings
+from integration.ops.output import emit_json, json_option, note
+from integration.ops.params import MESSAGE_TYPE
 from integration.ops.terminal import (
     attempt_lines,
     no_color_option,
@@ -47,10 +48,10 @@ def _since(value: datetime | None) -> int | None:
 
 
 @dlq.command("list")
-@click.option("--type", "type_", help="Only this message type.")
+@click.option("--type", "type_", type=MESSAGE_TYPE, help="Only this message type.")
 @click.option("--since", type=click.DateTime(), help="Accepted at or after (UTC).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="The records as a JSON array.")
+@json_option("an array of the records, newest first")
 @no_color_option
 def dlq_list(type_: str | None, since: datetime | None, limit: int, as_json: bool) -> None:
     """List dead letters as a table, newest first.
@@ -63,7 +64,7 @@ def dlq_list(type_: str | None, since: datetime | None, limit: int, as_json: boo
     """
     items, _ = _dead_letters().page(type=type_, since_ms=_since(since), limit=limit)
     if as_json:
-        click.echo(json.dumps([public(item) for item in items], indent=2, default=str))
+        emit_json([public(item) for item in items])
         return
     if items:
         rows = [[str(item["id"]), str(item.get("type", "")), str(item.get("attempts", 0)),
@@ -71,7 +72,7 @@ def dlq_list(type_: str | None, since: datetime | None, limit: int, as_json: boo
                 for item in items]
         click.echo("\n".join(table(["ID", "TYPE", "ATTEMPTS", "FINISHED", "ERROR"], rows,
                                    {4: lambda text: click.style(text, fg="red")})))
-    click.echo(f"{len(items)} dead letter(s)", err=True)
+    note(f"{len(items)} dead letter(s)")
 
 
 def _error_text(error: Any) -> str:
@@ -82,7 +83,7 @@ def _error_text(error: Any) -> str:
 
 @dlq.command("show")
 @click.argument("message_id")
-@click.option("--json", "as_json", is_flag=True, help="The record as JSON.")
+@json_option("the record with its attempt errors")
 @no_color_option
 def dlq_show(message_id: str, as_json: bool) -> None:
     """Show a dead letter with every attempt's error.
@@ -99,7 +100,7 @@ def dlq_show(message_id: str, as_json: bool) -> None:
         raise click.ClickException(f"no dead letter with id {message_id!r}")
     if as_json:
         record.pop("history", None)
-        click.echo(json.dumps(public(record), indent=2, default=str))
+        emit_json(public(record))
         return
     click.echo("\n".join(record_summary(record)))
     errors = record.get("attempt_errors", [])
@@ -110,7 +111,8 @@ def dlq_show(message_id: str, as_json: bool) -> None:
 
 @dlq.command("replay")
 @click.argument("message_ids", nargs=-1)
-@click.option("--type", "type_", help="Replay every dead letter of this type.")
+@click.option("--type", "type_", type=MESSAGE_TYPE,
+              help="Replay every dead letter of this type.")
 @click.option("--since", type=click.DateTime(), help="Only those accepted since (UTC).")
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
 @click.option("--limit", type=click.IntRange(1), default=10_000, show_default=True)
@@ -152,7 +154,7 @@ def _progress(length: int, label: str) -> Any:
 
 
 @dlq.command("purge")
-@click.option("--type", "type_", help="Only this message type.")
+@click.option("--type", "type_", type=MESSAGE_TYPE, help="Only this message type.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def dlq_purge(type_: str | None, yes: bool) -> None:
     """Delete dead letters for good.

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from integration.app import get_settings
+from integration.ops.output import emit_json, json_option, note
 from integration.ops.terminal import (
     no_color_option,
     paint_status,
@@ -18,7 +17,7 @@ from integration.store.records import store_from_settings
 
 @click.command("status")
 @click.argument("message_id")
-@click.option("--json", "as_json", is_flag=True, help="The whole record (and history) as JSON.")
+@json_option("the whole record with its history, as GET /api/v1/messages/ID answers")
 @no_color_option
 def status_command(message_id: str, as_json: bool) -> None:
     """Show a message's status: type, status, attempts, times and error.
@@ -35,12 +34,12 @@ def status_command(message_id: str, as_json: bool) -> None:
     if record is None:
         raise _not_found(message_id)
     if as_json:
-        click.echo(json.dumps(public(record), indent=2, default=str))
+        emit_json(public(record))
         return
     click.echo("\n".join(record_summary(record)))
     steps = len(record.get("history", []))
-    click.echo(click.style(f"{steps} step(s) recorded; `integration trace {message_id}` "
-                           "shows them", dim=True))
+    note(click.style(f"{steps} step(s) recorded; `integration trace {message_id}` shows them",
+                     dim=True))
 
 
 def _not_found(message_id: str) -> click.ClickException:
@@ -50,7 +49,8 @@ def _not_found(message_id: str) -> click.ClickException:
 
 @click.command("trace")
 @click.argument("message_id")
-@click.option("--json", "as_json", is_flag=True, help="The trace as JSON.")
+@json_option("the trace as GET /api/v1/messages/ID/trace answers: {id, type, status, "
+             "owner, correlationid, causationid, attempts, duration_ms, timeline, caused}")
 @no_color_option
 def trace_command(message_id: str, as_json: bool) -> None:
     """Show a message's timeline and the messages it caused, as a tree.
@@ -69,6 +69,6 @@ def trace_command(message_id: str, as_json: bool) -> None:
     if found is None:
         raise _not_found(message_id)
     if as_json:
-        click.echo(json.dumps(found, indent=2, default=str))
+        emit_json(found)
         return
     click.echo("\n".join(render(found, paint=paint_status)))

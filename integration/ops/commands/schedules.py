@@ -14,6 +14,8 @@ from pydantic import ValidationError
 
 from integration.app import get_settings
 from integration.messages.problems import Problem
+from integration.ops.output import emit_json, json_option, note
+from integration.ops.params import MESSAGE_TYPE
 from integration.schedules.spec import ScheduleSpec
 from integration.schedules.store import Schedules
 
@@ -33,8 +35,25 @@ def _refused(problem: Problem) -> click.ClickException:
     return click.ClickException("\n".join(lines))
 
 
-def _show(schedule: dict[str, Any]) -> None:
-    click.echo(json.dumps(schedule, indent=2, sort_keys=False))
+def _show(schedule: dict[str, Any], as_json: bool) -> None:
+    """One schedule: ``label  value`` lines, or the document the API answers (``--json``)."""
+    if as_json:
+        emit_json(schedule)
+        return
+    rows = [("name", str(schedule["name"])), ("id", str(schedule["id"])),
+            ("type", str(schedule["type"])), ("timing", _timing(schedule)),
+            ("state", "enabled" if schedule["enabled"] else "paused"),
+            ("owner", f"{schedule.get('owner', '-')} (origin {schedule.get('origin', '-')})"),
+            ("source", str(schedule.get("source", "-")))]
+    rows += [(label, str(schedule[key])) for label, key in (
+        ("subject", "subject"), ("catch-up", "catch_up"), ("refused at", "refused_at"),
+        ("refused", "refused_reason")) if schedule.get(key)]
+    rows += [("next firing", str(schedule.get("next_run_at") or "-")),
+             ("fired", f"{schedule.get('fired_count', 0)} time(s)"),
+             ("data", json.dumps(schedule.get("data", {}), sort_keys=True))]
+    width = max(len(label) for label, _ in rows)
+    click.echo("\n".join(f"{click.style(label.ljust(width), bold=True)}  {value}"
+                          for label, value in rows))
 
 
 def _timing(schedule: dict[str, Any]) -> str:
@@ -78,34 +97,43 @@ def schedule() -> None:
 
 
 @schedule.command("list")
-def schedule_list() -> None:
+@click.option("--type", "type_", type=MESSAGE_TYPE, help="Only schedules of this message type.")
+@json_option("an array of the schedules, as GET /api/v1/schedules lists them")
+def schedule_list(type_: str | None, as_json: bool) -> None:
     """Every schedule by name, with its timing, state and next firing (UTC).
 
     \b
     Examples:
       integration schedule list
+      integration schedule list --type metric
+      integration schedule list --json | jq -r '.[] | select(.enabled | not) | .name'
     """
-    items = _schedules().all()
+    items = [item for item in _schedules().all() if type_ is None or item["type"] == type_]
+    if as_json:
+        emit_json(items)
+        return
     for item in items:
         state = "enabled" if item["enabled"] else "paused"
         click.echo(f"{item['name']:<24} {_timing(item):<22} {item['type']:<14} {state:<8} "
                    f"{item['origin']:<4} next={item.get('next_run_at') or '-'}")
-    click.echo(f"{len(items)} schedule(s)", err=True)
+    note(f"{len(items)} schedule(s)")
 
 
 @schedule.command("show")
 @click.argument("name")
-def schedule_show(name: str) -> None:
-    """One schedule as JSON, with its last and next firing.
+@json_option("the schedule as GET /api/v1/schedules/NAME answers")
+def schedule_show(name: str, as_json: bool) -> None:
+    """One schedule: timing, state, owner, message, and its next firing (UTC).
 
     \b
     Examples:
       integration schedule show disk-check
+      integration schedule show disk-check --json | jq .next_run_at
     """
     found = _schedules().get(_entry(name))
     if found is None:
         raise click.ClickException(f"no schedule {name}")
-    _show(found)
+    _show(found, as_json)
 
 
 def _entry(name: str) -> str:
@@ -123,7 +151,8 @@ def _entry(name: str) -> str:
 @click.argument("name")
 @click.option("--every", help='Interval: seconds, or e.g. "30s", "5m", "1h30m", "1d".')
 @click.option("--crontab", help='5-field crontab in UTC, e.g. "0 3 * * *".')
-@click.option("--type", "type_", required=True, help="A registered message type.")
+@click.option("--type", "type_", type=MESSAGE_TYPE, required=True,
+              help="A registered message type.")
 @click.option("--data", default="{}", show_default=True, help="The message's data (JSON).")
 @click.option("--source", help="Default /integration/beat/<name>.")
 @click.option("--subject", help="The message's subject.")
@@ -133,9 +162,10 @@ def _entry(name: str) -> str:
 @click.option("--paused", is_flag=True, help="Create it paused (resume to start it).")
 @click.option("--owner", default="cli", show_default=True,
               help="Owner of the fired messages (who may read them with read: own).")
+@json_option("the schedule created, as the API answers")
 def schedule_create(name: str, every: str | None, crontab: str | None, type_: str, data: str,
                     source: str | None, subject: str | None, catch_up: str | None,
-                    paused: bool, owner: str) -> None:
+                    paused: bool, owner: str, as_json: bool) -> None:
     """Create a schedule; its message is validated now as the submit path would.
 
     \b
@@ -164,7 +194,7 @@ def schedule_create(name: str, every: str | None, crontab: str | None, type_: st
         raise click.ClickException("invalid schedule:\n" + "\n".join(
             f"  {'.'.join(str(p) for p in e['loc']) or '(schedule)'}: {e['msg']}"
             for e in exc.errors(include_url=False))) from None
-    _show(_schedules().create(spec, owner=owner, origin="cli"))
+    _show(_schedules().create(spec, owner=owner, origin="cli"), as_json)
 
 
 @schedule.command("pause")

@@ -17,14 +17,14 @@ def test_cli_issues_a_token_with_roles_and_expiry(monkeypatch: pytest.MonkeyPatc
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(main, ["token", "issue", "--sub", "alertmanager",
-                                           "--role", "submitter", "--role", "reader",
+                                           "--role", "monitoring", "--role", "reader",
                                            "--ttl", "120"])
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     claims = read_token(secret, result.output.strip())
     assert claims["sub"] == "alertmanager"
-    assert claims["roles"] == ["submitter", "reader"]
+    assert claims["roles"] == ["monitoring", "reader"]
     assert claims["exp"] - claims["iat"] == 120
     with pytest.raises(jwt.InvalidSignatureError):
         read_token("t" * 40, result.output.strip())
