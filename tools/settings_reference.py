@@ -39,7 +39,9 @@ other part of the service receives the settings from it. The prefix is `INTEGRAT
 for the few variables other tools define too (`FLOWER_BASIC_AUTH`, `GRAFANA_ADMIN_PASSWORD`,
 `REDIS_EXPORTER_PASSWORD`, `NO_COLOR`, `PROMETHEUS_MULTIPROC_DIR`). An invalid value stops
 the process at start with the variable's name; `integration check` reports every one of them
-before anything starts ([operations](operations.md#integration-check)).
+before anything starts ([operations](operations.md#integration-check)). A variable not set in
+the environment is read from the record of a running `integration up` stack, then from `.env`
+([the order](operations.md#one-configuration-for-the-stack-and-every-command)).
 
 Besides these, `INTEGRATION_SECRET_<NAME>` holds a secret that a target of the rules file
 names as `${NAME}` ([egress](egress.md#action-targets)). The Celery settings derived from
