@@ -13,7 +13,7 @@ from celery.exceptions import Reject
 
 from integration import logs
 from integration.app import build_submitter, default_registry, default_rights, get_settings
-from integration.broker.submission import Sender, Submitter
+from integration.broker.submission import Submitter
 from integration.messages.ownership import scoped
 from integration.schedules import firing
 from integration.schedules.firing import FIRE_TASK, outcome_of
@@ -24,19 +24,6 @@ from tasks.observability import metrics
 from tasks.processing import OUTAGE_PAUSE_SECONDS, hand_back
 
 log = logs.get_logger("integration.beat")
-
-
-def _sender(stored: StoredSchedule) -> Sender | str:
-    """Whom a firing submits as (the creator, with the grants of its roles under the policy
-    in force), or why it may not. Schedules of the file and the command line are the
-    operator's own (made with access to the store itself), checked by nobody's token."""
-    if stored.origin != "api":
-        return Sender(stored.owner)
-    rights = default_rights()
-    refusal = rights.to_submit(stored.owner, stored.roles, stored.created_at, stored.type)
-    if refusal is not None:
-        return refusal
-    return Sender(stored.owner, rights.policy.grants(stored.roles or ()))
 
 
 class FiringTask(Task):
@@ -60,7 +47,7 @@ def fire(self: FiringTask, schedule: str, scheduled_at: str) -> dict[str, Any]:
     beat_prefix = beat_key_prefix(get_settings().key_prefix)
     client = self.submitter.store.client
     try:
-        sender = _sender(stored)
+        sender = firing.sender_of(stored, default_rights())
         if isinstance(sender, str):  # refused: the creator's rights no longer hold
             record_refusal(client, beat_prefix, stored.entry, sender)
             metrics().received.labels(kind, CHANNEL, "refused").inc()

@@ -14,7 +14,16 @@ from spectree.models import SecureType
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from integration.app import default_registry, get_settings
-from integration.gateway import breakers, held, messagetypes, reads, submit, tokens
+from integration.gateway import (
+    breakers,
+    held,
+    me,
+    messagetypes,
+    queues,
+    reads,
+    submit,
+    tokens,
+)
 from integration.gateway.alertmanager import create_alertmanager_api
 from integration.gateway.api import Register, create_api, nested
 from integration.gateway.auth import init_auth
@@ -43,7 +52,9 @@ API_RESOURCES: tuple[Register, ...] = (
     reads.register,           # GET /messages, /messages/<id>, /messages/<id>/trace
     messagetypes.register,    # GET /types
     held.register,            # POST /messages/<id>/release, /messages/<id>/drop
-    breakers.register,        # GET /breakers
+    breakers.register,        # GET /breakers, POST /breakers/<name>/reset
+    queues.register,          # GET /queues: depths and live workers
+    me.register,              # GET /me: the caller's roles and grants
     tokens.register,          # DELETE /tokens/<jti>, POST /tokens/revocations
     nested(create_dead_letters_api),
     nested(create_subscriptions_api),

@@ -1,10 +1,11 @@
 """``/api/v1/schedules``: messages sent on a schedule by beat (create, list, show, pause,
-resume, delete). Nested in the API blueprint; every route needs ``manage:schedules``, and
+resume, fire now, delete). Nested in the API blueprint; every route needs ``manage:schedules``, and
 creating one also needs ``submit`` for its message type (a schedule sends as its creator)."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify, url_for
 from pydantic import ValidationError
@@ -14,11 +15,21 @@ from spectree import SpecTree
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import json_body
+from integration.gateway.reads import status_url
 from integration.gateway.resources import managed
 from integration.gateway.runtime import runtime
 from integration.messages.ownership import candidates
-from integration.messages.problems import Conflict, NotFound, invalid, validation_errors
+from integration.messages.problems import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Problem,
+    invalid,
+    validation_errors,
+)
+from integration.schedules.firing import fire, sender_of
 from integration.schedules.spec import ENTRY_PATTERN, ScheduleSpec
+from integration.security.rights import CreatorRights
 
 NOT_FOUND = "No schedule with this name."
 
@@ -78,6 +89,29 @@ def create_schedules_api(spec: SpecTree) -> Blueprint:
         """Fire again, from one period after now (firings missed while paused are not
         caught up)."""
         return jsonify(_found(runtime().schedules.set_enabled(_mine(name), True)))
+
+    @schedules.post("/<name>/fire")
+    @spec.validate(skip_validation=True, tags=["schedules"],
+                   resp=Responses(HTTP_202=schemas.FiredSchedule,
+                                  HTTP_403=schemas.ProblemDocument,
+                                  HTTP_404=schemas.ProblemDocument,
+                                  HTTP_503=schemas.ProblemDocument))
+    def fire_schedule(name: str) -> tuple[Response, int]:
+        """Send the schedule's message now, as beat would (as its creator, if its creator's
+        rights still allow it), paused or not; the next firing keeps its time."""
+        rt = runtime()
+        entry = _mine(name)
+        stored = rt.schedules.stored(entry)
+        if stored is None:
+            raise NotFound(NOT_FOUND)
+        sender = sender_of(stored, CreatorRights(rt.policy, rt.revocations))
+        if isinstance(sender, str):
+            raise Forbidden(f"submit:{stored.type}", f"The schedule may not fire: {sender}.")
+        result = fire(stored, datetime.now(UTC), rt.submitter.submit_raw, sender)
+        if isinstance(result, Problem):
+            raise result
+        return jsonify(schedule=entry, id=result.id, status="queued",
+                       status_url=status_url(result.id)), 202
 
     @schedules.delete("/<name>")
     @spec.validate(skip_validation=True, tags=["schedules"],

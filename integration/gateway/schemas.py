@@ -197,6 +197,37 @@ class BreakerList(BaseModel):
     breakers: list[Breaker]
 
 
+class Caller(BaseModel):
+    """The caller as the gateway sees it: what its token's roles grant under the policy."""
+
+    subject: str
+    roles: list[str]
+    read: Literal["none", "own", "any"]
+    submit: list[str] = Field(description="message type patterns it may send")
+    subscribe: list[str] = Field(description="event topic patterns it may subscribe to")
+    manage: dict[str, Literal["own", "any"]] = Field(
+        description="each resource it may manage, and whose items: its own or anyone's")
+
+
+class Queue(BaseModel):
+    name: str
+    depth: int = Field(description="messages waiting in the broker")
+    consumers: int = Field(description="live workers that named this queue in their last "
+                                       "heartbeat")
+
+
+class Worker(BaseModel):
+    name: str = Field(description="host, process id and a random part")
+    queues: list[str]
+    held: int = Field(description="messages it holds now")
+    until: str = Field(description="when its last heartbeat lapses (UTC)")
+
+
+class QueueList(BaseModel):
+    queues: list[Queue]
+    workers: list[Worker]
+
+
 class Trace(BaseModel):
     id: str
     type: str | None
@@ -293,3 +324,10 @@ class Schedule(BaseModel):
 
 class ScheduleList(BaseModel):
     items: list[Schedule]
+
+
+class FiredSchedule(BaseModel):
+    schedule: str
+    id: str = Field(description="the message this firing sent")
+    status: Status
+    status_url: str

@@ -97,6 +97,12 @@ class SharedBreaker:
             if trial_lock and self.client.get(trial_lock) == token.encode():
                 self.client.delete(trial_lock)
 
+    def close(self) -> None:
+        """Close the breaker now (an operator knows the target is back), with no failures
+        counted and no trial in flight."""
+        self.breaker.close()
+        self.client.delete(f"{self.namespace}:trial")
+
     def describe(self) -> dict[str, Any]:
         storage = self.storage
         opened = storage.opened_at
@@ -147,6 +153,14 @@ class Guards:
         pipe.zadd(key, {uuid.uuid4().hex: now})
         pipe.expire(key, int(self.settings.loop_window) + 1)
         pipe.execute()
+
+    def reset_breaker(self, target: str) -> dict[str, Any] | None:
+        """Close ``target``'s breaker; None when no breaker of that name exists."""
+        if not self.client.sismember(f"{self.prefix}:breakers", target):
+            return None
+        breaker = self.breaker(target)
+        breaker.close()
+        return breaker.describe()
 
     def describe_breakers(self) -> list[dict[str, Any]]:
         names = sorted(n.decode() for n in cast(set[bytes],

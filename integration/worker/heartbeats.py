@@ -80,6 +80,10 @@ class Heartbeats:
         return Alive(frozenset(live),
                      frozenset(str(i) for beat in live.values() for i in beat["held"]))
 
+    def live(self) -> dict[str, dict[str, Any]]:
+        """The last beat of each live worker, by instance (read only)."""
+        return self._live()[0]
+
     def consumers(self) -> dict[str, int]:
         """How many live workers consume each queue they named in their last beat (read
         only: the reconciler's ``alive`` removes dead fields)."""
