@@ -27,6 +27,7 @@ from integration.gateway import (
 from integration.gateway.alertmanager import create_alertmanager_api
 from integration.gateway.api import Register, create_api, nested
 from integration.gateway.auth import init_auth
+from integration.gateway.console import console
 from integration.gateway.deadletters import create_dead_letters_api
 from integration.gateway.docs import SWAGGER_PAGE, docs
 from integration.gateway.errors import register_errorhandlers
@@ -106,6 +107,7 @@ def register_blueprints(app: Flask) -> Blueprint:
     app.register_blueprint(api)
     app.register_blueprint(health)
     app.register_blueprint(docs)
+    app.register_blueprint(console)
     spec.register(app)
     with app.app_context():  # every route is in place: the document is built once, here
         document_answers(spec.spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import ValidationError
@@ -97,8 +98,16 @@ def register(api: Blueprint, spec: SpecTree) -> None:
                                       if principal.grants.read == "own" else None,
                                       limit=min(query.limit, rt.settings.list_page_limit),
                                       cursor=query.cursor)
-        summaries = [{k: item[k] for k in SUMMARY_FIELDS if k in item} for item in items]
-        return jsonify(items=summaries, next_cursor=cursor)
+        return jsonify(items=[_summary(item) for item in items], next_cursor=cursor)
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    """A list item: the summary fields, and the ``source`` its sender gave."""
+    summary = {k: record[k] for k in SUMMARY_FIELDS if k in record}
+    envelope = record.get("envelope")
+    if isinstance(envelope, dict) and envelope.get("source"):
+        summary["source"] = envelope["source"]
+    return summary
 
 
 def _reader() -> Principal:

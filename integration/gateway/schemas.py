@@ -85,6 +85,7 @@ class MessageSummary(BaseModel):
     status: Status
     attempts: int
     accepted_at: str
+    source: str | None = Field(None, description="the sender's source (in listings)")
 
 
 class MessageDetail(MessageSummary):

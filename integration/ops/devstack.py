@@ -20,6 +20,7 @@ from pathlib import Path
 import redis
 
 from integration import sources
+from integration.ops.consolelink import console_link
 from integration.ops.embedded_redis import EmbeddedRedis
 from integration.ops.supervisor import Program, Supervisor, own_terminal
 from integration.security.tokens import issue_token
@@ -109,6 +110,7 @@ def banner(record: sources.StackRecord, token: str, flower_login: str | None = N
         "",
         f"  gateway      {base}",
         f"  API docs     {base}/docs",
+        f"  console      {console_link(base, token)}",
         f"  readiness    {base}/readyz",
         f"  redis        {record.redis_url}",
         *flower,

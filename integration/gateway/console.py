@@ -1,0 +1,57 @@
+"""``/console``: the operator console, server-rendered pages (Jinja) whose one script calls the
+public API with the tab's bearer token, so a role sees and does here exactly what the API lets
+it. The pages carry no data of their own and no token ever reaches the server in a cookie or a
+URL; a strict content security policy (no inline script or style) covers every page."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from flask import Blueprint, Response, abort, render_template, send_from_directory
+
+#: What a console page may load and reach: its own script and styles, the API (WebSocket
+#: included: ``'self'`` covers ``ws:``/``wss:`` of the same host); nothing inline.
+POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+          "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+#: The console's pages: path under /console, template, title in the navigation.
+PAGES = (
+    ("", "stream.html", "Live"),
+    ("dead-letters", "deadletters.html", "Dead letters"),
+    ("held", "held.html", "Held actions"),
+    ("breakers", "breakers.html", "Breakers"),
+    ("schedules", "schedules.html", "Schedules"),
+    ("subscriptions", "subscriptions.html", "Subscriptions"),
+    ("queues", "queues.html", "Queues and workers"),
+)
+_ASSETS = frozenset({"console.js", "console.css"})
+_STATIC = str(files("integration.gateway") / "static")
+
+console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
+
+
+def _page(template: str, current: str, **context: str) -> Response:
+    return Response(render_template(f"console/{template}", pages=PAGES, current=current,
+                                    **context), mimetype="text/html")
+
+
+def _add_page(path: str, template: str, title: str) -> None:
+    console.add_url_rule(f"/{path}" if path else "", f"page_{template.split('.')[0]}",
+                         lambda: _page(template, path, title=title))
+
+
+for _path, _template, _title in PAGES:
+    _add_page(_path, _template, _title)
+
+
+@console.get("/messages/<message_id>")
+def message_page(message_id: str) -> Response:
+    """A message's timeline and its loop; the id is only carried to the script (escaped)."""
+    return _page("message.html", "messages", title="Message", message_id=message_id)
+
+
+@console.get("/assets/<name>")
+def asset(name: str) -> Response:
+    """The console's script and styles; anything else is a 404."""
+    if name not in _ASSETS:
+        abort(404)
+    return send_from_directory(_STATIC, name, max_age=300)
