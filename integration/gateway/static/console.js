@@ -437,7 +437,7 @@
       var link = svg("a", {href: "/console/messages/" + encodeURIComponent(p.node.id),
                            class: "node node-" + String(p.node.status).replace(/[^a-z-]/g, "") +
                              (p.node.id === currentId ? " current" : ""),
-                           "aria-label": p.node.type + " " + p.node.status + " " + p.node.id});
+                           "data-type": p.node.type});
       link.appendChild(svg("rect", {x: x + 1, y: y + 1, width: W - 2, height: H - 2, rx: 6}));
       link.appendChild(svg("text", {x: x + 10, y: y + 22, class: "node-type",
                                     text: String(p.node.type).slice(0, 20)}));
