@@ -425,9 +425,15 @@
                               height: height, role: "group",
                               "aria-label": "The loop as a graph: " + nodes.length + " messages"});
     picture.appendChild(svg("title", {text: "The loop of message " + currentId}));
+    var defs = svg("defs", {});
+    var marker = svg("marker", {id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
+                                markerWidth: 7, markerHeight: 7, orient: "auto"});
+    marker.appendChild(svg("path", {d: "M0,0 L10,5 L0,10 z", class: "arrow"}));
+    defs.appendChild(marker);
+    picture.appendChild(defs);
     edges.forEach(function (edge) {
       var a = edge[0], b = edge[1];
-      picture.appendChild(svg("path", {class: "edge", d: "M" + (a.depth * (W + GX) + W) + " " +
+      picture.appendChild(svg("path", {class: "edge", "marker-end": "url(#arrow)", d: "M" + (a.depth * (W + GX) + W) + " " +
         (a.row * (H + GY) + H / 2) + " C" + (a.depth * (W + GX) + W + GX / 2) + " " +
         (a.row * (H + GY) + H / 2) + " " + (b.depth * (W + GX) - GX / 2) + " " +
         (b.row * (H + GY) + H / 2) + " " + (b.depth * (W + GX)) + " " + (b.row * (H + GY) + H / 2)}));
