@@ -272,6 +272,40 @@ def test_a_dead_letter_is_replayed_by_keyboard_after_a_confirmation(
 
 
 @needs_chromium
+def test_dead_letters_a_filter_selects_are_replayed_with_progress(
+        gateway: Gateway, browser: Any, admin: str) -> None:
+    """Replay all that match: the confirmation names how many, the progress bar counts them,
+    and each one runs again."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    since = browser.execute_script("return new Date(Date.now() - 1000).toISOString()")
+    letters = [submit(gateway.base, admin, "test.buggy", {"key": uuid.uuid4().hex})
+               for _ in range(2)]
+    for letter in letters:
+        settled(gateway.base, admin, letter, ("dead",))
+    signed_in(browser, gateway.base, admin, "/console/dead-letters")
+    until(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#dl-type option")) > 1)
+    Select(browser.find_element(By.ID, "dl-type")).select_by_visible_text("test.buggy")
+    browser.execute_script("document.getElementById('dl-since').value = arguments[0]",
+                           since[:16])
+    browser.find_element(By.CSS_SELECTOR, "#dl-filter button[type=submit]").click()
+    for letter in letters:
+        row_of(browser, letter)
+    browser.find_element(By.ID, "dl-replay-all").click()
+    until(browser, lambda b: b.find_element(By.ID, "confirm").is_displayed())
+    assert "Replay 2 dead letters" in browser.find_element(By.ID, "confirm-text").text
+    browser.find_element(By.ID, "confirm-ok").click()
+    until(browser, lambda b: b.find_element(By.ID, "dl-progress-text").text == "2 of 2 replayed")
+    assert browser.find_element(By.ID, "dl-progress-bar").get_attribute("value") == "2"
+    shot(browser, "dead-letters-replayed")
+    for letter in letters:  # the file is still missing: each runs again and is dead again
+        record = settled(gateway.base, admin, letter, ("dead",))
+        assert record.get("replayed_by") == "console-admin" or any(
+            step.get("replayed_by") == "console-admin" for step in record["history"])
+
+
+@needs_chromium
 def test_a_held_action_is_released_from_the_console(gateway: Gateway, browser: Any,
                                                      admin: str) -> None:
     """An action held by loop detection is listed, and Release runs it."""
