@@ -95,7 +95,11 @@ def admin() -> str:
 def until(browser: Any, condition: Callable[[Any], Any], timeout: float = 20) -> Any:
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout, poll_frequency=0.05).until(condition)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    # A table drawn again while a condition reads it: read it again.
+    return WebDriverWait(browser, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def signed_in(browser: Any, base: str, token: str, path: str = "/console") -> None:
@@ -288,7 +292,7 @@ def test_dead_letters_a_filter_selects_are_replayed_with_progress(
     until(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#dl-type option")) > 1)
     Select(browser.find_element(By.ID, "dl-type")).select_by_visible_text("test.buggy")
     browser.execute_script("document.getElementById('dl-since').value = arguments[0]",
-                           since[:16])
+                           since[:19])
     browser.find_element(By.CSS_SELECTOR, "#dl-filter button[type=submit]").click()
     for letter in letters:
         row_of(browser, letter)

@@ -523,9 +523,13 @@
       });
     }
 
+    var loads = 0;
+
     function load() {
+      var mine = ++loads;  // an earlier listing that answers late must not overwrite this one
       return api("GET", "/dead-letters?" + queryString(filter(), {limit: 200}))
         .then(function (answer) {
+          if (mine !== loads) { return []; }
           if (!answer.ok) { say(problemText(answer), true); return []; }
           fillRows("dead-letters", answer.data.items.map(function (item) {
             var error = item.error || {};
