@@ -5,14 +5,17 @@ URL; a strict content security policy (no inline script or style) covers every p
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 
-from flask import Blueprint, Response, abort, render_template, send_from_directory
+from flask import Blueprint, Response, abort, render_template, request, send_from_directory
 
-#: What a console page may load and reach: its own script and styles, the API (WebSocket
-#: included: ``'self'`` covers ``ws:``/``wss:`` of the same host); nothing inline.
+#: What a console page may load and reach: its own script and styles, and the API; nothing
+#: inline. ``{socket}`` is the WebSocket origin of the page's own host (browsers that predate
+#: CSP 3 do not count ``ws:`` as ``'self'``).
 POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-          "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+          "connect-src 'self' {socket}; form-action 'self'; base-uri 'none'; "
+          "frame-ancestors 'none'")
 #: The console's pages: path under /console, template, title in the navigation.
 PAGES = (
     ("", "stream.html", "Live"),
@@ -23,10 +26,18 @@ PAGES = (
     ("subscriptions", "subscriptions.html", "Subscriptions"),
     ("queues", "queues.html", "Queues and workers"),
 )
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _ASSETS = frozenset({"console.js", "console.css"})
 _STATIC = str(files("integration.gateway") / "static")
 
 console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
+
+
+def policy() -> str:
+    """The console's Content-Security-Policy for this request."""
+    scheme = "wss" if request.is_secure else "ws"
+    host = request.host if _HOST.match(request.host) else ""  # never a directive of its own
+    return POLICY.format(socket=f"{scheme}://{host}" if host else "")
 
 
 def _page(template: str, current: str, **context: str) -> Response:

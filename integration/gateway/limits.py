@@ -16,7 +16,7 @@ from limits import parse as parse_limit
 
 from integration.gateway.auth import current_principal
 from integration.gateway.cloudevents import request_mode
-from integration.gateway.console import POLICY as CONSOLE_POLICY
+from integration.gateway.console import policy as console_policy
 from integration.gateway.docs import POLICY as DOCS_POLICY
 from integration.gateway.errors import problem_response
 from integration.gateway.metrics import gateway_metrics
@@ -126,7 +126,7 @@ def security_headers(response: Response) -> Response:
     if request.path.startswith("/docs"):  # the docs page loads the gateway's own viewer
         headers.setdefault("Content-Security-Policy", DOCS_POLICY)
     elif request.path.startswith("/console"):  # the console's own script and styles only
-        headers.setdefault("Content-Security-Policy", CONSOLE_POLICY)
+        headers.setdefault("Content-Security-Policy", console_policy())
         headers.setdefault("Cache-Control", "no-store")
     else:
         headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")

@@ -41,12 +41,15 @@ def test_console_pages_allow_no_inline_script_and_escape_what_the_url_holds(
         policy = page.headers["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy
         assert "unsafe-eval" not in policy and "frame-ancestors 'none'" in policy
+        assert "connect-src 'self' ws://localhost;" in policy
         html = page.get_data(as_text=True)
         assert "<script>" not in html and "style=" not in html
         assert "http://" not in html and "https://" not in html
     hostile = client.get('/console/messages/%22%3E%3Cscript%3Ealert(1)%3C').get_data(as_text=True)
     assert "<script>alert" not in hostile
     assert "&#34;&gt;&lt;script&gt;alert(1)&lt;" in hostile
+    forged = client.get("/console", headers={"Host": "a;script-src *"})
+    assert "script-src *" not in forged.headers["Content-Security-Policy"]
     assert client.get("/console/assets/console.js").status_code == 200
     assert client.get("/console/assets/base.html").status_code == 404
 
@@ -93,9 +96,8 @@ def admin() -> str:
 
 
 def until(browser: Any, condition: Callable[[Any], Any], timeout: float = 20) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
     from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
 
     # A table drawn again while a condition reads it: read it again.
     return WebDriverWait(browser, timeout, poll_frequency=0.05,
