@@ -362,6 +362,90 @@ def test_a_role_without_manage_sees_no_replay_and_a_forged_replay_is_refused(
     assert status_of(gateway.base, admin, letter)["status"] == "dead"
 
 
+@pytest.fixture(scope="module")
+def leftovers(gateway: Gateway, admin: str) -> Iterator[list[str]]:
+    """API paths to DELETE when the module ends (the pages after them show their rows)."""
+    paths: list[str] = []
+    yield paths
+    for path in paths:
+        http("DELETE", f"{gateway.base}{path}", admin)
+
+
+def row_named(browser: Any, table: str, name: str) -> Any:
+    """The row of table ``table`` whose first cell reads ``name``."""
+    from selenium.webdriver.common.by import By
+
+    def find(b: Any) -> Any:
+        rows = [r for r in visible(b, f"#{table} tbody tr")
+                if r.find_elements(By.TAG_NAME, "td")[0].text.endswith(name)]
+        return rows[0] if rows else None
+
+    return until(browser, find)
+
+
+def press(browser: Any, table: str, name: str, label: str) -> None:
+    """Click the button ``label`` in the row of ``name`` (the row as drawn now)."""
+    from selenium.webdriver.common.by import By
+
+    until(browser, lambda b: [x for x in row_named(b, table, name).find_elements(
+        By.TAG_NAME, "button") if x.text == label and x.is_enabled()])[0].click()
+
+
+@needs_chromium
+def test_breakers_schedules_and_subscriptions_are_managed_from_the_console(
+        gateway: Gateway, browser: Any, admin: str, settings: Any, redis_client: Any,
+        leftovers: list[str]) -> None:
+    """Reset an open breaker; fire a schedule now, then pause it; re-enable a subscription
+    that failing deliveries disabled, found by the failing-or-disabled filter."""
+    from selenium.webdriver.common.by import By
+
+    from integration.app import build_guards
+    from integration.events.webhooks import Webhooks
+
+    breaker = f"test:{uuid.uuid4().hex[:8]}"
+    build_guards(settings, redis_client).breaker(breaker).breaker.open()
+    signed_in(browser, gateway.base, admin, "/console/breakers")
+    assert "open" in row_named(browser, "breakers", breaker).text
+    shot(browser, "breakers")
+    press(browser, "breakers", breaker, "Reset")
+    until(browser, lambda b: b.find_element(By.ID, "confirm").is_displayed())
+    browser.find_element(By.ID, "confirm-ok").click()
+    until(browser, lambda b: "closed" in row_named(b, "breakers", breaker).text)
+
+    name = f"console-{uuid.uuid4().hex[:6]}"
+    status, created = http("POST", f"{gateway.base}/api/v1/schedules", admin,
+                           {"name": name, "every": 3600, "type": "event",
+                            "data": {"kind": "console"}})
+    assert status == 201, created
+    leftovers.append(f"/api/v1/schedules/{created['id']}")
+    signed_in(browser, gateway.base, admin, "/console/schedules")
+    press(browser, "schedules", name, "Fire now")
+    until(browser, lambda b: "fired, message" in b.find_element(By.ID, "status").text)
+    fired = browser.find_element(By.ID, "status").text.rsplit(" ", 1)[-1]
+    assert status_of(gateway.base, admin, fired)["channel"] == "beat"
+    press(browser, "schedules", name, "Pause")
+    until(browser, lambda b: "paused" in row_named(b, "schedules", name).text)
+    assert http("GET", f"{gateway.base}/api/v1/schedules/{name}", admin)[1]["enabled"] is False
+    shot(browser, "schedules")
+
+    status, hook = http("POST", f"{gateway.base}/api/v1/subscriptions", admin,
+                        {"url": f"http://127.0.0.1:9/{name}", "topics": ["alert.*"]})
+    assert status == 201, hook
+    leftovers.append(f"/api/v1/subscriptions/{hook['id']}")
+    webhooks = Webhooks(redis_client, settings.key_prefix, disable_after=8)
+    for _ in range(8):
+        webhooks.record(hook["id"], ok=False, error="connection refused")
+    signed_in(browser, gateway.base, admin, "/console/subscriptions")
+    browser.find_element(By.ID, "subs-troubled").click()
+    assert "disabled" in row_named(browser, "subscriptions", name).text
+    shot(browser, "subscriptions")
+    press(browser, "subscriptions", name, "Re-enable")
+    until(browser, lambda b: "Re-enabled" in b.find_element(By.ID, "status").text)
+    assert http("GET", f"{gateway.base}/api/v1/subscriptions/{hook['id']}", admin)[1]["enabled"]
+    browser.find_element(By.ID, "subs-troubled").click()  # every subscription again
+    assert "enabled" in row_named(browser, "subscriptions", name).text.split()
+
+
 def axe_violations(browser: Any) -> list[dict[str, Any]]:
     """axe-core's serious and critical violations on the current page."""
     browser.execute_script(AXE.read_text())
