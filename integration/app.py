@@ -47,6 +47,18 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def ping_store(settings: Settings) -> None:
+    """Ask the store's Redis for an answer within the publish timeout, as start-up checks do;
+    raises redis-py's errors (``AuthenticationError`` for a wrong password)."""
+    client = redis.Redis.from_url(settings.redis_url,
+                                  socket_connect_timeout=settings.publish_timeout_seconds,
+                                  socket_timeout=settings.publish_timeout_seconds)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
 # -- the message types and the consumers ---------------------------------------------------
 
 @cache

@@ -67,6 +67,8 @@ class EmbeddedRedis:
             try:
                 client.ping()
                 return self
+            except redis.AuthenticationError:
+                return self  # up, and asks for the password of its --requirepass
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()

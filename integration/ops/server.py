@@ -17,7 +17,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from integration import tracing
-from integration.settings import Settings
+from integration.settings import ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def reuse_port(settings: Settings) -> bool:
             and settings.gateway_workers > 1)
 
 
-class PortUnavailable(Exception):
+class PortUnavailable(ConfigurationError):
     """The gateway's address is taken by another listener."""
 
 
@@ -198,8 +198,10 @@ def claim_port(host: str, port: int, attempts: int = 5, pause: float = 1.0) -> N
                 return
             except OSError as exc:
                 if attempt == attempts - 1:
-                    raise PortUnavailable(f"cannot listen on {host}:{port}: "
-                                          f"{exc.strerror or exc}") from None
+                    raise PortUnavailable(
+                        f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop what "
+                        "listens there, or choose another port with --port or "
+                        "INTEGRATION_PORT") from None
         time.sleep(pause)
 
 

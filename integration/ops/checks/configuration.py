@@ -6,9 +6,10 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from integration.mistakes import setting_problem
 from integration.ops.checks.findings import Context, Finding, error, ok, shown, warning
 from integration.security.secrets import is_loopback
 
@@ -25,20 +26,8 @@ def load_settings() -> tuple[Settings | None, list[Finding]]:
     try:
         settings = Settings()
     except ValidationError as exc:
-        return None, [error("settings", _describe_setting_error(e)) for e in exc.errors()]
+        return None, [error("settings", setting_problem(e, prefix="")) for e in exc.errors()]
     return settings, [ok("settings", f"INTEGRATION_* variables load (env {settings.env})")]
-
-
-def _describe_setting_error(problem: Any) -> str:
-    from integration.settings import Settings
-
-    name = str(problem["loc"][0]) if problem["loc"] else ""
-    field = Settings.model_fields.get(name)
-    alias = field.validation_alias if field else None
-    variable = alias if isinstance(alias, str) else f"INTEGRATION_{name.upper()}"
-    secret = field is not None and "SecretStr" in str(field.annotation)
-    shown = "" if secret else f" (got {problem.get('input')!r})"
-    return f"{variable}: {problem['msg']}{shown}"
 
 
 def check_secrets(ctx: Context) -> Iterator[Finding]:
@@ -184,6 +173,9 @@ def check_durations(ctx: Context) -> Iterator[Finding]:
     settings = ctx.settings
     try:
         registry = default_registry()
+    except ConfigurationError as exc:
+        yield error("durations", str(exc))
+        return
     except Exception as exc:  # noqa: BLE001 - an import of the user's module can raise anything
         yield error("durations", "the message types do not load (INTEGRATION_TYPE_MODULES, "
                                  f"INTEGRATION_CONSUMER_MODULES): {type(exc).__name__}: {exc}")

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from integration.mistakes import redis_refused
 from integration.ops.checks.findings import Context, Finding, error, ok, shown, warning
 
 if TYPE_CHECKING:
@@ -52,6 +53,9 @@ def _check_redis(ctx: Context, check: str, variable: str, url: str) -> Iterator[
         client.ping()
         yield ok(check, f"{where} answers")
         yield from _persistence(ctx, check, where, client)
+    except redis.AuthenticationError as exc:
+        yield error(check, f"{where}: "
+                           f"{redis_refused(exc, ctx.settings, variable=variable, url=url)}")
     except redis.RedisError as exc:
         yield error(check, f"{where} does not answer within {ctx.timeout:g} s: {exc}")
     finally:

@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from integration.app import get_settings
+from integration.app import get_settings, load_schedules, ping_store
 from integration.logs import configure_logging
-from integration.settings import ConfigurationError
+from integration.settings import ConfigurationError, Settings
 
 
 @click.command()
@@ -40,6 +40,7 @@ def serve(host: str | None, port: int | None) -> None:
         create_app(settings)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
+    ping_store(settings)  # an unreachable Redis or a wrong password: the group's one line
     try:
         run_server(settings, host or settings.host, port or settings.port)
     except PortUnavailable as exc:
@@ -91,8 +92,28 @@ def up(host: str | None, port: int | None, no_beat: bool, flower: bool) -> None:
       integration up --flower                 # also Flower, with a printed password
     """
     from integration.ops.devstack import run_stack
+    from integration.ops.server import claim_port
 
     settings = get_settings()
+    # What would otherwise fail in each process it starts, again and again: one line now.
+    check_stack(settings)
+    claim_port(host or settings.host, port or settings.port, attempts=1)
     sys.exit(run_stack(settings, host or settings.host, port or settings.port, beat=not no_beat,
                        flower=flower))
 
+
+
+def check_stack(settings: Settings) -> None:
+    """What ``up``'s processes load at start: a Redis it did not start (answering, with the
+    password of its URL), the message types, and the policy, rules and schedule files.
+    Raises the error of the first that fails (the group words it)."""
+    from integration.app import default_registry
+    from integration.loop.rules import load_rules
+    from integration.security.policy import load_policy
+
+    if "redis_url" in settings.model_fields_set:
+        ping_store(settings)
+    default_registry()
+    load_policy(settings.policy_file)
+    load_rules(settings.rules_file)
+    load_schedules(settings.schedule_file)

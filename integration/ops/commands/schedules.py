@@ -49,6 +49,8 @@ class _StoreErrors(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # the integration group's line: which Redis, and what to fix
         except redis.RedisError as exc:
             raise click.ClickException(f"the schedule store (Redis) is unavailable: {exc}"
                                        ) from None
