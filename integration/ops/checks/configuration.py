@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from integration.mistakes import setting_problem
-from integration.ops.checks.findings import Context, Finding, error, ok, shown, warning
+from integration.ops.checks.findings import (
+    Context,
+    Finding,
+    error,
+    error_once,
+    ok,
+    shown,
+    warning,
+)
 from integration.security.secrets import is_loopback
 
 if TYPE_CHECKING:
@@ -156,7 +164,7 @@ def check_schedule(ctx: Context) -> Iterator[Finding]:
     try:
         loaded = load_schedules(path)
     except ConfigurationError as exc:
-        yield error("schedule", str(exc))
+        yield error_once(ctx, "schedule", str(exc), "the schedules are not checked")
         return
     yield ok("schedule", f"{source}: {len(loaded)} schedules")
 
@@ -174,7 +182,7 @@ def check_durations(ctx: Context) -> Iterator[Finding]:
     try:
         registry = default_registry()
     except ConfigurationError as exc:
-        yield error("durations", str(exc))
+        yield error_once(ctx, "durations", str(exc), "the durations are not checked")
         return
     except Exception as exc:  # noqa: BLE001 - an import of the user's module can raise anything
         yield error("durations", "the message types do not load (INTEGRATION_TYPE_MODULES, "

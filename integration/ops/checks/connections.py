@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from integration.mistakes import redis_refused
-from integration.ops.checks.findings import Context, Finding, error, ok, shown, warning
+from integration.ops.checks.findings import (
+    Context,
+    Finding,
+    error,
+    error_once,
+    ok,
+    shown,
+    warning,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -125,7 +133,8 @@ def check_ledger(ctx: Context) -> Iterator[Finding]:
         yield error("ledger", f"the ledger cannot be read: {type(exc).__name__}: {exc}")
         return
     except ConfigurationError as exc:  # the Celery configuration refuses (reported above)
-        yield error("ledger", f"the ledger is not read: {exc}")
+        yield error_once(ctx, "ledger", str(exc), "the ledger is not read",
+                         f"the ledger is not read: {exc}")
         return
     after = f"{settings.reconcile_after_seconds:g}"
     if not survey.stranded:

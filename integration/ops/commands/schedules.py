@@ -12,7 +12,7 @@ import click
 import redis
 from pydantic import ValidationError
 
-from integration.app import get_settings
+from integration.app import get_settings, ping_store
 from integration.messages.problems import Problem
 from integration.schedules.spec import ScheduleSpec
 from integration.schedules.store import Schedules
@@ -22,6 +22,7 @@ def _schedules() -> Schedules:
     from integration.app import build_submitter
 
     settings = get_settings()
+    ping_store(settings)  # at once, where redbeat's client would retry for half a minute
     return Schedules.from_settings(settings, build_submitter(settings, origin="cli").parse)
 
 
