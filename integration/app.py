@@ -12,6 +12,8 @@ from functools import cache
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from integration.broker.celery_app import create_celery
 from integration.broker.publisher import Publisher
@@ -52,7 +54,8 @@ def ping_store(settings: Settings) -> None:
     raises redis-py's errors (``AuthenticationError`` for a wrong password)."""
     client = redis.Redis.from_url(settings.redis_url,
                                   socket_connect_timeout=settings.publish_timeout_seconds,
-                                  socket_timeout=settings.publish_timeout_seconds)
+                                  socket_timeout=settings.publish_timeout_seconds,
+                                  retry=Retry(NoBackoff(), 0))
     try:
         client.ping()
     finally:

@@ -366,8 +366,10 @@ def _with_scheme(url: str, variable: str, schemes: tuple[str, ...]) -> str:
     user, colon, _ = userinfo.partition(":")
     shown = (f"{user}:***@" if colon else "***@") + host if at else (rest if sep else url)
     if not sep:
-        path = "" if "/" in shown else "/0"
-        raise ValueError(f"{variable} {shown!r} has no scheme: write redis://{shown}{path}")
+        fix = f"redis://{shown}{'' if '/' in shown else '/0'}"
+        if "amqp" in schemes:
+            fix = f"amqp://{shown}// (RabbitMQ) or {fix}"
+        raise ValueError(f"{variable} {shown!r} has no scheme: write {fix}")
     listed = ", ".join(s + "://" for s in schemes[:6]) + (", …" if len(schemes) > 6 else "")
     raise ValueError(f"{variable} has the scheme {scheme!r}, not one of {listed}: write "
                      f"{schemes[0]}://{shown}")

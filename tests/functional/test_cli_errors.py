@@ -237,6 +237,22 @@ def test_commands_that_need_no_secret_work_without_one(run_cli: Any, command: st
     assert "JWT_SECRET" not in result.output
 
 
+def test_type_modules_import_from_the_working_directory(
+        run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A type module beside the operator, not installed, loads in every command (as under
+    `python -m integration` and `celery -A tasks`), not only under `integration up`."""
+    (tmp_path / "local_types_for_test.py").write_text("TYPES = []\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "local_types_for_test", raising=False)
+    modules = Mistake(lambda lab: {"INTEGRATION_TYPE_MODULES": "local_types_for_test:TYPES"},
+                      "", "")
+    for command in ("dlq list", "schedule list"):
+        result = run_cli(command, modules)
+        assert result.exit_code == 0, result.output
+    sys.modules.pop("local_types_for_test", None)
+
+
 def test_worker_beat_and_gateway_name_each_mistake_in_one_line(lab: Lab,
                                                                tmp_path: Path) -> None:
     """Each worker and beat cell (and the gateway's port) started at once: a mistake stops
