@@ -111,8 +111,9 @@ def explain(exc: BaseException, settings: Settings | None = None) -> str | None:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return redis_unreachable(exc, settings)
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        return f"the address is in use: {one_line(str(exc))}; stop what listens there or " \
-               "choose another port (INTEGRATION_PORT, INTEGRATION_METRICS_PORT)"
+        return f"an address is in use ({one_line(str(exc))}): stop what listens there, or " \
+               "choose another port (INTEGRATION_PORT, INTEGRATION_GATEWAY_METRICS_PORT, " \
+               "INTEGRATION_METRICS_PORT)"
     return None
 
 

@@ -81,8 +81,14 @@ def _when_ready(settings: Settings) -> Any:
         if settings.gateway_metrics_port:
             from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
 
-            GunicornPrometheusMetrics.start_http_server_when_ready(
-                settings.gateway_metrics_port, settings.gateway_metrics_host)
+            host, port = settings.gateway_metrics_host, settings.gateway_metrics_port
+            try:
+                GunicornPrometheusMetrics.start_http_server_when_ready(port, host)
+            except OSError as exc:  # before any worker starts: the gateway exits 1
+                raise PortUnavailable(
+                    f"cannot listen on {host}:{port} for the gateway's metrics: "
+                    f"{exc.strerror or exc}; stop what listens there, or choose another port "
+                    "with INTEGRATION_GATEWAY_METRICS_PORT") from None
     return when_ready
 
 

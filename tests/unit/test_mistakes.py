@@ -70,3 +70,16 @@ def test_the_address_of_a_url() -> None:
     assert address("redis://:pw@redis:6380/0") == "redis:6380"
     assert address("redis://localhost") == "localhost:6379"
     assert address("amqp://guest:pw@rabbit//") == "rabbit:5672"
+
+
+def test_why_a_file_does_not_load_is_one_line() -> None:
+    """The OS's reason, or the YAML error with its line and column."""
+    import yaml
+
+    from integration.mistakes import file_problem
+
+    assert file_problem(PermissionError(13, "Permission denied")) == "Permission denied"
+    with pytest.raises(yaml.YAMLError) as invalid:
+        yaml.safe_load("thresholds: [\n")
+    assert file_problem(invalid.value).startswith("not valid YAML: ")
+    assert file_problem(invalid.value).endswith("(line 2, column 1)")
