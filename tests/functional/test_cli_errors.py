@@ -257,7 +257,8 @@ def test_worker_beat_and_gateway_name_each_mistake_in_one_line(lab: Lab,
                                                                tmp_path: Path) -> None:
     """Each worker and beat cell (and the gateway's port) started at once: a mistake stops
     it with exit 1 and one line; an unreachable broker and a metrics port in use are one
-    line while the worker keeps running."""
+    line while the worker keeps running (the latter without INTEGRATION_JWT_SECRET, which a
+    worker does not need)."""
     keeps_running = {("worker", "unreachable"), ("worker", "port in use")}
     # The worker that gets as far as its metrics port goes first: it has the longest way.
     cells = sorted(PROCESS_CELLS, key=lambda cell: cell != ("worker", "port in use"))
@@ -289,6 +290,8 @@ def _start(command: str, mistake: str, lab: Lab,
     env = _environment(lab, MISTAKES[mistake], directory)
     if command == "worker" and mistake != "port in use":
         env["INTEGRATION_METRICS_PORT"] = "0"
+    if command == "worker" and mistake == "port in use":
+        env.pop("INTEGRATION_JWT_SECRET", None)  # it needs none: it runs without one
     argv = {"worker": [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool",
                        "solo", "--without-gossip", "--without-mingle", "--hostname",
                        f"errors-{time.monotonic_ns()}@%h", "--loglevel", "INFO"],
