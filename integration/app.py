@@ -12,6 +12,8 @@ from functools import cache
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from integration.broker.celery_app import create_celery
 from integration.broker.publisher import Publisher
@@ -45,6 +47,19 @@ from integration.worker.guards import Guards, GuardSettings
 def get_settings() -> Settings:
     """Settings of this process, read from the environment once."""
     return Settings()
+
+
+def ping_store(settings: Settings) -> None:
+    """Ask the store's Redis for an answer within the publish timeout, as start-up checks do;
+    raises redis-py's errors (``AuthenticationError`` for a wrong password)."""
+    client = redis.Redis.from_url(settings.redis_url,
+                                  socket_connect_timeout=settings.publish_timeout_seconds,
+                                  socket_timeout=settings.publish_timeout_seconds,
+                                  retry=Retry(NoBackoff(), 0))
+    try:
+        client.ping()
+    finally:
+        client.close()
 
 
 # -- the message types and the consumers ---------------------------------------------------

@@ -1,11 +1,15 @@
-"""The one place that reads the environment (prefix ``INTEGRATION_``)."""
+"""The one place that reads the environment (prefix ``INTEGRATION_``).
+
+One module because every setting is a field of one class, whose comments generate the
+configuration page; where values come from besides the environment is ``sources``.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -263,6 +267,20 @@ class Settings(BaseSettings):
     #: A firing later than this (or later than one period of its schedule) counts as missed.
     beat_missed_after_seconds: float = Field(60.0, gt=0)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        return _with_scheme(url, "INTEGRATION_REDIS_URL", _REDIS_SCHEMES)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, url: str | None) -> str | None:
+        from kombu.transport import TRANSPORT_ALIASES
+
+        first = (*_REDIS_SCHEMES, "amqp", "amqps")
+        schemes = (*first, *sorted({a.lower() for a in TRANSPORT_ALIASES} - set(first)))
+        return None if url is None else _with_scheme(url, "INTEGRATION_BROKER_URL", schemes)
+
     @model_validator(mode="after")
     def _beat_lock_outlives_loop(self) -> Settings:
         # The lock is renewed once per loop: shorter than two loops, a healthy beat loses it.
@@ -377,6 +395,29 @@ class _VariablesSource(EnvSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], values: dict[str, str]) -> None:
         super().__init__(settings_cls)
         self.env_vars = {k.lower(): v for k, v in values.items()}
+
+
+#: The schemes redis-py takes (a URL without one fails at the first connection).
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _with_scheme(url: str, variable: str, schemes: tuple[str, ...]) -> str:
+    """``url`` when it starts with one of ``schemes``; otherwise the error says what to write
+    (the password of the URL never in it)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in schemes:
+        return url
+    userinfo, at, host = (rest if sep else url).rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    shown = (f"{user}:***@" if colon else "***@") + host if at else (rest if sep else url)
+    if not sep:
+        fix = f"redis://{shown}{'' if '/' in shown else '/0'}"
+        if "amqp" in schemes:
+            fix = f"amqp://{shown}// (RabbitMQ) or {fix}"
+        raise ValueError(f"{variable} {shown!r} has no scheme: write {fix}")
+    listed = ", ".join(s + "://" for s in schemes[:6]) + (", …" if len(schemes) > 6 else "")
+    raise ValueError(f"{variable} has the scheme {scheme!r}, not one of {listed}: write "
+                     f"{schemes[0]}://{shown}")
 
 
 class ConfigurationError(RuntimeError):

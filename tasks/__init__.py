@@ -5,6 +5,7 @@ from tasks import (  # noqa: F401  (tasks and signals)
     observability,
     processing,
     schedules,
+    startup,
 )
 from tasks.app import app
 

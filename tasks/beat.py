@@ -17,8 +17,9 @@ from typing import Any
 import redis
 from redbeat import RedBeatScheduler
 
-from integration.app import build_submitter, get_settings, load_schedules
+from integration.app import build_submitter, get_settings, load_schedules, ping_store
 from integration.logs import get_logger
+from integration.mistakes import explain
 from integration.schedules.firing import FIRE_TASK
 from integration.schedules.spec import StoredSchedule, period_after, scheduled_time
 from integration.schedules.store import Schedules
@@ -55,7 +56,19 @@ class Scheduler(RedBeatScheduler):
         """None: results live in the status store, so Celery's backend cleanup has no work."""
 
     def setup_schedule(self) -> None:
-        super().setup_schedule()
+        try:
+            # Redis answers at start, or beat stops at once with the reason (redbeat would
+            # retry for INTEGRATION_BEAT_LOCK_TIMEOUT_SECONDS, then exit with a traceback);
+            # a later outage is ridden out as before.
+            ping_store(get_settings())
+            super().setup_schedule()
+        except Exception as exc:
+            # The supervisor or compose starts beat again.
+            line = explain(exc, get_settings())
+            if line is None:
+                raise
+            log.error(f"beat stops: {line}")
+            raise SystemExit(1) from None
         self.sync_schedule_file()
 
     def sync_schedule_file(self) -> None:

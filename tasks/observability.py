@@ -34,6 +34,7 @@ from integration.worker.heartbeats import Heartbeats
 from integration.worker.processor import Delivery
 from integration.worker.queues import queue_ages_of
 from tasks.processing import ProcessingTask, outcome_of
+from tasks.startup import quiet_retries
 
 _started: dict[str, tuple[float, str]] = {}
 _servers: list[Any] = []
@@ -43,7 +44,9 @@ log = logs.get_logger("integration.worker")
 @setup_logging.connect
 def _configure_logging(**_: Any) -> None:
     """Connected, so Celery leaves the root logger to us: one shape for every record."""
-    logs.configure_logging(get_settings())
+    settings = get_settings()
+    logs.configure_logging(settings)
+    quiet_retries(settings)
 
 
 @celeryd_after_setup.connect

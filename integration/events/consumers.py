@@ -16,7 +16,6 @@ letters, metrics and trace, and one slow or failing consumer never holds up anot
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from integration.messages.envelope import Envelope
-from integration.messages.registry import MessageType
+from integration.messages.registry import MessageType, import_named
 from integration.messages.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -193,7 +192,5 @@ def load_subscriptions(module_paths: str, builtin: Iterable[Subscription] = ()
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         add(_loaded(entry_point.load()), f"entry point {entry_point.name}")
     for path in filter(None, (p.strip() for p in module_paths.split(","))):
-        module_name, _, attribute = path.partition(":")
-        module = importlib.import_module(module_name)
-        add(_loaded(getattr(module, attribute or "CONSUMERS")), path)
+        add(_loaded(import_named(path, "INTEGRATION_CONSUMER_MODULES", "CONSUMERS")), path)
     return list(found.values())

@@ -32,6 +32,7 @@ from integration.loop.payloads import ActionPayload
 from integration.messages import effects
 from integration.messages.envelope import Envelope
 from integration.messages.retry import PermanentError
+from integration.mistakes import file_problem
 from integration.security.egress import Egress
 from integration.security.egress_policy import EgressRefused
 from integration.settings import ConfigurationError, Settings, environment_secret
@@ -132,7 +133,8 @@ class Targets(BaseModel):
         try:
             document = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigurationError(f"{path} is not valid YAML: {exc}") from None
+            raise ConfigurationError(f"INTEGRATION_RULES_FILE {path}: {file_problem(exc)}"
+                                     ) from None
         if document is None:
             document = {}
         if not isinstance(document, dict):

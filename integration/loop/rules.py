@@ -30,6 +30,7 @@ from integration.loop.templates import (
     render,
 )
 from integration.messages.retry import PermanentError
+from integration.mistakes import file_problem
 from integration.settings import ConfigurationError
 
 Op = Literal[">", ">=", "<", "<="]
@@ -305,7 +306,7 @@ def load_rules(path: str | None) -> Rules:
         data = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigurationError(
-            f"INTEGRATION_RULES_FILE {shown} cannot be read: {exc}") from None
+            f"INTEGRATION_RULES_FILE {shown} cannot be read: {file_problem(exc)}") from None
     return parse_rules(data, shown)
 
 

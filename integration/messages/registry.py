@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 
 from integration.messages.envelope import Envelope
 from integration.messages.retry import RetryPolicy
+from integration.settings import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +112,33 @@ def _from_entry_points(registry: Registry) -> None:
         log.info("message types loaded from entry point %s", entry_point.name)
 
 
+def import_named(path: str, variable: str, default: str) -> Any:
+    """What ``module:attribute`` names (``default`` without an attribute); a module that is
+    not there, or lacks the attribute, is a ``ConfigurationError`` naming ``variable``."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        if missing != module_name and not module_name.startswith(missing + "."):
+            raise ConfigurationError(
+                f"{variable} names {path!r}, whose module imports {missing!r}, which is not "
+                f"installed: install it, or remove {path!r} from {variable}") from None
+        raise ConfigurationError(
+            f"{variable} names {path!r}, but there is no module {module_name!r} in the "
+            f"working directory ({os.getcwd()}) or the installed packages: correct the "
+            f"name in {variable}, or install the module") from None
+    try:
+        return getattr(module, attribute or default)
+    except AttributeError:
+        raise ConfigurationError(
+            f"{variable} names {path!r}, but module {module_name!r} has no "
+            f"{attribute or default!r}: correct the name in {variable}") from None
+
+
 def _from_module_paths(registry: Registry, paths: str) -> None:
     for path in filter(None, (p.strip() for p in paths.split(","))):
-        module_name, _, attribute = path.partition(":")
-        module = importlib.import_module(module_name)
-        _register_loaded(registry, getattr(module, attribute) if attribute else module.TYPES)
+        _register_loaded(registry, import_named(path, "INTEGRATION_TYPE_MODULES", "TYPES"))
         log.info("message types loaded from %s", path)
 
 

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
 
 from integration import logs
 from integration.app import get_settings
+from integration.mistakes import explain
 from integration.ops.commands import (
     check,
     dead_letters,
@@ -18,28 +21,39 @@ from integration.ops.commands import (
     schedules,
     tokens,
 )
+from integration.settings import Settings
 
 
 class CommandGroup(click.Group):
-    """The ``integration`` group: an unreachable Redis or an invalid setting is one line on
-    stderr and exit status 1, in every command, never a traceback."""
+    """The ``integration`` group: a configuration mistake (an invalid setting, an unreachable
+    Redis or a wrong password, an unreadable file, a missing type module, a port in use) is
+    one line on stderr naming the cause and the fix, and exit status 1, in every command,
+    never a traceback (``integration.mistakes`` words each)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from pydantic import ValidationError
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
+        # Type and consumer modules in the working directory import as under `python -m
+        # integration` and `celery -A tasks` (which put it first on the path), and in every
+        # command alike.
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
         try:
             return super().invoke(ctx)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            # redis-py names host and port, never the password of the URL.
-            reason = " ".join(str(exc).split()).rstrip(".")
-            raise click.ClickException(f"cannot reach Redis: {reason}; check that it runs "
-                                       "and INTEGRATION_REDIS_URL") from None
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            name = "INTEGRATION_" + "_".join(str(part) for part in first["loc"]).upper()
-            raise click.ClickException(f"invalid setting {name}: {first['msg']}") from None
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            line = explain(exc, _settings_or_none())
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
+
+
+def _settings_or_none() -> Settings | None:
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError:
+        return None
 
 
 @click.group(cls=CommandGroup)

@@ -65,8 +65,22 @@ def check_ports(wanted: dict[str, tuple[str, int, str]]) -> None:
             else:
                 continue
         raise ConfigurationError(
-            f"port {port} ({name}) is in use on {host}: stop what holds it, or choose another: "
-            + option.format(port=_next_free(host, port)))
+            f"cannot listen on {host}:{port} ({name}): the port is in use; stop what holds it, "
+            "or choose another: " + option.format(port=_next_free(host, port)))
+
+
+def stack_ports(settings: Settings, host: str, port: int, flower: bool,
+                flower_port: int) -> dict[str, tuple[str, int, str]]:
+    """The ports ``integration up`` will listen on, for ``check_ports``."""
+    ports = {"the gateway": (host, port, "make run PORT={port} (INTEGRATION_PORT, or "
+                                         "integration up --port {port})")}
+    if settings.metrics_port:
+        ports["worker metrics"] = (settings.metrics_host, settings.metrics_port,
+                                   "make run METRICS_PORT={port} (INTEGRATION_METRICS_PORT)")
+    if flower:
+        ports["Flower"] = (host, flower_port,
+                           "make run FLOWER_PORT={port} (integration up --flower-port {port})")
+    return ports
 
 
 def _next_free(host: str, port: int) -> int:
@@ -169,14 +183,6 @@ def run_stack(settings: Settings, host: str, port: int, *, beat: bool = True,
             f"a stack already runs from this folder (process {running.pid}, gateway "
             f"{running.gateway_url}): use it, stop it, or start another with its own "
             "INTEGRATION_RUN_DIR")
-    ports = {"the gateway": (host, port, "make run PORT={port} (integration up --port {port})")}
-    if settings.metrics_port:
-        ports["worker metrics"] = (settings.metrics_host, settings.metrics_port,
-                                   "make run METRICS_PORT={port} (INTEGRATION_METRICS_PORT)")
-    if flower:
-        ports["Flower"] = (host, flower_port,
-                           "make run FLOWER_PORT={port} (integration up --flower-port {port})")
-    check_ports(ports)
 
     programs: list[Program] = []
     redis_url = settings.redis_url

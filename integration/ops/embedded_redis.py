@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def redis_server_binary() -> str:
@@ -64,12 +66,17 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        # No retries of its own: a server with --requirepass answers "Authentication
+        # required", which redis-py would otherwise retry with backoff for seconds.
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5,
+                             retry=Retry(NoBackoff(), 0))
         deadline = time.monotonic() + timeout
         while True:
             try:
                 client.ping()
                 return self
+            except redis.AuthenticationError:
+                return self  # up, and asks for the password of its --requirepass
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()

@@ -17,7 +17,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from integration import tracing
-from integration.settings import Settings
+from integration.settings import ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,14 @@ def _when_ready(settings: Settings) -> Any:
         if settings.gateway_metrics_port:
             from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
 
-            GunicornPrometheusMetrics.start_http_server_when_ready(
-                settings.gateway_metrics_port, settings.gateway_metrics_host)
+            host, port = settings.gateway_metrics_host, settings.gateway_metrics_port
+            try:
+                GunicornPrometheusMetrics.start_http_server_when_ready(port, host)
+            except OSError as exc:  # before any worker starts: the gateway exits 1
+                raise PortUnavailable(
+                    f"cannot listen on {host}:{port} for the gateway's metrics: "
+                    f"{exc.strerror or exc}; stop what listens there, or choose another port "
+                    "with INTEGRATION_GATEWAY_METRICS_PORT") from None
     return when_ready
 
 
@@ -176,7 +182,7 @@ def reuse_port(settings: Settings) -> bool:
             and settings.gateway_workers > 1)
 
 
-class PortUnavailable(Exception):
+class PortUnavailable(ConfigurationError):
     """The gateway's address is taken by another listener."""
 
 
@@ -198,8 +204,10 @@ def claim_port(host: str, port: int, attempts: int = 5, pause: float = 1.0) -> N
                 return
             except OSError as exc:
                 if attempt == attempts - 1:
-                    raise PortUnavailable(f"cannot listen on {host}:{port}: "
-                                          f"{exc.strerror or exc}") from None
+                    raise PortUnavailable(
+                        f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop what "
+                        "listens there, or choose another port with --port or "
+                        "INTEGRATION_PORT") from None
         time.sleep(pause)
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 
 from integration.messages.envelope import Envelope
 from integration.messages.problems import InvalidMessage
+from integration.mistakes import file_problem
 from integration.schedules.spec import CHANNEL, ScheduleSpec, StoredSchedule
 from integration.settings import ConfigurationError
 
@@ -59,7 +60,7 @@ def load_schedule_file(path: str | None, parse: Parse) -> list[ScheduleSpec]:
         document = ScheduleFile.model_validate(yaml.safe_load(text) or {})
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise ConfigurationError(
-            f"INTEGRATION_SCHEDULE_FILE {label} cannot be read: {exc}") from None
+            f"INTEGRATION_SCHEDULE_FILE {label} cannot be read: {file_problem(exc)}") from None
     problems: list[str] = []
     specs: list[ScheduleSpec] = []
     seen: set[str] = set()

@@ -19,6 +19,7 @@ import yaml
 from limits import parse as parse_limit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from integration.mistakes import file_problem
 from integration.settings import ConfigurationError
 
 Resource = Literal["dead_letters", "schedules", "subscriptions", "tokens", "breakers",
@@ -188,5 +189,6 @@ def load_policy(path: str | None) -> Policy:
         return Policy.model_validate(data or {})
     except (OSError, ValueError, yaml.YAMLError, ValidationError) as exc:
         raise ConfigurationError(
-            f"INTEGRATION_POLICY_FILE {path or '(default)'} is not a valid policy: {exc}"
+            f"INTEGRATION_POLICY_FILE {path or '(default)'} is not a valid policy: "
+            f"{file_problem(exc)}"
         ) from None

@@ -160,7 +160,9 @@ def signing_key(settings: Settings) -> str:
     """The key ``integration token issue`` signs with (a secret or a private key)."""
     if settings.jwt_algorithm.startswith("HS"):
         if settings.jwt_secret is None or not settings.jwt_secret.get_secret_value():
-            raise ConfigurationError("INTEGRATION_JWT_SECRET is not set.")
+            raise ConfigurationError(
+                "INTEGRATION_JWT_SECRET is not set: tokens are signed with it; set the "
+                f"gateway's secret (a new one: {GENERATE}).")
         return settings.jwt_secret.get_secret_value()
     if settings.jwt_private_key is None:
         raise ConfigurationError(

@@ -171,7 +171,10 @@ def serve(directory: str, port: int, host: str, cluster: ClusterState | None = N
     try:
         server, _ = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        log.warning("worker metrics not served on %s:%d: %s", host, port, exc)
+        # Another worker on this host holds the port, most often: this one runs without.
+        log.warning("worker metrics not served: cannot listen on %s:%d (%s); set "
+                    "INTEGRATION_METRICS_PORT to a free port for each worker on a host, or 0 "
+                    "to turn it off", host, port, exc.strerror or exc)
         return None
     return server
 

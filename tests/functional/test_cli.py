@@ -159,7 +159,7 @@ def test_unreachable_redis_is_one_line_and_exit_1(cli: Any,
                  ("token", "revoke", uuid.uuid4().hex)):
         result = cli(*args)
         assert result.exit_code == 1, (args, result.output)
-        assert result.stderr.startswith("Error: cannot reach Redis: "), result.stderr
+        assert result.stderr.startswith("Error: cannot reach Redis at 127.0.0.1:"), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert "Traceback" not in result.output and "not-for-logs" not in result.output
 

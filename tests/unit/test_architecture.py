@@ -96,14 +96,15 @@ def test_importing_the_tasks_changes_nothing_process_wide() -> None:
 
 def test_unit_tests_mirror_the_package_tree() -> None:
     """``tests/unit/<layer>/`` for each layer's tests; only whole-tree checks and the
-    top-level modules' tests (``logs``, ``tracing``, ``settings`` and ``sources``) sit at the
-    top."""
+    top-level modules' tests (``logs``, ``mistakes``, ``tracing``, ``settings`` and
+    ``sources``) sit at the top."""
     folders = {p.name for p in (ROOT / "tests" / "unit").iterdir()
                if p.is_dir() and p.name != "__pycache__"}
     assert folders <= {*LAYERS, "tasks", "bench"}, folders
     top = {p.name for p in (ROOT / "tests" / "unit").glob("test_*.py")}
     assert top <= {"test_architecture.py", "test_dependencies.py", "test_docs.py",
-                   "test_logs.py", "test_tracing.py", "test_settings.py"}, top
+                   "test_logs.py", "test_mistakes.py", "test_tracing.py",
+                   "test_settings.py"}, top
 
 
 def test_a_long_module_says_why() -> None:

@@ -6,10 +6,19 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from integration.ops.checks.findings import Context, Finding, error, ok, shown, warning
+from integration.mistakes import setting_problem
+from integration.ops.checks.findings import (
+    Context,
+    Finding,
+    error,
+    error_once,
+    ok,
+    shown,
+    warning,
+)
 from integration.security.secrets import is_loopback
 
 if TYPE_CHECKING:
@@ -25,20 +34,8 @@ def load_settings() -> tuple[Settings | None, list[Finding]]:
     try:
         settings = Settings()
     except ValidationError as exc:
-        return None, [error("settings", _describe_setting_error(e)) for e in exc.errors()]
+        return None, [error("settings", setting_problem(e, prefix="")) for e in exc.errors()]
     return settings, [ok("settings", f"INTEGRATION_* variables load (env {settings.env})")]
-
-
-def _describe_setting_error(problem: Any) -> str:
-    from integration.settings import Settings
-
-    name = str(problem["loc"][0]) if problem["loc"] else ""
-    field = Settings.model_fields.get(name)
-    alias = field.validation_alias if field else None
-    variable = alias if isinstance(alias, str) else f"INTEGRATION_{name.upper()}"
-    secret = field is not None and "SecretStr" in str(field.annotation)
-    shown = "" if secret else f" (got {problem.get('input')!r})"
-    return f"{variable}: {problem['msg']}{shown}"
 
 
 def check_secrets(ctx: Context) -> Iterator[Finding]:
@@ -167,7 +164,7 @@ def check_schedule(ctx: Context) -> Iterator[Finding]:
     try:
         loaded = load_schedules(path)
     except ConfigurationError as exc:
-        yield error("schedule", str(exc))
+        yield error_once(ctx, "schedule", str(exc), "the schedules are not checked")
         return
     yield ok("schedule", f"{source}: {len(loaded)} schedules")
 
@@ -184,6 +181,9 @@ def check_durations(ctx: Context) -> Iterator[Finding]:
     settings = ctx.settings
     try:
         registry = default_registry()
+    except ConfigurationError as exc:
+        yield error_once(ctx, "durations", str(exc), "the durations are not checked")
+        return
     except Exception as exc:  # noqa: BLE001 - an import of the user's module can raise anything
         yield error("durations", "the message types do not load (INTEGRATION_TYPE_MODULES, "
                                  f"INTEGRATION_CONSUMER_MODULES): {type(exc).__name__}: {exc}")

@@ -7,7 +7,16 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from integration.ops.checks.findings import Context, Finding, error, ok, shown, warning
+from integration.mistakes import redis_refused
+from integration.ops.checks.findings import (
+    Context,
+    Finding,
+    error,
+    error_once,
+    ok,
+    shown,
+    warning,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -52,6 +61,9 @@ def _check_redis(ctx: Context, check: str, variable: str, url: str) -> Iterator[
         client.ping()
         yield ok(check, f"{where} answers")
         yield from _persistence(ctx, check, where, client)
+    except redis.AuthenticationError as exc:
+        yield error(check, f"{where}: "
+                           f"{redis_refused(exc, ctx.settings, variable=variable, url=url)}")
     except redis.RedisError as exc:
         yield error(check, f"{where} does not answer within {ctx.timeout:g} s: {exc}")
     finally:
@@ -121,7 +133,8 @@ def check_ledger(ctx: Context) -> Iterator[Finding]:
         yield error("ledger", f"the ledger cannot be read: {type(exc).__name__}: {exc}")
         return
     except ConfigurationError as exc:  # the Celery configuration refuses (reported above)
-        yield error("ledger", f"the ledger is not read: {exc}")
+        yield error_once(ctx, "ledger", str(exc), "the ledger is not read",
+                         f"the ledger is not read: {exc}")
         return
     after = f"{settings.reconcile_after_seconds:g}"
     if not survey.stranded:

@@ -45,6 +45,17 @@ def error(check: str, message: str) -> Finding:
     return Finding(check, "error", message)
 
 
+def error_once(ctx: Context, check: str, cause: str, consequence: str,
+               message: str | None = None) -> Finding:
+    """``message`` (default ``cause``) as an error, or, when an earlier finding already names
+    ``cause`` (one mistake that stops several checks), ``consequence`` pointing at it: the
+    cause is listed once."""
+    earlier = next((f for f in ctx.earlier if cause in f.message), None)
+    if earlier is None:
+        return error(check, message or cause)
+    return error(check, f"{consequence}: see the {earlier.check} error above")
+
+
 def shown(url: str) -> str:
     """A URL as a report may show it: without its password."""
     from kombu.utils.url import maybe_sanitize_url

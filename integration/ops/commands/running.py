@@ -10,9 +10,9 @@ import sys
 import click
 
 from integration import sources
-from integration.app import get_settings
+from integration.app import get_settings, load_schedules, ping_store
 from integration.logs import configure_logging
-from integration.settings import ConfigurationError
+from integration.settings import ConfigurationError, Settings
 
 
 @click.command()
@@ -43,6 +43,7 @@ def serve(host: str | None, port: int | None) -> None:
         create_app(settings)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
+    ping_store(settings)  # an unreachable Redis or a wrong password: the group's one line
     try:
         run_server(settings, host or settings.host, port or settings.port)
     except PortUnavailable as exc:
@@ -99,7 +100,7 @@ def up(host: str | None, port: int | None, no_beat: bool, flower: bool, flower_p
       integration up --flower                 # also Flower, with a printed password
       make run PORT=8080 METRICS_PORT=9811
     """
-    from integration.ops.devstack import run_stack
+    from integration.ops.devstack import check_ports, run_stack, stack_ports
     from integration.settings import DevStackSettings
 
     settings = DevStackSettings()
@@ -108,7 +109,11 @@ def up(host: str | None, port: int | None, no_beat: bool, flower: bool, flower_p
             logging.getLogger(__name__).warning(
                 "%s in %s is ignored: a development stack makes its own (export it to use it)",
                 name, sources.env_file())
+    # What would otherwise fail in each process it starts, again and again: one line now.
+    check_stack(settings)
     try:
+        check_ports(stack_ports(settings, host or settings.host, port or settings.port, flower,
+                                flower_port))
         code = run_stack(settings, host or settings.host, port or settings.port,
                          beat=not no_beat, flower=flower, flower_port=flower_port)
     except ConfigurationError as exc:
@@ -151,3 +156,19 @@ def env_command(as_json: bool) -> None:
     if record.jwt_secret_file:
         click.echo(f'export INTEGRATION_JWT_SECRET="$(cat {shlex.quote(record.jwt_secret_file)})"')
     click.echo(f"# gateway {record.gateway_url}, started by process {record.pid}")
+
+
+def check_stack(settings: Settings) -> None:
+    """What ``up``'s processes load at start: a Redis it did not start (answering, with the
+    password of its URL), the message types, and the policy, rules and schedule files.
+    Raises the error of the first that fails (the group words it)."""
+    from integration.app import default_registry
+    from integration.loop.rules import load_rules
+    from integration.security.policy import load_policy
+
+    if "redis_url" in settings.model_fields_set:
+        ping_store(settings)
+    default_registry()
+    load_policy(settings.policy_file)
+    load_rules(settings.rules_file)
+    load_schedules(settings.schedule_file)

@@ -12,7 +12,7 @@ import click
 import redis
 from pydantic import ValidationError
 
-from integration.app import get_settings
+from integration.app import get_settings, ping_store
 from integration.messages.problems import Problem
 from integration.ops.output import emit_json, json_option, note
 from integration.ops.params import MESSAGE_TYPE
@@ -24,6 +24,7 @@ def _schedules() -> Schedules:
     from integration.app import build_submitter
 
     settings = get_settings()
+    ping_store(settings)  # at once, where redbeat's client would retry for half a minute
     return Schedules.from_settings(settings, build_submitter(settings, origin="cli").parse)
 
 
@@ -68,6 +69,8 @@ class _StoreErrors(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # the integration group's line: which Redis, and what to fix
         except redis.RedisError as exc:
             raise click.ClickException(f"the schedule store (Redis) is unavailable: {exc}"
                                        ) from None
