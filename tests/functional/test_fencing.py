@@ -4,8 +4,9 @@ worker took its messages over; its late finishes are refused (real workers, real
 Worker A takes three ``action`` messages and is stopped (SIGSTOP, the whole process tree, as
 a partitioned host or a paused VM) while its calls to the target are in flight. Its claims
 lapse, the reconciler sends the messages again, worker B runs and finishes them. A is then
-continued: its handlers return, and every one of its finishes meets a claim it no longer
-holds.
+continued: its handlers return, two with the target's answer (a late success) and one with
+a timeout (a late failure, which would park a retry), and every one of those writes meets a
+claim A no longer holds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ from tests.functional.test_retries import _children
 from tests.support.recovery import FAST_RECOVERY, CountingTarget, action
 
 MESSAGES = 3
+#: The target under two names: calls to ``patient`` outlast the pause and succeed late;
+#: calls to ``counting`` time out and fail late.
+TARGETS = ("patient", "counting", "patient")
+
+
+def rules_file(directory: Path, target: CountingTarget) -> Path:
+    path = directory / "fencing-rules.yaml"
+    url = f"http://127.0.0.1:{target.port}/effect"
+    path.write_text(json.dumps({"targets": {
+        "patient": {"executor": "http", "url": url, "method": "POST", "timeout_seconds": 60},
+        "counting": {"executor": "http", "url": url, "method": "POST", "timeout_seconds": 2},
+    }}))
+    return path
 
 
 def pause(worker: WorkerProcess, sig: signal.Signals) -> None:
@@ -36,11 +50,10 @@ def pause(worker: WorkerProcess, sig: signal.Signals) -> None:
 
 def fenced_lines(worker: WorkerProcess) -> list[dict[str, Any]]:
     """The worker's log records of refused (fenced) finishes."""
-    found = []
-    for line in worker.log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{") and "fenced" in line:
-            found.append(json.loads(line))
-    return found
+    records = [json.loads(line) for line in
+               worker.log_path.read_text(errors="replace").splitlines()
+               if line.startswith("{") and "fenced" in line]
+    return [r for r in records if "refused (fenced)" in r["event"]]
 
 
 def test_a_paused_workers_late_finishes_are_fenced(make_app: Any, auth: dict[str, str],
@@ -51,14 +64,16 @@ def test_a_paused_workers_late_finishes_are_fenced(make_app: Any, auth: dict[str
     with CountingTarget(delay=0.3) as target, \
             EmbeddedRedis(tmp_path / "redis", persistent=False) as server:
         env = {**FAST_RECOVERY, "INTEGRATION_REDIS_URL": server.url,
-               "INTEGRATION_RULES_FILE": str(target.rules_file(tmp_path))}
+               "INTEGRATION_RULES_FILE": str(rules_file(tmp_path, target))}
         client = make_app(redis_url=server.url).test_client()
         first = WorkerProcess(["action"], tmp_path / "a.log", concurrency=MESSAGES, env=env)
         second: WorkerProcess | None = None
         try:
             ids = []
-            for index in range(MESSAGES):
-                response = client.post("/api/v1/messages", headers=auth, json=action(index))
+            for index, name in enumerate(TARGETS):
+                message = action(index, "fencing")
+                message["data"]["target"] = name
+                response = client.post("/api/v1/messages", headers=auth, json=message)
                 assert response.status_code == 202
                 ids.append(response.get_json()["id"])
             wait_for(lambda: target.received >= MESSAGES, timeout=20,
@@ -88,11 +103,14 @@ def test_a_paused_workers_late_finishes_are_fenced(make_app: Any, auth: dict[str
                 key = f"{message_id}:1"
                 assert target.calls[key] == 2, "both workers called, under one key"
             assert target.effects == {f"{i}:1" for i in ids}, "each effect performed once"
-            assert {line["message_id"] for line in fenced_lines(first)} == set(ids)
+            lines = {line["message_id"]: line["event"] for line in fenced_lines(first)}
+            assert set(lines) == set(ids)
+            assert [lines[i].split()[1] for i in ids] == ["succeeded", "retrying", "succeeded"]
             assert not fenced_lines(second)
             assert metric(first, "integration_deliveries_fenced_total{") == MESSAGES
         finally:
-            pause(first, signal.SIGCONT)
-            first.stop()
-            if second is not None:
-                second.stop()
+            for worker in (first, second):
+                if worker is not None:  # what they did is checked: no warm shutdown to wait
+                    pause(worker, signal.SIGKILL)
+                    worker.process.wait()
+                    worker.stop()
