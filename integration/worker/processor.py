@@ -416,9 +416,10 @@ class Processor:
             pending = dispatcher is not None and wants and not _second_hop(topic, envelope)
             inline = dispatcher.inline_for(topic) if dispatcher and pending else []
             if inline and ran is None:
-                # Inline consumers have effects of their own: none for a delivery fenced off.
-                if claim is not None and not self.store.renew_claim(
-                        message_id, claim[0], claim[1], self.claim_lease):
+                # Inline consumers have effects of their own: none for a delivery fenced off
+                # (asked of Redis only when this process cannot be sure it holds the claim).
+                if claim is not None and not self.claims.fresh(message_id, claim[0]) and \
+                        not self.store.renew_claim(message_id, *claim, self.claim_lease):
                     raise ClaimLost(message_id, claim[0], self.store.status_of(message_id),
                                     str(outcome))
                 ran = self._run_inline(fanout, inline)
