@@ -61,7 +61,8 @@ def test_a_paused_workers_late_finishes_are_fenced(make_app: Any, auth: dict[str
     """Three messages whose worker was paused mid-call and taken over: each ends with one
     finish in its history, one result event and one effect at the target (both calls carried
     the same key); the paused worker's late finishes are refused, logged and counted."""
-    with CountingTarget(delay=0.3) as target, \
+    # Each call takes a second: all three are still in flight when worker A is stopped.
+    with CountingTarget(delay=1.0) as target, \
             EmbeddedRedis(tmp_path / "redis", persistent=False) as server:
         env = {**FAST_RECOVERY, "INTEGRATION_REDIS_URL": server.url,
                "INTEGRATION_RULES_FILE": str(rules_file(tmp_path, target))}
@@ -98,8 +99,10 @@ def test_a_paused_workers_late_finishes_are_fenced(make_app: Any, auth: dict[str
                 assert record["status"] == "succeeded"
                 assert statuses.count("succeeded") == 1, statuses
                 assert statuses.count("published") == 1, statuses
-                assert [e for e in events if e[1][b"message_id"] == message_id.encode()
-                        ].__len__() == 1, "one result event"
+                assert len([e for e in events if e[1][b"message_id"] == message_id.encode()]
+                           ) == 1, "one result event"
+                assert broker.zscore("integration:outbox", message_id) is None
+                assert broker.zscore("integration:due", message_id) is None, "no retry parked"
                 key = f"{message_id}:1"
                 assert target.calls[key] == 2, "both workers called, under one key"
             assert target.effects == {f"{i}:1" for i in ids}, "each effect performed once"
