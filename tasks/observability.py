@@ -108,7 +108,8 @@ def _task_finished(sender: Any = None, task_id: str = "", retval: Any = None,
         log.info("processed", status=outcome["status"], channel=outcome["channel"],
                  error=outcome["error"], attempt=outcome["attempt"],
                  duration_ms=round(seconds * 1000, 2), **(
-                     {"inline": outcome["inline"]} if outcome["inline"] else {}))
+                     {"inline": outcome["inline"]} if outcome["inline"] else {}), **(
+                     {"fenced": True} if outcome["fenced"] else {}))
     logs.clear()
 
 

@@ -142,6 +142,8 @@ def process(self: ProcessingTask, envelope: Any) -> Outcome:
         # The store failing (unreachable, or full under noeviction) must not lose the
         # message, nor ack it.
         raise hand_back(exc) from None
+    if outcome.fenced:
+        return outcome  # the delivery that took the message over reports its outcome
     if outcome.status is Status.DEAD:
         raise dead(outcome)
     if outcome.status in _RETRY:

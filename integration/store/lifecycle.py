@@ -20,7 +20,7 @@ from integration.store.codec import (
     now_ms,
 )
 from integration.store.core import StoreCore
-from integration.store.model import Begun, InlineDelivery, NewRecord, Transition
+from integration.store.model import Begun, ClaimLost, InlineDelivery, NewRecord, Transition
 
 
 class Lifecycle(StoreCore):
@@ -87,22 +87,33 @@ class Lifecycle(StoreCore):
         fields: Mapping[str, Any] | None = None,
         detail: Mapping[str, Any] | None = None,
         count_attempt: bool = False,
+        claim: tuple[int, str] | None = None,
+        due_at: int | None = None,
         pipe: redis.client.Pipeline | None = None,
     ) -> Transition | None:
-        """Move a message to ``status`` if it is in one of ``allowed_from`` (any when empty)."""
+        """Move a message to ``status`` if it is in one of ``allowed_from`` (any when empty).
+
+        With ``claim`` (generation, holder), only while that holder still holds the claim,
+        which the move releases (else ``ClaimLost``); with ``due_at`` (ms), parked in the due
+        set until then, in the same step."""
         at = now_ms()
         flat = changed_fields(status, at, fields)
+        generation, holder = claim if claim is not None else (1, "")
         reply = self._transition(
-            keys=[self.keys.record(message_id), self.keys.history(message_id)],
+            keys=[self.keys.record(message_id), self.keys.history(message_id),
+                  self.keys.claim(message_id, generation), self.keys.due],
             args=[
                 message_id, str(status), at, self.ttl, ",".join(map(str, allowed_from)),
                 history_entry(status, at, detail), "1" if count_attempt else "0",
-                self.keys.index("status") + ":", self.cutoff(at), *flat,
+                self.keys.index("status") + ":", self.cutoff(at), holder,
+                "" if due_at is None else due_at, *flat,
             ],
             client=pipe,
         )
         if pipe is not None:
             return None
+        if int(reply[0]) == -3:
+            raise ClaimLost(message_id, generation, _text(reply[1]), str(status))
         return decode_transition(reply)
 
     def mark_queued_many(self, message_ids: Sequence[str]) -> None:
@@ -169,7 +180,9 @@ class Lifecycle(StoreCore):
         With ``outbox_in``, the event is also parked in the outbox: its deliveries to
         subscribers are made right after, and the outbox makes them again after
         ``outbox_in`` seconds if the process died or the broker failed in between.
-        ``claim`` (generation, holder) is released if that holder still has it. With
+        ``claim`` (generation, holder) fences the finish: it is written only while that
+        holder still holds the claim, which it releases (else ``ClaimLost``, nothing
+        written: the claim lapsed and another delivery may have finished the message). With
         ``only_if`` (key, value), nothing is written unless the key still holds the value
         (None: no value); returns False then, True otherwise. ``inline``: deliveries of the
         event that already ran in this worker, recorded succeeded in the same step (they
@@ -190,6 +203,8 @@ class Lifecycle(StoreCore):
                   "" if outbox_in is None else now_ms() + int(outbox_in * 1000),
                   holder, check, len(flat), *flat, *self._inline_args(message_id, owner, at,
                                                                        inline)])
+        if int(reply[0]) == -3:
+            raise ClaimLost(message_id, generation, _text(reply[1]), str(status))
         return int(reply[0]) != -2
 
     def _inline_args(self, cause: str, owner: str, at: int,
@@ -239,3 +254,7 @@ class Lifecycle(StoreCore):
         pipe.zrem(self.keys.due, message_id)
         pipe.execute()
         return True
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return (value.decode() if isinstance(value, bytes) else value) or None

@@ -105,3 +105,17 @@ class Begun:
     claimed: bool = False
     claim_remaining: float = 0.0  # seconds, when another delivery holds the claim
     started: Transition | None = None  # the move to processing, when asked for and claimed
+
+
+class ClaimLost(Exception):
+    """A delivery's write was refused: its claim lapsed, and another delivery may have taken
+    the message over (the fence). Nothing was written; ``status`` is the record's now."""
+
+    def __init__(self, message_id: str, generation: int, status: str | None,
+                 refused: str = "") -> None:
+        super().__init__(f"the claim of {message_id} (generation {generation}) is no longer "
+                         "held by this delivery")
+        self.message_id = message_id
+        self.generation = generation
+        self.status = status
+        self.refused = refused  # the status the refused write would have set

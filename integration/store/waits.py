@@ -15,16 +15,17 @@ class ParkedWaits(Lifecycle):
     """The due set: a parked wait is a transition (``Lifecycle``) plus a due time."""
 
     def schedule(self, message_id: str, status: Status, due_in: float, *,
-                 fields: Mapping[str, Any], detail: Mapping[str, Any] | None = None) -> None:
-        """Move a message to ``status`` (retrying, deferred) and park it until it is due.
+                 fields: Mapping[str, Any], detail: Mapping[str, Any] | None = None,
+                 claim: tuple[int, str] | None = None) -> None:
+        """Move a message to ``status`` (retrying, deferred) and park it until it is due; with
+        ``claim`` (generation, holder), only while that holder holds it, releasing it (else
+        ``ClaimLost``).
 
         Long waits never sit in the broker, where a countdown past the visibility timeout
         would run the task twice (celery #2599).
         """
-        pipe = self.client.pipeline(transaction=True)
-        self.transition(message_id, status, fields=fields, detail=detail, pipe=pipe)
-        pipe.zadd(self.keys.due, {message_id: now_ms() + int(due_in * 1000)})
-        pipe.execute()
+        self.transition(message_id, status, fields=fields, detail=detail, claim=claim,
+                        due_at=now_ms() + int(due_in * 1000))
 
     def hold_back(self, message_id: str, due_in: float, detail: Mapping[str, Any]) -> None:
         """Park a delivery without changing its status (its claim is held elsewhere)."""

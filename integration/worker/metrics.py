@@ -98,6 +98,11 @@ class WorkerMetrics:
             "integration_messages_reconciled_total",
             "Messages the reconciler found that nothing held (a broker loss, a lost worker) "
             "and sent again, by the status their record had.", ["type", "status"])
+        self.fenced = Counter(
+            "integration_deliveries_fenced_total",
+            "Deliveries whose finish, retry or deferral was refused because their claim had "
+            "lapsed (a worker cut off or paused; another delivery took the message over).",
+            ["type"])
         self.in_progress = Gauge("integration_messages_in_progress",
                                  "Deliveries running now.", ["type"],
                                  multiprocess_mode="livesum")
@@ -112,9 +117,14 @@ class WorkerMetrics:
                     self.processed.labels(kind, channel, status)
             for outcome in FIRING_OUTCOMES:
                 self.received.labels(kind, "beat", outcome)
+            self.fenced.labels(kind)
 
     def observe(self, outcome: dict[str, Any], seconds: float) -> None:
         kind, status = outcome["type"], outcome["status"]
+        if outcome.get("fenced"):
+            # Where the message is now, another delivery left it (and counted it).
+            self.fenced.labels(kind).inc()
+            return
         error = outcome.get("error") or "none"
         self.processed.labels(kind, outcome["channel"], status).inc()
         self.processing_seconds.labels(kind).observe(seconds)

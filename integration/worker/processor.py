@@ -40,7 +40,14 @@ from integration.messages.registry import Registry
 from integration.messages.retry import PermanentError, RetryPolicy, classify
 from integration.messages.status import STARTABLE, Status
 from integration.messages.validation import validate
-from integration.store.model import Begun, DeliveryState, InlineDelivery, NewRecord, Transition
+from integration.store.model import (
+    Begun,
+    ClaimLost,
+    DeliveryState,
+    InlineDelivery,
+    NewRecord,
+    Transition,
+)
 from integration.store.records import StatusStore
 from integration.worker.claims import ClaimKeeper
 from integration.worker.guards import Deferred, Guards, Held
@@ -74,6 +81,8 @@ class Outcome:
     total: float | None = None  # seconds from acceptance to a final status
     #: The types of the deliveries that ran inline after it, each one succeeded.
     inline: tuple[str, ...] = ()
+    #: Its last write was refused: its claim had lapsed (``status`` is the record's now).
+    fenced: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if k == "status" else list(v) if k == "inline" else v
@@ -105,15 +114,19 @@ class Processor:
         One delivery at a time per processor (a prefork pool process runs one task at a time).
         """
         self._notes = {}
-        status = self._process(raw, delivery)
+        try:
+            status = self._process(raw, delivery)
+        except ClaimLost as lost:
+            status = self._fenced(lost)
         notes = self._notes
         accepted = notes.get("accepted")
         return Outcome(
             status=status, type=notes.get("type", "unknown"),
             channel=notes.get("channel", "direct"), error=notes.get("error"),
             attempt=notes.get("attempt"), waited=notes.get("waited"),
-            total=time.time() - accepted if accepted and status.final else None,
-            inline=tuple(notes.get("inline", ())))
+            total=time.time() - accepted if accepted and status.final and not
+            notes.get("fenced") else None,
+            inline=tuple(notes.get("inline", ())), fenced=bool(notes.get("fenced")))
 
     def _process(self, raw: Any, delivery: Delivery) -> Status:
         try:
@@ -172,6 +185,16 @@ class Processor:
                          {"reason": str(hold)}, claim=(generation, holder))
             log.warning("message %s held: %s", envelope.id, hold)
             return Status.HELD
+
+    def _fenced(self, lost: ClaimLost) -> Status:
+        """A delivery cut off from the store (a partition, a paused process) came back after
+        its claim lapsed: its finish, retry or deferral was refused, so the delivery that
+        took the message over is the only one recorded."""
+        self._notes["fenced"] = True
+        log.warning("late %s of message %s refused (fenced): its claim on generation %d "
+                    "lapsed; the message is %s", lost.refused or "write", lost.message_id,
+                    lost.generation, lost.status or "gone")
+        return Status(lost.status) if lost.status else Status.PROCESSING
 
     def revoke(self, raw: Any, delivery: Delivery, reason: str) -> Status | None:
         """Celery revoked this delivery (an operator, an expiry): the message ends ``dead``
@@ -268,8 +291,8 @@ class Processor:
         self.store.schedule(message_id, Status.DEFERRED, wait.retry_in,
                             fields={"deferred_reason": wait.reason,
                                     "next_attempt_at": due.isoformat()},
-                            detail={"reason": wait.reason, "retry_in": round(wait.retry_in, 3)})
-        self.store.release_claim(message_id, generation, holder)
+                            detail={"reason": wait.reason, "retry_in": round(wait.retry_in, 3)},
+                            claim=(generation, holder))
         log.info("message %s deferred %.1f s: %s", message_id, wait.retry_in, wait.reason)
 
     def _failed(self, envelope: Envelope, exc: Exception, attempt: int, policy: RetryPolicy,
@@ -299,8 +322,8 @@ class Processor:
             envelope.id, Status.RETRYING, delay,
             fields={"last_error": error, "next_attempt_at": due.isoformat()},
             detail={"error": error, "retry_in": round(delay, 3)},
+            claim=(generation, holder),
         )
-        self.store.release_claim(envelope.id, generation, holder)
         log.info("message %s attempt %d failed (%s); retry in %.1f s", envelope.id, attempt,
                  error["type"], delay)
         return Status.RETRYING
@@ -393,6 +416,12 @@ class Processor:
             pending = dispatcher is not None and wants and not _second_hop(topic, envelope)
             inline = dispatcher.inline_for(topic) if dispatcher and pending else []
             if inline and ran is None:
+                # Inline consumers have effects of their own: none for a delivery fenced off
+                # (asked of Redis only when this process cannot be sure it holds the claim).
+                if claim is not None and not self.claims.fresh(message_id, claim[0]) and \
+                        not self.store.renew_claim(message_id, *claim, self.claim_lease):
+                    raise ClaimLost(message_id, claim[0], self.store.status_of(message_id),
+                                    str(outcome))
                 ran = self._run_inline(fanout, inline)
             done = ran or {}
             queued = pending and dispatcher is not None and \

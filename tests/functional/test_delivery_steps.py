@@ -4,6 +4,7 @@ webhook subscriptions' version checked when the outcome is recorded."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from integration.app import build_submitter
 from integration.events.dispatch import Dispatcher
 from integration.events.webhooks import WebhookRequest, Webhooks
 from integration.messages.registry import MessageType, Registry
+from integration.messages.retry import PermanentError, TransientError
 from integration.messages.status import STARTABLE, Status
 from integration.ops.embedded_redis import EmbeddedRedis
 from integration.settings import Settings
@@ -194,3 +196,35 @@ def test_a_record_deleted_during_its_delivery_is_not_written_again(store: Status
     events = client.xrange(store.events_key)
     assert any(fields[b"message_id"] == b"gone-1" for _, fields in events)
     assert not client.exists("integration:claim:gone-1:1"), "the claim is released"
+
+
+
+def test_a_delivery_whose_claim_was_taken_over_writes_nothing(settings: Settings) -> None:
+    """The claim lapses while the handler runs and another delivery takes it: this
+    delivery's finish, retry or dead end is refused; the record, its history, the event log,
+    the due set and the other delivery's claim stay as they were."""
+    store = store_from_settings(settings)  # the test Redis: nothing consumes ``count``
+    for ending in ("succeeded", "retrying", "dead"):
+        message_id = f"late-{ending}-{uuid.uuid4().hex[:8]}"
+        claim = f"integration:claim:{message_id}:1"
+
+        def overtaken(payload: Count, envelope: Any, ending: str = ending,
+                      claim: str = claim) -> dict[str, int]:
+            store.client.set(claim, "the-other-delivery")  # lapsed, and taken over
+            if ending == "retrying":
+                raise TransientError("the late call timed out")
+            if ending == "dead":
+                raise PermanentError("refused")
+            return {"n": payload.n}
+
+        processor = Processor(Registry([MessageType("count", Count, overtaken)]), store)
+        store.create_many([queued(message_id)])
+        outcome = processor.process(envelope(message_id), Delivery("t1", "count"))
+        assert outcome.fenced and outcome.status is Status.PROCESSING, ending
+        record = store.get(message_id)
+        assert record is not None and record["status"] == "processing"
+        assert [h["status"] for h in record["history"]] == ["queued", "processing"]
+        events = store.client.xrange(store.events_key)
+        assert not [e for e in events if e[1][b"message_id"] == message_id.encode()]
+        assert store.client.zscore(store.due_key, message_id) is None, "no retry parked"
+        assert store.client.get(claim) == b"the-other-delivery"

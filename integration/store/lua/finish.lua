@@ -1,14 +1,19 @@
 -- A delivery's last step, in one round trip: the final status (as transition.lua without a
 -- precondition; ARGV[14] field/value items follow it), its result event in the event log and
 -- the history, the event parked in the outbox when ARGV[11] (its due time) is given, and the
--- claim released when ARGV[12] (its holder) still holds it. With ARGV[13], nothing is
+-- claim KEYS[5] released. ARGV[12], the delivery's holder, is its fence: nothing is written
+-- unless that holder still holds the claim (a delivery whose claim lapsed may have been taken
+-- over and finished by another); returns {-3, current status} then. With ARGV[13], nothing is
 -- written unless KEYS[6] still holds that value ('-' for no value): the caller chose the
--- outbox from a cached subscription list of that version. A record deleted meanwhile is not
--- written again (a partial hash without a TTL would stay forever): the event still goes to
--- the event log, but not to the outbox, which reads it from the record. After the fields,
--- the deliveries of the event that ran inline (see ``StatusStore.finish``), each recorded
--- succeeded unless it has a record already. Returns {-2, current value} then, else {1,
--- previous status or ''}. Joined after move_index.lua.
+-- outbox from a cached subscription list of that version; returns {-2, current value} then.
+-- A record deleted meanwhile is not written again (a partial hash without a TTL would stay
+-- forever): the event still goes to the event log, but not to the outbox, which reads it
+-- from the record. After the fields, the deliveries of the event that ran inline (see
+-- ``StatusStore.finish``), each recorded succeeded unless it has a record already. Returns
+-- {1, previous status or ''} when written. Joined after move_index.lua.
+if ARGV[12] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[12] then
+  return {-3, redis.call('HGET', KEYS[1], 'status') or ''}
+end
 if ARGV[13] ~= '' then
   local version = redis.call('GET', KEYS[6]) or '-'
   if version ~= ARGV[13] then return {-2, version} end
@@ -31,9 +36,7 @@ if old then
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'topic', ARGV[7],
            'message_id', ARGV[1], 'event', ARGV[8])
-if ARGV[12] ~= '' and redis.call('GET', KEYS[5]) == ARGV[12] then
-  redis.call('DEL', KEYS[5])
-end
+if ARGV[12] ~= '' then redis.call('DEL', KEYS[5]) end
 local a = 15 + fields
 local count = tonumber(ARGV[a] or '0')
 if count > 0 then

@@ -17,5 +17,5 @@ def test_celerys_text_of_the_result_is_the_outcome_as_a_dict() -> None:
     text = saferepr(outcome, 1024)  # what Celery's tracer computes for every result
     assert ast.literal_eval(text) == {
         "status": "retrying", "type": "metric", "channel": "rest", "error": "TimeoutError",
-        "attempt": 2, "waited": 0.25, "total": None, "inline": []}
+        "attempt": 2, "waited": 0.25, "total": None, "inline": [], "fenced": False}
     assert text == saferepr(outcome.to_json(), 1024)
