@@ -213,6 +213,7 @@ def run_stack(settings: Settings, host: str, port: int, *, beat: bool = True,
         pid=os.getpid(), gateway_url=f"http://{local}:{port}", host=local, port=port,
         redis_url=redis_url, redis_embedded=embedded, metrics_port=settings.metrics_port,
         flower_url=f"http://{local}:{flower_port}" if flower else None,
+        console_url=f"http://{local}:{port}/console",
         jwt_secret_file=str(secret_file) if secret_file else None)
     programs += [Program(name, argv, env=env, cwd=str(Path.cwd()))
                  for name, argv in _commands(settings, host, port, beat,
