@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ import redis
 
 from integration.ops.embedded_redis import free_port, redis_server_binary
 from integration.security.tokens import issue_token
+from integration.worker.heartbeats import Heartbeats
 from tests.conftest import TEST_SECRET, wait_for
 from tests.support import haproxy
 from tests.support.netns import Hosts, clean_stale, require_hosts, wait_listening
@@ -50,6 +52,7 @@ class Cluster:
     target: CountingTarget
     store: redis.Redis  # r1's Redis, reached from the root namespace
     token: str
+    workers: dict[str, subprocess.Popen[bytes]]
 
 
 def fetch(url: str, token: str, body: dict[str, Any] | None = None,
@@ -188,7 +191,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory,
         store = redis.Redis(host=r1, port=REDIS_PORT, socket_timeout=5)
         token = issue_token(TEST_SECRET, "tester", ["admin"], 600)
         try:
-            yield Cluster(hosts, f"http://127.0.0.1:{port}", stats, target, store, token)
+            yield Cluster(hosts, f"http://127.0.0.1:{port}", stats, target, store, token,
+                          workers)
         finally:
             store.close()
 
@@ -246,3 +250,58 @@ def test_a_gateway_host_cut_mid_burst_loses_and_doubles_nothing(cluster: Cluster
             assert fetch(f"{cluster.url}/api/v1/types", cluster.token)[0] == 200
         assert haproxy.sessions(cluster.stats, "gw1") > served, "gw1 serves again"
     assert retried, "some request was in flight at gw1 when its link went down"
+
+
+def held_by(cluster: Cluster, worker: str) -> set[str]:
+    """The message ids the worker in host ``worker`` says it holds (its live heartbeat)."""
+    pid = cluster.workers[worker].pid
+    return {str(message_id) for instance, beat in Heartbeats(cluster.store, "integration")
+            .live().items() if instance.split(":")[1] == str(pid) for message_id in beat["held"]}
+
+
+def test_a_worker_host_cut_mid_call_finishes_its_messages_on_the_other(
+        cluster: Cluster) -> None:
+    """w1's link goes down while it holds messages, calls in flight: the reconciler on w2
+    sends them again and they succeed within the recovery bound, each effect performed once
+    (the downstream sees the same key again); once the link is back, w1 beats again."""
+    cluster.target.delay = 1.0
+    try:
+        ids = []
+        for index in range(8):
+            body = action(index, "worker-cut")
+            body["data"]["action"] = f"worker-cut-{index}"
+            status, answer = fetch(f"{cluster.url}/api/v1/messages", cluster.token, body,
+                                   {"Idempotency-Key": uuid.uuid4().hex})
+            assert status == 202, answer
+            ids.append(str(answer["id"]))
+        held = wait_for(lambda: held_by(cluster, "w1") & set(ids), timeout=10,
+                        message="w1 holding messages of the burst")
+        cluster.hosts.cut("w1")
+        cut = time.monotonic()
+        wait_succeeded(cluster, ids, timeout=fast_bound() + 8 * cluster.target.delay + 10)
+        took = time.monotonic() - cut
+        assert took < fast_bound() + 8 * cluster.target.delay + 5, took
+        effects = {key.split(":")[0] for key in cluster.target.effects}
+        assert set(ids) <= effects, "every message performed"
+        for message_id in held:
+            status, record = fetch(f"{cluster.url}/api/v1/messages/{message_id}",
+                                   cluster.token)
+            assert record["attempts"] >= 2 or any(
+                h["status"] == "reconciled" for h in record["history"]), record
+    finally:
+        cluster.hosts.heal("w1")
+        cluster.target.delay = 0.05
+    # Whatever w1 wrote before the cut goes; a beat of w1 seen now was written since.
+    beats = Heartbeats(cluster.store, "integration")
+    for instance in beats.live():
+        if instance.split(":")[1] == str(cluster.workers["w1"].pid):
+            beats.leave(instance)
+    wait_for(lambda: beating(cluster, "w1"), timeout=20, message="w1 beating again")
+
+
+def beating(cluster: Cluster, worker: str) -> bool:
+    """Whether the worker in host ``worker`` has a live heartbeat (and is running)."""
+    process = cluster.workers[worker]
+    assert process.poll() is None, cluster.hosts.log(f"{worker}.log")[-3000:]
+    return any(instance.split(":")[1] == str(process.pid)
+               for instance in Heartbeats(cluster.store, "integration").live())
