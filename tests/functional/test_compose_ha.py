@@ -25,6 +25,7 @@ from tests.functional.test_compose import (
     published,
     workers,
 )
+from tests.functional.test_compose_alerting import size_in_bytes
 
 HAPROXY_CONFIG = DEPLOY / "haproxy" / "haproxy.cfg"
 GATEWAYS, WORKERS = ("gateway-a", "gateway-b"), ("worker-a", "worker-b")
@@ -135,6 +136,8 @@ def test_one_master_two_replicas_three_sentinels(highly_available: dict[str, Any
         command = services[name]["command"]
         assert command[command.index("--appendonly") + 1] == "yes", name
         assert command[command.index("--maxmemory-policy") + 1] == "noeviction", name
+        maxmemory = size_in_bytes(command[command.index("--maxmemory") + 1])
+        assert size_in_bytes(services[name]["mem_limit"]) >= 1.25 * maxmemory, name
         assert command[command.index("--min-replicas-to-write") + 1] == "1", name
         replica_of = command[command.index("--replicaof") + 1:][:2] \
             if "--replicaof" in command else None

@@ -217,6 +217,11 @@ def wait_succeeded(cluster: Cluster, message_ids: list[str], timeout: float) -> 
     wait_for(done, timeout=timeout, interval=0.2, message=f"{len(pending)} messages succeeded")
 
 
+def in_hand(cluster: Cluster, gateway: str) -> bool:
+    """Whether HAProxy has a request open at ``gateway`` now."""
+    return int(haproxy.server_stats(cluster.stats)[gateway]["scur"] or 0) > 0
+
+
 def test_a_gateway_host_cut_mid_burst_loses_and_doubles_nothing(cluster: Cluster) -> None:
     """Twice: gw1's link goes down in the middle of a burst; HAProxy sends everything to gw2,
     clients retrying with their key get one message each, each with one effect; once the link
@@ -227,6 +232,9 @@ def test_a_gateway_host_cut_mid_burst_loses_and_doubles_nothing(cluster: Cluster
         burst = RetryingBurst(cluster, count=40, source=f"gateway-cut-{round_}")
         burst.start()
         wait_for(lambda b=burst: len(b.taken) >= 8, message="the burst under way")  # type: ignore[misc]
+        # Cut while gw1 has a request in hand, so a client has to resend one.
+        wait_for(lambda: in_hand(cluster, "gw1"), timeout=5, interval=0.001,
+                 message="a request at gw1")
         cluster.hosts.cut("gw1")
         wait_for(lambda: haproxy.status(cluster.stats, "gw1").startswith("DOWN"), timeout=5,
                  message="HAProxy takes gw1 out")
