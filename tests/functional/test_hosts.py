@@ -145,13 +145,19 @@ class RetryingBurst:
         return sum(1 for taken in self.taken.values() if taken.attempts > 1)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory,
-            test_environment: dict[str, str]) -> Iterator[Cluster]:
-    """Redis in r1, gateways in gw1 and gw2, workers in w1 and w2 (fast recovery), HAProxy on
-    the root namespace's loopback and the counting target on its bridge address."""
+@pytest.fixture(scope="session")
+def stale_hosts_removed() -> None:
+    """Namespaces and links that killed runs left behind, removed once a session (those of
+    runs still going are theirs)."""
     require_hosts()
     clean_stale()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, test_environment: dict[str, str],
+            stale_hosts_removed: None) -> Iterator[Cluster]:
+    """Redis in r1, gateways in gw1 and gw2, workers in w1 and w2 (fast recovery), HAProxy on
+    the root namespace's loopback and the counting target on its bridge address."""
     directory = tmp_path_factory.mktemp("hosts")
     with Hosts(["gw1", "gw2", "w1", "w2", "r1"], directory) as hosts, \
             CountingTarget(delay=0.05, host=hosts.gateway_address) as target:
@@ -258,6 +264,29 @@ def test_a_gateway_host_cut_mid_burst_loses_and_doubles_nothing(cluster: Cluster
             assert fetch(f"{cluster.url}/api/v1/types", cluster.token)[0] == 200
         assert haproxy.sessions(cluster.stats, "gw1") > served, "gw1 serves again"
     assert retried, "some request was in flight at gw1 when its link went down"
+
+
+def test_a_gateway_cut_off_from_redis_is_taken_out_until_it_reaches_it_again(
+        cluster: Cluster) -> None:
+    """gw1 loses Redis but not its clients (a partition): its /readyz fails, so HAProxy sends
+    it nothing and every submission succeeds through gw2; once it reaches Redis again,
+    HAProxy puts it back."""
+    cluster.hosts.partition("gw1", ["r1"])
+    try:
+        wait_for(lambda: haproxy.status(cluster.stats, "gw1").startswith("DOWN"), timeout=10,
+                 message="HAProxy takes gw1 out")
+        while_out = haproxy.sessions(cluster.stats, "gw1")
+        burst = RetryingBurst(cluster, count=12, source="gateway-partition", clients=2)
+        burst.start()
+        assert burst.join(60), "every client finished"
+        assert not burst.refused, burst.refused
+        assert burst.retried() == 0, "no request went to gw1"
+        assert haproxy.sessions(cluster.stats, "gw1") == while_out
+        wait_succeeded(cluster, [t.message_id for t in burst.taken.values()], timeout=20)
+    finally:
+        cluster.hosts.mend("gw1")
+    wait_for(lambda: haproxy.status(cluster.stats, "gw1") == "UP", timeout=15,
+             message="HAProxy puts gw1 back")
 
 
 def held_by(cluster: Cluster, worker: str) -> set[str]:

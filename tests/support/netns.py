@@ -36,6 +36,8 @@ PREFIX = "ihn"
 SUPERNET = ipaddress.ip_network("10.213.0.0/16")
 #: One file per live run, named by its id, holding the pid of the process that owns it.
 OWNERS = Path("/run/integration-hosts")
+#: The nft table of a host's partition rules.
+PARTITION = "partition"
 
 
 class HostsUnavailable(RuntimeError):
@@ -273,10 +275,41 @@ class Hosts:
         """Bring host ``name``'s link back up."""
         self._set(name, "up")
 
+    def partition(self, name: str, others: Sequence[str]) -> None:
+        """Drop every packet between host ``name`` and hosts ``others`` (nft rules in
+        ``name``'s namespace), while the rest still reach it: a partition, not a dead host."""
+        self._main_thread()
+        rules = [f"table inet {PARTITION} {{",
+                 "  chain input { type filter hook input priority 0; policy accept; }",
+                 "  chain output { type filter hook output priority 0; policy accept; }",
+                 "}"]
+        for other in others:
+            address = self.hosts[other].address
+            rules += [f"add rule inet {PARTITION} input ip saddr {address} drop",
+                      f"add rule inet {PARTITION} output ip daddr {address} drop"]
+        self._nft(name, "\n".join(rules) + "\n")
+
+    def mend(self, name: str) -> None:
+        """Remove the partition rules of host ``name``."""
+        self._main_thread()
+        # "add" first: deleting a table that is not there is an error (nft has no "destroy"
+        # before 1.0.8).
+        self._nft(name, f"add table inet {PARTITION}\ndelete table inet {PARTITION}\n")
+
+    def _nft(self, name: str, script: str) -> None:
+        result = subprocess.run(["ip", "netns", "exec", self.hosts[name].namespace, "nft", "-f",
+                                 "-"], input=script, capture_output=True, text=True, timeout=20)
+        if result.returncode != 0:
+            raise HostsUnavailable(f"nft in {name}: {result.stderr.strip()}")
+
     def _set(self, name: str, state: str) -> None:
+        self._main_thread()
+        _ip("link", "set", self.hosts[name].link, state)
+
+    @staticmethod
+    def _main_thread() -> None:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("links are cut and healed from the main thread")
-        _ip("link", "set", self.hosts[name].link, state)
 
     def close(self) -> None:
         for process, _ in self.processes:
