@@ -150,7 +150,8 @@ def clean_stale() -> list[str]:
 
 def ensure_unreachable_route() -> None:
     """Route ``SUPERNET`` nowhere in the root namespace, so an address of it that no bridge
-    holds never follows the default route off the machine; fail unless the route is there."""
+    holds never follows the default route off the machine; fail unless the route is there.
+    It stays after the run: other runs may rely on it, and it sends nothing anywhere."""
     if not _ip("route", "show", "type", "unreachable", str(SUPERNET)).strip():
         _ip("route", "add", "unreachable", str(SUPERNET))
     if not _ip("route", "show", "type", "unreachable", str(SUPERNET)).strip():
@@ -159,11 +160,12 @@ def ensure_unreachable_route() -> None:
 
 def _free_subnet() -> ipaddress.IPv4Network:
     """A /24 of ``SUPERNET`` that no interface here has an address in."""
-    used = set()
+    used: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
     for line in _ip("-o", "-4", "addr", "show").splitlines():
-        address = ipaddress.ip_interface(line.split()[3])
-        if address.ip in SUPERNET:
-            used.add(address.network.supernet(new_prefix=24))
+        network = ipaddress.ip_interface(line.split()[3]).network
+        if network.overlaps(SUPERNET):
+            used.update(network.subnets(new_prefix=24) if network.prefixlen <= 24
+                        else [network.supernet(new_prefix=24)])
     candidates = [n for n in SUPERNET.subnets(new_prefix=24)
                   if n not in used and n.network_address.packed[2] != 0]
     return candidates[secrets.randbelow(len(candidates))]  # type: ignore[return-value]
