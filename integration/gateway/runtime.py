@@ -17,6 +17,7 @@ from integration.schedules.store import Schedules
 from integration.security.policy import Policy, load_policy
 from integration.security.revocations import Revocations
 from integration.security.secrets import refuse_weak_secrets
+from integration.security.signin import SignInLinks
 from integration.security.verification import TokenVerification, token_verification
 from integration.settings import Settings
 from integration.store.idempotency import IdempotencyKeys
@@ -72,6 +73,10 @@ class Runtime:
     @property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.store, self.publisher)
+
+    @property
+    def sign_in_links(self) -> SignInLinks:
+        return SignInLinks(self.store.client, self.settings.key_prefix)
 
     @cached_property
     def webhooks(self) -> Webhooks:
