@@ -74,12 +74,12 @@ def gateway(request: pytest.FixtureRequest, pair: tuple[EmbeddedRedis, EmbeddedR
                               redis_replica_wait_timeout_ms=timeout_ms))
 
 
-def post(url: str, body: Any, auth: dict[str, str], key: str | None = None
-         ) -> tuple[int, Any, dict[str, str]]:
+def post(url: str, body: Any, auth: dict[str, str], key: str | None = None,
+         path: str = "/api/v1/messages") -> tuple[int, Any, dict[str, str]]:
     headers = {"Content-Type": "application/json", **auth}
     if key is not None:
         headers["Idempotency-Key"] = key
-    request = urllib.request.Request(url + "/api/v1/messages", data=json.dumps(body).encode(),
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(),
                                      method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
@@ -120,7 +120,7 @@ def test_every_202_is_on_the_replica_when_it_arrives(
         gateway: str, pair: tuple[EmbeddedRedis, EmbeddedRedis],
         auth: dict[str, str]) -> None:
     master, replica = pair
-    for number in range(40):
+    for number in range(25):
         status, body, _ = post(gateway, alert(f"single-{number}"), auth,
                                key=f"single-{number}" if number % 2 else None)
         assert status == 202, body
@@ -204,6 +204,31 @@ def test_a_batch_waits_once_and_its_retry_gives_the_same_ids(
     status, body, _ = post(gateway, batch, auth, key=key)
     assert status == 202, body
     assert [item["id"] for item in body["results"]] == ids
+    assert records(master.port) == before
+
+
+@pytest.mark.parametrize("timeout_ms", [300])
+@pytest.mark.parametrize("gateway", ["fused"], indirect=True)
+def test_an_alertmanager_retry_of_the_503_counts_the_enqueued_alerts_as_duplicates(
+        gateway: str, pair: tuple[EmbeddedRedis, EmbeddedRedis], paused: Any,
+        auth: dict[str, str], tmp_path: Path) -> None:
+    master, replica = pair
+    alerts = [{"status": "firing", "labels": {"alertname": "Replica", "instance": f"i-{n}"},
+               "annotations": {}, "startsAt": "2026-01-31T12:00:00Z",
+               "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
+               "fingerprint": f"{tmp_path.name[-8:]}{n:08d}"} for n in range(3)]
+    notification = {"receiver": "bus", "status": "firing", "alerts": alerts,
+                    "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+                    "externalURL": "http://alertmanager.example.org", "version": "4",
+                    "groupKey": "{}:{}", "truncatedAlerts": 0}
+    with paused:
+        status, problem, _ = post(gateway, notification, auth, path="/api/v1/alertmanager")
+        assert status == 503, problem
+        before = records(master.port)
+    wait_for(lambda: caught_up(master, replica), timeout=10)
+    status, body, _ = post(gateway, notification, auth, path="/api/v1/alertmanager")
+    assert status == 202, body
+    assert (body["accepted"], body["duplicates"]) == (0, 3)
     assert records(master.port) == before
 
 
