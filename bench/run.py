@@ -65,14 +65,18 @@ class Plan:
     soak_seconds: float = 0.0
     #: Which groups of figures to measure (``submit``, ``batch``, ``e2e``); all by default.
     groups: tuple[str, ...] = ("submit", "batch", "e2e")
+    #: The end-to-end figures that repeat another under one changed setting (no task
+    #: events, two worker instances): the same code, so a smoke run leaves them out.
+    variants: bool = True
     #: Also measure single and batch submits with the replica wait on (a replica of the
-    #: run's Redis, started by the run).
+    #: run's Redis, started by the run); a smoke run leaves them out.
     replica: bool = True
 
     @classmethod
     def smoke(cls) -> Plan:
         return cls(rounds=1, seconds=0.5, warmup=0.1, connections=4, batch=100,
-                   batch_connections=2, e2e_messages=100, e2e_batch=50, replica=False)
+                   batch_connections=2, e2e_messages=100, e2e_batch=50, variants=False,
+                   replica=False)
 
 
 def metric(n: int) -> dict[str, Any]:
@@ -225,15 +229,17 @@ class Run:
             add("e2e_raw_worker_msgs_per_s", raw)
             add("e2e_event_msgs_per_s", self._end_to_end(ours.port, raw, consumer=None,
                                                          figure="e2e_event", gateway=ours))
-            add("e2e_event_no_task_events_msgs_per_s", self._end_to_end(
-                ours.port, raw, consumer=None, task_events=False))
+            if plan.variants:
+                add("e2e_event_no_task_events_msgs_per_s", self._end_to_end(
+                    ours.port, raw, consumer=None, task_events=False))
             add("e2e_consumer_msgs_per_s", self._end_to_end(
                 ours.port, raw, consumer="queued", figure="e2e_consumer", gateway=ours))
             add("e2e_inline_consumer_msgs_per_s", self._end_to_end(
                 ours.port, raw, consumer="inline", figure="e2e_inline_consumer",
                 gateway=ours))
-            add("e2e_event_2_workers_msgs_per_s",
-                self._end_to_end(ours.port, raw, consumer=None, instances=2))
+            if plan.variants:
+                add("e2e_event_2_workers_msgs_per_s",
+                    self._end_to_end(ours.port, raw, consumer=None, instances=2))
 
     def _singles(self, ours: Any, apps: dict[str, int]) -> None:
         """Single submits at peak against the HTTP baselines, then latency at half of peak."""
