@@ -46,7 +46,8 @@ class Runtime:
         policy = load_policy(settings.policy_file)
         check_durations(settings, default_registry())
         submitter = build_submitter(settings, origin="gateway",
-                                    coalesce=settings.submit_coalesce_messages)
+                                    coalesce=settings.submit_coalesce_messages,
+                                    replica_wait=True)
         revocations = Revocations(submitter.store.client, settings.key_prefix,
                                   settings.service_token_max_ttl_seconds,
                                   settings.revocation_check_interval_seconds)
