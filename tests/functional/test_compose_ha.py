@@ -105,6 +105,8 @@ def test_haproxy_balances_the_gateways_by_their_readiness(
         assert words[0] == f"{name}:{context.params['port']}"
         assert context.params["host"] == "0.0.0.0"
         assert services[name]["environment"]["INTEGRATION_PROXY_HOPS"] == "1"
+        assert int(services[name]["environment"]["INTEGRATION_REDIS_REPLICA_WAIT"]) >= 1, \
+            "a 202 survives a failover"
         assert "ports" not in services[name], "clients reach gateways through HAProxy only"
 
 
