@@ -280,8 +280,7 @@ def test_a_gateway_cut_off_from_redis_is_taken_out_until_it_reaches_it_again(
         burst.start()
         assert burst.join(60), "every client finished"
         assert not burst.refused, burst.refused
-        assert burst.retried() == 0, "no request went to gw1"
-        assert haproxy.sessions(cluster.stats, "gw1") == while_out
+        assert haproxy.sessions(cluster.stats, "gw1") == while_out, "nothing sent to gw1"
         wait_succeeded(cluster, [t.message_id for t in burst.taken.values()], timeout=20)
     finally:
         cluster.hosts.mend("gw1")
