@@ -21,6 +21,7 @@ import redis
 from kombu import Connection
 
 from bench import baselines, loadgen
+from bench.machine import describe
 from bench.stack import CpuMeter, RssSampler, Stack, Worker
 from integration.security.tokens import issue_token
 from integration.settings import Settings
@@ -157,6 +158,7 @@ class Run:
         url = self.stack.start_redis()
         self.client = redis.Redis.from_url(url)
         amqp = "batch" in plan.groups and _reachable(self.settings.bench_amqp_url)
+        self.results.notes.update(describe(url))
         self.results.notes.update(
             redis=url.rsplit("@", 1)[-1], rabbitmq=amqp, plan=plan.__dict__,
             cores=psutil.cpu_count(),

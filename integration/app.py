@@ -70,12 +70,14 @@ def default_registry() -> Registry:
     """Built-in types, those of installed packages (entry points) and of
     ``INTEGRATION_TYPE_MODULES``, then one delivery type per consumer (``consumer.<name>``)
     and the webhook deliveries."""
-    registry = load_types(Registry(builtin_types(run_action)), get_settings().type_modules)
+    settings = get_settings()
+    registry = load_types(Registry(builtin_types(run_action)), settings.type_modules)
     for subscription in default_subscriptions():
         registry.register(delivery_type(subscription))
-    registry.register(webhook_type(
-        default_webhooks, default_post, default_rights,
-        legacy_signature=lambda: get_settings().webhook_legacy_signature))
+    # Read once here, not per delivery: reading the settings is not free.
+    legacy = settings.webhook_legacy_signature
+    registry.register(webhook_type(default_webhooks, default_post, default_rights,
+                                   legacy_signature=lambda: legacy))
     return registry
 
 
