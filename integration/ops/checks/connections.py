@@ -32,14 +32,14 @@ def check_store(ctx: Context) -> Iterator[Finding]:
 def check_broker(ctx: Context) -> Iterator[Finding]:
     settings = ctx.settings
     url = settings.broker
+    if settings.amqp_queue_type == "quorum" and not settings.quorum_queues:
+        yield warning("broker", "INTEGRATION_AMQP_QUEUE_TYPE=quorum is ignored: the broker is "
+                                "not RabbitMQ")
     if url == settings.redis_url and "store" in ctx.groups:
         yield ok("broker", "the store's Redis (INTEGRATION_BROKER_URL is not set)")
         return
     variable = "INTEGRATION_BROKER_URL" if settings.broker_url else "INTEGRATION_REDIS_URL"
     if urlsplit(url).scheme in ("redis", "rediss", "unix"):
-        if settings.amqp_queue_type != "classic":
-            yield warning("broker", f"INTEGRATION_AMQP_QUEUE_TYPE={settings.amqp_queue_type} is "
-                                    "ignored: the broker is Redis, not RabbitMQ")
         yield from _check_redis(ctx, "broker", variable, url)
         return
     from kombu import Connection
