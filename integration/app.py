@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -31,7 +31,7 @@ from integration.loop.types import builtin_types
 from integration.messages.envelope import Envelope
 from integration.messages.jsonlimits import JsonLimits
 from integration.messages.registry import Registry, load_types
-from integration.messages.routing import Router
+from integration.messages.routing import Router, declare_queues
 from integration.schedules.file import load_schedule_file
 from integration.schedules.spec import ScheduleSpec
 from integration.security.egress import Egress, egress_from_settings
@@ -42,6 +42,9 @@ from integration.settings import Settings
 from integration.store.records import store_from_settings
 from integration.store.replication import ReplicaWait
 from integration.worker.guards import Guards, GuardSettings
+
+if TYPE_CHECKING:
+    from kombu import Queue
 
 
 @cache
@@ -93,6 +96,13 @@ def default_subscriptions() -> tuple[Subscription, ...]:
 route_task = Router(default_registry)
 
 
+def declared_queues(settings: Settings) -> list[Queue]:
+    """Every queue as this process declares it (``celeryconfig.task_queues``): quorum queues
+    when the settings ask for them and the broker is RabbitMQ, classic otherwise."""
+    limit = settings.amqp_delivery_limit if settings.quorum_queues else None
+    return declare_queues(default_registry(), delivery_limit=limit)
+
+
 # -- the self-healing loop -----------------------------------------------------------------
 
 @cache
@@ -135,6 +145,8 @@ def build_submitter(settings: Settings, origin: str, *, coalesce: int = 0,
     # Producers never import tasks/: they send by task name with celeryconfig's settings.
     celery = create_celery(f"integration.{origin}")
     celery.conf.broker_url = settings.broker
+    # Declared as these settings say, even where celeryconfig was imported with others.
+    celery.conf.task_queues = declared_queues(settings)
     publisher = Publisher(celery, settings.broker, timeout=settings.publish_timeout_seconds,
                           chunk_size=settings.publish_chunk_size, origin=origin)
     limits = JsonLimits(max_depth=settings.max_json_depth,
