@@ -144,7 +144,7 @@ class OwnConnections:
             try:
                 connection, since = self._idle.pop()
             except IndexError:
-                return self._connect()
+                return self._new()
             idle = time.monotonic() - since
             try:
                 if idle <= _RECHECK_AFTER or (idle <= self._max_idle
@@ -153,6 +153,14 @@ class OwnConnections:
             except (redis.exceptions.ConnectionError, OSError):
                 pass
             connection.disconnect()
+
+    def _new(self) -> AbstractConnection:
+        """A connection, connected as the pool connects its own: through ``connect``, which
+        a Sentinel-managed connection overrides to ask the sentinels for the master (sending
+        on an unconnected one would go to its default address)."""
+        connection = self._connect()
+        connection.connect()
+        return connection
 
     def _give_back(self, connection: AbstractConnection) -> None:
         self._idle.append((connection, time.monotonic()))

@@ -1,0 +1,90 @@
+"""Redis Sentinel: a gateway and a worker configured only with the sentinels follow two
+failovers of the master (killed with SIGKILL mid-burst); every message answered 202 reaches
+``succeeded`` and its effect runs once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from integration.ops.checks.connections import check_broker, check_store
+from integration.ops.checks.findings import Context
+from integration.settings import Settings
+from integration.store.redis_client import redis_client
+from tests.conftest import configured, wait_for
+from tests.functional.test_broker_faults import assert_effects, wait_all_succeeded
+from tests.support.burst import Burst, SupervisedWorker
+from tests.support.recovery import FAST_RECOVERY, CountingTarget, action, fast_bound
+from tests.support.sentinels import MASTER_NAME, SentinelGroup
+
+FAILOVERS = 2
+
+
+@pytest.fixture(scope="module")
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """One group for the module: the check reads it first, the failovers come last."""
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinels"))
+    yield group
+    group.stop()
+
+
+def test_check_reports_the_sentinels_and_their_master(settings: Settings,
+                                                     sentinel_group: SentinelGroup) -> None:
+    """``integration check`` names the master the sentinels agree on, and its replica."""
+    through = configured(settings, redis_sentinels=sentinel_group.addresses,
+                         redis_sentinel_master=MASTER_NAME, env="development")
+    ctx = Context(through, timeout=2.0, groups=frozenset({"store", "broker"}))
+    findings = [*check_store(ctx), *check_broker(ctx)]
+    text = "\n".join(f"{f.level}: {f.message}" for f in findings)
+    assert f"3 of 3 sentinels answer; master {MASTER_NAME!r} is 127.0.0.1:" in text, text
+    assert "with 1 replica(s)" in text and "error" not in text, text
+    assert "the store's master through the sentinels" in text, text
+
+
+def test_two_failovers_lose_no_accepted_message(
+        make_app: Callable[..., Flask], auth: dict[str, str], tmp_path: Path,
+        settings: Settings, sentinel_group: SentinelGroup) -> None:
+    """The master killed twice mid-burst: new messages are accepted after each failover,
+    and every 202 succeeds, its effect once."""
+    group = sentinel_group
+    sentinel = {"INTEGRATION_REDIS_SENTINELS": group.addresses,
+                "INTEGRATION_REDIS_SENTINEL_MASTER": MASTER_NAME}
+    with CountingTarget(delay=0.01) as target:
+        env = {**FAST_RECOVERY, **sentinel,
+               "INTEGRATION_RULES_FILE": str(target.rules_file(tmp_path))}
+        worker = SupervisedWorker(["action"], tmp_path, env)
+        app = make_app(redis_sentinels=group.addresses, redis_sentinel_master=MASTER_NAME,
+                       publish_timeout_seconds=0.5)
+        burst = Burst(app.test_client(), auth, count=None, pause=0.02, source="failover",
+                      make=action)
+        took = []
+        try:
+            burst.start()
+            for n in range(FAILOVERS):
+                seen = target.received
+                wait_for(lambda: target.received >= seen + 5,  # noqa: B023 - called here
+                         timeout=30, message="calls in flight")
+                took.append(group.failover(again=n < FAILOVERS - 1))
+                after = time.monotonic()
+                wait_for(lambda: sum(a.status == 202 and a.started > after  # noqa: B023
+                                     for a in list(burst.answers.values())) >= 5,
+                         timeout=30, message="accepted again after the failover")
+            burst.stop()
+
+            accepted = burst.accepted()
+            assert set(burst.outcomes.values()) <= {202, 503}
+            store = redis_client(configured(settings, redis_sentinels=group.addresses,
+                                            redis_sentinel_master=MASTER_NAME))
+            settled = wait_all_succeeded(store, accepted, timeout=fast_bound() + 20)
+            print(f"\n{len(accepted)} accepted, {list(burst.outcomes.values()).count(503)} "
+                  f"refused, failovers took {', '.join(f'{t:.1f}' for t in took)} s, "
+                  f"{worker.restarts} worker restarts; all succeeded {settled:.1f} s after "
+                  "the burst")
+            assert_effects(target, burst)
+        finally:
+            burst.stop()
+            worker.stop()
