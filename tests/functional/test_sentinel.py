@@ -4,6 +4,10 @@ failovers of the master (killed with SIGKILL mid-burst); every message answered 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,13 +19,15 @@ from integration.ops.checks.connections import check_broker, check_store
 from integration.ops.checks.findings import Context
 from integration.settings import Settings
 from integration.store.redis_client import redis_client
-from tests.conftest import configured, wait_for
+from tests.conftest import ROOT, configured, wait_for
 from tests.functional.test_broker_faults import assert_effects, wait_all_succeeded
 from tests.support.burst import Burst, SupervisedWorker
 from tests.support.recovery import FAST_RECOVERY, CountingTarget, action, fast_bound
 from tests.support.sentinels import MASTER_NAME, SentinelGroup
 
 FAILOVERS = 2
+#: A queue no worker consumes: what a plain Celery producer publishes to.
+PROBE_QUEUE = "sentinel-probe"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,8 @@ def test_two_failovers_lose_no_accepted_message(
         make_app: Callable[..., Flask], auth: dict[str, str], tmp_path: Path,
         settings: Settings, sentinel_group: SentinelGroup) -> None:
     """The master killed twice mid-burst: new messages are accepted after each failover,
-    and every 202 succeeds, its effect once."""
+    and every 202 succeeds, its effect once. Meanwhile a plain Celery producer's every
+    publish outlasts the failovers and lands."""
     group = sentinel_group
     sentinel = {"INTEGRATION_REDIS_SENTINELS": group.addresses,
                 "INTEGRATION_REDIS_SENTINEL_MASTER": MASTER_NAME}
@@ -61,8 +68,17 @@ def test_two_failovers_lose_no_accepted_message(
                        publish_timeout_seconds=0.5)
         burst = Burst(app.test_client(), auth, count=None, pause=0.02, source="failover",
                       make=action)
+        stop, report = tmp_path / "stop", tmp_path / "published.json"
+        producer = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.celery_publish", PROBE_QUEUE, str(stop),
+             str(report)], cwd=ROOT, env={**os.environ, **sentinel},
+            stderr=(tmp_path / "producer.log").open("wb"))
+        store = redis_client(configured(settings, redis_sentinels=group.addresses,
+                                        redis_sentinel_master=MASTER_NAME))
         took = []
         try:
+            wait_for(lambda: store.llen(PROBE_QUEUE) >= 3, timeout=30,
+                     message="the Celery producer publishing")
             burst.start()
             for n in range(FAILOVERS):
                 seen = target.received
@@ -74,17 +90,23 @@ def test_two_failovers_lose_no_accepted_message(
                                      for a in list(burst.answers.values())) >= 5,
                          timeout=30, message="accepted again after the failover")
             burst.stop()
+            stop.touch()
+            assert producer.wait(timeout=60) == 0
 
+            published = json.loads(report.read_text())
+            assert published["failed"] == 0, (tmp_path / "producer.log").read_text()[-2000:]
             accepted = burst.accepted()
             assert set(burst.outcomes.values()) <= {202, 503}
-            store = redis_client(configured(settings, redis_sentinels=group.addresses,
-                                            redis_sentinel_master=MASTER_NAME))
+            assert store.llen(PROBE_QUEUE) == published["sent"] > 0
             settled = wait_all_succeeded(store, accepted, timeout=fast_bound() + 20)
             print(f"\n{len(accepted)} accepted, {list(burst.outcomes.values()).count(503)} "
                   f"refused, failovers took {', '.join(f'{t:.1f}' for t in took)} s, "
                   f"{worker.restarts} worker restarts; all succeeded {settled:.1f} s after "
-                  "the burst")
+                  f"the burst; Celery published {published['sent']}, the longest send took "
+                  f"{published['longest']:.1f} s")
             assert_effects(target, burst)
         finally:
             burst.stop()
+            stop.touch()
+            producer.wait(timeout=60)
             worker.stop()
