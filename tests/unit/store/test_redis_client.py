@@ -97,3 +97,19 @@ def test_the_sentinel_password_is_judged_and_never_described() -> None:
     settings = sentinel_settings(redis_sentinel_password="changeme")
     assert "INTEGRATION_REDIS_SENTINEL_PASSWORD" in [w.variable for w in weak_secrets(settings)]
     assert "pw" not in describe(settings) and "primary" in describe(settings)
+
+
+def test_every_connect_and_read_is_bounded() -> None:
+    """A link that drops packets costs a timeout, never a hang: to the master and to the
+    sentinels, for the store, rate limits, the broker's sentinels and redbeat."""
+    settings = sentinel_settings()
+    bounded = {"socket_connect_timeout", "socket_timeout"}
+    pool = redis_client(settings).connection_pool
+    assert all(pool.connection_kwargs[k] for k in bounded)
+    for node in pool.sentinel_manager.sentinels:
+        assert all(node.connection_pool.connection_kwargs[k] for k in bounded)
+    _, options = limits_storage(settings)
+    assert all(options[k] and options["sentinel_kwargs"][k] for k in bounded)
+    assert all(broker_sentinel_options(settings)["sentinel_kwargs"][k] for k in bounded)
+    beat = redbeat_options(settings)
+    assert beat["socket_timeout"] and all(beat["sentinel_kwargs"][k] for k in bounded)
