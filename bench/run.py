@@ -21,6 +21,7 @@ import redis
 from kombu import Connection
 
 from bench import baselines, loadgen
+from bench.machine import describe
 from bench.stack import CpuMeter, RssSampler, Stack, Worker
 from integration.security.tokens import issue_token
 from integration.settings import Settings
@@ -38,7 +39,10 @@ roles:
 
 
 #: The open-loop latency runs of a round, in order (figures ``<name>_p50_ms`` etc.).
-PACED = ("submit", "hello", "hello_at_ours", "guarded_at_ours")
+PACED = ("submit", "hello", "hello_at_ours", "guarded_at_ours", "replica_wait_at_ours")
+#: The replica-wait gateway's settings: one replica acknowledges each flush.
+REPLICA_WAIT = {"INTEGRATION_REDIS_REPLICA_WAIT": "1",
+                "INTEGRATION_REDIS_REPLICA_WAIT_TIMEOUT_MS": "1000"}
 #: Distinct request bodies the load generator cycles through.
 BODIES = 64
 _ACCEPTED = re.compile(rb'"accepted":\s*(\d+)')
@@ -62,11 +66,18 @@ class Plan:
     soak_seconds: float = 0.0
     #: Which groups of figures to measure (``submit``, ``batch``, ``e2e``); all by default.
     groups: tuple[str, ...] = ("submit", "batch", "e2e")
+    #: The end-to-end figures that repeat another under one changed setting (no task
+    #: events, two worker instances): the same code, so a smoke run leaves them out.
+    variants: bool = True
+    #: Also measure single and batch submits with the replica wait on (a replica of the
+    #: run's Redis, started by the run); a smoke run leaves them out.
+    replica: bool = True
 
     @classmethod
     def smoke(cls) -> Plan:
         return cls(rounds=1, seconds=0.5, warmup=0.1, connections=4, batch=100,
-                   batch_connections=2, e2e_messages=100, e2e_batch=50)
+                   batch_connections=2, e2e_messages=100, e2e_batch=50, variants=False,
+                   replica=False)
 
 
 def metric(n: int) -> dict[str, Any]:
@@ -110,6 +121,8 @@ class Run:
         self.rss = RssSampler()
         self.results = Results()
         self._worker: Worker | None = None
+        #: The gateway whose flushes wait for a replica, when the run measures it.
+        self._replica_wait: Any = None
         self._bodies: dict[tuple[int, int, Callable[[int], dict[str, Any]]], bytes] = {}
 
     # -- request bodies ----------------------------------------------------------------------
@@ -145,6 +158,7 @@ class Run:
         url = self.stack.start_redis()
         self.client = redis.Redis.from_url(url)
         amqp = "batch" in plan.groups and _reachable(self.settings.bench_amqp_url)
+        self.results.notes.update(describe(url))
         self.results.notes.update(
             redis=url.rsplit("@", 1)[-1], rabbitmq=amqp, plan=plan.__dict__,
             cores=psutil.cpu_count(),
@@ -158,9 +172,14 @@ class Run:
         ours_amqp = self.stack.gateway("gateway-amqp",
                                        INTEGRATION_BROKER_URL=self.settings.bench_amqp_url) \
             if amqp else None
-        for server in (ours, *apps.values(), ours_amqp):
+        if plan.replica and {"submit", "batch"} & set(plan.groups) and \
+                self.stack.start_replica() is not None:
+            self._replica_wait = self.stack.gateway("gateway-replica-wait", **REPLICA_WAIT)
+        self.results.notes["replica_wait"] = self._replica_wait is not None
+        for server in (ours, *apps.values(), ours_amqp, self._replica_wait):
             if server is not None:
-                server.wait_ready("/healthz" if server in (ours, ours_amqp) else SUBMIT)
+                server.wait_ready("/healthz" if server in (ours, ours_amqp, self._replica_wait)
+                                  else SUBMIT)
         self.rss.watch("gateway", ours.children)
         self.rss.watch("worker", lambda: self._worker.pids() if self._worker else [])
         self.rss.start()
@@ -170,7 +189,7 @@ class Run:
                 self.results.rounds.append({})
                 self._round(ours, {name: app.port for name, app in apps.items()},
                             ours_amqp, amqp)
-                for server in (ours, *apps.values(), ours_amqp):
+                for server in (ours, *apps.values(), ours_amqp, self._replica_wait):
                     if server is not None:
                         server.check()  # a server that died mid-round leaves no figure
             if plan.soak_seconds:
@@ -197,6 +216,10 @@ class Run:
             add("batch_redis_msgs_per_s", rate)
             for name, micros in cpu_us.items():
                 add(f"batch_redis_cpu_{name}_us", micros)
+            if self._replica_wait is not None:
+                self._flush()
+                add("batch_redis_replica_wait_msgs_per_s", self._batches(
+                    self._replica_wait.port, "batch submit, replica wait")[0])
             if amqp:
                 add("kombu_batch_amqp_msgs_per_s", baselines.kombu_batch_rate(
                     self.settings.bench_amqp_url, envelope, plan.seconds))
@@ -208,21 +231,25 @@ class Run:
             add("e2e_raw_worker_msgs_per_s", raw)
             add("e2e_event_msgs_per_s", self._end_to_end(ours.port, raw, consumer=None,
                                                          figure="e2e_event", gateway=ours))
-            add("e2e_event_no_task_events_msgs_per_s", self._end_to_end(
-                ours.port, raw, consumer=None, task_events=False))
+            if plan.variants:
+                add("e2e_event_no_task_events_msgs_per_s", self._end_to_end(
+                    ours.port, raw, consumer=None, task_events=False))
             add("e2e_consumer_msgs_per_s", self._end_to_end(
                 ours.port, raw, consumer="queued", figure="e2e_consumer", gateway=ours))
             add("e2e_inline_consumer_msgs_per_s", self._end_to_end(
                 ours.port, raw, consumer="inline", figure="e2e_inline_consumer",
                 gateway=ours))
-            add("e2e_event_2_workers_msgs_per_s",
-                self._end_to_end(ours.port, raw, consumer=None, instances=2))
+            if plan.variants:
+                add("e2e_event_2_workers_msgs_per_s",
+                    self._end_to_end(ours.port, raw, consumer=None, instances=2))
 
     def _singles(self, ours: Any, apps: dict[str, int]) -> None:
         """Single submits at peak against the HTTP baselines, then latency at half of peak."""
         plan, add = self.plan, self.results.add
+        waiting = self._replica_wait
         for name, port in (*((f"{app}_post_per_s", apps[app]) for app in apps),
-                           ("submit_per_s", ours.port)):
+                           ("submit_per_s", ours.port),
+                           *((("submit_replica_wait_per_s", waiting.port),) if waiting else ())):
             self._flush()
             outcome = loadgen.closed_loop("127.0.0.1", port, self.single,
                                           connections=plan.connections, duration=plan.seconds,
@@ -239,7 +266,9 @@ class Run:
                 "hello": (apps["hello"], figures["hello_post_per_s"] / 2),
                 "hello_at_ours": (apps["hello"], ours_rate),
                 "guarded_at_ours": (apps["guarded"], ours_rate)}
-        for name in PACED:
+        if waiting is not None:  # the same arrivals, each flush waiting for the replica
+            runs["replica_wait_at_ours"] = (waiting.port, ours_rate)
+        for name in (n for n in PACED if n in runs):
             port, rate = runs[name]
             self._flush()
             paced = loadgen.open_loop("127.0.0.1", port, self.single, rate=rate,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import psutil
+import redis
 
 from integration.ops.embedded_redis import EmbeddedRedis, free_port
 from integration.ops.server import reuse_port
@@ -190,6 +191,7 @@ class Stack:
         self.workdir = workdir
         self.settings = settings
         self.redis: EmbeddedRedis | None = None
+        self.replica: EmbeddedRedis | None = None
         self.redis_url = settings.bench_redis_url or ""
         self.env = env
         self.started: list[Process] = []
@@ -209,6 +211,23 @@ class Stack:
             self.redis = EmbeddedRedis(self.workdir / "redis", persistent=True).start()
             self.redis_url = self.redis.url
         return self.redis_url
+
+    def start_replica(self, timeout: float = 30) -> EmbeddedRedis | None:
+        """A replica of the run's own Redis, in sync (None when the run measures a Redis
+        given by URL: its replicas are not the run's to start)."""
+        if self.redis is None:
+            return None
+        master = redis.Redis(port=self.redis.port)
+        master.config_set("repl-diskless-sync-delay", 0)  # sync now, not in five seconds
+        self.replica = EmbeddedRedis(self.workdir / "replica", persistent=False, extra_args=(
+            "--replicaof", "127.0.0.1", str(self.redis.port))).start()
+        master.set("bench:replica", 1)
+        deadline = time.monotonic() + timeout
+        while master.execute_command("WAIT", 1, 1000) < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not come in sync")
+        master.close()
+        return self.replica
 
     def child_env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, **self.env, "INTEGRATION_REDIS_URL": self.redis_url, **extra}
@@ -266,5 +285,7 @@ class Stack:
         for process in reversed(self.started):
             process.stop()
         self.started.clear()
+        if self.replica is not None:
+            self.replica.stop()
         if self.redis is not None:
             self.redis.stop()

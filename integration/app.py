@@ -40,6 +40,7 @@ from integration.security.rights import CreatorRights
 from integration.settings import Settings
 from integration.store.records import store_from_settings
 from integration.store.redis_client import limits_storage, redis_client
+from integration.store.replication import ReplicaWait
 from integration.worker.guards import Guards, GuardSettings
 
 
@@ -66,12 +67,14 @@ def default_registry() -> Registry:
     """Built-in types, those of installed packages (entry points) and of
     ``INTEGRATION_TYPE_MODULES``, then one delivery type per consumer (``consumer.<name>``)
     and the webhook deliveries."""
-    registry = load_types(Registry(builtin_types(run_action)), get_settings().type_modules)
+    settings = get_settings()
+    registry = load_types(Registry(builtin_types(run_action)), settings.type_modules)
     for subscription in default_subscriptions():
         registry.register(delivery_type(subscription))
-    registry.register(webhook_type(
-        default_webhooks, default_post, default_rights,
-        legacy_signature=lambda: get_settings().webhook_legacy_signature))
+    # Read once here, not per delivery: reading the settings is not free.
+    legacy = settings.webhook_legacy_signature
+    registry.register(webhook_type(default_webhooks, default_post, default_rights,
+                                   legacy_signature=lambda: legacy))
     return registry
 
 
@@ -122,8 +125,10 @@ def run_action(payload: ActionPayload, envelope: Envelope) -> dict[str, Any]:
 
 # -- submitting, dispatching, guarding -----------------------------------------------------
 
-def build_submitter(settings: Settings, origin: str, *, coalesce: int = 0) -> Submitter:
-    """The submit path (registry, store, publisher) of a producer named ``origin``."""
+def build_submitter(settings: Settings, origin: str, *, coalesce: int = 0,
+                    replica_wait: bool = False) -> Submitter:
+    """The submit path (registry, store, publisher) of a producer named ``origin``; with
+    ``replica_wait``, the settings' wait for the store's replicas (the gateway's)."""
     # Producers never import tasks/: they send by task name with celeryconfig's settings.
     celery = create_celery(f"integration.{origin}")
     celery.conf.broker_url = settings.broker
@@ -135,9 +140,14 @@ def build_submitter(settings: Settings, origin: str, *, coalesce: int = 0) -> Su
                           client=broker_client)
     limits = JsonLimits(max_depth=settings.max_json_depth,
                         max_string=settings.max_string_length)
-    return Submitter(default_registry(), store_from_settings(settings), publisher,
+    store = store_from_settings(settings)
+    wait = ReplicaWait(store.client, settings.key_prefix, settings.redis_replica_wait,
+                       settings.redis_replica_wait_timeout_ms) \
+        if replica_wait and settings.redis_replica_wait else None
+    return Submitter(default_registry(), store, publisher,
                      retry_after=settings.retry_after_seconds, limits=limits,
-                     max_queue_depth=settings.max_queue_depth, coalesce=coalesce)
+                     max_queue_depth=settings.max_queue_depth, coalesce=coalesce,
+                     replica_wait=wait)
 
 
 def build_guards(settings: Settings, client: redis.Redis) -> Guards:

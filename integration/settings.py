@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     #: a replica is promoted; longer than the sentinels' ``down-after-milliseconds`` plus
     #: their election.
     redis_failover_seconds: float = Field(30.0, gt=0, le=600)
+    #: Replicas of the store's Redis that must acknowledge the gateway's writes of a
+    #: submission (its record and, on a Redis broker, its enqueue) before it is answered 202:
+    #: the gateway calls ``WAIT`` once per flush. On a timeout the answer is a 503 saying the
+    #: message was enqueued but is not known to be replicated. 0: no wait. Workers' writes are
+    #: not covered.
+    redis_replica_wait: int = Field(0, ge=0, le=100)
+    #: How long the gateway's replica wait lasts at most, in milliseconds (below
+    #: ``INTEGRATION_PUBLISH_TIMEOUT_SECONDS``, which bounds every store call).
+    redis_replica_wait_timeout_ms: int = Field(500, ge=1)
 
     # -- tokens and roles ----------------------------------------------------------------------
     #: HMAC secret that verifies bearer tokens. Production refuses a placeholder or one under 128
@@ -309,6 +318,15 @@ class Settings(BaseSettings):
             _addresses(value)
             return value
         return None
+
+    @model_validator(mode="after")
+    def _replica_wait_within_timeout(self) -> Settings:
+        # The store's socket timeout would cut a longer wait short as a lost connection.
+        if self.redis_replica_wait and \
+                self.redis_replica_wait_timeout_ms >= self.publish_timeout_seconds * 1000:
+            raise ValueError("INTEGRATION_REDIS_REPLICA_WAIT_TIMEOUT_MS must be below "
+                             "INTEGRATION_PUBLISH_TIMEOUT_SECONDS")
+        return self
 
     @model_validator(mode="after")
     def _beat_lock_outlives_loop(self) -> Settings:

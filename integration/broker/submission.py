@@ -35,6 +35,7 @@ from integration.security.policy import Grants
 from integration.store.connections import ReplyLost
 from integration.store.model import EarlierAnswer, IdempotentAnswer, NewRecord
 from integration.store.records import StatusStore
+from integration.store.replication import ReplicaWait
 
 log = logging.getLogger(__name__)
 Item = TypeVar("Item")
@@ -57,6 +58,20 @@ class Repeated(Conflict):
     def __init__(self, stored: str) -> None:
         super().__init__("A request with this Idempotency-Key was already answered.")
         self.stored = stored
+
+
+class Unreplicated(Unavailable):
+    """The message was recorded and enqueued, but the replica wait timed out: the write is
+    not known to be on the store's replicas, so a failover may still lose it, and it may
+    still run. ``accepted`` is what the answer would have been."""
+
+    def __init__(self, accepted: Accepted, retry_after: int) -> None:
+        super().__init__(
+            "The message was recorded and enqueued, but is not known to be replicated: a "
+            "failover of the store's Redis may lose it, and it may still run. Retrying with "
+            "the same Idempotency-Key (or message id) is safe.",
+            retry_after=retry_after, enqueued="yes", replicated="unknown", id=accepted.id)
+        self.accepted = accepted
 
 
 Result = Accepted | Problem
@@ -92,7 +107,8 @@ class Submitter:
 
     def __init__(self, registry: Registry, store: StatusStore, publisher: Publisher, *,
                  retry_after: int, limits: JsonLimits | None = None,
-                 max_queue_depth: int | None = None, coalesce: int = 0) -> None:
+                 max_queue_depth: int | None = None, coalesce: int = 0,
+                 replica_wait: ReplicaWait | None = None) -> None:
         self.limits = limits or JsonLimits()
         self.max_queue_depth = max_queue_depth
         self._depths: dict[str, tuple[float, int]] = {}
@@ -103,6 +119,9 @@ class Submitter:
         #: Broker and store share a Redis database: record and enqueue in one transaction.
         self.fused = publisher.shares_database(store.client)
         self.record_and_enqueue = RecordAndEnqueue(store)
+        #: Once per flush that wrote, wait for the store's replicas (``WAIT``); a message
+        #: whose flush was not acknowledged in time is ``Unreplicated``, never ``Accepted``.
+        self.replica_wait = replica_wait
         #: With ``coalesce`` > 0, concurrent submissions of this process share one flush of
         #: at most that many messages (the gateway's single-message fast path).
         #: A flush that raises (it never should) does so before it writes: each request is
@@ -300,6 +319,17 @@ class Submitter:
 
     def _record_and_enqueue(self, records: list[NewRecord],
                             answers: list[IdempotentAnswer | None]) -> list[Result]:
+        results = self._write(records, answers)
+        # One wait per flush, after all its writes (WAIT cannot run inside the script).
+        if self.replica_wait is not None and \
+                any(isinstance(r, Accepted) for r in results) and \
+                not self.replica_wait.replicated():
+            return [Unreplicated(r, self.retry_after) if isinstance(r, Accepted) else r
+                    for r in results]
+        return results
+
+    def _write(self, records: list[NewRecord],
+               answers: list[IdempotentAnswer | None]) -> list[Result]:
         request = uuid.uuid4().hex
         if self.fused:
             return self._create_queued(records, request, answers)
@@ -441,4 +471,4 @@ class Submitter:
         return Unavailable(detail, retry_after=self.retry_after, **extensions)
 
 
-__all__ = ["Accepted", "Repeated", "Result", "Sender", "Submitter"]
+__all__ = ["Accepted", "Repeated", "Result", "Sender", "Submitter", "Unreplicated"]

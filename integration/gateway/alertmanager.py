@@ -19,7 +19,7 @@ from spectree import Response as Responses
 from spectree import SpecTree
 
 from integration import logs
-from integration.broker.submission import Accepted
+from integration.broker.submission import Accepted, Unreplicated
 from integration.gateway import schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import parse_json, read_body
@@ -151,8 +151,10 @@ def _submit(messages: list[AlertMessage], owner: str) -> list[Outcome]:
         _release(recent, owner, messages, claimed)
         raise Unavailable("The status store is unavailable.",
                           retry_after=rt.settings.retry_after_seconds) from None
-    _release(recent, owner, messages,
-             [(i, e) for i, e in claimed if not isinstance(outcomes[i], Accepted)])
+    # An enqueued alert keeps its claim even if not known to be replicated (a 503): the
+    # retry sees it as a duplicate.
+    _release(recent, owner, messages, [(i, e) for i, e in claimed
+                                       if not isinstance(outcomes[i], Accepted | Unreplicated)])
     return outcomes
 
 

@@ -8,7 +8,18 @@ from __future__ import annotations
 import re
 from importlib.resources import files
 
-from flask import Blueprint, Response, abort, render_template, request, send_from_directory
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    jsonify,
+    render_template,
+    request,
+    send_from_directory,
+)
+
+from integration.gateway.runtime import runtime
+from integration.messages.problems import BadRequest, NotFound, invalid
 
 #: What a console page may load and reach: its own script and styles, and the API; nothing
 #: inline. ``{socket}`` is the WebSocket origin of the page's own host (browsers that predate
@@ -66,3 +77,23 @@ def asset(name: str) -> Response:
     if name not in _ASSETS:
         abort(404)
     return send_from_directory(_STATIC, name, max_age=300)
+
+
+@console.post("/sign-in")
+def sign_in() -> Response:
+    """A single-use sign-in link's code for its token (``{"code": …}``): the code works
+    once; a used, expired or unknown one is a 404. The console keeps the token in the tab."""
+    body = request.get_json(silent=True)
+    if body is None and request.get_data():
+        raise BadRequest("The body is not JSON.")
+    code = body.get("code") if isinstance(body, dict) else None
+    if not isinstance(code, str) or not code:
+        raise invalid([{"loc": ["code"], "msg": "a sign-in code is required", "type": "missing"}],
+                      'The body must be {"code": "<the code of the sign-in link>"}.')
+    token = runtime().sign_in_links.redeem(code)
+    if token is None:
+        raise NotFound("This sign-in link was used already or has expired: sign in with a "
+                       "token, or ask for a new link.")
+    response = jsonify(token=token)
+    response.headers["Cache-Control"] = "no-store"
+    return response

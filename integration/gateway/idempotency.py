@@ -40,10 +40,13 @@ log = logging.getLogger(__name__)
 class Attempt:
     """One submission under a key, as the submitting code sees it: ``answer`` (when set) goes
     into the message's transaction; it sets ``enqueued`` as soon as anything was, so a
-    failure after that keeps the key."""
+    failure after that keeps the key. ``answered`` is what a repeat gets when this request
+    is refused all the same (its messages enqueued but not known to be replicated): the
+    answer it would have had (body, Location)."""
 
     answer: Answering | None = None
     enqueued: bool = False
+    answered: tuple[dict[str, Any], str | None] | None = None
 
 
 Reply = tuple[Response, int]
@@ -103,8 +106,12 @@ class RequestKey:
         try:
             response, status = submit(attempt)
         except BaseException:
+            answered = attempt.answered
+            if answered is not None:  # a repeat is answered as if this one had succeeded
+                _settle(lambda: self.keys.complete(self.owner, self.key,
+                                                   self._stored(*answered)))
             # Free the key only if nothing was enqueued: a repeat would enqueue it again.
-            if not attempt.enqueued:
+            elif not attempt.enqueued:
                 _settle(lambda: self.keys.release(self.owner, self.key))
             raise
         # What was enqueued stays answered as it was even if the store fails now: the key

@@ -17,6 +17,7 @@ from integration.schedules.store import Schedules
 from integration.security.policy import Policy, load_policy
 from integration.security.revocations import Revocations
 from integration.security.secrets import refuse_weak_secrets
+from integration.security.signin import SignInLinks
 from integration.security.verification import TokenVerification, token_verification
 from integration.settings import Settings
 from integration.store.idempotency import IdempotencyKeys
@@ -45,7 +46,8 @@ class Runtime:
         policy = load_policy(settings.policy_file)
         check_durations(settings, default_registry())
         submitter = build_submitter(settings, origin="gateway",
-                                    coalesce=settings.submit_coalesce_messages)
+                                    coalesce=settings.submit_coalesce_messages,
+                                    replica_wait=True)
         revocations = Revocations(submitter.store.client, settings.key_prefix,
                                   settings.service_token_max_ttl_seconds,
                                   settings.revocation_check_interval_seconds)
@@ -72,6 +74,10 @@ class Runtime:
     @property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.store, self.publisher)
+
+    @property
+    def sign_in_links(self) -> SignInLinks:
+        return SignInLinks(self.store.client, self.settings.key_prefix)
 
     @cached_property
     def webhooks(self) -> Webhooks:

@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -23,6 +24,7 @@ from integration import sources
 from integration.ops.consolelink import console_link
 from integration.ops.embedded_redis import EmbeddedRedis
 from integration.ops.supervisor import Program, Supervisor, own_terminal
+from integration.security.signin import SignInLinks
 from integration.security.tokens import issue_token
 from integration.settings import ConfigurationError, Settings
 
@@ -114,7 +116,8 @@ def _commands(settings: Settings, host: str, port: int, beat: bool,
     return commands
 
 
-def banner(record: sources.StackRecord, token: str, flower_login: str | None = None) -> str:
+def banner(record: sources.StackRecord, token: str, flower_login: str | None = None,
+           links: SignInLinks | None = None) -> str:
     base = record.gateway_url
     flower = ([f"  flower       {record.flower_url}  (login {flower_login})"]
               if record.flower_url else [])
@@ -124,7 +127,7 @@ def banner(record: sources.StackRecord, token: str, flower_login: str | None = N
         "",
         f"  gateway      {base}",
         f"  API docs     {base}/docs",
-        f"  console      {console_link(base, token)}",
+        f"  console      {console_link(base, token, links)}",
         f"  readiness    {base}/readyz",
         f"  redis        {record.redis_url}",
         *flower,
@@ -163,14 +166,25 @@ def _redis_answers(url: str) -> bool:
         client.close()
 
 
-def _announce_when_serving(supervisor: Supervisor, url: str, text: str,
+def _announce_when_serving(supervisor: Supervisor, url: str, text: Callable[[], str],
                            stopped: threading.Event) -> None:
     """Print the banner once the gateway answers, so its curl line works when it is read."""
     while not stopped.is_set():
         if _answers(url):
-            supervisor.write(text + "\n")
+            supervisor.write(text() + "\n")
             return
         stopped.wait(0.2)
+
+
+def _sign_in_links(redis_url: str, prefix: str) -> SignInLinks | None:
+    """Single-use console links in the stack's Redis (None, and the token in the link, when
+    it cannot be written)."""
+    links = SignInLinks(redis.Redis.from_url(redis_url, socket_timeout=2), prefix)
+    try:
+        links.client.ping()
+    except redis.RedisError:
+        return None
+    return links
 
 
 def run_stack(settings: Settings, host: str, port: int, *, beat: bool = True,
@@ -223,7 +237,9 @@ def run_stack(settings: Settings, host: str, port: int, *, beat: bool = True,
     token = issue_token(secret, DEV_SUBJECT, ["admin"], DEV_TOKEN_TTL)
     stopped = threading.Event()
     threading.Thread(target=_announce_when_serving, daemon=True, name="banner", args=(
-        supervisor, f"{record.gateway_url}/readyz", banner(record, token, login), stopped,
+        supervisor, f"{record.gateway_url}/readyz",
+        lambda: banner(record, token, login, _sign_in_links(redis_url, settings.key_prefix)),
+        stopped,
     )).start()
     path = record.write(run_dir)
     try:

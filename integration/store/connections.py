@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import redis
 from redis.commands.core import Script
 from redis.connection import AbstractConnection
+from redis.sentinel import SentinelManagedConnection
 
 T = TypeVar("T")
 
@@ -155,11 +156,12 @@ class OwnConnections:
             connection.disconnect()
 
     def _new(self) -> AbstractConnection:
-        """A connection, connected as the pool connects its own: through ``connect``, which
-        a Sentinel-managed connection overrides to ask the sentinels for the master (sending
-        on an unconnected one would go to its default address)."""
+        """A new connection. A Sentinel-managed one is connected here, through the
+        ``connect`` that asks the sentinels for the master, as its pool would: its first send
+        would otherwise connect to its default address. Others connect on that send."""
         connection = self._connect()
-        connection.connect()
+        if isinstance(connection, SentinelManagedConnection):
+            connection.connect()
         return connection
 
     def _give_back(self, connection: AbstractConnection) -> None:

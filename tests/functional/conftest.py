@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from integration.app import default_registry, get_settings
-from tests.functional.test_compose import COMPOSE, RABBITMQ, resolve
+from tests.functional.test_compose import COMPOSE, HA, RABBITMQ, resolve
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,3 +36,9 @@ def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def on_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """docker-compose.yml with the RabbitMQ override, as docker-compose resolves them."""
     return resolve(tmp_path_factory, COMPOSE, RABBITMQ)
+
+
+@pytest.fixture(scope="module")
+def highly_available(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """docker-compose.ha.yml as docker-compose resolves it, with .env.example as the .env."""
+    return resolve(tmp_path_factory, HA)

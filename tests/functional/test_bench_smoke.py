@@ -38,7 +38,7 @@ def test_the_benchmark_runs_in_smoke_mode_and_writes_its_json(tmp_path: Path) ->
                  "submit_p99_ms", "hello_at_ours_p99_ms", "guarded_at_ours_p99_ms",
                  "batch_redis_msgs_per_s",
                  "e2e_raw_worker_msgs_per_s", "e2e_event_msgs_per_s",
-                 "e2e_event_no_task_events_msgs_per_s", "e2e_consumer_msgs_per_s",
+                 "e2e_consumer_msgs_per_s", "e2e_inline_consumer_msgs_per_s",
                  "batch_redis_cpu_gateway_us", "batch_redis_cpu_redis_us"):
         assert figures[name] > 0, name
     # The whole machine's CPU per batched message is measured too. (How it compares with the
@@ -48,6 +48,11 @@ def test_the_benchmark_runs_in_smoke_mode_and_writes_its_json(tmp_path: Path) ->
     assert {r["baseline"] for r in document["ratios"]} >= {"send_task_per_s",
                                                            "hello_post_per_s"}
     assert document["rss_peak_mb"]["gateway"] > 0
+    # What was measured: the code, the machine, the versions.
+    if (ROOT / ".git").exists():
+        assert len(document["commit"]) == 40 and isinstance(document["dirty"], bool)
+    assert document["machine"]["cores"] >= 1 and document["machine"]["kernel"]
+    assert document["versions"]["celery"] and document["versions"]["redis-server"]
     assert "single submit vs raw send_task" in stdout
     assert "cores allow" in stdout, "the CPU budget line of the batch figure"
 

@@ -23,6 +23,7 @@ from tests.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 RABBITMQ = ROOT / "docker-compose.rabbitmq.yml"
+HA = ROOT / "docker-compose.ha.yml"
 DEPLOY = ROOT / "deploy"
 WORKER = ["celery", "-A", "tasks", "worker"]
 #: The port each service listens on inside its container.
@@ -184,7 +185,7 @@ def test_each_component_logs_in_to_redis_as_its_own_user(resolved: dict[str, Any
     assert {users[name] for name in workers(resolved)} == {"worker"}
 
 
-@pytest.mark.parametrize("which", ["resolved", "on_rabbitmq"])
+@pytest.mark.parametrize("which", ["resolved", "on_rabbitmq", "highly_available"])
 def test_every_variable_is_a_setting(which: str, request: pytest.FixtureRequest) -> None:
     """Every INTEGRATION_* variable a service sets is read by the settings module."""
     config = request.getfixturevalue(which)
@@ -207,18 +208,24 @@ def test_gateway_runs_integration_serve_with_real_options(resolved: dict[str, An
     assert f"127.0.0.1:{GATEWAY_PORT}/readyz" in " ".join(gateway["healthcheck"]["test"])
 
 
+def declared_queues() -> set[str]:
+    """Every queue the service declares: its types', Celery's default, webhooks' and the
+    self-healing loop's consumers'."""
+    from integration.events.webhooks import WEBHOOK_TYPE
+    from integration.loop.stages import STAGES
+
+    builtin = Registry(builtin_types(lambda payload, envelope: {}))
+    return set(builtin.queues()) | {DEFAULT_QUEUE, CELERY_QUEUE, WEBHOOK_TYPE} | {
+        f"consumer.loop-{stage}" for stage in STAGES}
+
+
 def test_every_queue_has_a_worker_and_every_worker_a_real_queue(
         resolved: dict[str, Any]) -> None:
     """Workers name only queues the service declares, and together consume all of them
     (Celery's default queue too); every worker sends task events from the start."""
     from celery.bin.celery import celery
 
-    from integration.events.webhooks import WEBHOOK_TYPE
-    from integration.loop.stages import STAGES
-
-    builtin = Registry(builtin_types(lambda payload, envelope: {}))
-    queues = set(builtin.queues()) | {DEFAULT_QUEUE, CELERY_QUEUE, WEBHOOK_TYPE} | {
-        f"consumer.loop-{stage}" for stage in STAGES}
+    queues = declared_queues()
     options = {o for command in (celery, celery.commands["worker"]) for p in command.params
                for o in p.opts}
     consumed: set[str] = set()
@@ -228,6 +235,8 @@ def test_every_queue_has_a_worker_and_every_worker_a_real_queue(
         named = option_value(command, "-Q").split(",")
         assert set(named) <= queues, f"{name} consumes an unknown queue"
         assert "--task-events" in command, f"{name}: Flower sees every task from the start"
+        # Unused, and Celery's restart of it after a lost broker fails with a traceback.
+        assert "--without-gossip" in command, f"{name}: no gossip"
         consumed |= set(named)
         assert "container_name" not in service and not service.get("ports"), \
             f"{name} must scale: no container name, no published port"

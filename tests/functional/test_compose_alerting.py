@@ -42,7 +42,7 @@ def scrape_targets(job_name: str) -> list[str]:
     return [target for config in job["static_configs"] for target in config["targets"]]
 
 
-@pytest.mark.parametrize("which", ["resolved", "on_rabbitmq"])
+@pytest.mark.parametrize("which", ["resolved", "on_rabbitmq", "highly_available"])
 def test_every_service_is_limited_in_cpu_and_memory(which: str,
                                                     request: pytest.FixtureRequest) -> None:
     """Each service has a CPU and a memory limit, in the form docker-compose applies."""

@@ -186,6 +186,34 @@ def test_sign_in_by_pasting_a_token_keeps_it_in_the_tab_only(gateway: Gateway, b
 
 
 @needs_chromium
+def test_a_sign_in_link_works_once(gateway: Gateway, browser: Any, admin: str,
+                                   redis_client: Any) -> None:
+    """The dev stack's link: its code is traded for the token and leaves the address bar;
+    opened a second time, it signs nobody in and says why."""
+    from selenium.webdriver.common.by import By
+
+    from integration.ops.consolelink import console_link
+    from integration.security.signin import SignInLinks
+
+    link = console_link(gateway.base, admin, SignInLinks(redis_client, "integration"))
+    assert admin not in link and "#code=" in link
+    browser.get(f"{gateway.base}/console/assets/console.css")
+    browser.execute_script("window.sessionStorage.clear()")
+    browser.get(link)
+    until(browser, lambda b: "console-admin" in b.find_element(By.ID, "who").text)
+    assert browser.execute_script("return window.location.hash") == ""
+    assert browser.execute_script(
+        "return sessionStorage.getItem('integration.console.token')") == admin
+
+    browser.get(f"{gateway.base}/console/assets/console.css")  # a new page, not a new hash
+    browser.execute_script("window.sessionStorage.clear()")
+    browser.get(link)
+    until(browser, lambda b: "used already" in b.find_element(By.ID, "sign-in-error").text)
+    assert browser.execute_script(
+        "return sessionStorage.getItem('integration.console.token')") is None
+
+
+@needs_chromium
 def test_a_message_arrives_live_as_text_and_its_loop_is_drawn(gateway: Gateway, browser: Any,
                                                               admin: str) -> None:
     """A metric over its threshold shows up in the live stream (its hostile source as text,
@@ -469,23 +497,26 @@ def test_every_page_passes_axe_and_fits_a_phone_without_horizontal_scroll(
     settled(gateway.base, admin, metric, ("succeeded",))
     found: dict[str, Any] = {}
     for path in [*PAGES, f"/console/messages/{metric}", "sign-in"]:
+        # Each page loaded once, then looked at in both widths (the layout follows the
+        # viewport without a reload).
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        if path == "sign-in":
+            browser.execute_script("window.sessionStorage.clear()")
+            browser.get(f"{gateway.base}/console/breakers")
+            until(browser, lambda b: b.execute_script(
+                "return !document.getElementById('sign-in').hidden"))
+        else:
+            signed_in(browser, gateway.base, admin, path)
+            until(browser, lambda b: b.execute_script(
+                "return document.querySelectorAll('tbody tr, .note, dl dt').length > 0 ||"
+                " !Array.prototype.every.call(document.querySelectorAll('[id$=-empty]'),"
+                " function (e) { return e.hidden; })"))
+        name = (path.rsplit("/", 1)[-1] if path != f"/console/messages/{metric}"
+                else "message") or "live"
         for width in (1280, 390):
             browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
                 "width": width, "height": 900 if width > 400 else 844,
                 "deviceScaleFactor": 1, "mobile": width < 400})
-            if path == "sign-in":
-                browser.execute_script("window.sessionStorage.clear()")
-                browser.get(f"{gateway.base}/console/breakers")
-                until(browser, lambda b: b.execute_script(
-                    "return !document.getElementById('sign-in').hidden"))
-            else:
-                signed_in(browser, gateway.base, admin, path)
-                until(browser, lambda b: b.execute_script(
-                    "return document.querySelectorAll('tbody tr, .note, dl dt').length > 0 ||"
-                    " !Array.prototype.every.call(document.querySelectorAll('[id$=-empty]'),"
-                    " function (e) { return e.hidden; })"))
-            name = (path.rsplit("/", 1)[-1] if path != f"/console/messages/{metric}"
-                    else "message") or "live"
             violations = axe_violations(browser)
             if violations:
                 found[f"{path} at {width}px"] = violations

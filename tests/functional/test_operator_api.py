@@ -92,3 +92,21 @@ def test_a_schedule_fires_now_as_its_creator(client: FlaskClient, auth: dict[str
     assert client.post("/api/v1/schedules/nothing/fire", headers=auth).status_code == 404
     refused = client.post("/api/v1/schedules/hourly-check/fire", headers=bearer("r", "reader"))
     assert refused.status_code == 403
+
+
+def test_a_sign_in_code_is_traded_for_its_token_once(client: FlaskClient, app: Flask) -> None:
+    """``POST /console/sign-in``: the token once, then a 404 problem; a body without a code
+    is a 422 problem."""
+    links = app.extensions[EXTENSION_KEY].sign_in_links
+    code = links.create("a-token")
+    first = client.post("/console/sign-in", json={"code": code})
+    assert first.status_code == 200 and first.get_json() == {"token": "a-token"}
+    assert first.headers["Cache-Control"] == "no-store"
+    again = client.post("/console/sign-in", json={"code": code})
+    assert again.status_code == 404 and again.mimetype == "application/problem+json"
+    assert "used already" in again.get_json()["detail"]
+    for body in ({}, {"code": 7}, ["x"]):
+        refused = client.post("/console/sign-in", json=body)
+        assert refused.status_code == 422 and refused.mimetype == "application/problem+json"
+    assert client.post("/console/sign-in", data="{", content_type="application/json"
+                       ).status_code == 400

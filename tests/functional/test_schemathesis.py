@@ -40,7 +40,7 @@ CHECKS = [not_a_server_error, negative_data_rejection, ignored_auth, *CONFORMANC
 EXAMPLES = 25
 #: Wall-clock budget of one generation mode's run: past it, the remaining examples are not
 #: sent (the run stays near its usual length on a slow machine).
-BUDGET_SECONDS = 30
+BUDGET_SECONDS = 15
 
 
 @pytest.fixture

@@ -39,15 +39,17 @@ def fast_bound() -> float:
 class CountingTarget:
     """A downstream that performs each ``Idempotency-Key`` once: ``calls`` counts every
     request per key, ``effects`` the keys performed. Each call takes ``delay`` seconds, so
-    calls are in flight when a fault lands."""
+    calls are in flight when a fault lands. It listens on ``host`` (another host's workers
+    reach it at the root namespace's bridge address)."""
 
-    def __init__(self, delay: float = 0.05) -> None:
+    def __init__(self, delay: float = 0.05, host: str = "127.0.0.1") -> None:
         self.delay = delay
+        self.host = host
         self.calls: Counter[str] = Counter()
         self.received = 0  # requests that arrived, finished or not
         self.unkeyed = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer((host, 0), self._handler())
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
@@ -62,7 +64,7 @@ class CountingTarget:
         """A rules file declaring this target as the http target ``name``."""
         path = directory / "counting-rules.yaml"
         path.write_text(json.dumps({"targets": {name: {
-            "executor": "http", "url": f"http://127.0.0.1:{self.port}/effect",
+            "executor": "http", "url": f"http://{self.host}:{self.port}/effect",
             "method": "POST", "timeout_seconds": 2}}}))
         return path
 

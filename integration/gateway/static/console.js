@@ -77,12 +77,29 @@
   function token() { return window.sessionStorage.getItem(TOKEN_KEY); }
 
   function takeTokenFromFragment() {
-    // The dev stack's one-time link: #token=... (a fragment never reaches the server).
-    var match = /^#token=([^&]+)/.exec(window.location.hash);
-    if (match) {
-      window.sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
-      window.history.replaceState(null, "", window.location.pathname + window.location.search);
+    // A sign-in link: #code=... (single use: exchanged once for its token) or #token=...;
+    // a fragment never reaches the server, and it leaves the address bar at once.
+    var match = /^#(code|token)=([^&]+)/.exec(window.location.hash);
+    if (!match) { return Promise.resolve(); }
+    window.history.replaceState(null, "", window.location.pathname + window.location.search);
+    var value = decodeURIComponent(match[2]);
+    if (match[1] === "token") {
+      window.sessionStorage.setItem(TOKEN_KEY, value);
+      return Promise.resolve();
     }
+    return fetch("/console/sign-in", {
+      method: "POST", credentials: "omit", cache: "no-store",
+      headers: {"Content-Type": "application/json", "Accept": "application/json"},
+      body: JSON.stringify({code: value})
+    }).then(function (response) {
+      return response.json().then(function (data) {
+        if (response.ok && data && data.token) {
+          window.sessionStorage.setItem(TOKEN_KEY, data.token);
+        } else {
+          signOut(problemText({status: response.status, data: data}));
+        }
+      });
+    }).catch(function () { signOut("The sign-in link could not be checked: sign in with a token."); });
   }
 
   function api(method, path, body) {
@@ -742,7 +759,7 @@
                "subscriptions": subscriptionsPage, "queues": queuesPage};
 
   function start() {
-    if (!token()) { showSignIn(""); return; }
+    if (!token()) { showSignIn($("sign-in-error").textContent); return; }
     api("GET", "/me").then(function (answer) {
       if (!answer.ok) {
         if (answer.status !== 401) { signOut(problemText(answer)); }
@@ -760,7 +777,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    takeTokenFromFragment();
+    var signedIn = takeTokenFromFragment();
     $("sign-in-form").addEventListener("submit", function (event) {
       event.preventDefault();
       var value = $("token").value.trim().replace(/^Bearer\s+/i, "");
@@ -770,6 +787,6 @@
       start();
     });
     $("sign-out").addEventListener("click", function () { signOut(""); });
-    start();
+    signedIn.then(start);
   });
 })();
