@@ -53,7 +53,7 @@ def get_settings() -> Settings:
 def ping_store(settings: Settings) -> None:
     """Ask the store's Redis for an answer within the publish timeout, as start-up checks do;
     raises redis-py's errors (``AuthenticationError`` for a wrong password)."""
-    client = redis_client(settings)
+    client = redis_client(settings, health_check_interval=0)
     try:
         client.ping()
     finally:

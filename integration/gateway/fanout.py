@@ -167,7 +167,7 @@ class WebSocketHub:
         """One XREAD BLOCK loop for all subscribers; stops when the last one leaves."""
         settings = self.settings
         block_ms = settings.ws_read_block_ms
-        client = redis_client(settings,
+        client = redis_client(settings, health_check_interval=0,
                               socket_timeout=block_ms / 1000 + settings.publish_timeout_seconds)
         try:
             while True:

@@ -27,9 +27,10 @@ def redis_client(settings: Settings, *, timeout: float | None = None,
                  socket_timeout: float | None = None, health_check_interval: float = 30,
                  retries: int = 0) -> redis.Redis:
     """A client of the store's Redis: connect and reads bounded by ``timeout`` (the publish
-    timeout unless given; ``socket_timeout`` for reads that block longer), no silent retries
-    unless ``retries`` (a write either lands once or fails to the caller, whose own policy
-    decides what happens next)."""
+    timeout unless given; ``socket_timeout`` for reads that block longer), idle connections
+    checked after ``health_check_interval`` (0: never; through the sentinels, at most
+    their setting), no silent retries unless ``retries`` (a write either lands once or
+    fails to the caller, whose own policy decides what happens next)."""
     timeout = settings.publish_timeout_seconds if timeout is None else timeout
     options: dict[str, Any] = {
         "socket_connect_timeout": timeout,
