@@ -5,9 +5,9 @@ Check that it imports with ``python -m celeryconfig``.
 
 from __future__ import annotations
 
-from integration.app import default_registry, get_settings, route_task
+from integration.app import declared_queues, default_registry, get_settings, route_task
 from integration.broker.kombu_redis import use_for_redis_urls
-from integration.messages.routing import DEFAULT_QUEUE, declare_queues
+from integration.messages.routing import DEFAULT_QUEUE
 from integration.schedules.store import beat_key_prefix, redbeat_options, redbeat_url
 from integration.security.secrets import refuse_weak_secrets
 from integration.store.redis_client import broker_sentinel_options
@@ -77,7 +77,10 @@ worker_prefetch_multiplier = 1
 # and the delivery claim and the finished status keep its effect to one.
 worker_cancel_long_running_tasks_on_connection_loss = False
 
-task_queues = declare_queues(default_registry())
+# RabbitMQ refuses a queue declared again with other arguments (PRECONDITION_FAILED): every
+# process declares them from the same settings (INTEGRATION_AMQP_QUEUE_TYPE). With quorum
+# queues Celery turns off global QoS by itself (worker_detect_quorum_queues).
+task_queues = declared_queues(_settings)
 task_default_queue = DEFAULT_QUEUE
 task_routes = (route_task,)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from limits.storage import Storage, storage_from_string
@@ -30,7 +30,7 @@ from integration.loop.types import builtin_types
 from integration.messages.envelope import Envelope
 from integration.messages.jsonlimits import JsonLimits
 from integration.messages.registry import Registry, load_types
-from integration.messages.routing import Router
+from integration.messages.routing import Router, declare_queues
 from integration.schedules.file import load_schedule_file
 from integration.schedules.spec import ScheduleSpec
 from integration.security.egress import Egress, egress_from_settings
@@ -42,6 +42,9 @@ from integration.store.records import store_from_settings
 from integration.store.redis_client import limits_storage, redis_client
 from integration.store.replication import ReplicaWait
 from integration.worker.guards import Guards, GuardSettings
+
+if TYPE_CHECKING:
+    from kombu import Queue
 
 
 @cache
@@ -90,6 +93,13 @@ def default_subscriptions() -> tuple[Subscription, ...]:
 route_task = Router(default_registry)
 
 
+def declared_queues(settings: Settings) -> list[Queue]:
+    """Every queue as this process declares it (``celeryconfig.task_queues``): quorum queues
+    when the settings ask for them and the broker is RabbitMQ, classic otherwise."""
+    limit = settings.amqp_delivery_limit if settings.quorum_queues else None
+    return declare_queues(default_registry(), delivery_limit=limit)
+
+
 # -- the self-healing loop -----------------------------------------------------------------
 
 @cache
@@ -132,6 +142,8 @@ def build_submitter(settings: Settings, origin: str, *, coalesce: int = 0,
     # Producers never import tasks/: they send by task name with celeryconfig's settings.
     celery = create_celery(f"integration.{origin}")
     celery.conf.broker_url = settings.broker
+    # Declared as these settings say, even where celeryconfig was imported with others.
+    celery.conf.task_queues = declared_queues(settings)
     # Through the sentinels, the broker is the store's master, opened the store's way.
     broker_client = redis_client(settings) if settings.sentinels and not settings.broker_url \
         else None

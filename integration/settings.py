@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     #: How long the gateway's replica wait lasts at most, in milliseconds (below
     #: ``INTEGRATION_PUBLISH_TIMEOUT_SECONDS``, which bounds every store call).
     redis_replica_wait_timeout_ms: int = Field(500, ge=1)
+    #: RabbitMQ: the type of every queue the service declares (each message type's, each
+    #: consumer's, the default queue and Celery's). ``quorum`` replicates them across a
+    #: cluster and adds a delivery limit and a dead-letter queue; switching an existing
+    #: deployment means deleting its queues first (docs/operations.md). Ignored on a Redis
+    #: broker.
+    amqp_queue_type: Literal["classic", "quorum"] = "classic"
+    #: RabbitMQ quorum queues: deliveries of one message that end without an answer (a worker
+    #: killed mid-task, a store outage) beyond which RabbitMQ moves it to the
+    #: ``integration.dead-letter`` queue, where a worker records it ``dead``. A backstop for when
+    #: the service's own attempt count cannot run; keep it above every type's attempt limit.
+    amqp_delivery_limit: int = Field(20, ge=1)
 
     # -- tokens and roles ----------------------------------------------------------------------
     #: HMAC secret that verifies bearer tokens. Production refuses a placeholder or one under 128
@@ -437,6 +448,11 @@ class Settings(BaseSettings):
         """The sentinels' addresses; empty without Sentinel."""
         return _addresses(self.redis_sentinels) if self.redis_sentinels else []
 
+    @property
+    def quorum_queues(self) -> bool:
+        """Quorum queues are asked for and the broker is RabbitMQ."""
+        return self.amqp_queue_type == "quorum" and on_amqp(self.broker)
+
 
 class DevStackSettings(Settings):
     """Settings of ``integration up``: a deployment's connection and secret keys in ``.env``
@@ -484,6 +500,11 @@ def _bracketed(host: str) -> str:
 
 #: The schemes redis-py takes (a URL without one fails at the first connection).
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def on_amqp(url: str) -> bool:
+    """Whether a broker URL names RabbitMQ (AMQP 0.9.1)."""
+    return url.partition("://")[0].lower() in ("amqp", "amqps", "pyamqp")
 
 
 def _with_scheme(url: str, variable: str, schemes: tuple[str, ...]) -> str:

@@ -29,7 +29,7 @@ from integration.messages import tracecontext
 from integration.messages.jsonlimits import JsonLimits
 from integration.messages.registry import UnknownType
 from integration.messages.retry import default_policy
-from integration.messages.routing import CELERY_QUEUE, PROCESS_TASK
+from integration.messages.routing import CELERY_QUEUE, DEAD_LETTER_QUEUE, PROCESS_TASK
 from integration.messages.status import Status
 from integration.worker.processor import Delivery, Outcome, Processor
 from tasks.app import app
@@ -121,6 +121,8 @@ def process(self: ProcessingTask, envelope: Any) -> Outcome:
     info = self.request.delivery_info or {}
     if isinstance(envelope, dict) and not envelope.get("id"):
         envelope = {**envelope, "id": self.request.id}  # the status API knows the task id
+    if info.get("routing_key") == DEAD_LETTER_QUEUE:
+        return dead_lettered(self.processor, envelope, self.request.id)
     if info.get("routing_key") == CELERY_QUEUE:
         passed_on = pass_on(self.submitter, envelope, self.request.id)
         if passed_on is not None:
@@ -149,6 +151,25 @@ def process(self: ProcessingTask, envelope: Any) -> Outcome:
     if outcome.status in _RETRY:
         raise waiting(outcome)
     return outcome
+
+
+def dead_lettered(processor: Processor, envelope: Any, task_id: str) -> Outcome:
+    """A message RabbitMQ moved to the dead-letter queue (over the quorum queues' delivery
+    limit) is recorded ``dead`` without running again; one already final, or without a record
+    (a direct caller's that never started), is only logged."""
+    kind = _type_name(envelope)
+    try:
+        status = processor.delivery_limit_exceeded(
+            envelope, Delivery(task_id=task_id, queue=DEAD_LETTER_QUEUE),
+            get_settings().amqp_delivery_limit)
+    except redis.RedisError as exc:
+        raise hand_back(exc) from None
+    if status is None:
+        log.warning("dead-lettered message not recorded dead: it has no record or is final",
+                    task_id=task_id, type=kind)
+        return Outcome(status=Status.DEAD, type=kind, channel="direct")
+    raise dead(Outcome(status=Status.DEAD, type=kind, channel="direct",
+                       error="DeliveryLimitExceeded"))
 
 
 def _type_name(envelope: Any) -> str:

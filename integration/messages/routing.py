@@ -20,6 +20,9 @@ DEFAULT_QUEUE = "integration.default"
 #: Celery's own default queue, where a producer without this configuration sends the task;
 #: workers consume it and pass each message on to its type's queue.
 CELERY_QUEUE = "celery"
+#: RabbitMQ quorum queues: where a message delivered more often than the delivery limit goes
+#: (through an exchange of the same name); a worker consuming it records the message dead.
+DEAD_LETTER_QUEUE = "integration.dead-letter"
 
 
 def queue_for(message_type: str, registry: Registry) -> str:
@@ -35,10 +38,29 @@ def queue_names(registry: Registry) -> list[str]:
     return [*registry.queues(), DEFAULT_QUEUE, CELERY_QUEUE]
 
 
-def declare_queues(registry: Registry) -> list[Queue]:
-    """One durable queue per message type, plus the default queue and Celery's."""
-    return [Queue(name, Exchange(name, type="direct"), routing_key=name)
-            for name in queue_names(registry)]
+def declare_queues(registry: Registry, *, delivery_limit: int | None = None) -> list[Queue]:
+    """One durable queue per message type, plus the default queue and Celery's; with a
+    ``delivery_limit``, RabbitMQ quorum queues that move a message delivered more often than
+    that to the dead-letter queue, which is declared too."""
+    if delivery_limit is None:
+        return [_queue(name) for name in queue_names(registry)]
+    return [*(_queue(name, quorum_arguments(delivery_limit)) for name in queue_names(registry)),
+            _queue(DEAD_LETTER_QUEUE, {"x-queue-type": "quorum"})]
+
+
+def quorum_arguments(delivery_limit: int) -> dict[str, Any]:
+    """The arguments of every quorum queue but the dead-letter queue. At-least-once
+    dead-lettering (RabbitMQ 3.10+) keeps a message until the dead-letter queue confirms it;
+    it needs the ``reject-publish`` overflow."""
+    return {"x-queue-type": "quorum", "x-delivery-limit": delivery_limit,
+            "x-dead-letter-exchange": DEAD_LETTER_QUEUE,
+            "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
+            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+def _queue(name: str, arguments: dict[str, Any] | None = None) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name,
+                 queue_arguments=arguments)
 
 
 class Router:

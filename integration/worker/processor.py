@@ -199,6 +199,22 @@ class Processor:
     def revoke(self, raw: Any, delivery: Delivery, reason: str) -> Status | None:
         """Celery revoked this delivery (an operator, an expiry): the message ends ``dead``
         with a ``Revoked`` error, so it shows in the dead letters instead of staying queued."""
+        return self._give_up(raw, delivery, {
+            "type": "Revoked", "reason": reason,
+            "message": f"the Celery task was {reason} before it could finish"})
+
+    def delivery_limit_exceeded(self, raw: Any, delivery: Delivery, limit: int
+                                ) -> Status | None:
+        """RabbitMQ dead-lettered the message: more than ``limit`` of its deliveries ended
+        without an answer (each killed its worker before the attempt was counted, or was
+        handed back). It ends ``dead``, replayable, without running again."""
+        return self._give_up(raw, delivery, {
+            "type": "DeliveryLimitExceeded", "limit": limit,
+            "message": f"RabbitMQ delivered it more than {limit} times without an answer "
+                       "(workers lost, or the store unreachable)"})
+
+    def _give_up(self, raw: Any, delivery: Delivery, error: dict[str, Any]) -> Status | None:
+        """The message ends ``dead`` with ``error`` unless it has no record or is final."""
         raw_map = raw if isinstance(raw, Mapping) else {}
         message_id = _usable_id(raw_map.get("id")) or _usable_id(delivery.task_id)
         if message_id is None:
@@ -210,10 +226,9 @@ class Processor:
         message_type = raw_type if isinstance(raw_type, str) and raw_type in self.registry \
             else "unknown"
         correlation = _usable_id(raw_map.get("correlationid"))
-        self._notes = {"owner": self.store.delivery_state(message_id).owner}
-        self._finish(message_id, message_type, Status.DEAD, None, "error",
-                     {"type": "Revoked", "reason": reason,
-                      "message": f"the Celery task was {reason} before it could finish"},
+        self._notes = {"owner": self.store.delivery_state(message_id).owner,
+                       "type": message_type}
+        self._finish(message_id, message_type, Status.DEAD, None, "error", error,
                      correlation=correlation)
         return Status.DEAD
 

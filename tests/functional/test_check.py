@@ -256,6 +256,13 @@ def test_inconsistent_durations_are_errors(overrides: dict[str, str], expected: 
     assert any(expected in m for m in messages), messages
 
 
+def test_quorum_queues_on_a_redis_broker_are_a_warning(good_env: dict[str, str]) -> None:
+    """The setting does nothing on Redis, and check says so rather than staying silent."""
+    result = run_check({**good_env, "INTEGRATION_AMQP_QUEUE_TYPE": "quorum"}, "--json")
+    assert [m for c, m in findings(result, "warning")
+            if c == "broker" and "INTEGRATION_AMQP_QUEUE_TYPE=quorum is ignored" in m]
+
+
 def test_an_idempotency_key_outliving_its_status_is_a_warning(
         good_env: dict[str, str]) -> None:
     """A key kept longer than the status record would point at an expired status URL."""

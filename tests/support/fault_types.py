@@ -125,6 +125,8 @@ TYPES = [
                 retry=RetryPolicy(max_attempts=8, base_delay_seconds=0.2, max_delay_seconds=1),
                 target=lambda p: f"test:{p.target}"),
     MessageType("test.crash", Crash, handle_crash, "Kills its worker.", retry=FAST_RETRIES),
+    MessageType("test.crash-once", Crash, handle_crash, "Kills its worker; one attempt.",
+                retry=RetryPolicy(max_attempts=1)),
     MessageType("test.patient", Flaky, handle_flaky, "Retries after a long wait.",
                 retry=RetryPolicy(max_attempts=2, base_delay_seconds=12, max_delay_seconds=12,
                                   jitter=False)),

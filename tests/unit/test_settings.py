@@ -117,3 +117,14 @@ def test_a_stopped_stack_is_named_when_a_command_falls_back(
     _record(folder, _dead_pid())
     CliRunner().invoke(main, ["token", "issue", "--sub", "x", "--role", "admin"])
     assert "is not running; INTEGRATION_REDIS_URL comes from the default" in caplog.text
+
+
+def test_quorum_queues_only_on_rabbitmq() -> None:
+    """``INTEGRATION_AMQP_QUEUE_TYPE=quorum`` applies to an AMQP broker and is ignored on Redis;
+    classic stays the default."""
+    amqp = "amqp://guest:guest@127.0.0.1:5672//"
+    assert not Settings(broker_url=amqp).quorum_queues
+    assert Settings(broker_url=amqp, amqp_queue_type="quorum").quorum_queues
+    assert not Settings(amqp_queue_type="quorum").quorum_queues
+    with pytest.raises(ValueError, match="amqp_queue_type"):
+        Settings(amqp_queue_type="stream")

@@ -35,6 +35,9 @@ def check_store(ctx: Context) -> Iterator[Finding]:
 def check_broker(ctx: Context) -> Iterator[Finding]:
     settings = ctx.settings
     url = settings.broker
+    if settings.amqp_queue_type == "quorum" and not settings.quorum_queues:
+        yield warning("broker", "INTEGRATION_AMQP_QUEUE_TYPE=quorum is ignored: the broker is "
+                                "not RabbitMQ")
     if url == settings.redis_url and "store" in ctx.groups:
         yield ok("broker", "the store's Redis (INTEGRATION_BROKER_URL is not set)")
         return
@@ -51,14 +54,59 @@ def check_broker(ctx: Context) -> Iterator[Finding]:
         return
     from kombu import Connection
 
-    try:
-        with Connection(url, connect_timeout=ctx.timeout) as connection:
+    with Connection(url, connect_timeout=ctx.timeout) as connection:
+        try:
             connection.ensure_connection(max_retries=0, timeout=ctx.timeout)
-    except Exception as exc:  # noqa: BLE001 - every transport raises its own errors
-        yield error("broker", f"{variable} {shown(url)} does not answer within "
-                              f"{ctx.timeout:g} s: {type(exc).__name__}: {exc}")
-        return
-    yield ok("broker", f"{variable} {shown(url)} answers")
+        except Exception as exc:  # noqa: BLE001 - every transport raises its own errors
+            yield error("broker", f"{variable} {shown(url)} does not answer within "
+                                  f"{ctx.timeout:g} s: {type(exc).__name__}: {exc}")
+            return
+        yield ok("broker", f"{variable} {shown(url)} answers")
+        try:
+            yield from _queue_types(ctx, connection)
+        except Exception as exc:  # noqa: BLE001 - reported, as the connection's errors are
+            yield error("broker", f"the queues' types cannot be checked: "
+                                  f"{type(exc).__name__}: {exc}")
+
+
+def _queue_types(ctx: Context, connection: Any) -> Iterator[Finding]:
+    """RabbitMQ: every existing queue of the service has the arguments these settings declare
+    it with (queue type, delivery limit); a queue of another type makes every worker and the
+    gateway fail to declare it. A passive declare cannot tell the type, so each existing queue
+    is declared again with the expected arguments: the broker refuses a difference."""
+    from integration.app import declared_queues, default_registry
+
+    settings = ctx.settings
+    if settings.quorum_queues:
+        largest = max((t.retry.max_attempts if t.retry else settings.retry_max_attempts)
+                      for t in default_registry())
+        if settings.amqp_delivery_limit < largest:
+            yield warning("broker", f"INTEGRATION_AMQP_DELIVERY_LIMIT "
+                                    f"({settings.amqp_delivery_limit}) is below the largest "
+                                    f"attempt limit of a message type ({largest}): RabbitMQ "
+                                    "dead-letters a message that keeps killing workers before "
+                                    "the service counts its attempts out")
+    differing, existing = [], 0
+    for queue in declared_queues(settings):
+        channel = connection.channel()
+        try:
+            channel.queue_declare(queue=queue.name, passive=True)
+        except connection.channel_errors:
+            continue  # not declared yet: the first worker or publish declares it
+        existing += 1
+        try:
+            queue.bind(channel).queue_declare()  # its flags and arguments, as Celery's
+        except connection.channel_errors as exc:
+            differing.append(f"{queue.name} ({getattr(exc, 'reply_text', exc)})")
+            continue
+        channel.close()
+    want = settings.amqp_queue_type if settings.quorum_queues else "classic"
+    for problem in differing:
+        yield error("broker", f"queue {problem}: it was declared otherwise than "
+                              f"INTEGRATION_AMQP_QUEUE_TYPE={want} declares it; delete it once "
+                              "drained (docs/operations.md, quorum queues)")
+    if not differing:
+        yield ok("broker", f"{existing} existing queues are {want} queues as declared")
 
 
 def _check_sentinels(ctx: Context, check: str = "store") -> Iterator[Finding]:
@@ -220,7 +268,7 @@ def check_queues(ctx: Context) -> Iterator[Finding]:
     import redis
 
     from integration.app import build_submitter, default_registry
-    from integration.messages.routing import CELERY_QUEUE, queue_names
+    from integration.messages.routing import CELERY_QUEUE, DEAD_LETTER_QUEUE, queue_names
     from integration.worker.heartbeats import Heartbeats
     from integration.worker.queues import unconsumed
 
@@ -231,7 +279,10 @@ def check_queues(ctx: Context) -> Iterator[Finding]:
     try:
         submitter = build_submitter(settings, origin="check")
         consumers = Heartbeats(submitter.store.client, settings.key_prefix).consumers()
-        queues = list(dict.fromkeys([*queue_names(default_registry()), *sorted(consumers)]))
+        # With quorum queues, also the dead-letter queue: its messages wait to be recorded dead.
+        declared = [*queue_names(default_registry()),
+                    *([DEAD_LETTER_QUEUE] if settings.quorum_queues else [])]
+        queues = list(dict.fromkeys([*declared, *sorted(consumers)]))
         depths = submitter.publisher.queue_depths(queues)
     except (redis.RedisError, OSError) as exc:
         yield error("queues", f"the queues cannot be read: {type(exc).__name__}: {exc}")

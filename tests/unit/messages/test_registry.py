@@ -66,6 +66,24 @@ def test_router_sends_process_calls_to_the_queue_of_their_type() -> None:
 def test_declare_queues_include_the_default_queue_and_celerys() -> None:
     names = [queue.name for queue in declare_queues(Registry([TICKET]))]
     assert names == ["ticket", DEFAULT_QUEUE, CELERY_QUEUE]
+    assert all(queue.queue_arguments is None for queue in declare_queues(Registry([TICKET])))
+
+
+def test_quorum_queues_carry_the_delivery_limit_and_dead_letter_to_their_own_queue() -> None:
+    """With a delivery limit every queue is a quorum queue that dead-letters (at least once)
+    to the dead-letter queue, which is declared too, as a quorum queue without a limit."""
+    from integration.messages.routing import DEAD_LETTER_QUEUE
+
+    queues = declare_queues(Registry([TICKET]), delivery_limit=7)
+    assert [q.name for q in queues] == ["ticket", DEFAULT_QUEUE, CELERY_QUEUE, DEAD_LETTER_QUEUE]
+    for queue in queues[:-1]:
+        assert queue.queue_arguments == {
+            "x-queue-type": "quorum", "x-delivery-limit": 7,
+            "x-dead-letter-exchange": DEAD_LETTER_QUEUE,
+            "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
+            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    assert queues[-1].queue_arguments == {"x-queue-type": "quorum"}
+    assert queues[-1].exchange.name == queues[-1].routing_key == DEAD_LETTER_QUEUE
 
 
 def test_entry_points_add_types(monkeypatch: pytest.MonkeyPatch) -> None:
