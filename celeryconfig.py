@@ -8,8 +8,9 @@ from __future__ import annotations
 from integration.app import declared_queues, default_registry, get_settings, route_task
 from integration.broker.kombu_redis import use_for_redis_urls
 from integration.messages.routing import DEFAULT_QUEUE
-from integration.schedules.store import beat_key_prefix, redbeat_options
+from integration.schedules.store import beat_key_prefix, redbeat_options, redbeat_url
 from integration.security.secrets import refuse_weak_secrets
+from integration.store.redis_client import broker_sentinel_options
 from integration.worker.recovery import check_durations, check_recovery_bound
 
 _settings = get_settings()
@@ -43,6 +44,18 @@ task_publish_retry_policy = {
     "interval_step": 0.2,
     "interval_max": 0.5,
 }
+if _settings.sentinels and not _settings.broker_url:
+    # The master behind the sentinels: kombu asks them for its address at every connect, and
+    # a consumer on a master that vanished without a word notices within the health check.
+    broker_transport_options.update(broker_sentinel_options(_settings))
+    # A publish outlasts a failover (the sentinels' detection and election) instead of
+    # failing within a second; every try is still bounded by the socket timeouts.
+    task_publish_retry_policy = {
+        "max_retries": max(2, int(_settings.redis_failover_seconds)),
+        "interval_start": 0,
+        "interval_step": 0.5,
+        "interval_max": 1.0,
+    }
 
 # JSON only: a pickled message pushed into the broker is never deserialized.
 task_serializer = "json"
@@ -97,7 +110,7 @@ enable_utc = True
 # loop and beat keeps no local state; a lock makes one beat of several the active one.
 beat_scheduler = "tasks.beat:Scheduler"
 beat_max_loop_interval = _settings.beat_max_loop_interval_seconds
-redbeat_redis_url = _settings.redis_url
+redbeat_redis_url = redbeat_url(_settings)
 redbeat_key_prefix = beat_key_prefix(_settings.key_prefix)
 redbeat_lock_timeout = _settings.beat_lock_timeout_seconds
 redbeat_redis_options = redbeat_options(_settings)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from limits.storage import Storage, storage_from_string
 
 from integration.broker.celery_app import create_celery
 from integration.broker.publisher import Publisher
@@ -40,6 +39,7 @@ from integration.security.revocations import Revocations
 from integration.security.rights import CreatorRights
 from integration.settings import Settings
 from integration.store.records import store_from_settings
+from integration.store.redis_client import limits_storage, redis_client
 from integration.store.replication import ReplicaWait
 from integration.worker.guards import Guards, GuardSettings
 
@@ -56,10 +56,7 @@ def get_settings() -> Settings:
 def ping_store(settings: Settings) -> None:
     """Ask the store's Redis for an answer within the publish timeout, as start-up checks do;
     raises redis-py's errors (``AuthenticationError`` for a wrong password)."""
-    client = redis.Redis.from_url(settings.redis_url,
-                                  socket_connect_timeout=settings.publish_timeout_seconds,
-                                  socket_timeout=settings.publish_timeout_seconds,
-                                  retry=Retry(NoBackoff(), 0))
+    client = redis_client(settings, health_check_interval=0)
     try:
         client.ping()
     finally:
@@ -147,8 +144,12 @@ def build_submitter(settings: Settings, origin: str, *, coalesce: int = 0,
     celery.conf.broker_url = settings.broker
     # Declared as these settings say, even where celeryconfig was imported with others.
     celery.conf.task_queues = declared_queues(settings)
+    # Through the sentinels, the broker is the store's master, opened the store's way.
+    broker_client = redis_client(settings) if settings.sentinels and not settings.broker_url \
+        else None
     publisher = Publisher(celery, settings.broker, timeout=settings.publish_timeout_seconds,
-                          chunk_size=settings.publish_chunk_size, origin=origin)
+                          chunk_size=settings.publish_chunk_size, origin=origin,
+                          client=broker_client)
     limits = JsonLimits(max_depth=settings.max_json_depth,
                         max_string=settings.max_string_length)
     store = store_from_settings(settings)
@@ -162,13 +163,14 @@ def build_submitter(settings: Settings, origin: str, *, coalesce: int = 0,
 
 
 def build_guards(settings: Settings, client: redis.Redis) -> Guards:
+    limits_uri, limits_options = limits_storage(settings)
     return Guards(client, settings.key_prefix, GuardSettings(
         fail_max=settings.breaker_fail_max,
         reset_timeout=settings.breaker_reset_timeout_seconds,
         action_rate_limit=settings.action_rate_limit,
         loop_limit=settings.loop_limit,
         loop_window=settings.loop_window_seconds,
-    ), settings.redis_url)
+    ), cast(Storage, storage_from_string(limits_uri, **limits_options)))
 
 
 def build_dispatcher(submitter: Submitter) -> Dispatcher:

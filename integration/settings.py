@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from typing import ClassVar, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -58,6 +59,26 @@ class Settings(BaseSettings):
     #: The broker when it is not the store's Redis (``amqp://…`` for RabbitMQ); unset: the store's
     #: Redis.
     broker_url: str | None = None
+    #: Redis Sentinel: the sentinels' addresses (``host:port``, separated by commas). Set, every
+    #: component asks them for the current master of ``INTEGRATION_REDIS_SENTINEL_MASTER`` and
+    #: follows a failover; ``INTEGRATION_REDIS_URL`` then gives only the database, user and
+    #: password (its host is not used), and the broker is that master unless
+    #: ``INTEGRATION_BROKER_URL`` is set.
+    redis_sentinels: str | None = None
+    #: Redis Sentinel: the name under which the sentinels monitor the master.
+    redis_sentinel_master: str = Field("mymaster", pattern=r"^[A-Za-z0-9_.-]+$")
+    #: Redis Sentinel: the password of the sentinels themselves (``requirepass`` in their
+    #: configuration), when they have one; the data's password stays in
+    #: ``INTEGRATION_REDIS_URL``.
+    redis_sentinel_password: SecretStr | None = None
+    #: Redis Sentinel: how often an idle connection is checked before use, and how long a
+    #: worker's wait for messages may outlast its poll before the connection is replaced: the
+    #: bound on noticing a master that vanished without closing its connections.
+    redis_health_check_interval_seconds: int = Field(2, ge=1, le=300)
+    #: Redis Sentinel: how long a publish through Celery (beat, a direct caller) retries while
+    #: a replica is promoted; longer than the sentinels' ``down-after-milliseconds`` plus
+    #: their election.
+    redis_failover_seconds: float = Field(30.0, gt=0, le=600)
     #: Replicas of the store's Redis that must acknowledge the gateway's writes of a
     #: submission (its record and, on a Redis broker, its enqueue) before it is answered 202:
     #: the gateway calls ``WAIT`` once per flush. On a timeout the answer is a 503 saying the
@@ -301,6 +322,14 @@ class Settings(BaseSettings):
         schemes = (*first, *sorted({a.lower() for a in TRANSPORT_ALIASES} - set(first)))
         return None if url is None else _with_scheme(url, "INTEGRATION_BROKER_URL", schemes)
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            _addresses(value)
+            return value
+        return None
+
     @model_validator(mode="after")
     def _replica_wait_within_timeout(self) -> Settings:
         # The store's socket timeout would cut a longer wait short as a lost connection.
@@ -406,8 +435,18 @@ class Settings(BaseSettings):
 
     @property
     def broker(self) -> str:
-        """The broker URL: ``BROKER_URL`` when set, otherwise the store's Redis."""
-        return self.broker_url or self.redis_url
+        """The broker URL: ``BROKER_URL`` when set, otherwise the store's Redis (through the
+        sentinels, ``sentinel://…``, when they are set)."""
+        if self.broker_url:
+            return self.broker_url
+        if self.sentinels:
+            return sentinel_broker_url(self.redis_url, self.sentinels)
+        return self.redis_url
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """The sentinels' addresses; empty without Sentinel."""
+        return _addresses(self.redis_sentinels) if self.redis_sentinels else []
 
     @property
     def quorum_queues(self) -> bool:
@@ -429,6 +468,34 @@ class _VariablesSource(EnvSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], values: dict[str, str]) -> None:
         super().__init__(settings_cls)
         self.env_vars = {k.lower(): v for k, v in values.items()}
+
+
+def _addresses(value: str) -> list[tuple[str, int]]:
+    """``host:port`` pairs separated by commas (``[::1]:26379`` for IPv6)."""
+    addresses = []
+    for item in (part.strip() for part in value.split(",")):
+        host, colon, port = item.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"INTEGRATION_REDIS_SENTINELS: {item!r} is not host:port "
+                             "(write host:26379,host:26379,…)")
+        addresses.append((host.removeprefix("[").removesuffix("]"), int(port)))
+    return addresses
+
+
+def sentinel_broker_url(redis_url: str, sentinels: list[tuple[str, int]]) -> str:
+    """kombu's URL of the master behind ``sentinels``, with ``redis_url``'s credentials and
+    database: ``sentinel://[user:password@]host:port/db`` for each sentinel, joined by ``;``."""
+    parts = urlsplit(redis_url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    db = parts.path.strip("/") or "0"
+    if parts.scheme == "unix":
+        db = dict(parse_qsl(parts.query)).get("db", "0")
+    at = f"{userinfo}@" if userinfo else ""
+    return ";".join(f"sentinel://{at}{_bracketed(host)}:{port}/{db}" for host, port in sentinels)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 #: The schemes redis-py takes (a URL without one fails at the first connection).

@@ -24,7 +24,8 @@ DEV_SECRET_FILE = "jwt-secret"
 #: Variables that connect a process to a deployment or sign its tokens: a dev stack ignores
 #: them in ``.env`` (set them in the environment to use them).
 DEPLOYMENT_KEYS = ("INTEGRATION_REDIS_URL", "INTEGRATION_BROKER_URL", "INTEGRATION_JWT_SECRET",
-                   "INTEGRATION_ENV")
+                   "INTEGRATION_ENV", "INTEGRATION_REDIS_SENTINELS",
+                   "INTEGRATION_REDIS_SENTINEL_MASTER", "INTEGRATION_REDIS_SENTINEL_PASSWORD")
 
 
 def run_dir() -> Path:

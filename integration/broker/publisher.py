@@ -166,10 +166,13 @@ class PublishOutcome:
 
 
 class Publisher:
-    """Publishes envelopes to their queues; never hangs longer than the configured timeout."""
+    """Publishes envelopes to their queues; never hangs longer than the configured timeout.
+
+    ``client`` is the broker's Redis when ``broker_url`` does not name the server (the master
+    behind sentinels, ``sentinel://``)."""
 
     def __init__(self, celery_app: Celery, broker_url: str, *, timeout: float,
-                 chunk_size: int, origin: str) -> None:
+                 chunk_size: int, origin: str, client: redis.Redis | None = None) -> None:
         self.app = celery_app
         self.chunk_size = chunk_size
         self._origin = origin
@@ -180,7 +183,9 @@ class Publisher:
         if scheme in _AMQP_SCHEMES:
             self._confirmed = ConfirmedPublisher(celery_app, TaskFrames(celery_app, origin),
                                                  timeout=timeout)
-        if scheme in _REDIS_SCHEMES:
+        if client is not None:  # the URL does not say the server (Sentinel)
+            self._redis = client
+        elif scheme in _REDIS_SCHEMES:
             self._redis = redis.Redis.from_url(
                 broker_url, socket_timeout=timeout, socket_connect_timeout=timeout,
                 health_check_interval=30, retry=Retry(NoBackoff(), 0),
@@ -213,9 +218,11 @@ class Publisher:
         broker messages in the same transaction as status records."""
         if self._redis is None:
             return False
-        mine = self._redis.connection_pool.connection_kwargs
-        theirs = client.connection_pool.connection_kwargs
-        return all(mine.get(k) == theirs.get(k) for k in ("host", "port", "path", "db"))
+        mine, theirs = self._redis.connection_pool, client.connection_pool
+        # Behind sentinels the address is the master's of the moment: the service names it.
+        return getattr(mine, "service_name", None) == getattr(theirs, "service_name", None) \
+            and all(mine.connection_kwargs.get(k) == theirs.connection_kwargs.get(k)
+                    for k in ("host", "port", "path", "db"))
 
     def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
         """Messages waiting in each queue (one round trip on Redis)."""

@@ -12,8 +12,6 @@ from fnmatch import fnmatchcase
 from typing import Any, cast
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from integration import logs
 from integration.gateway.websocket import (
@@ -27,6 +25,7 @@ from integration.security.revocations import Revocations
 from integration.security.verification import TokenClaims
 from integration.settings import Settings
 from integration.store.records import StatusStore
+from integration.store.redis_client import redis_client
 
 log = logs.get_logger("integration.gateway.ws")
 
@@ -168,10 +167,8 @@ class WebSocketHub:
         """One XREAD BLOCK loop for all subscribers; stops when the last one leaves."""
         settings = self.settings
         block_ms = settings.ws_read_block_ms
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=settings.publish_timeout_seconds,
-            socket_timeout=block_ms / 1000 + settings.publish_timeout_seconds,
-            retry=Retry(NoBackoff(), 0))
+        client = redis_client(settings, health_check_interval=0,
+                              socket_timeout=block_ms / 1000 + settings.publish_timeout_seconds)
         try:
             while True:
                 with self._lock:

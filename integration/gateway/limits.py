@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
@@ -23,6 +22,7 @@ from integration.gateway.metrics import gateway_metrics
 from integration.gateway.ratelimitstore import coalesced_uri
 from integration.messages.problems import TooManyRequests
 from integration.settings import Settings
+from integration.store.redis_client import limits_storage
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,14 @@ def _too_many_requests(limit: RequestLimit) -> Response:
 
 
 def init_limiter(app: Flask, settings: Settings, *blueprints: Blueprint) -> Limiter:
-    timeouts: dict[str, Any] = {"socket_timeout": settings.publish_timeout_seconds,
-                                "socket_connect_timeout": settings.publish_timeout_seconds}
+    uri, options = limits_storage(settings)
+    options = {**options, "socket_timeout": settings.publish_timeout_seconds,
+               "socket_connect_timeout": settings.publish_timeout_seconds}
     limiter = Limiter(
         key_func=get_remote_address,
         app=app,
-        storage_uri=coalesced_uri(settings.redis_url),
-        storage_options=timeouts,
+        storage_uri=coalesced_uri(uri),
+        storage_options=options,
         strategy=settings.rate_limit_strategy,
         default_limits=[settings.anonymous_rate_limit],
         default_limits_exempt_when=lambda: request.endpoint in UNLIMITED_ENDPOINTS,

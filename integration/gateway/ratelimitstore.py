@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import redis
-from limits.storage import RedisStorage
+from limits.storage import RedisSentinelStorage, RedisStorage
 
 from integration.broker.coalescer import Coalescer
 from integration.store.connections import execute_loading, own_connections
@@ -33,11 +33,19 @@ SCHEME_PREFIX = "integration+"
 Call = tuple[Any, list[Any], list[Any]]
 
 
-class CoalescedRedisStorage(RedisStorage):
-    STORAGE_SCHEME = [f"{SCHEME_PREFIX}redis", f"{SCHEME_PREFIX}rediss"]
+class _Coalesced:
+    """The hits of ``RedisStorage`` (or its Sentinel subclass), sent together."""
+
+    get_connection: Any
+    prefixed_key: Any
+    _previous_window_key: Any
+    _current_window_key: Any
+    lua_acquire_sliding_window: Any
+    lua_acquire_moving_window: Any
+    lua_incr_expire: Any
 
     def __init__(self, uri: str, **options: Any) -> None:
-        super().__init__(uri.removeprefix(SCHEME_PREFIX), **options)
+        super().__init__(uri.removeprefix(SCHEME_PREFIX), **options)  # type: ignore[call-arg]
         self._calls: Coalescer[Call, Any] = Coalescer(self._run, max_size=256)
 
     def _run(self, calls: Sequence[Call]) -> list[Any]:
@@ -67,7 +75,17 @@ class CoalescedRedisStorage(RedisStorage):
                                     [expiry, amount])))
 
 
+class CoalescedRedisStorage(_Coalesced, RedisStorage):
+    STORAGE_SCHEME = [f"{SCHEME_PREFIX}redis", f"{SCHEME_PREFIX}rediss"]
+
+
+class CoalescedRedisSentinelStorage(_Coalesced, RedisSentinelStorage):
+    """The same, on the master that the sentinels name."""
+
+    STORAGE_SCHEME = [f"{SCHEME_PREFIX}redis+sentinel"]
+
+
 def coalesced_uri(redis_url: str) -> str:
     """The storage URI that selects ``CoalescedRedisStorage`` for a Redis URL."""
-    return SCHEME_PREFIX + redis_url if redis_url.startswith(("redis://", "rediss://")) \
-        else redis_url
+    return SCHEME_PREFIX + redis_url \
+        if redis_url.startswith(("redis://", "rediss://", "redis+sentinel://")) else redis_url

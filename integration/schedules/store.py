@@ -17,6 +17,7 @@ import redis
 from integration.messages.problems import Conflict
 from integration.messages.routing import DEFAULT_QUEUE
 from integration.settings import Settings
+from integration.store.redis_client import redbeat_sentinel_options
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -57,10 +58,17 @@ def record_refusal(client: redis.Redis, beat_prefix: str, entry: str,
 
 def redbeat_options(settings: Settings) -> dict[str, Any]:
     """The Redis client options of redbeat (never the broker's transport options)."""
+    sentinel = redbeat_sentinel_options(settings) if settings.sentinels else {}
     return {"socket_timeout": 10, "socket_connect_timeout": 5,
             # Ride out a short Redis outage; a longer one loses the lock and beat exits
             # (its supervisor restarts it, and it waits for the lock again).
-            "retry_period": settings.beat_lock_timeout_seconds}
+            "retry_period": settings.beat_lock_timeout_seconds, **sentinel}
+
+
+def redbeat_url(settings: Settings) -> str:
+    """redbeat's Redis URL: the store's, or ``redis-sentinel://`` (with the sentinels in
+    ``redbeat_options``) to follow the master across a failover."""
+    return "redis-sentinel://" if settings.sentinels else settings.redis_url
 
 
 @dataclass
@@ -90,7 +98,7 @@ class Schedules:
         from integration.broker.celery_app import create_celery
 
         app = create_celery("integration.schedules")
-        app.conf.update(redbeat_redis_url=settings.redis_url,
+        app.conf.update(redbeat_redis_url=redbeat_url(settings),
                         redbeat_key_prefix=beat_key_prefix(settings.key_prefix),
                         redbeat_redis_options=redbeat_options(settings))
         return cls(app, parse)

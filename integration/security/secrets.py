@@ -98,9 +98,9 @@ def is_loopback(host: str) -> bool:
 
 def weak_secrets(settings: Settings) -> list[WeakSecret]:
     """Every secret this process is configured with that production refuses: the HMAC token
-    secret, the passwords in the Redis and broker URLs, Flower's login, Grafana's admin
-    password and the Redis exporter's password (the last three where the process has them:
-    Flower, ``integration check``)."""
+    secret, the passwords in the Redis and broker URLs and of the sentinels, Flower's login,
+    Grafana's admin password and the Redis exporter's password (the last three where the
+    process has them: Flower, ``integration check``)."""
     found: list[WeakSecret] = []
 
     def judge(variable: str, value: str | None, generate: str = GENERATE) -> None:
@@ -113,6 +113,9 @@ def weak_secrets(settings: Settings) -> list[WeakSecret]:
     for variable, url in (("INTEGRATION_REDIS_URL", settings.redis_url),
                           ("INTEGRATION_BROKER_URL", settings.broker_url)):
         judge(f"the password in {variable}", _url_password(url), GENERATE_FOR_URL)
+    if settings.redis_sentinel_password is not None:
+        judge("INTEGRATION_REDIS_SENTINEL_PASSWORD",
+              settings.redis_sentinel_password.get_secret_value(), GENERATE_FOR_URL)
     if settings.flower_basic_auth is not None:
         for entry in settings.flower_basic_auth.get_secret_value().split(","):
             judge("the password in FLOWER_BASIC_AUTH", entry.partition(":")[2] or entry)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import redis
 from redis.commands.core import Script
 from redis.connection import AbstractConnection
+from redis.sentinel import SentinelManagedConnection
 
 T = TypeVar("T")
 
@@ -144,7 +145,7 @@ class OwnConnections:
             try:
                 connection, since = self._idle.pop()
             except IndexError:
-                return self._connect()
+                return self._new()
             idle = time.monotonic() - since
             try:
                 if idle <= _RECHECK_AFTER or (idle <= self._max_idle
@@ -153,6 +154,15 @@ class OwnConnections:
             except (redis.exceptions.ConnectionError, OSError):
                 pass
             connection.disconnect()
+
+    def _new(self) -> AbstractConnection:
+        """A new connection. A Sentinel-managed one is connected here, through the
+        ``connect`` that asks the sentinels for the master, as its pool would: its first send
+        would otherwise connect to its default address. Others connect on that send."""
+        connection = self._connect()
+        if isinstance(connection, SentinelManagedConnection):
+            connection.connect()
+        return connection
 
     def _give_back(self, connection: AbstractConnection) -> None:
         self._idle.append((connection, time.monotonic()))

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from integration.store.claims import Claims
 from integration.store.ledger import Ledger
 from integration.store.outbox import Outbox
 from integration.store.reads import Reads
+from integration.store.redis_client import redis_client
 from integration.store.waits import ParkedWaits
 
 
@@ -27,14 +24,8 @@ class StatusStore(ParkedWaits, Outbox, Claims, Ledger, Reads):
 
 
 def store_from_settings(settings: Any) -> StatusStore:
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.publish_timeout_seconds,
-        socket_connect_timeout=settings.publish_timeout_seconds,
-        health_check_interval=30,
-        # No silent retries: a write either lands once or fails to the caller, whose own
-        # policy (503 at the gateway, a task retry in the worker) decides what happens next.
-        retry=Retry(NoBackoff(), 0),
-    )
+    # No silent retries: a write either lands once or fails to the caller, whose own policy
+    # (503 at the gateway, a task retry in the worker) decides what happens next.
+    client = redis_client(settings)
     return StatusStore(client, settings.key_prefix, settings.status_ttl_seconds,
                        settings.events_stream_maxlen)

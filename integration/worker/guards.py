@@ -23,7 +23,7 @@ from typing import Any, cast
 import pybreaker
 import redis
 from limits import RateLimitItem, parse
-from limits.storage import RedisStorage
+from limits.storage import Storage
 from limits.strategies import MovingWindowRateLimiter
 
 from integration.messages.retry import classify
@@ -122,12 +122,12 @@ class Guards:
     """Breakers, rate limits and loop detection for every target, from one Redis client."""
 
     def __init__(self, client: redis.Redis, prefix: str, settings: GuardSettings,
-                 redis_url: str) -> None:
+                 rate_storage: Storage) -> None:
         self.client = client
         self.prefix = prefix
         self.settings = settings
         self._breakers: dict[str, SharedBreaker] = {}
-        self._limiter = MovingWindowRateLimiter(RedisStorage(redis_url))
+        self._limiter = MovingWindowRateLimiter(rate_storage)
         self._rate: RateLimitItem | None = (parse(settings.action_rate_limit)
                                             if settings.action_rate_limit else None)
 

@@ -132,7 +132,7 @@ def test_each_worker_host_consumes_every_queue(highly_available: dict[str, Any])
 def test_one_master_two_replicas_three_sentinels(highly_available: dict[str, Any]) -> None:
     """redis-1 is the master and redis-2 and -3 replicate it, each durable, never evicting and
     refusing writes no replica acknowledges; three sentinels monitor redis-1 with a quorum of
-    two; the service's components log in to redis-1 as their own users."""
+    two; the service's components log in as their own users and follow the sentinels."""
     services = highly_available["services"]
     for name in REDIS_NODES:
         command = services[name]["command"]
@@ -151,9 +151,14 @@ def test_one_master_two_replicas_three_sentinels(highly_available: dict[str, Any
         assert "sentinel monitor integration redis-1 6379 2" in script, name
         assert "exec redis-sentinel" in script
     for name in (*GATEWAYS, *WORKERS, "beat-a", "beat-b"):
-        url = urlsplit(services[name]["environment"]["INTEGRATION_REDIS_URL"])
+        environment = services[name]["environment"]
+        url = urlsplit(environment["INTEGRATION_REDIS_URL"])
         assert url.hostname == "redis-1" and url.password, name
         assert url.username == name.split("-")[0], name
+        # ... and follow whichever node the sentinels name.
+        assert environment["INTEGRATION_REDIS_SENTINELS"] == \
+            ",".join(f"{s}:26379" for s in SENTINELS), name
+        assert environment["INTEGRATION_REDIS_SENTINEL_MASTER"] == "integration", name
 
 
 def test_the_ha_stack_starts_only_after_its_secrets_pass(

@@ -26,6 +26,9 @@ _STRANDED_SHOWN = 20
 
 
 def check_store(ctx: Context) -> Iterator[Finding]:
+    if ctx.settings.sentinels:
+        yield from _check_sentinels(ctx)
+        return
     yield from _check_redis(ctx, "store", "INTEGRATION_REDIS_URL", ctx.settings.redis_url)
 
 
@@ -37,6 +40,13 @@ def check_broker(ctx: Context) -> Iterator[Finding]:
                                 "not RabbitMQ")
     if url == settings.redis_url and "store" in ctx.groups:
         yield ok("broker", "the store's Redis (INTEGRATION_BROKER_URL is not set)")
+        return
+    if settings.sentinels and not settings.broker_url:
+        if "store" in ctx.groups:
+            yield ok("broker", "the store's master through the sentinels "
+                               "(INTEGRATION_BROKER_URL is not set)")
+        else:
+            yield from _check_sentinels(ctx, "broker")
         return
     variable = "INTEGRATION_BROKER_URL" if settings.broker_url else "INTEGRATION_REDIS_URL"
     if urlsplit(url).scheme in ("redis", "rediss", "unix"):
@@ -97,6 +107,58 @@ def _queue_types(ctx: Context, connection: Any) -> Iterator[Finding]:
                               "drained (docs/operations.md, quorum queues)")
     if not differing:
         yield ok("broker", f"{existing} existing queues are {want} queues as declared")
+
+
+def _check_sentinels(ctx: Context, check: str = "store") -> Iterator[Finding]:
+    """The sentinels answer and agree on a master, which answers as a store must."""
+    import redis
+    from redis.sentinel import MasterNotFoundError
+
+    from integration.store.redis_client import describe, redis_client, sentinel_of
+
+    settings = ctx.settings
+    name = settings.redis_sentinel_master
+    sentinel = sentinel_of(settings, timeout=ctx.timeout)
+    answering = 0
+    for node in sentinel.sentinels:
+        try:
+            node.ping()
+            answering += 1
+        except redis.AuthenticationError as exc:
+            yield error(check, f"INTEGRATION_REDIS_SENTINELS: a sentinel refused the "
+                               f"password (INTEGRATION_REDIS_SENTINEL_PASSWORD): {exc}")
+        except redis.RedisError as exc:
+            yield warning(check, f"INTEGRATION_REDIS_SENTINELS: a sentinel does not answer "
+                                 f"within {ctx.timeout:g} s: {exc}")
+        finally:
+            node.close()
+    try:
+        host, port = sentinel.discover_master(name)
+        replicas = sentinel.discover_slaves(name)
+    except (MasterNotFoundError, redis.RedisError) as exc:
+        yield error(check, f"INTEGRATION_REDIS_SENTINELS: no master {name!r} "
+                           f"(INTEGRATION_REDIS_SENTINEL_MASTER): {exc}")
+        return
+    total = len(sentinel.sentinels)
+    message = (f"{answering} of {total} sentinels answer; master {name!r} is {host}:{port} "
+               f"with {len(replicas)} replica(s)")
+    if replicas and answering * 2 > total:
+        yield ok(check, message)
+    else:
+        yield warning(check, message + ": a failover needs a replica and a majority of "
+                                       "the sentinels")
+    where = f"INTEGRATION_REDIS_URL through the {describe(settings)}"
+    client = redis_client(settings, timeout=ctx.timeout)
+    try:
+        client.ping()
+        yield ok(check, f"{where} answers")
+        yield from _persistence(ctx, check, where, client)
+    except redis.AuthenticationError as exc:
+        yield error(check, f"{where}: {redis_refused(exc, settings)}")
+    except redis.RedisError as exc:
+        yield error(check, f"{where} does not answer within {ctx.timeout:g} s: {exc}")
+    finally:
+        client.close()
 
 
 def _check_redis(ctx: Context, check: str, variable: str, url: str) -> Iterator[Finding]:
