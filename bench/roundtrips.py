@@ -10,7 +10,9 @@ acks, the unacked index) goes through the same connections.
 The count is taken by a ``sitecustomize`` that wraps redis-py's ``send_packed_command`` in the
 worker's processes only; nothing of it is part of the service. The CPU time each process
 spent while draining (user plus system, ``bench.stack.CpuMeter``) is printed per message too; with
-``--no-count`` it is the worker's own, without the counting hook.
+``--no-count`` it is the worker's own, without the counting hook. So is Redis's side, for the
+pre-fill (the gateway's enqueue script, in chunks as a batch) and the drain apart: the time its
+commands took (``INFO commandstats``) and the CPU of the whole server (``INFO cpu``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -110,10 +112,13 @@ def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages:
     os.environ.update(env)
     settings = Settings()
     client = Client(settings)
+    r = redis.Redis.from_url(url)
+    mark = _redis_mark(r)
     results = client.submit_many([{"type": "event", "source": "bench/roundtrips",
                                    "data": {"n": n, "kind": "bench"}}
                                   for n in range(messages)])
     assert all(hasattr(r, "id") for r in results), results
+    redis_side = {"enqueue": _redis_since(r, mark, messages)}
     stack = Stack(workdir, settings, env)
     stack.redis_url = url
     queues = ["event"] + (["consumer.bench-sink"] if consumer else [])
@@ -121,7 +126,6 @@ def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages:
         "BENCH_ROUNDTRIPS_DIR": str(counts),
         "PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     worker = stack.worker("worker", "tasks", queues, 2, task_events=False, **hooked)
-    r = redis.Redis.from_url(url)
     index = f"{settings.key_prefix}:idx:status:succeeded"
     total = messages * (2 if consumer else 1)
     try:
@@ -132,6 +136,7 @@ def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages:
             raise
         meter = CpuMeter({"main" if pid == worker.popen.pid else f"child {pid}":
                           _just(pid) for pid in worker.pids()})
+        mark = _redis_mark(r)
         meter.start()
         started = time.monotonic()
         while cast(int, r.zcard(index)) < total:
@@ -142,6 +147,7 @@ def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages:
         elapsed = time.monotonic() - started
         cpu = meter.stop()
         cpu.pop("machine")
+        redis_side["drain"] = _redis_since(r, mark, messages)
     finally:
         main_pid = worker.popen.pid
         stack.stop(worker)
@@ -156,7 +162,33 @@ def _measure(url: str, workdir: Path, hook: Path | None, counts: Path, messages:
     return {"messages": messages, "consumer": consumer, "seconds": round(elapsed, 3),
             "cpu_us_per_message": {role: round(seconds / messages * 1e6)
                                    for role, seconds in cpu.items()},
-            "by_process": dict(by_process), "by_caller": dict(by_caller)}
+            "by_process": dict(by_process), "by_caller": dict(by_caller), "redis": redis_side}
+
+
+def _redis_mark(r: redis.Redis) -> tuple[float, float]:
+    """Zero Redis's command statistics; return its CPU seconds so far (main thread, all)."""
+    r.config_resetstat()
+    return _redis_cpu(r)
+
+
+def _redis_cpu(r: redis.Redis) -> tuple[float, float]:
+    cpu = cast(dict[str, float], r.info("cpu"))
+    return (cpu["used_cpu_user_main_thread"] + cpu["used_cpu_sys_main_thread"],
+            cpu["used_cpu_user"] + cpu["used_cpu_sys"])
+
+
+def _redis_since(r: redis.Redis, mark: tuple[float, float], messages: int) -> dict[str, object]:
+    """Redis's time per message since ``mark``: each command's calls and microseconds (a
+    command run by a script or a transaction counts in its own line and in ``EVALSHA`` or
+    ``EXEC``'s), and the server's CPU, which adds reading, parsing, answering and the AOF."""
+    main, total = _redis_cpu(r)
+    stats = cast(dict[str, dict[str, float]], r.info("commandstats"))
+    commands = {name.removeprefix("cmdstat_").upper():
+                {"calls": round(s["calls"] / messages, 2), "usec": round(s["usec"] / messages, 1)}
+                for name, s in stats.items() if not name.startswith("cmdstat_config")}
+    return {"commands": commands,
+            "main_thread_cpu_us_per_message": round((main - mark[0]) / messages * 1e6),
+            "cpu_us_per_message": round((total - mark[1]) / messages * 1e6)}
 
 
 def _just(pid: int) -> Callable[[], list[int]]:
@@ -176,6 +208,12 @@ def _print(report: dict[str, object], messages: int) -> None:
     cpu = cast(dict[str, int], report["cpu_us_per_message"])
     print("CPU per message (user + system): "
           + ", ".join(f"{role} {micros} µs" for role, micros in cpu.items()))
+    for phase, side in cast(dict[str, dict[str, Any]], report["redis"]).items():
+        print(f"Redis per message, {phase}: server CPU {side['cpu_us_per_message']} µs "
+              f"(main thread {side['main_thread_cpu_us_per_message']} µs); commands: "
+              + ", ".join(f"{name} {c['calls']}× {c['usec']} µs"
+                          for name, c in sorted(side["commands"].items(),
+                                                key=lambda kv: -kv[1]["usec"])[:5]))
     for role, n in sorted(by_process.items()):
         print(f"  {role}: {n} round trips, {n / messages:.2f} per message")
     print("per message, by process, caller and commands:")

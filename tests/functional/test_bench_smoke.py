@@ -80,3 +80,8 @@ def test_the_round_trip_counter_counts_a_real_workers_writes(tmp_path: Path) -> 
     assert "main" in cpu and any(role.startswith("child") for role in cpu)
     assert sum(cpu.values()) > 0
     assert "CPU per message" in run.stdout
+    # Redis's side: the enqueue script while pre-filling, the worker's two while draining.
+    redis_side = report["redis"]
+    assert redis_side["enqueue"]["commands"]["EVALSHA"]["calls"] > 0
+    assert redis_side["drain"]["commands"]["EVALSHA"]["calls"] > 1
+    assert "Redis per message, drain" in run.stdout
