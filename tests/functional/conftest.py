@@ -5,6 +5,7 @@ resolves them."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,10 +21,14 @@ def test_redis(redis_url: str, test_environment: dict[str, str]) -> Iterator[str
     test_environment["INTEGRATION_REDIS_URL"] = os.environ["INTEGRATION_REDIS_URL"] = redis_url
     get_settings.cache_clear()
     default_registry.cache_clear()
+    # celeryconfig reads the settings once, when imported: a unit test that imported it
+    # before (tasks/) saw the unit tests' unreachable Redis.
+    sys.modules.pop("celeryconfig", None)
     yield redis_url
     test_environment["INTEGRATION_REDIS_URL"] = os.environ["INTEGRATION_REDIS_URL"] = saved
     get_settings.cache_clear()
     default_registry.cache_clear()
+    sys.modules.pop("celeryconfig", None)
 
 
 @pytest.fixture(scope="module")
