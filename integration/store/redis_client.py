@@ -50,11 +50,18 @@ def sentinel_of(settings: Settings, *, timeout: float | None = None) -> Sentinel
     """The sentinels of ``settings``, each asked within ``timeout`` (the publish timeout
     unless given)."""
     timeout = settings.publish_timeout_seconds if timeout is None else timeout
-    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": timeout,
-                                       "socket_timeout": timeout}
+    return Sentinel(settings.sentinels, sentinel_kwargs=_sentinel_kwargs(settings, timeout))
+
+
+def _sentinel_kwargs(settings: Settings, timeout: float) -> dict[str, Any]:
+    """How each sentinel is asked: within ``timeout``, once (redis-py would retry with a
+    backoff of seconds, and asks the next sentinel only then: a host cut off would stall
+    every lookup of the master), with the sentinels' own password."""
+    kwargs: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout,
+                              "retry": Retry(NoBackoff(), 0)}
     if settings.redis_sentinel_password is not None:
-        sentinel_kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
-    return Sentinel(settings.sentinels, sentinel_kwargs=sentinel_kwargs)
+        kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+    return kwargs
 
 
 def master_options(settings: Settings) -> dict[str, Any]:
@@ -69,11 +76,7 @@ def broker_sentinel_options(settings: Settings) -> dict[str, Any]:
     """kombu's transport options for the master behind the sentinels (``sentinel://``): its
     name, the sentinels' own password and timeouts, and a health check short enough that a
     consumer notices a vanished master within seconds."""
-    timeout = settings.publish_timeout_seconds
-    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": timeout,
-                                       "socket_timeout": timeout}
-    if settings.redis_sentinel_password is not None:
-        sentinel_kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+    sentinel_kwargs = _sentinel_kwargs(settings, settings.publish_timeout_seconds)
     return {"master_name": settings.redis_sentinel_master, "sentinel_kwargs": sentinel_kwargs,
             "health_check_interval": settings.redis_health_check_interval_seconds}
 
@@ -105,12 +108,9 @@ def limits_storage(settings: Settings) -> tuple[str, dict[str, Any]]:
         return settings.redis_url, {}
     hosts = ",".join(f"{host}:{port}" for host, port in settings.sentinels)
     timeout = settings.publish_timeout_seconds
-    sentinel_kwargs: dict[str, Any] = {
-        "socket_connect_timeout": timeout, "socket_timeout": timeout,
-        # ``limits`` would give the sentinels the data's credentials otherwise.
-        "username": None,
-        "password": (settings.redis_sentinel_password.get_secret_value()
-                     if settings.redis_sentinel_password is not None else None)}
+    # ``limits`` would give the sentinels the data's credentials otherwise.
+    sentinel_kwargs = {"username": None, "password": None,
+                       **_sentinel_kwargs(settings, timeout)}
     options = {k: v for k, v in master_options(settings).items() if v is not None}
     return (f"redis+sentinel://{hosts}/{settings.redis_sentinel_master}",
             {**options, "sentinel_kwargs": sentinel_kwargs, "use_replicas": False,

@@ -113,3 +113,15 @@ def test_every_connect_and_read_is_bounded() -> None:
     assert all(broker_sentinel_options(settings)["sentinel_kwargs"][k] for k in bounded)
     beat = redbeat_options(settings)
     assert beat["socket_timeout"] and all(beat["sentinel_kwargs"][k] for k in bounded)
+
+
+def test_each_sentinel_is_asked_once_before_the_next() -> None:
+    """A sentinel that does not answer is not asked again with a backoff of seconds: the
+    lookup of the master goes on to the next one (a sentinel's host cut off)."""
+    settings = sentinel_settings()
+    pool = redis_client(settings).connection_pool
+    kwargs = [node.connection_pool.connection_kwargs for node in pool.sentinel_manager.sentinels]
+    kwargs += [limits_storage(settings)[1]["sentinel_kwargs"],
+               broker_sentinel_options(settings)["sentinel_kwargs"],
+               redbeat_options(settings)["sentinel_kwargs"]]
+    assert all(k["retry"].get_retries() == 0 for k in kwargs)
