@@ -59,13 +59,15 @@ def test_two_failovers_lose_no_accepted_message(
     after each failover, and every 202 succeeds, its effect once. Meanwhile every publish of
     a plain Celery producer outlasts the failovers and lands."""
     group = sentinel_group
+    # The URL names a port nothing listens on (whatever ignored the sentinels would fail),
+    # and one database for every process: with sentinels, the URL gives the database.
     sentinel = {"INTEGRATION_REDIS_SENTINELS": group.addresses,
-                "INTEGRATION_REDIS_SENTINEL_MASTER": MASTER_NAME}
+                "INTEGRATION_REDIS_SENTINEL_MASTER": MASTER_NAME,
+                "INTEGRATION_REDIS_URL": NO_REDIS}
     with CountingTarget(delay=0.01) as target:
         env = {**FAST_RECOVERY, **sentinel,
                "INTEGRATION_RULES_FILE": str(target.rules_file(tmp_path))}
         worker = SupervisedWorker(["action"], tmp_path, env)
-        # The URL names a port nothing listens on: whatever ignored the sentinels would fail.
         app = make_app(redis_url=NO_REDIS, redis_sentinels=group.addresses,
                        redis_sentinel_master=MASTER_NAME, publish_timeout_seconds=0.5)
         burst = Burst(app.test_client(), auth, count=None, pause=0.02, source="failover",
@@ -75,7 +77,8 @@ def test_two_failovers_lose_no_accepted_message(
             [sys.executable, "-m", "tests.support.celery_publish", PROBE_QUEUE, str(stop),
              str(report)], cwd=ROOT, env={**os.environ, **sentinel},
             stderr=(tmp_path / "producer.log").open("wb"))
-        store = redis_client(configured(settings, redis_sentinels=group.addresses,
+        store = redis_client(configured(settings, redis_url=NO_REDIS,
+                                        redis_sentinels=group.addresses,
                                         redis_sentinel_master=MASTER_NAME))
         took = []
         try:
