@@ -344,7 +344,8 @@ def test_a_worker_host_cut_mid_call_finishes_its_messages_on_the_other(
         cluster: Cluster) -> None:
     """w1's link goes down while it holds messages, calls in flight: the reconciler on w2
     sends them again and they succeed within the recovery bound, each effect performed once
-    (the downstream sees the same key again); once the link is back, w1 beats again."""
+    (the downstream sees the same key again); once the link is back, w1 beats again, and what
+    it reports late about those messages changes nothing (fenced)."""
     cluster.target.delay = 1.0
     try:
         ids = []
@@ -378,6 +379,16 @@ def test_a_worker_host_cut_mid_call_finishes_its_messages_on_the_other(
         if instance.split(":")[1] == str(cluster.workers["w1"].pid):
             beats.leave(instance)
     wait_for(lambda: beating(cluster, "w1"), timeout=20, message="w1 beating again")
+    # What w1 still had to say about the messages it held comes late and changes nothing:
+    # each stays succeeded with one finish (a late outcome is fenced or finds it final).
+    time.sleep(2)
+    for message_id in held:
+        status, record = fetch(f"{cluster.url}/api/v1/messages/{message_id}", cluster.token)
+        finishes = [h for h in record["history"] if h["status"] == "succeeded"]
+        assert record["status"] == "succeeded" and len(finishes) == 1, record
+    # One key per message (the take-over kept the generation), so one effect per message.
+    keys = [key for key in cluster.target.effects if key.split(":")[0] in held]
+    assert len(keys) == len({key.split(":")[0] for key in keys}), keys
 
 
 def beating(cluster: Cluster, worker: str) -> bool:
