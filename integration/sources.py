@@ -80,7 +80,8 @@ class StackRecord:
         return path
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of that id runs (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -101,7 +102,7 @@ def recorded_stack(directory: Path | None = None, *, live_only: bool = True
         record = StackRecord(**known)
     except (OSError, ValueError, TypeError):
         return None
-    if live_only and not _alive(record.pid):
+    if live_only and not process_alive(record.pid):
         return None
     return record
 

@@ -30,8 +30,6 @@ from integration.settings import ConfigurationError, Settings
 
 DEV_SUBJECT = "developer"
 DEV_TOKEN_TTL = 24 * 3600
-#: Kept here for callers that name it from the dev stack.
-DEV_SECRET_FILE = sources.DEV_SECRET_FILE
 FLOWER_PORT = 5555
 #: The body of the banner's ``curl`` line: the README's first message.
 FIRST_MESSAGE = ('{"type": "metric", "source": "host-1", "data": {"name": "cpu", "value": 97.5, '
@@ -40,7 +38,7 @@ FIRST_MESSAGE = ('{"type": "metric", "source": "host-1", "data": {"name": "cpu",
 
 def _dev_secret(run_dir: Path) -> Path:
     """The file of a development secret that survives restarts, so issued tokens keep working."""
-    path = run_dir / DEV_SECRET_FILE
+    path = run_dir / sources.DEV_SECRET_FILE
     if not path.exists():
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(48))

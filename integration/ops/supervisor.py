@@ -54,6 +54,7 @@ class Supervisor:
         self.first_delay, self.max_delay = first_delay, max_delay
         self.settled_after, self.grace = settled_after, grace
         self._events: queue.Queue[tuple[str, str, int]] = queue.Queue()
+        self._stopping = threading.Event()
         self._write = threading.Lock()
         self._width = max(len(name) for name in self.programs)
         self._restart_at: dict[str, float] = {}
@@ -92,13 +93,14 @@ class Supervisor:
                 self.say("supervisor", f"{program.name} {what}; stopping the stack "
                                        "(its output is above)")
                 return False
-            if not self._events.empty() and self._events.queue[0][0] == "stop":
+            if self._stopping.is_set():
                 return False
             time.sleep(0.05)
         return True
 
     def stop(self, reason: str = "asked") -> None:
         """Stop every program and return from ``run`` (safe from any thread)."""
+        self._stopping.set()
         self._events.put(("stop", reason, 0))
 
     def _on_signal(self, signum: int, _frame: object) -> None:

@@ -28,6 +28,7 @@ from typing import IO
 
 import pytest
 
+from integration.sources import process_alive
 from tests.conftest import ROOT, wait_for
 
 #: The start of every namespace, veth and bridge name these tests make (then a run id).
@@ -74,16 +75,6 @@ def require_hosts() -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI must run the multi-host tests: {reason}")
     pytest.skip(reason)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run_of(name: str) -> str | None:
@@ -134,7 +125,7 @@ def clean_stale() -> list[str]:
             return False
         owner = OWNERS / run
         try:
-            return not _alive(int(owner.read_text()))
+            return not process_alive(int(owner.read_text()))
         except (OSError, ValueError):
             return True
 

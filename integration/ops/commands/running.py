@@ -104,8 +104,9 @@ def up(host: str | None, port: int | None, no_beat: bool, flower: bool, flower_p
     from integration.settings import DevStackSettings
 
     settings = DevStackSettings()
+    in_dotenv = sources.dotenv_values(sources.env_file())
     for name in sources.DEPLOYMENT_KEYS:
-        if name not in os.environ and name in sources.dotenv_values(sources.env_file()):
+        if name not in os.environ and name in in_dotenv:
             logging.getLogger(__name__).warning(
                 "%s in %s is ignored: a development stack makes its own (export it to use it)",
                 name, sources.env_file())
