@@ -5,9 +5,11 @@ round trip per message, and RabbitMQ then syncs its disk once per message. Here 
 written in one go and its confirms are collected together, so the broker can confirm (and
 sync) many messages at once.
 
-Each message counts as published only when its own delivery tag was acked. A nack, a
-message returned as unroutable, a confirm still missing at the deadline or a broken
-connection leave it unsent (the caller answers 503 and drops its record).
+Each message ends in one of four fates: confirmed (its own delivery tag was acked), refused
+(nacked, or returned as unroutable), in doubt (written, but its confirm was lost with the
+connection or missing at the deadline: the broker may hold it) or unsent (nothing of it was
+written). Only confirmed messages are accepted; the caller keeps the records of those in
+doubt, since a message the broker holds must find its record.
 
 Confirms are collected by listeners on the channel (``channel.events['basic_ack']`` and
 ``['basic_nack']``), never by a one-shot ``channel.wait``: py-amqp's ``basic_publish`` reads
@@ -22,6 +24,7 @@ wait, and the listeners see every confirm wherever it is read.
 from __future__ import annotations
 
 import contextlib
+import enum
 import socket
 import time
 import weakref
@@ -35,6 +38,15 @@ from integration.broker.amqp_frames import TaskFrames, TaskMessage
 
 class NotConfirmed(Exception):
     """The broker did not confirm every message of a chunk (nacked, returned, or silent)."""
+
+
+class Fate(enum.Enum):
+    """What became of one message published on a confirm-mode channel."""
+
+    CONFIRMED = "confirmed"
+    REFUSED = "refused"      # nacked, or returned as unroutable: the broker does not hold it
+    IN_DOUBT = "in doubt"    # written, confirm lost or late: the broker may hold it
+    UNSENT = "unsent"        # nothing of it was written
 
 
 class _Tracker:
@@ -68,9 +80,11 @@ class _Tracker:
     def nack(self, tag: int, multiple: bool) -> None:
         self.settle(tag, multiple, False)
 
-    def flags(self, chunk: Sequence[TaskMessage]) -> list[bool]:
-        """Per message: acked, and not returned as unroutable."""
-        return [ok is True and message.id not in self.returned
+    def fates(self, chunk: Sequence[TaskMessage]) -> list[Fate]:
+        """Per message: confirmed (acked, not returned as unroutable), refused, or in doubt
+        (no confirm yet)."""
+        return [Fate.REFUSED if message.id in self.returned or ok is False else
+                Fate.CONFIRMED if ok else Fate.IN_DOUBT
                 for ok, message in zip(self.acked, chunk, strict=True)]
 
     def on_return(self, _exc: Any, _exchange: str, _routing_key: str, message: Any) -> None:
@@ -104,35 +118,35 @@ class ConfirmedPublisher:
             weakref.WeakKeyDictionary())
 
     def publish(self, messages: Sequence[TaskMessage], chunk_size: int
-                ) -> tuple[list[bool], BaseException | None]:
-        """Publish in order; one flag per message (confirmed or not) and the error that
-        stopped publishing, if any. Nothing is published after a chunk that failed."""
-        confirmed: list[bool] = []
+                ) -> tuple[list[Fate], BaseException | None]:
+        """Publish in order; one fate per message and the error that stopped publishing, if
+        any. Nothing is published after a chunk that failed."""
+        fates: list[Fate] = []
         with self.app.pool.acquire(block=True) as connection:
             for start in range(0, len(messages), chunk_size):
-                flags, error = self._chunk(connection, messages[start:start + chunk_size])
-                confirmed += flags
+                chunk_fates, error = self._chunk(connection, messages[start:start + chunk_size])
+                fates += chunk_fates
                 if error is not None:
-                    return confirmed + [False] * (len(messages) - len(confirmed)), error
-        return confirmed, None
+                    return fates + [Fate.UNSENT] * (len(messages) - len(fates)), error
+        return fates, None
 
     def _chunk(self, connection: Any, chunk: Sequence[TaskMessage]
-               ) -> tuple[list[bool], BaseException | None]:
+               ) -> tuple[list[Fate], BaseException | None]:
         try:
             return self._attempt(connection, chunk)
         except _NothingWritten as failed:
             if not _is_connection_error(connection, failed.error):
-                return [False] * len(chunk), failed.error
+                return [Fate.UNSENT] * len(chunk), failed.error
         # A pooled connection the broker closed while idle (no heartbeats are sent between
         # batches): nothing of the chunk was written, so it goes once more on a new
         # connection, as send_task's retry policy did.
         try:
             return self._attempt(connection, chunk)
         except _NothingWritten as failed:
-            return [False] * len(chunk), failed.error
+            return [Fate.UNSENT] * len(chunk), failed.error
 
     def _attempt(self, connection: Any, chunk: Sequence[TaskMessage]
-                 ) -> tuple[list[bool], BaseException | None]:
+                 ) -> tuple[list[Fate], BaseException | None]:
         try:
             connection.ensure_connection(max_retries=1)
             # Opening the channel and declaring queues wait for the broker's answers: a
@@ -161,18 +175,22 @@ class ConfirmedPublisher:
                 raw.transport.write(data)
         except Exception as exc:  # noqa: BLE001 - part of the chunk may have been sent
             self._drop(connection)
-            return [False] * len(chunk), exc
+            return [Fate.IN_DOUBT] * len(chunk), exc
         raw.bytes_sent += 1  # for heartbeats, as py-amqp's frame writer counts
         state.next_tag += len(chunk)
         try:
             self._await(raw, tracker)
         except Exception as exc:  # noqa: BLE001 - what was confirmed until now still counts
             self._drop(connection)
-            return tracker.flags(chunk), exc
-        flags = tracker.flags(chunk)
-        if not all(flags):
-            return flags, NotConfirmed(f"the broker refused {flags.count(False)} message(s)")
-        return flags, None
+            return tracker.fates(chunk), exc
+        fates = tracker.fates(chunk)
+        refused = fates.count(Fate.REFUSED)
+        if refused:
+            # A channel whose queue lost its leader can go on nacking every later publish
+            # (RabbitMQ 3.10): the next chunk gets a fresh one.
+            self._forget_channel(raw)
+            return fates, NotConfirmed(f"the broker refused {refused} message(s)")
+        return fates, None
 
     def _channel(self, connection: Any) -> _ConfirmChannel:
         raw = connection.connection
@@ -180,6 +198,12 @@ class ConfirmedPublisher:
         if state is None or not state.channel.is_open:
             state = self._channels[raw] = _ConfirmChannel(raw)
         return state
+
+    def _forget_channel(self, raw: Any) -> None:
+        state = self._channels.pop(raw, None)
+        if state is not None:
+            with contextlib.suppress(Exception):
+                state.channel.close()
 
     def _declare(self, channel: Any, queue: str) -> None:
         """The queue as Celery declares it, once per connection (kombu's cache)."""
@@ -216,4 +240,4 @@ def _is_connection_error(connection: Any, exc: BaseException) -> bool:
     return isinstance(exc, (*connection.connection_errors, OSError))
 
 
-__all__ = ["ConfirmedPublisher", "NotConfirmed"]
+__all__ = ["ConfirmedPublisher", "Fate", "NotConfirmed"]

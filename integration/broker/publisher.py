@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from integration.broker.amqp_frames import TaskFrames
-from integration.broker.confirms import ConfirmedPublisher
+from integration.broker.confirms import ConfirmedPublisher, Fate
 from integration.messages.envelope import new_id
 from integration.messages.routing import PROCESS_TASK
 from integration.messages.tracecontext import TRACE_ATTRIBUTES, TRACEPARENT, TRACESTATE
@@ -151,18 +151,26 @@ class _MessageTemplate:
 
 @dataclass(frozen=True)
 class PublishOutcome:
-    """Items ``[0, published)`` are in the broker, except those in ``refused`` (RabbitMQ did
-    not confirm them); the rest are not, for ``error``'s reason."""
+    """Items ``[0, published)`` are in the broker, except those in ``refused`` (RabbitMQ
+    refused them) and those in ``doubtful`` (written, their confirms lost: the broker may
+    hold them); the rest are not, for ``error``'s reason."""
 
     published: int
     error: BaseException | None = None
     refused: frozenset[int] = frozenset()
+    doubtful: frozenset[int] = frozenset()
 
     def sent(self, index: int) -> bool:
-        return index < self.published and index not in self.refused
+        return index < self.published and index not in self.refused \
+            and index not in self.doubtful
+
+    def in_doubt(self, index: int) -> bool:
+        return index in self.doubtful
 
     def unsent(self, items: Sequence[Outgoing]) -> list[Outgoing]:
-        return [item for index, item in enumerate(items) if not self.sent(index)]
+        """What the broker surely does not hold."""
+        return [item for index, item in enumerate(items)
+                if not self.sent(index) and not self.in_doubt(index)]
 
 
 class Publisher:
@@ -305,10 +313,13 @@ class Publisher:
             })
             for item in items
         ]
-        flags, error = self._confirmed.publish(messages, self.chunk_size)
-        published = max((i + 1 for i, ok in enumerate(flags) if ok), default=0)
-        return PublishOutcome(published, error,
-                              frozenset(i for i in range(published) if not flags[i]))
+        fates, error = self._confirmed.publish(messages, self.chunk_size)
+        published = max((i + 1 for i, fate in enumerate(fates) if fate is not Fate.UNSENT),
+                        default=0)
+        return PublishOutcome(
+            published, error,
+            refused=frozenset(i for i, fate in enumerate(fates) if fate is Fate.REFUSED),
+            doubtful=frozenset(i for i, fate in enumerate(fates) if fate is Fate.IN_DOUBT))
 
     # -- other transports: one producer, confirms per message ------------------------------
     def _publish_producer(self, chunk: Sequence[Outgoing]) -> None:

@@ -74,6 +74,24 @@ class Unreplicated(Unavailable):
         self.accepted = accepted
 
 
+class InDoubt(Unavailable):
+    """The broker stopped answering while the message was being enqueued: it may hold it.
+    Whatever holds its record keeps it (queued: the broker's copy finds it, or the reconciler
+    sends it again), so a repeat is answered as the message was accepted. ``accepted`` is
+    what the answer would have been."""
+
+    def __init__(self, accepted: Accepted, retry_after: int) -> None:
+        super().__init__(
+            "The broker stopped answering while the message was being enqueued: it may have "
+            "been. Resubmitting it with the same id or Idempotency-Key is safe: it runs at "
+            "most once.",
+            retry_after=retry_after, enqueued="unknown", unreachable="broker", id=accepted.id)
+        self.accepted = accepted
+
+
+#: Recorded and bound to run, but not known to be enqueued or replicated: a 503 all the same.
+Uncertain = Unreplicated | InDoubt
+
 Result = Accepted | Problem
 
 
@@ -351,16 +369,21 @@ class Submitter:
         outcome = self.publisher.publish(
             [Outgoing(r.id, r.envelope, r.queue, r.envelope_json) for r in fresh]
         )
-        sent = [r for i, r in enumerate(fresh) if outcome.sent(i)]
-        unsent = [r for i, r in enumerate(fresh) if not outcome.sent(i)]
+        # Messages in doubt (written, confirms lost) keep their records, as queued: if the
+        # broker holds one, its worker finds the record; if not, the reconciler sends it.
+        kept = [r for i, r in enumerate(fresh) if outcome.sent(i) or outcome.in_doubt(i)]
+        unsent = [r for i, r in enumerate(fresh)
+                  if not outcome.sent(i) and not outcome.in_doubt(i)]
         if outcome.error is not None:
-            log.warning("broker unavailable; %d of %d message(s) not enqueued: %s",
-                        len(unsent), len(fresh), outcome.error)
-        self._settle(sent, unsent, request)
+            log.warning("broker unavailable; %d of %d message(s) not enqueued, %d in doubt: "
+                        "%s", len(unsent), len(fresh), len(outcome.doubtful), outcome.error)
+        self._settle(kept, unsent, request)
 
         problem = self._unavailable("The broker is unreachable; the message was not enqueued.",
                                     unreachable="broker")
-        answers_of_fresh = iter([Accepted(r.id, r.queue) if outcome.sent(i) else problem
+        answers_of_fresh = iter([Accepted(r.id, r.queue) if outcome.sent(i) else
+                                 InDoubt(Accepted(r.id, r.queue), self.retry_after)
+                                 if outcome.in_doubt(i) else problem
                                  for i, r in enumerate(fresh)])
         for index, result in enumerate(slots):
             if result is None:
@@ -397,12 +420,8 @@ class Submitter:
                     log.warning("broker lost while %d message(s) were being enqueued; they "
                                 "may have been: %s", len(chunk), exc)
                     self._discard(records[start + size:], request, Status.QUEUED)
-                    doubt = Unavailable(
-                        "The broker stopped answering while the message was being enqueued: "
-                        "it may have been. Resubmitting it with the same id or "
-                        "Idempotency-Key is safe.", retry_after=self.retry_after,
-                        enqueued="unknown", unreachable="broker")
-                    return results + [doubt] * len(chunk) + \
+                    return results + [InDoubt(Accepted(r.id, r.queue), self.retry_after)
+                                      for r in chunk] + \
                         [problem] * (len(records) - start - len(chunk))
                 log.warning("broker unavailable; %d of %d message(s) not enqueued: %s",
                             len(records) - start, len(records), exc)
@@ -452,8 +471,9 @@ class Submitter:
         return self.submit_each(items, parse, owner=owner, channel=channel)
 
     def _settle(self, sent: list[NewRecord], unsent: list[NewRecord], request: str) -> None:
-        """Mark sent messages queued and drop the records of unsent ones; neither may fail the
-        answer, because what is in the broker is accepted whatever the store says."""
+        """Mark sent (and in-doubt) messages queued and drop the records of unsent ones;
+        neither may fail the answer: what is in the broker is accepted whatever the store
+        says."""
         try:
             self.store.mark_queued_many([r.id for r in sent])
         except Exception:  # noqa: BLE001
@@ -471,4 +491,5 @@ class Submitter:
         return Unavailable(detail, retry_after=self.retry_after, **extensions)
 
 
-__all__ = ["Accepted", "Repeated", "Result", "Sender", "Submitter", "Unreplicated"]
+__all__ = ["Accepted", "InDoubt", "Repeated", "Result", "Sender", "Submitter", "Uncertain",
+           "Unreplicated"]

@@ -11,7 +11,13 @@ from spectree import Response as Responses
 from spectree import SpecTree
 
 from integration import tracing
-from integration.broker.submission import Accepted, Repeated, Result, Unreplicated
+from integration.broker.submission import (
+    Accepted,
+    Repeated,
+    Result,
+    Uncertain,
+    Unreplicated,
+)
 from integration.gateway import cloudevents, schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import parse_json
@@ -106,10 +112,10 @@ def _submit(mode: Mode, body: Any, attempt: Attempt, received: Received) -> Repl
     # The idempotency key's answer rides in the message's own transaction, if it can.
     [result] = rt.submitter.submit([envelope], owner=principal.subject, channel=mode.channel,
                                    answer=attempt.answer(reply, url) if attempt.answer else None)
-    attempt.enqueued = isinstance(result, Accepted | Unreplicated)
+    attempt.enqueued = isinstance(result, Accepted | Uncertain)
     if isinstance(result, Repeated):
         raise result  # the key's path answers as the earlier request was answered
-    if isinstance(result, Unreplicated):
+    if isinstance(result, Uncertain):
         attempt.answered = (reply, url)  # a repeat gets the 202 (in a transaction, it has)
     received.count(body, result)
     if isinstance(result, Problem):
@@ -141,22 +147,25 @@ def _submit_batch(mode: Mode, items: list[Any], attempt: Attempt, received: Rece
                                           sender=principal.sender,
                                           correlation_given=correlation_given())
     accepted = sum(1 for r in results if isinstance(r, Accepted))
-    unreplicated = sum(1 for r in results if isinstance(r, Unreplicated))
-    attempt.enqueued = accepted + unreplicated > 0
+    uncertain = sum(1 for r in results if isinstance(r, Uncertain))
+    attempt.enqueued = accepted + uncertain > 0
     received.count_all(items, results)
     url = status_urls()
     report = [_item(i, r, url) for i, r in enumerate(results)]
-    if unreplicated:
-        # Enqueued, but not known to be replicated: a 503; a repeat gets the 202 it would be.
-        done = [r.accepted if isinstance(r, Unreplicated) else r for r in results]
-        attempt.answered = ({"accepted": accepted + unreplicated,
-                             "rejected": len(items) - accepted - unreplicated,
+    if uncertain:
+        # Recorded, but not known to be enqueued or replicated: a 503; a repeat gets the 202
+        # it would be.
+        done = [r.accepted if isinstance(r, Uncertain) else r for r in results]
+        attempt.answered = ({"accepted": accepted + uncertain,
+                             "rejected": len(items) - accepted - uncertain,
                              "results": [_item(i, r, url) for i, r in enumerate(done)]}, None)
-        raise Unavailable(f"{accepted + unreplicated} message(s) of the batch were recorded "
-                          "and enqueued, but are not known to be replicated: a failover of "
-                          "the store's Redis may lose them, and they may still run. Retrying "
-                          "with the same Idempotency-Key is safe.",
-                          retry_after=rt.settings.retry_after_seconds, enqueued="yes",
+        raise Unavailable(f"{accepted + uncertain} message(s) of the batch were recorded, "
+                          f"{uncertain} of them not known to be enqueued or replicated: the "
+                          "broker or a failover of the store's Redis may have lost those, and "
+                          "they may still run. Retrying with the same Idempotency-Key is safe.",
+                          retry_after=rt.settings.retry_after_seconds,
+                          enqueued="yes" if all(isinstance(r, Unreplicated) for r in results
+                                                if isinstance(r, Uncertain)) else "unknown",
                           replicated="unknown", results=report)
     if accepted:
         return jsonify(accepted=accepted, rejected=len(items) - accepted, results=report), 202

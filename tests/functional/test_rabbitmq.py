@@ -277,8 +277,10 @@ def test_a_broker_that_stops_confirming_gets_503_within_the_publish_timeout(
     make_app: Callable[..., Flask], auth: dict[str, str], quiet_vhost: tuple[str, str]
 ) -> None:
     """RabbitMQ receives the batch but its confirms never come back (held by a proxy): the
-    answer comes within the publish timeout, every item is 503 without a record, and once
-    the broker answers again the next batch is accepted on a new connection."""
+    answer comes within the publish timeout, every item is a 503 saying it may have been
+    enqueued, with its record kept as queued (the broker holds the message: it must find
+    its record); once the broker answers again the next batch is accepted on a new
+    connection."""
     import time
 
     from tests.support.tcp_proxy import TcpProxy
@@ -298,8 +300,12 @@ def test_a_broker_that_stops_confirming_gets_503_within_the_publish_timeout(
         response = client.post("/api/v1/messages", headers=auth, json=batch[1:11])
         assert time.monotonic() - started < 4
         assert response.status_code == 503
+        problem = response.get_json()
+        assert problem["enqueued"] == "unknown"
+        assert {r["problem"]["enqueued"] for r in problem["results"]} == {"unknown"}
         for item in batch[1:11]:
-            assert client.get(f"/api/v1/messages/{item['id']}", headers=auth).status_code == 404
+            status = client.get(f"/api/v1/messages/{item['id']}", headers=auth)
+            assert status.status_code == 200 and status.get_json()["status"] == "queued"
         proxy.answer()
         again = client.post("/api/v1/messages", headers=auth, json=batch[11:])
         assert again.status_code == 202
