@@ -10,6 +10,7 @@ measured CPU the samples covered (samples × interval / CPU), a check of the sam
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -40,6 +41,8 @@ class Group:
 class Breakdown:
     what: str
     units: int
+    #: Units per second over the window (beside the unsampled figure: the sampler's cost).
+    per_second: float
     groups: dict[str, Group]
     #: redis-server's CPU per unit over the same window (the server side of the Redis calls).
     redis_us: float
@@ -57,6 +60,7 @@ class Window:
         self.groups = groups
         self.meter = CpuMeter({**groups, "redis": redis})
         self._before: dict[str, Counter[str]] = {}
+        self._started = 0.0
 
     def _counts(self) -> dict[str, Counter[str]]:
         return {name: read_counts(self.directory, pids()) for name, pids in self.groups.items()}
@@ -64,9 +68,11 @@ class Window:
     def start(self) -> None:
         self.meter.start()
         self._before = self._counts()
+        self._started = time.perf_counter()
 
     def stop(self, what: str, units: int) -> Breakdown:
         cpu = self.meter.stop()
+        elapsed = time.perf_counter() - self._started
         after = self._counts()
         per = 1e6 / max(units, 1)
         groups = {}
@@ -87,7 +93,7 @@ class Window:
                 sampled=samples * INTERVAL / cpu[name] if cpu[name] else 0.0,
                 modules={part: {m: n * us for m, n in found.most_common(TOP_MODULES)}
                          for part, found in modules.items()})
-        return Breakdown(what, units, groups, cpu["redis"] * per)
+        return Breakdown(what, units, units / elapsed, groups, cpu["redis"] * per)
 
 
 def table(breakdowns: list[dict[str, Any]]) -> list[str]:
@@ -100,7 +106,8 @@ def table(breakdowns: list[dict[str, Any]]) -> list[str]:
         components = sorted({c for g in groups.values() for c in g["parts"]} - {"other"},
                             key=lambda c: -sum(g["parts"].get(c, 0.0) for g in groups.values()))
         width = max(12, *(len(n) for n in names))
-        lines.append(f"\n{item['what']} ({item['units']} measured), CPU us:")
+        lines.append(f"\n{item['what']} ({item['units']} measured, "
+                     f"{item['per_second']:.0f}/s under the sampler), CPU us:")
         lines.append(f"  {'component':<26}" + "".join(f"{n:>{width + 2}}" for n in names)
                      + f"{'all':>10}  mostly in")
 

@@ -82,7 +82,7 @@ class Plan:
     tracing: bool = True
     #: The CPU of a submit and of a worker's message by component, once after the rounds.
     breakdown: bool = True
-    #: Samples per second of steady load for each breakdown.
+    #: Seconds of steady load the gateway's breakdown is measured over.
     breakdown_seconds: float = 5.0
 
     @classmethod

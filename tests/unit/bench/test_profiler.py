@@ -72,7 +72,7 @@ def test_samples_follow_cpu_time_in_the_process_and_its_forks(tmp_path: Path) ->
 
 
 def test_the_table_adds_the_components_and_the_rest_up_to_the_total() -> None:
-    item = breakdown.Breakdown("x", 10, {"gateway": breakdown.Group(
+    item = breakdown.Breakdown("x", 10, 5.0, {"gateway": breakdown.Group(
         total_us=100.0, parts={"Flask": 60.0, "logging": 30.0, "other": 10.0}, samples=50,
         sampled=1.0, modules={})}, redis_us=20.0).to_json()
     lines = breakdown.table([item])
