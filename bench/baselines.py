@@ -89,6 +89,8 @@ def _hello() -> tuple[str, int]:
 def hello_app() -> Flask:
     app = Flask("bench.hello")
     app.post("/api/v1/messages")(_hello)
+    # Where the tracing gateway exports its spans (OTLP/HTTP): taken and dropped.
+    app.post("/v1/traces", endpoint="traces")(_hello)
     return app
 
 

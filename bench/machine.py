@@ -15,8 +15,9 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Packages whose versions change what is measured.
-PACKAGES = ("celery", "kombu", "redis", "flask", "gunicorn", "gevent", "pydantic",
-            "flask-jwt-extended", "flask-limiter", "orjson", "hiredis")
+PACKAGES = ("celery", "kombu", "redis", "hiredis", "flask", "werkzeug", "gunicorn", "gevent",
+            "granian", "pydantic", "flask-jwt-extended", "flask-limiter", "limits", "structlog",
+            "prometheus-client", "orjson", "opentelemetry-sdk", "psutil")
 
 
 def _git(*args: str) -> str | None:

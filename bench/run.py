@@ -20,9 +20,9 @@ import psutil
 import redis
 from kombu import Connection
 
-from bench import baselines, loadgen
+from bench import baselines, breakdown, loadgen, reconcile, servers
 from bench.machine import describe
-from bench.stack import CpuMeter, RssSampler, Stack, Worker
+from bench.stack import CpuMeter, RssSampler, Server, Stack, Worker
 from integration.security.tokens import issue_token
 from integration.settings import Settings
 
@@ -38,8 +38,9 @@ roles:
 """
 
 
-#: The open-loop latency runs of a round, in order (figures ``<name>_p50_ms`` etc.).
-PACED = ("submit", "hello", "hello_at_ours", "guarded_at_ours", "replica_wait_at_ours")
+#: The open-loop latency runs of a round, in order (figures ``<name>_p50_ms`` etc.): ours at
+#: half of its peak, then the same arrivals against the baselines and the replica wait.
+PACED = ("submit", "hello_at_ours", "guarded_at_ours", "replica_wait_at_ours")
 #: The replica-wait gateway's settings: one replica acknowledges each flush.
 REPLICA_WAIT = {"INTEGRATION_REDIS_REPLICA_WAIT": "1",
                 "INTEGRATION_REDIS_REPLICA_WAIT_TIMEOUT_MS": "1000"}
@@ -52,32 +53,44 @@ _ACCEPTED = re.compile(rb'"accepted":\s*(\d+)')
 class Plan:
     """Sizes of a run; ``smoke`` shrinks them to seconds."""
 
-    rounds: int = 3
-    seconds: float = 4.0
+    rounds: int = 5
+    seconds: float = 2.0
     warmup: float = 0.5
     connections: int = 32
     batch: int = 500
     #: Enough to keep both gateway processes busy while each waits on Redis for a batch
     #: (with four, the cores were not all busy; see bench/README.md).
     batch_connections: int = 8
-    e2e_messages: int = 2000
+    e2e_messages: int = 1000
     e2e_batch: int = 100
     concurrency: int = 2
     soak_seconds: float = 0.0
     #: Which groups of figures to measure (``submit``, ``batch``, ``e2e``); all by default.
     groups: tuple[str, ...] = ("submit", "batch", "e2e")
     #: The end-to-end figures that repeat another under one changed setting (no task
-    #: events, two worker instances): the same code, so a smoke run leaves them out.
-    variants: bool = True
+    #: events, two worker instances): the same code, so only ``--variants`` runs them.
+    variants: bool = False
+    #: End to end with the consumer delivered as a message of its own rather than inline
+    #: (``--variants``; a smoke run checks that such a delivery still works).
+    queued_consumer: bool = False
     #: Also measure single and batch submits with the replica wait on (a replica of the
-    #: run's Redis, started by the run); a smoke run leaves them out.
+    #: run's Redis, started by the run); a smoke run leaves them out, as the three below.
     replica: bool = True
+    #: Single submits and hello-world under the other WSGI servers (bench/servers.py).
+    servers: bool = True
+    #: Single submits with tracing on (spans exported to the hello-world app).
+    tracing: bool = True
+    #: The CPU of a submit and of a worker's message by component, once after the rounds.
+    breakdown: bool = True
+    #: Seconds of steady load the gateway's breakdown is measured over.
+    breakdown_seconds: float = 5.0
 
     @classmethod
     def smoke(cls) -> Plan:
         return cls(rounds=1, seconds=0.5, warmup=0.1, connections=4, batch=100,
-                   batch_connections=2, e2e_messages=100, e2e_batch=50, variants=False,
-                   replica=False)
+                   batch_connections=2, e2e_messages=100, e2e_batch=50,
+                   queued_consumer=True, replica=False, servers=False, tracing=False,
+                   breakdown=False)
 
 
 def metric(n: int) -> dict[str, Any]:
@@ -123,6 +136,10 @@ class Run:
         self._worker: Worker | None = None
         #: The gateway whose flushes wait for a replica, when the run measures it.
         self._replica_wait: Any = None
+        #: Gateways beside the production one: by server (gthread, granian), "tracing",
+        #: "sampled"; and hello-world under each other server.
+        self.gateways: dict[str, Server] = {}
+        self.hellos: dict[str, Server] = {}
         self._bodies: dict[tuple[int, int, Callable[[int], dict[str, Any]]], bytes] = {}
 
     # -- request bodies ----------------------------------------------------------------------
@@ -169,6 +186,7 @@ class Run:
                            "send times)")
         ours = self.stack.gateway("gateway")
         apps = {name: self.stack.baseline_server(name) for name in ("hello", "guarded", "naive")}
+        self._start_variants(apps["hello"].port)
         ours_amqp = self.stack.gateway("gateway-amqp",
                                        INTEGRATION_BROKER_URL=self.settings.bench_amqp_url) \
             if amqp else None
@@ -176,10 +194,10 @@ class Run:
                 self.stack.start_replica() is not None:
             self._replica_wait = self.stack.gateway("gateway-replica-wait", **REPLICA_WAIT)
         self.results.notes["replica_wait"] = self._replica_wait is not None
-        for server in (ours, *apps.values(), ours_amqp, self._replica_wait):
+        gateways = (ours, ours_amqp, self._replica_wait, *self.gateways.values())
+        for server in (*gateways, *apps.values(), *self.hellos.values()):
             if server is not None:
-                server.wait_ready("/healthz" if server in (ours, ours_amqp, self._replica_wait)
-                                  else SUBMIT)
+                server.wait_ready("/healthz" if server in gateways else SUBMIT)
         self.rss.watch("gateway", ours.children)
         self.rss.watch("worker", lambda: self._worker.pids() if self._worker else [])
         self.rss.start()
@@ -189,16 +207,41 @@ class Run:
                 self.results.rounds.append({})
                 self._round(ours, {name: app.port for name, app in apps.items()},
                             ours_amqp, amqp)
-                for server in (ours, *apps.values(), ours_amqp, self._replica_wait):
+                for server in (ours, *apps.values(), ours_amqp, self._replica_wait,
+                               *self.gateways.values(), *self.hellos.values()):
                     if server is not None:
                         server.check()  # a server that died mid-round leaves no figure
+            self._breakdowns(ours)
             if plan.soak_seconds:
                 self._soak(ours.port)
         finally:
             self.rss.stop()
             self.stack.close()
         self.results.notes["rss_peak_mb"] = self.rss.peak_mb
+        # Beside the load average at the start: whether other work shared the machine.
+        self.results.notes["machine"]["load_average_end"] = list(os.getloadavg())
         return self.results
+
+    def _start_variants(self, hello_port: int) -> None:
+        """The gateways and hello-world apps measured beside the production pair: under
+        the other servers, with tracing on, and sampled by component."""
+        plan = self.plan
+        if "submit" not in plan.groups:
+            return
+        if plan.servers:
+            for server in servers.SERVERS[1:]:
+                if not servers.available(server):
+                    self.results.notes.setdefault("servers_skipped", []).append(server)
+                    continue
+                self.gateways[server] = self.stack.gateway(f"gateway-{server}", server=server)
+                self.hellos[server] = self.stack.baseline_server("hello", server=server)
+        if plan.tracing:
+            # Spans go to hello-world's /v1/traces, which answers every export with 202.
+            self.gateways["tracing"] = self.stack.gateway(
+                "gateway-tracing", INTEGRATION_OTLP_ENDPOINT=f"http://127.0.0.1:{hello_port}")
+        if plan.breakdown:
+            self.stack.samples("gateway-sampled")
+            self.gateways["sampled"] = self.stack.gateway("gateway-sampled")
 
     def _round(self, ours: Any, apps: dict[str, int], ours_amqp: Any, amqp: bool) -> None:
         plan, add = self.plan, self.results.add
@@ -216,6 +259,10 @@ class Run:
             add("batch_redis_msgs_per_s", rate)
             for name, micros in cpu_us.items():
                 add(f"batch_redis_cpu_{name}_us", micros)
+            # The reconciler's survey over the messages that figure left queued.
+            store = self.settings.model_copy(update={"redis_url": self.stack.redis_url})
+            for name, value in reconcile.survey_cost(store, self._redis_pids).items():
+                add(name, value)
             if self._replica_wait is not None:
                 self._flush()
                 add("batch_redis_replica_wait_msgs_per_s", self._batches(
@@ -234,8 +281,9 @@ class Run:
             if plan.variants:
                 add("e2e_event_no_task_events_msgs_per_s", self._end_to_end(
                     ours.port, raw, consumer=None, task_events=False))
-            add("e2e_consumer_msgs_per_s", self._end_to_end(
-                ours.port, raw, consumer="queued", figure="e2e_consumer", gateway=ours))
+            if plan.queued_consumer:
+                add("e2e_consumer_msgs_per_s", self._end_to_end(
+                    ours.port, raw, consumer="queued", figure="e2e_consumer", gateway=ours))
             add("e2e_inline_consumer_msgs_per_s", self._end_to_end(
                 ours.port, raw, consumer="inline", figure="e2e_inline_consumer",
                 gateway=ours))
@@ -247,23 +295,28 @@ class Run:
         """Single submits at peak against the HTTP baselines, then latency at half of peak."""
         plan, add = self.plan, self.results.add
         waiting = self._replica_wait
-        for name, port in (*((f"{app}_post_per_s", apps[app]) for app in apps),
-                           ("submit_per_s", ours.port),
-                           *((("submit_replica_wait_per_s", waiting.port),) if waiting else ())):
+        loops = [*((f"{app}_post_per_s", apps[app]) for app in apps),
+                 ("submit_per_s", ours.port)]
+        if waiting is not None:
+            loops.append(("submit_replica_wait_per_s", waiting.port))
+        if "tracing" in self.gateways:
+            loops.append(("submit_tracing_per_s", self.gateways["tracing"].port))
+        for server, hello in self.hellos.items():  # the same pair under each other server
+            loops += [(f"hello_{server}_post_per_s", hello.port),
+                      (f"submit_{server}_per_s", self.gateways[server].port)]
+        for name, port in loops:
             self._flush()
             outcome = loadgen.closed_loop("127.0.0.1", port, self.single,
                                           connections=plan.connections, duration=plan.seconds,
                                           warmup=plan.warmup)
             _expect(outcome, name)
             add(name, outcome.rate)
-        # Latency at half of each one's own peak: ours, and hello-world's as the baseline (the
-        # tail this machine, server and generator give a request that does nothing). Then
-        # at our rate, the same arrivals: hello-world (next to no work per request) and
+        # Latency at half of our peak, then the same arrivals against hello-world (next to
+        # no work per request: the tail of this machine, server and generator) and
         # `guarded` (the token check and rate-limit hit every request of ours makes first).
         figures = self.results.rounds[-1]
         ours_rate = figures["submit_per_s"] / 2
         runs = {"submit": (ours.port, ours_rate),
-                "hello": (apps["hello"], figures["hello_post_per_s"] / 2),
                 "hello_at_ours": (apps["hello"], ours_rate),
                 "guarded_at_ours": (apps["guarded"], ours_rate)}
         if waiting is not None:  # the same arrivals, each flush waiting for the replica
@@ -278,6 +331,58 @@ class Run:
             add(f"{name}_p50_ms", paced.percentile(50))
             add(f"{name}_p99_ms", paced.percentile(99))
             add(f"{name}_p999_ms", paced.percentile(99.9))
+
+    def _breakdowns(self, ours: Server) -> None:
+        """The CPU of a single submit (the sampled gateway at its peak) and of a worker's
+        ``event`` message (a sampled worker draining pre-filled messages), by component."""
+        plan = self.plan
+        found = []
+        sampled = self.gateways.get("sampled")
+        if sampled is not None:
+            print("CPU by component: single submits", flush=True)
+            self._flush()
+            window = breakdown.Window(self.stack.sampled["gateway-sampled"],
+                                      {"gateway": sampled.children}, self._redis_pids)
+            outcome = loadgen.closed_loop("127.0.0.1", sampled.port, self.single,
+                                          connections=plan.connections,
+                                          duration=plan.breakdown_seconds,
+                                          warmup=plan.warmup, measuring=window.start)
+            _expect(outcome, "single submits, sampled")
+            found.append(window.stop("single submit, per request", outcome.completed))
+        if plan.breakdown and "e2e" in plan.groups:
+            print("CPU by component: a worker's event messages", flush=True)
+            found.append(self._worker_breakdown(ours))
+        if found:
+            self.results.notes["cpu_breakdown"] = [b.to_json() for b in found]
+
+    def _worker_breakdown(self, ours: Server) -> breakdown.Breakdown:
+        """A sampled worker drains ``event`` messages submitted beforehand; the window is
+        its steady state, from a tenth to nine tenths of them finished."""
+        plan = self.plan
+        self._flush()
+        messages = 2 * plan.e2e_messages
+        outcome = loadgen.open_loop("127.0.0.1", ours.port, self.batch_of(plan.e2e_batch, event),
+                                    rate=messages / plan.e2e_batch, duration=1.0,
+                                    connections=4)
+        _expect(outcome, "pre-fill for the worker's breakdown")
+        total = cast(int, self.client.zcard(f"{self.settings.key_prefix}:idx:type:event"))
+        index = f"{self.settings.key_prefix}:idx:status:succeeded"
+        samples = self.stack.samples("worker-sampled")
+        worker = self._start_worker("worker-sampled", "tasks", ["event"], task_events=True)
+        window = breakdown.Window(samples, {"worker main": lambda: [worker.popen.pid],
+                                            "worker pool": worker.children},
+                                  self._redis_pids)
+        try:
+            _wait(lambda: cast(int, self.client.zcard(index)) >= total // 10, 300,
+                  "a tenth of the messages finished")
+            first = cast(int, self.client.zcard(index))
+            window.start()
+            _wait(lambda: cast(int, self.client.zcard(index)) >= total * 9 // 10, 300,
+                  "nine tenths of the messages finished")
+            done = cast(int, self.client.zcard(index)) - first
+            return window.stop("a worker's event message, per message", done)
+        finally:
+            self._stop_worker(worker)
 
     def _batches(self, port: int, what: str, meter: CpuMeter | None = None
                  ) -> tuple[float, dict[str, float]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import redis
 
+from bench import servers
 from integration.ops.embedded_redis import EmbeddedRedis, free_port
 from integration.ops.server import reuse_port
 from integration.settings import Settings
@@ -195,6 +196,8 @@ class Stack:
         self.redis_url = settings.bench_redis_url or ""
         self.env = env
         self.started: list[Process] = []
+        #: Processes sampled by component, by name: the folder of their samples.
+        self.sampled: dict[str, Path] = {}
         self._ports: set[int] = set()
 
     def _port(self) -> int:
@@ -232,34 +235,42 @@ class Stack:
     def child_env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, **self.env, "INTEGRATION_REDIS_URL": self.redis_url, **extra}
 
-    def gateway(self, name: str, **extra_env: str) -> Server:
-        """Our gateway: ``integration serve`` as deployed."""
+    def gateway(self, name: str, server: str = "gevent", **extra_env: str) -> Server:
+        """Our gateway: ``integration serve`` as deployed (gunicorn with gevent workers), or
+        under another ``server`` (bench/servers.py)."""
         port = self._port()
         metrics = self.workdir / f"metrics-{name}"
+        metrics.mkdir(exist_ok=True)
         env = self.child_env(PROMETHEUS_MULTIPROC_DIR=str(metrics), **extra_env)
-        server = Server(name, [sys.executable, "-m", "integration", "serve", "--port",
-                               str(port)], env, self.workdir / f"{name}.log", port)
-        self.started.append(server)
-        return server
-
-    def baseline_server(self, name: str) -> Server:
-        """A baseline app under gunicorn with the gateway's worker class, counts and listening
-        sockets (one per process where the gateway has one per process)."""
-        port = self._port()
-        options = ["-w", str(self.settings.gateway_workers)]
-        if self.settings.gateway_worker_class == "gevent":
-            options += ["-k", "gevent", "--worker-connections",
-                        str(self.settings.gateway_worker_connections)]
+        if server == "granian":
+            argv = servers.granian_argv(self.settings, "bench.servers:gateway_app", port)
         else:
-            options += ["-k", "gthread", "--threads", str(self.settings.gateway_threads)]
-        if reuse_port(self.settings):
-            options.append("--reuse-port")
-        argv = [sys.executable, "-m", "gunicorn", *options, "-b", f"127.0.0.1:{port}",
-                "--error-logfile", "-", "--no-control-socket",
-                f"bench.baselines:{name}_app()"]
-        server = Server(name, argv, self.child_env(), self.workdir / f"{name}.log", port)
-        self.started.append(server)
-        return server
+            env["INTEGRATION_GATEWAY_WORKER_CLASS"] = server
+            argv = [sys.executable, "-m", "integration", "serve", "--port", str(port)]
+        process = Server(name, self._sampled(name, argv), env, self.workdir / f"{name}.log",
+                         port)
+        self.started.append(process)
+        return process
+
+    def baseline_server(self, name: str, server: str | None = None) -> Server:
+        """A baseline app under the gateway's server (or ``server``), with its worker class,
+        counts and listening sockets (one per process where the gateway has one per
+        process)."""
+        port = self._port()
+        server = server or self.settings.gateway_worker_class
+        if server == "granian":
+            argv = servers.granian_argv(self.settings, f"bench.baselines:{name}_app", port)
+        else:
+            options = servers.gunicorn_options(self.settings, server)
+            if reuse_port(self.settings):
+                options.append("--reuse-port")
+            argv = [sys.executable, "-m", "gunicorn", *options, "-b", f"127.0.0.1:{port}",
+                    "--error-logfile", "-", "--no-control-socket",
+                    f"bench.baselines:{name}_app()"]
+        label = name if server == self.settings.gateway_worker_class else f"{name}-{server}"
+        process = Server(label, argv, self.child_env(), self.workdir / f"{label}.log", port)
+        self.started.append(process)
+        return process
 
     def worker(self, name: str, app: str, queues: list[str], concurrency: int, *,
                task_events: bool = False, **extra_env: str) -> Worker:
@@ -272,9 +283,23 @@ class Stack:
         env = self.child_env(INTEGRATION_METRICS_PORT=str(self._port()), **extra_env)
         log = self.workdir / f"{name}.log"
         log.write_bytes(b"")
-        worker = Worker(name, argv, env, log)
+        worker = Worker(name, self._sampled(name, argv), env, log)
         self.started.append(worker)
         return worker
+
+    def samples(self, name: str) -> Path:
+        """The process ``name``, when started, is sampled by component (bench/profiler.py)
+        into the folder returned."""
+        folder = self.sampled[name] = self.workdir / f"samples-{name}"
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def _sampled(self, name: str, argv: list[str]) -> list[str]:
+        """``python -m MODULE ...`` run under the sampler when ``name`` is to be sampled."""
+        folder = self.sampled.get(name)
+        if folder is None:
+            return argv
+        return [argv[0], "-m", "bench.profiler", str(folder), *argv[2:]]
 
     def stop(self, process: Process) -> None:
         process.stop()

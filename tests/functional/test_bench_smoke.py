@@ -39,7 +39,8 @@ def test_the_benchmark_runs_in_smoke_mode_and_writes_its_json(tmp_path: Path) ->
                  "batch_redis_msgs_per_s",
                  "e2e_raw_worker_msgs_per_s", "e2e_event_msgs_per_s",
                  "e2e_consumer_msgs_per_s", "e2e_inline_consumer_msgs_per_s",
-                 "batch_redis_cpu_gateway_us", "batch_redis_cpu_redis_us"):
+                 "batch_redis_cpu_gateway_us", "batch_redis_cpu_redis_us",
+                 "reconciler_records", "reconciler_pass_cpu_ms"):
         assert figures[name] > 0, name
     # The whole machine's CPU per batched message is measured too. (How it compares with the
     # gateway's and Redis's is a figure for a full round on a quiet machine: a smoke round's
@@ -53,6 +54,10 @@ def test_the_benchmark_runs_in_smoke_mode_and_writes_its_json(tmp_path: Path) ->
         assert len(document["commit"]) == 40 and isinstance(document["dirty"], bool)
     assert document["machine"]["cores"] >= 1 and document["machine"]["kernel"]
     assert document["versions"]["celery"] and document["versions"]["redis-server"]
+    assert document["versions"]["gunicorn"] and document["versions"]["gevent"]
+    assert "load_average_end" in document["machine"]
+    # Every figure's median comes with its spread over the rounds.
+    assert set(document["spreads"]) == set(document["medians"])
     assert "single submit vs raw send_task" in stdout
     assert "cores allow" in stdout, "the CPU budget line of the batch figure"
 
