@@ -1,0 +1,168 @@
+"""A three-node RabbitMQ cluster on hosts of their own (``rq1``-``rq3``, network namespaces as
+in test_hosts.py), started and joined by ``deploy/rabbitmq/cluster.sh``, with quorum queues.
+Gateway (in this process) and workers know all three nodes; Redis, the workers and the
+counting downstream stay in the root namespace and are never cut.
+
+In the middle of a burst of effectful messages a node's link is cut, first a follower's of
+the ``action`` queue, then its leader's: every 202 reaches ``succeeded`` with one effect,
+effects without a 202 come only from 503s that said the message may have been enqueued, and
+once the link is back the node rejoins and the queue has its three members again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+
+from integration.gateway import create_app
+from integration.ops.embedded_redis import EmbeddedRedis
+from integration.security.tokens import issue_token
+from integration.settings import Settings
+from tests.conftest import TEST_SECRET, wait_for
+from tests.functional.test_broker_faults import wait_all_succeeded
+from tests.support.burst import Burst, SupervisedWorker
+from tests.support.netns import Hosts, clean_stale, require_hosts
+from tests.support.rabbit_cluster import NODES, TICKTIME, RabbitCluster
+from tests.support.recovery import FAST_RECOVERY, CountingTarget, action, fast_bound
+
+QUEUE = "action"
+#: Workers give up a silent node's connection after two missed heartbeats.
+HEARTBEAT = 3
+#: 202s after the cut that each scenario waits for before it ends the burst.
+AFTER_CUT = 20
+
+
+@dataclass
+class Setup:
+    cluster: RabbitCluster
+    target: CountingTarget
+    store: redis.Redis
+    client: Any  # the gateway's test client
+    auth: dict[str, str]
+    workers: list[SupervisedWorker]
+    bursts: list[Burst] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory: pytest.TempPathFactory,
+           test_environment: dict[str, str]) -> Iterator[Setup]:
+    """The cluster, a Redis of its own, two supervised workers consuming ``action`` and a
+    gateway, all on quorum queues and a broker URL naming the three nodes."""
+    require_hosts()
+    clean_stale()
+    directory = tmp_path_factory.mktemp("rabbit-cluster")
+    with Hosts(NODES, directory) as hosts, CountingTarget(delay=0.05) as target, \
+            EmbeddedRedis(directory / "redis", persistent=False) as server:
+        cluster = RabbitCluster(hosts, directory).start()
+        env = {**FAST_RECOVERY, "INTEGRATION_REDIS_URL": server.url,
+               "INTEGRATION_BROKER_URL": cluster.url(),
+               "INTEGRATION_AMQP_QUEUE_TYPE": "quorum",
+               "INTEGRATION_AMQP_HEARTBEAT_SECONDS": str(HEARTBEAT),
+               "INTEGRATION_PUBLISH_TIMEOUT_SECONDS": "1",
+               "INTEGRATION_RULES_FILE": str(target.rules_file(directory))}
+        workers = []
+        for index in range(2):
+            (directory / f"w{index}").mkdir()
+            workers.append(SupervisedWorker([QUEUE], directory / f"w{index}", env))
+        app = create_app(Settings(redis_url=server.url, jwt_secret=TEST_SECRET,
+                                  broker_url=cluster.url(), amqp_queue_type="quorum",
+                                  publish_timeout_seconds=1))
+        token = issue_token(TEST_SECRET, "tester", ["admin"], 600)
+        store = redis.Redis(port=server.port)
+        try:
+            yield Setup(cluster, target, store, app.test_client(),
+                        {"Authorization": f"Bearer {token}"}, workers)
+        finally:
+            for worker in workers:
+                worker.stop()
+            store.close()
+
+
+def cut_mid_burst(rabbit: Setup, name: str, source: str) -> tuple[Burst, float]:
+    """A burst under way, host ``name``'s link cut, and the burst ended once the cluster
+    saw the node go and ``AFTER_CUT`` requests sent after the cut were answered 202: the
+    burst and when the link went down."""
+    burst = Burst(rabbit.client, rabbit.auth, count=None, pause=0.02, source=source,
+                  make=action)
+    rabbit.bursts.append(burst)
+    seen = rabbit.target.received
+    burst.start()
+    try:
+        wait_for(lambda: rabbit.target.received >= seen + 10, timeout=60,
+                 message="calls in flight")
+        rabbit.cluster.hosts.cut(name)
+        cut = time.monotonic()
+        others = [n for n in NODES if n != name]
+        wait_for(lambda: rabbit.cluster.running(others[0]) == set(others),
+                 timeout=TICKTIME * 4, interval=0.5, message=f"the others see {name} gone")
+        wait_for(lambda: sum(a.status == 202 and a.started > cut
+                             for a in list(burst.answers.values())) >= AFTER_CUT,
+                 timeout=60, message="accepted after the cut")
+    finally:
+        burst.stop()
+    return burst, cut
+
+
+def check_ledger(rabbit: Setup, burst: Burst) -> float:
+    """Every 202 of ``burst`` succeeded (seconds it took after the burst), and each effect
+    so far was of a 202, once, or of a 503 that left the message in doubt."""
+    accepted = burst.accepted()
+    assert set(burst.outcomes.values()) <= {202, 503}, burst.outcomes
+    settle = fast_bound() + len(accepted) * rabbit.target.delay + 30
+    took = wait_all_succeeded(rabbit.store, accepted, timeout=settle)
+    effects = rabbit.target.effects
+    every_202 = {f"{i}:1" for b in rabbit.bursts for i in b.accepted()}
+    doubtful = {f"{i}:1" for b in rabbit.bursts for i in b.in_doubt()}
+    assert {f"{i}:1" for i in accepted} <= effects
+    assert effects - every_202 <= doubtful, f"performed without a 202: {effects - every_202}"
+    assert max(rabbit.target.calls.values()) == 1 or all(
+        key in doubtful for key, calls in rabbit.target.calls.items() if calls > 1)
+    assert rabbit.target.unkeyed == 0
+    return took
+
+
+def report(what: str, burst: Burst, cut: float, took: float, rejoined: float,
+           heals: int, rabbit: Setup) -> str:
+    answers = list(burst.answers.values())
+    failover = min(a.ended for a in answers if a.status == 202 and a.started > cut) - cut
+    refused = sum(a.status == 503 for a in answers)
+    restarts = sum(w.restarts for w in rabbit.workers)
+    return (f"\n{what}: first 202 {failover:.1f} s after the cut; {len(burst.accepted())} "
+            f"accepted, {refused} answered 503 ({len(burst.in_doubt())} in doubt); all "
+            f"succeeded {took:.1f} s after the burst; {restarts} worker restarts so far; the "
+            f"node rejoined with every member {rejoined:.1f} s after its link came back "
+            f"({heals} heal{'s' if heals > 1 else ''})")
+
+
+def test_a_follower_node_cut_mid_burst_loses_and_doubles_nothing(rabbit: Setup) -> None:
+    """A node holding a follower of the ``action`` queue is cut off: the two others keep a
+    majority, so publishes go on being confirmed; every 202 succeeds once, and once the link
+    is back the node rejoins and the queue has three members again."""
+    leader = rabbit.cluster.leader(QUEUE)
+    assert leader is not None
+    follower = [n for n in NODES if n != leader][-1]
+    burst, cut = cut_mid_burst(rabbit, follower, "follower-cut")
+    took = check_ledger(rabbit, burst)
+    rejoined, heals = rabbit.cluster.heal(follower, QUEUE)
+    print(report(f"follower {follower} cut", burst, cut, took, rejoined, heals, rabbit))
+
+
+def test_the_leader_node_cut_mid_burst_fails_over_and_loses_no_accepted_message(
+        rabbit: Setup) -> None:
+    """The node leading the ``action`` queue (and holding the clients' connections: the
+    first of the URL) is cut off: the others elect a new leader, clients reconnect to them;
+    meanwhile publishes are answered 503, never a 202 that is lost; every 202 succeeds once
+    and the node rejoins as a follower."""
+    leader = rabbit.cluster.leader(QUEUE)
+    assert leader is not None
+    burst, cut = cut_mid_burst(rabbit, leader, "leader-cut")
+    after = rabbit.cluster.leader(QUEUE, asked=next(n for n in NODES if n != leader))
+    assert after not in (None, leader), after
+    took = check_ledger(rabbit, burst)
+    rejoined, heals = rabbit.cluster.heal(leader, QUEUE)
+    print(report(f"leader {leader} cut", burst, cut, took, rejoined, heals, rabbit))
