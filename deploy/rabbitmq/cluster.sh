@@ -13,9 +13,9 @@
 # ADDRESS is the node's IP address, or a fully qualified name every node resolves: it names
 # the node (long node names) and is where it listens. Environment:
 #
-#   RABBITMQ_CLUSTER_COOKIE    the Erlang cookie, the same on every node (required, a secret:
-#                              whoever has it controls the node)
-#   RABBITMQ_CLUSTER_PASSWORD  the password of the user the first node creates (required)
+#   RABBITMQ_CLUSTER_COOKIE    node: the Erlang cookie, the same on every node (required, a
+#                              secret: whoever has it controls the node); kept in DIR/home
+#   RABBITMQ_CLUSTER_PASSWORD  node: the password of the user the first node creates (required)
 #   RABBITMQ_CLUSTER_USER      that user (integration); the vhost is `integration`
 #   RABBITMQ_NET_TICKTIME      seconds until a silent peer counts as down (60; tests use 10)
 #   RABBITMQ_AMQP_PORT         5672
@@ -37,15 +37,8 @@ bin=${RABBITMQ_BIN:-/usr/lib/rabbitmq/bin}
 node="rabbit@$address"
 port=${RABBITMQ_AMQP_PORT:-5672}
 
+# The node's and the CLI's environment: the cookie in HOME, never the host's.
 setup() {
-    mkdir -p "$dir/home"
-    local cookie="$dir/home/.erlang.cookie"
-    if [ ! -f "$cookie" ] || [ "$(cat "$cookie")" != "$RABBITMQ_CLUSTER_COOKIE" ]; then
-        rm -f "$cookie"
-        printf '%s' "$RABBITMQ_CLUSTER_COOKIE" > "$cookie"
-        chmod 400 "$cookie"
-    fi
-    : > "$dir/rabbitmq-env.conf"
     export HOME="$dir/home" RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf" \
         RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" RABBITMQ_NODENAME="$node" \
         RABBITMQ_USE_LONGNAME=true RABBITMQ_MNESIA_BASE="$dir/mnesia" \
@@ -53,7 +46,6 @@ setup() {
         RABBITMQ_PID_FILE="$dir/rabbit.pid" ERL_EPMD_ADDRESS="$address"
 }
 
-: "${RABBITMQ_CLUSTER_COOKIE:?set RABBITMQ_CLUSTER_COOKIE, the same on every node}"
 setup
 
 ctl() {
@@ -62,7 +54,14 @@ ctl() {
 
 case "$command" in
 node)
+    : "${RABBITMQ_CLUSTER_COOKIE:?set RABBITMQ_CLUSTER_COOKIE, the same on every node}"
     : "${RABBITMQ_CLUSTER_PASSWORD:?set RABBITMQ_CLUSTER_PASSWORD}"
+    mkdir -p "$dir/home"
+    cookie="$dir/home/.erlang.cookie"
+    rm -f "$cookie"
+    (umask 077 && printf '%s' "$RABBITMQ_CLUSTER_COOKIE" > "$cookie")
+    chmod 400 "$cookie"
+    : > "$dir/rabbitmq-env.conf"
     cat > "$dir/rabbitmq.conf" <<EOF
 listeners.tcp.default = $address:$port
 net_ticktime = ${RABBITMQ_NET_TICKTIME:-60}

@@ -11,8 +11,11 @@ once the link is back the node rejoins and the queue has its three members again
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +34,7 @@ from tests.support.rabbit_cluster import NODES, TICKTIME, RabbitCluster
 from tests.support.recovery import FAST_RECOVERY, CountingTarget, action, fast_bound
 
 QUEUE = "action"
+SUBMISSION_LOGGER = "integration.broker.submission"
 #: Workers give up a silent node's connection after two missed heartbeats.
 HEARTBEAT = 3
 #: 202s after the cut that each scenario waits for before it ends the burst.
@@ -65,13 +69,16 @@ def rabbit(tmp_path_factory: pytest.TempPathFactory,
                "INTEGRATION_AMQP_HEARTBEAT_SECONDS": str(HEARTBEAT),
                "INTEGRATION_PUBLISH_TIMEOUT_SECONDS": "1",
                "INTEGRATION_RULES_FILE": str(target.rules_file(directory))}
-        workers = []
         for index in range(2):
             (directory / f"w{index}").mkdir()
-            workers.append(SupervisedWorker([QUEUE], directory / f"w{index}", env))
+        with ThreadPoolExecutor(2) as pool:  # each waits for its worker to be ready
+            workers = list(pool.map(lambda index: SupervisedWorker(
+                [QUEUE], directory / f"w{index}", env), range(2)))
+        # Workers (started first) declare the queues on rq1, which leads them; the gateway
+        # publishes through rq2, so a leader's cut leaves it on a node that survives.
         app = create_app(Settings(redis_url=server.url, jwt_secret=TEST_SECRET,
-                                  broker_url=cluster.url(), amqp_queue_type="quorum",
-                                  publish_timeout_seconds=1))
+                                  broker_url=cluster.url(("rq2", "rq3", "rq1")),
+                                  amqp_queue_type="quorum", publish_timeout_seconds=3))
         token = issue_token(TEST_SECRET, "tester", ["admin"], 600)
         store = redis.Redis(port=server.port)
         try:
@@ -83,29 +90,51 @@ def rabbit(tmp_path_factory: pytest.TempPathFactory,
             store.close()
 
 
-def cut_mid_burst(rabbit: Setup, name: str, source: str) -> tuple[Burst, float]:
+class Refusals(logging.Handler):
+    """Why the gateway answered 503: the reasons its submitter logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reasons: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("broker unavailable"):
+            self.reasons[message.rpartition(": ")[2][:60]] += 1
+
+    def __enter__(self) -> Refusals:
+        logging.getLogger(SUBMISSION_LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        logging.getLogger(SUBMISSION_LOGGER).removeHandler(self)
+
+
+def cut_mid_burst(rabbit: Setup, name: str, source: str
+                  ) -> tuple[Burst, float, Counter[str]]:
     """A burst under way, host ``name``'s link cut, and the burst ended once the cluster
     saw the node go and ``AFTER_CUT`` requests sent after the cut were answered 202: the
-    burst and when the link went down."""
+    burst, when the link went down, and why the gateway refused what it refused."""
     burst = Burst(rabbit.client, rabbit.auth, count=None, pause=0.02, source=source,
                   make=action)
     rabbit.bursts.append(burst)
     seen = rabbit.target.received
-    burst.start()
-    try:
-        wait_for(lambda: rabbit.target.received >= seen + 10, timeout=60,
-                 message="calls in flight")
-        rabbit.cluster.hosts.cut(name)
-        cut = time.monotonic()
-        others = [n for n in NODES if n != name]
-        wait_for(lambda: rabbit.cluster.running(others[0]) == set(others),
-                 timeout=TICKTIME * 4, interval=0.5, message=f"the others see {name} gone")
-        wait_for(lambda: sum(a.status == 202 and a.started > cut
-                             for a in list(burst.answers.values())) >= AFTER_CUT,
-                 timeout=60, message="accepted after the cut")
-    finally:
-        burst.stop()
-    return burst, cut
+    with Refusals() as refusals:
+        burst.start()
+        try:
+            wait_for(lambda: rabbit.target.received >= seen + 10, timeout=60,
+                     message="calls in flight")
+            rabbit.cluster.hosts.cut(name)
+            cut = time.monotonic()
+            others = [n for n in NODES if n != name]
+            wait_for(lambda: rabbit.cluster.running(others[0]) == set(others),
+                     timeout=TICKTIME * 4, interval=0.5, message=f"the others see {name} gone")
+            wait_for(lambda: sum(a.status == 202 and a.started > cut
+                                 for a in list(burst.answers.values())) >= AFTER_CUT,
+                     timeout=60, message="accepted after the cut")
+        finally:
+            burst.stop()
+    return burst, cut, refusals.reasons
 
 
 def check_ledger(rabbit: Setup, burst: Burst) -> float:
@@ -126,14 +155,15 @@ def check_ledger(rabbit: Setup, burst: Burst) -> float:
     return took
 
 
-def report(what: str, burst: Burst, cut: float, took: float, rejoined: float,
-           heals: int, rabbit: Setup) -> str:
+def report(what: str, burst: Burst, cut: float, reasons: Counter[str], took: float,
+           rejoined: float, heals: int, rabbit: Setup) -> str:
     answers = list(burst.answers.values())
     failover = min(a.ended for a in answers if a.status == 202 and a.started > cut) - cut
     refused = sum(a.status == 503 for a in answers)
     restarts = sum(w.restarts for w in rabbit.workers)
     return (f"\n{what}: first 202 {failover:.1f} s after the cut; {len(burst.accepted())} "
-            f"accepted, {refused} answered 503 ({len(burst.in_doubt())} in doubt); all "
+            f"accepted, {refused} answered 503 ({len(burst.in_doubt())} in doubt; the "
+            f"gateway logged {dict(reasons)}); all "
             f"succeeded {took:.1f} s after the burst; {restarts} worker restarts so far; the "
             f"node rejoined with every member {rejoined:.1f} s after its link came back "
             f"({heals} heal{'s' if heals > 1 else ''})")
@@ -146,10 +176,11 @@ def test_a_follower_node_cut_mid_burst_loses_and_doubles_nothing(rabbit: Setup) 
     leader = rabbit.cluster.leader(QUEUE)
     assert leader is not None
     follower = [n for n in NODES if n != leader][-1]
-    burst, cut = cut_mid_burst(rabbit, follower, "follower-cut")
+    burst, cut, reasons = cut_mid_burst(rabbit, follower, "follower-cut")
     took = check_ledger(rabbit, burst)
     rejoined, heals = rabbit.cluster.heal(follower, QUEUE)
-    print(report(f"follower {follower} cut", burst, cut, took, rejoined, heals, rabbit))
+    print(report(f"follower {follower} cut", burst, cut, reasons, took, rejoined, heals,
+                 rabbit))
 
 
 def test_the_leader_node_cut_mid_burst_fails_over_and_loses_no_accepted_message(
@@ -160,9 +191,10 @@ def test_the_leader_node_cut_mid_burst_fails_over_and_loses_no_accepted_message(
     and the node rejoins as a follower."""
     leader = rabbit.cluster.leader(QUEUE)
     assert leader is not None
-    burst, cut = cut_mid_burst(rabbit, leader, "leader-cut")
+    burst, cut, reasons = cut_mid_burst(rabbit, leader, "leader-cut")
     after = rabbit.cluster.leader(QUEUE, asked=next(n for n in NODES if n != leader))
     assert after not in (None, leader), after
     took = check_ledger(rabbit, burst)
     rejoined, heals = rabbit.cluster.heal(leader, QUEUE)
-    print(report(f"leader {leader} cut", burst, cut, took, rejoined, heals, rabbit))
+    print(report(f"leader {leader} cut", burst, cut, reasons, took, rejoined, heals,
+                 rabbit))
