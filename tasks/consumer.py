@@ -11,7 +11,7 @@ monitors at most that much later; buffered events are flushed at shutdown.
 Celery's native delayed delivery (the ``DelayedDelivery`` step, on with quorum queues) is left
 out: the service never publishes a countdown (waits are parked in Redis), and the step would
 connect to every node of a multi-node broker URL in turn at each consumer start, retrying a
-node that is cut off for twenty seconds while the worker takes nothing.
+node that is cut off for twenty seconds while the worker takes nothing (decision 10).
 """
 
 from __future__ import annotations
