@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 
+from integration.app import build_submitter
 from integration.gateway import create_app
 from integration.ops.embedded_redis import EmbeddedRedis
 from integration.security.tokens import issue_token
@@ -53,6 +54,7 @@ class Setup:
     client: Any  # the gateway's test client
     auth: dict[str, str]
     workers: list[SupervisedWorker]
+    redis_url: str
     bursts: list[Burst] = field(default_factory=list)
 
 
@@ -91,7 +93,7 @@ def rabbit(tmp_path_factory: pytest.TempPathFactory,
         store = redis.Redis(port=server.port)
         try:
             yield Setup(cluster, target, store, app.test_client(),
-                        {"Authorization": f"Bearer {token}"}, workers)
+                        {"Authorization": f"Bearer {token}"}, workers, server.url)
         finally:
             for worker in workers:
                 worker.stop()
@@ -185,6 +187,20 @@ def report(what: str, burst: Burst, cut: float, reasons: Counter[str], took: flo
             f"link came back")
 
 
+def assert_depths_read_past(rabbit: Setup, cut: str) -> None:
+    """Queue depths (the reconciler's reading, the gateway's back-pressure) through a URL
+    whose first node is the cut one: read from the next, and once connected, at once."""
+    assert rabbit.cluster.url().startswith(f"amqp://integration:{rabbit.cluster.password}@"
+                                           f"{rabbit.cluster.hosts.address(cut)}:")
+    publisher = build_submitter(Settings(
+        redis_url=rabbit.redis_url, jwt_secret=TEST_SECRET, broker_url=rabbit.cluster.url(),
+        amqp_queue_type="quorum", publish_timeout_seconds=1), origin="depths").publisher
+    assert QUEUE in publisher.queue_depths([QUEUE])
+    started = time.monotonic()
+    assert QUEUE in publisher.queue_depths([QUEUE])
+    assert time.monotonic() - started < 0.5, "the pooled connection stays on a live node"
+
+
 def test_a_follower_node_cut_mid_burst_loses_and_doubles_nothing(rabbit: Setup) -> None:
     """The node holding a follower of the ``action`` queue and the gateway's connection is
     cut off: the two others keep a majority, the gateway reconnects to the next node of its
@@ -214,6 +230,7 @@ def test_the_leader_node_cut_mid_burst_fails_over_and_loses_no_accepted_message(
     burst, cut, reasons = cut_mid_burst(rabbit, leader, "leader-cut")
     after = rabbit.cluster.leader(QUEUE, asked=next(n for n in NODES if n != leader))
     assert after not in (None, leader), after
+    assert_depths_read_past(rabbit, leader)
     took = check_ledger(rabbit, burst)
     rejoined, how = rabbit.cluster.heal(leader, QUEUE)
     print(report(f"leader {leader} cut", burst, cut, reasons, took, rejoined, how,
