@@ -28,6 +28,9 @@ broker_url = _settings.broker
 broker_connection_retry_on_startup = True
 # A publish must never hang the gateway (celery #3957, #4296): bounded connect and retries.
 broker_connection_timeout = _settings.publish_timeout_seconds
+# RabbitMQ: a worker on a node whose host went silent reconnects to another node of the URL
+# after two missed heartbeats (with Celery's default, 120 s, it would wait four minutes).
+broker_heartbeat = _settings.amqp_heartbeat_seconds
 broker_transport_options = {
     "visibility_timeout": _settings.visibility_timeout_seconds,
     # Redis: how often workers look for messages whose worker died holding them (returned
@@ -37,6 +40,10 @@ broker_transport_options = {
     "socket_timeout": _settings.publish_timeout_seconds,
     "socket_connect_timeout": _settings.publish_timeout_seconds,
     "confirm_publish": True,  # RabbitMQ: wait for the broker's confirm before reporting success
+    # A URL naming several RabbitMQ nodes (``amqp://a;amqp://b``): a connection made on demand
+    # may try each of them once; kombu's default total is one connect timeout, spent on the
+    # first node when that one is cut off.
+    "connect_retries_timeout": _settings.broker_connect_seconds,
 }
 task_publish_retry_policy = {
     "max_retries": 2,

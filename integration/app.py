@@ -142,6 +142,11 @@ def build_submitter(settings: Settings, origin: str, *, coalesce: int = 0,
     # Producers never import tasks/: they send by task name with celeryconfig's settings.
     celery = create_celery(f"integration.{origin}")
     celery.conf.broker_url = settings.broker
+    # Connect as these settings say too (a URL may name several RabbitMQ nodes).
+    celery.conf.broker_connection_timeout = settings.publish_timeout_seconds
+    celery.conf.broker_transport_options = {
+        **celery.conf.broker_transport_options,
+        "connect_retries_timeout": settings.broker_connect_seconds}
     # Declared as these settings say, even where celeryconfig was imported with others.
     celery.conf.task_queues = declared_queues(settings)
     # Through the sentinels, the broker is the store's master, opened the store's way.

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     #: ``integration.dead-letter`` queue, where a worker records it ``dead``. A backstop for when
     #: the service's own attempt count cannot run; keep it above every type's attempt limit.
     amqp_delivery_limit: int = Field(20, ge=1)
+    #: RabbitMQ: the AMQP heartbeat workers ask for, in seconds. A worker gives up a connection
+    #: that stayed silent for two of them (its node's host cut off, not closed) and reconnects
+    #: to the next node of ``INTEGRATION_BROKER_URL``; until then it takes nothing. 0: none
+    #: (a silent node is then noticed only by TCP, in minutes).
+    amqp_heartbeat_seconds: int = Field(15, ge=0, le=600)
 
     # -- tokens and roles ----------------------------------------------------------------------
     #: HMAC secret that verifies bearer tokens. Production refuses a placeholder or one under 128
@@ -442,6 +447,13 @@ class Settings(BaseSettings):
         if self.sentinels:
             return sentinel_broker_url(self.redis_url, self.sentinels)
         return self.redis_url
+
+    @property
+    def broker_connect_seconds(self) -> float:
+        """How long a broker connection made on demand may take: one connect timeout per
+        node of a RabbitMQ URL naming several (``amqp://a;amqp://b``), tried in turn."""
+        nodes = len(self.broker.split(";")) if on_amqp(self.broker) else 1
+        return self.publish_timeout_seconds * nodes
 
     @property
     def sentinels(self) -> list[tuple[str, int]]:

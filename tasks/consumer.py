@@ -7,6 +7,11 @@ fetches and acknowledges every message. Here the flush waits ``EVENTS_FLUSH_SECO
 publish (``task.multi``, which Flower and ``celery events`` read like single events) carries
 the events of many messages; Celery still flushes at once when 24 are buffered. Events reach
 monitors at most that much later; buffered events are flushed at shutdown.
+
+Celery's native delayed delivery (the ``DelayedDelivery`` step, on with quorum queues) is left
+out: the service never publishes a countdown (waits are parked in Redis), and the step would
+connect to every node of a multi-node broker URL in turn at each consumer start, retrying a
+node that is cut off for twenty seconds while the worker takes nothing (decision 10).
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ class Consumer(CeleryConsumer):
     #: When the pending flush was scheduled (None: none is). A flush the hub dropped (the
     #: consumer restarted after a connection loss) is scheduled again a second later.
     _events_flush_scheduled: float | None = None
+
+    class Blueprint(CeleryConsumer.Blueprint):
+        default_steps = [step for step in CeleryConsumer.Blueprint.default_steps
+                         if not step.endswith(":DelayedDelivery")]
 
     def on_send_event_buffered(self) -> None:
         if self.hub is None:

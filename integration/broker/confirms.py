@@ -31,8 +31,6 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from kombu.common import maybe_declare
-
 from integration.broker.amqp_frames import TaskFrames, TaskMessage
 
 
@@ -101,6 +99,7 @@ class _ConfirmChannel:
         self.channel._confirm_selected = True  # what basic_publish_confirm would have done
         self.next_tag = 1
         self.tracker = _Tracker()
+        self.declared: set[str] = set()  # queues declared on this channel
         tracker = self.tracker
         self.channel.events["basic_ack"].add(tracker.ack)
         self.channel.events["basic_nack"].add(tracker.nack)
@@ -153,8 +152,9 @@ class ConfirmedPublisher:
             # broker that stopped answering must fail them within the publish timeout too.
             with connection.connection.transport.having_timeout(self._timeout):
                 state = self._channel(connection)
-                for queue in {message.queue for message in chunk}:
+                for queue in {message.queue for message in chunk} - state.declared:
                     self._declare(state.channel, queue)
+                    state.declared.add(queue)
             # A connection the broker closed meanwhile (a restart, an idle timeout) shows in
             # what it sent last: read it now, while nothing of the chunk is written.
             with contextlib.suppress(socket.timeout):
@@ -206,8 +206,10 @@ class ConfirmedPublisher:
                 state.channel.close()
 
     def _declare(self, channel: Any, queue: str) -> None:
-        """The queue as Celery declares it, once per connection (kombu's cache)."""
-        maybe_declare(self.app.amqp.queues[queue], channel)
+        """The queue as Celery declares it (its arguments), once per channel. Only the queue:
+        messages go to it through the default exchange, and binding it to its own exchange
+        (workers do) waits, in a cluster, until a node gone silent is counted down."""
+        self.app.amqp.queues[queue].bind(channel).queue_declare()
 
     def _await(self, connection: Any, tracker: _Tracker) -> None:
         """Read frames until every message of the chunk is acked or nacked, for at most the

@@ -240,14 +240,22 @@ class Publisher:
                 pipe.llen(queue)
             return dict(zip(queues, (int(n) for n in pipe.execute()), strict=True))
         depths = {}
-        with self.app.connection_for_write() as connection:
-            channel = connection.default_channel
-            for queue in queues:
-                try:
-                    depths[queue] = channel.queue_declare(queue, passive=True).message_count
-                except Exception:  # noqa: BLE001 - not declared yet: nothing waits in it
-                    channel = connection.channel()
-                    depths[queue] = 0
+        # A pooled connection: it stays on a node that answered, where a new one would start
+        # at the first node of a multi-node URL, perhaps the one that is cut off.
+        with self.app.pool.acquire(block=True) as connection:
+            try:
+                connection.ensure_connection(max_retries=1)
+                channel = connection.channel()
+                for queue in queues:
+                    try:
+                        depths[queue] = channel.queue_declare(queue, passive=True).message_count
+                    except connection.channel_errors:  # not declared yet: nothing waits in it
+                        channel = connection.channel()
+                        depths[queue] = 0
+                channel.close()
+            except Exception:
+                connection.collect()  # never back to the pool half broken
+                raise
         return depths
 
     def ping(self) -> bool:

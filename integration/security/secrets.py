@@ -105,13 +105,15 @@ def weak_secrets(settings: Settings) -> list[WeakSecret]:
 
     def judge(variable: str, value: str | None, generate: str = GENERATE) -> None:
         reason = secret_weakness(value) if value else None
-        if reason:
+        if reason and WeakSecret(variable, reason, generate) not in found:
             found.append(WeakSecret(variable, reason, generate))
 
     if settings.jwt_algorithm.startswith("HS") and settings.jwt_secret is not None:
         judge("INTEGRATION_JWT_SECRET", settings.jwt_secret.get_secret_value())
+    # A broker URL may name several RabbitMQ nodes (``amqp://a;amqp://b``), each with its own.
+    brokers = (settings.broker_url or "").split(";")
     for variable, url in (("INTEGRATION_REDIS_URL", settings.redis_url),
-                          ("INTEGRATION_BROKER_URL", settings.broker_url)):
+                          *(("INTEGRATION_BROKER_URL", broker) for broker in brokers)):
         judge(f"the password in {variable}", _url_password(url), GENERATE_FOR_URL)
     if settings.redis_sentinel_password is not None:
         judge("INTEGRATION_REDIS_SENTINEL_PASSWORD",

@@ -1,6 +1,7 @@
 """docker-compose.ha.yml and deploy/haproxy/haproxy.cfg: two gateways behind HAProxy checking
 ``/readyz``, workers on two hosts, one Redis master with two replicas and three sentinels,
-valid for docker-compose and for HAProxy."""
+valid for docker-compose and for HAProxy; docker-compose.rabbitmq-ha.yml on top: a RabbitMQ
+node on each host, clustered, that every component knows."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from integration.ops.cli import main as cli
+from integration.settings import Settings
 from tests.functional.test_compose import (
     DEPLOY,
     HA,
@@ -23,11 +25,14 @@ from tests.functional.test_compose import (
     host_path,
     option_value,
     published,
+    resolve,
     workers,
 )
 from tests.functional.test_compose_alerting import size_in_bytes
 
 HAPROXY_CONFIG = DEPLOY / "haproxy" / "haproxy.cfg"
+RABBITMQ_HA = ROOT / "docker-compose.rabbitmq-ha.yml"
+RABBITMQ_NODES = ("rabbitmq-1", "rabbitmq-2", "rabbitmq-3")
 GATEWAYS, WORKERS = ("gateway-a", "gateway-b"), ("worker-a", "worker-b")
 REDIS_NODES, SENTINELS = ("redis-1", "redis-2", "redis-3"), ("sentinel-a", "sentinel-b",
                                                              "sentinel-c")
@@ -173,3 +178,68 @@ def test_the_ha_stack_starts_only_after_its_secrets_pass(
     for name in REDIS_NODES:
         condition = services[name]["depends_on"]["secrets-check"]["condition"]
         assert condition == "service_completed_successfully", name
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_ha(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """docker-compose.ha.yml with docker-compose.rabbitmq-ha.yml, as docker-compose resolves
+    them with .env.example as the .env."""
+    return resolve(tmp_path_factory, HA, RABBITMQ_HA)
+
+
+def test_rabbitmq_ha_refuses_to_start_without_its_cookie(tmp_path: Path) -> None:
+    """Without the nodes' shared Erlang cookie docker-compose stops and names it."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("\n".join(
+        line for line in (ROOT / ".env.example").read_text().splitlines()
+        if not line.startswith("RABBITMQ_CLUSTER_COOKIE")))
+    result = compose_config(env_file, HA, RABBITMQ_HA)
+    assert result.returncode != 0
+    assert "RABBITMQ_CLUSTER_COOKIE" in result.stderr
+
+
+def test_a_rabbitmq_node_on_each_host_clustered_and_pausing_a_minority(
+        rabbitmq_ha: dict[str, Any]) -> None:
+    """Three nodes on three hosts, each named by its fixed host name, sharing the cookie,
+    finding each other by those names and pausing the side of a partition with fewer than
+    two of them; the second and third start once the first runs."""
+    services = rabbitmq_ha["services"]
+    assert {host(services[name]) for name in RABBITMQ_NODES} == {"a", "b", "c"}
+    config = DEPLOY / "rabbitmq" / "compose-cluster.conf"
+    lines = {line.split(" = ")[0]: line.split(" = ")[1]
+             for line in config.read_text().splitlines() if " = " in line}
+    assert lines["cluster_partition_handling"] == "pause_minority"
+    assert lines["cluster_formation.peer_discovery_backend"] == "classic_config"
+    peers = {v for k, v in lines.items() if k.startswith("cluster_formation.classic_config")}
+    assert peers == {f"rabbit@{name}" for name in RABBITMQ_NODES}
+    for name in RABBITMQ_NODES:
+        node = services[name]
+        assert node["hostname"] == name
+        assert host_path(node, "/etc/rabbitmq/conf.d/20-cluster.conf") == config
+        assert f"{name}-data:/var/lib/rabbitmq:rw" in node["volumes"]
+        assert node["environment"]["RABBITMQ_CLUSTER_COOKIE"]
+        assert "RABBITMQ_CLUSTER_COOKIE" in node["command"][2]
+        assert "rabbitmq-diagnostics" in node["healthcheck"]["test"]
+    for name in RABBITMQ_NODES[1:]:
+        assert services[name]["depends_on"]["rabbitmq-1"]["condition"] == "service_healthy"
+
+
+def test_every_component_knows_the_three_rabbitmq_nodes_and_uses_quorum_queues(
+        rabbitmq_ha: dict[str, Any]) -> None:
+    """Gateways, workers, beats and the secrets check get a broker URL naming the three nodes
+    (kombu's failover syntax) and quorum queues; the long-running ones wait for the nodes."""
+    services = rabbitmq_ha["services"]
+    for name in (*GATEWAYS, *WORKERS, "beat-a", "beat-b", "secrets-check"):
+        environment = services[name]["environment"]
+        url = environment["INTEGRATION_BROKER_URL"]
+        parts = [urlsplit(part) for part in url.split(";")]
+        assert [p.hostname for p in parts] == list(RABBITMQ_NODES), name
+        assert all(p.scheme == "amqp" and p.password and p.path == "/integration"
+                   for p in parts), name
+        assert environment["INTEGRATION_AMQP_QUEUE_TYPE"] == "quorum", name
+        settings = Settings(jwt_secret="x" * 40, broker_url=url, amqp_queue_type="quorum")
+        assert settings.quorum_queues, name
+        assert settings.broker_connect_seconds == 3 * settings.publish_timeout_seconds
+        if name != "secrets-check":
+            for node in RABBITMQ_NODES:
+                assert services[name]["depends_on"][node]["condition"] == "service_healthy"

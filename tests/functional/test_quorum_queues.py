@@ -98,11 +98,12 @@ def test_messages_flow_through_quorum_queues_and_every_declared_queue_is_one(
     assert [r["status"] for r in records] == ["succeeded"] * 4
 
     # Celery's own per-worker remote-control queue (``<worker>.celery.pidbox``, auto-deleted)
-    # stays classic; its native delayed delivery declares quorum ``celery_delayed_*`` queues.
+    # stays classic; its native delayed delivery (``celery_delayed_*``) is left out.
     types = {name: kind for name, kind in queue_types(vhost).items()
              if not name.endswith(".pidbox")}
     assert set(CONSUMED) <= set(types)
     assert set(types.values()) == {"quorum"}, types
+    assert not [name for name in types if name.startswith("celery_delayed_")], types
     with Connection(url) as connection, pytest.raises(connection.channel_errors,
                                                       match="PRECONDITION_FAILED"):
         Queue("consumer.loop-recording", durable=True)(connection.channel()).declare()
