@@ -190,10 +190,9 @@ def report(what: str, burst: Burst, cut: float, reasons: Counter[str], took: flo
 def assert_depths_read_past(rabbit: Setup, cut: str) -> None:
     """Queue depths (the reconciler's reading, the gateway's back-pressure) through a URL
     whose first node is the cut one: read from the next, and once connected, at once."""
-    assert rabbit.cluster.url().startswith(f"amqp://integration:{rabbit.cluster.password}@"
-                                           f"{rabbit.cluster.hosts.address(cut)}:")
+    url = rabbit.cluster.url([cut, *(name for name in NODES if name != cut)])
     publisher = build_submitter(Settings(
-        redis_url=rabbit.redis_url, jwt_secret=TEST_SECRET, broker_url=rabbit.cluster.url(),
+        redis_url=rabbit.redis_url, jwt_secret=TEST_SECRET, broker_url=url,
         amqp_queue_type="quorum", publish_timeout_seconds=1), origin="depths").publisher
     assert QUEUE in publisher.queue_depths([QUEUE])
     started = time.monotonic()
