@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -29,6 +29,7 @@ from integration.gateway.docs import POLICY as DOCS_POLICY
 from integration.gateway.errors import problem_response
 from integration.gateway.metrics import gateway_metrics
 from integration.gateway.ratelimitstore import CoalescedStorage, coalesced_uri
+from integration.messages.memo import remember
 from integration.messages.problems import TooManyRequests
 from integration.settings import Settings
 from integration.store.redis_client import limits_storage
@@ -40,6 +41,8 @@ EXTENSION_KEY = "integration_limiter"
 SHARED_SCOPE = "api"
 #: Routes that probes and scrapers call often; a limit there would only cause false alarms.
 UNLIMITED_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "prometheus_metrics"})
+#: Subjects whose hits one process remembers (the oldest go first).
+REMEMBERED = 4096
 #: The route whose single messages carry their own hit (``SubmitCharge``).
 SUBMIT_ENDPOINT = "api.submit_messages"
 
@@ -57,6 +60,8 @@ class SharedBudget:
     limiter: Limiter
     prefix: str
     strategy: Strategy
+    #: ``hit``'s answers by (subject, limit).
+    _hits: dict[tuple[str, str], RateHit | None] = field(default_factory=dict, compare=False)
 
     def key(self, subject: str) -> list[str]:
         """Flask-Limiter's identifiers of the shared limit: [key prefix, key function's
@@ -86,7 +91,14 @@ class SharedBudget:
 
     def hit(self, subject: str, limit: str) -> RateHit | None:
         """The hit as the enqueue script counts it (None when the limiter's storage is not
-        the store's Redis)."""
+        the store's Redis): the same for every request of a subject, so made once."""
+        hit = self._hits.get((subject, limit))
+        if hit is None:
+            hit = self._hit(subject, limit)
+            remember(self._hits, (subject, limit), hit, REMEMBERED)
+        return hit
+
+    def _hit(self, subject: str, limit: str) -> RateHit | None:
         storage = self.limiter.storage
         if not isinstance(storage, CoalescedStorage):
             return None
