@@ -39,3 +39,24 @@ def test_the_hit_names_the_keys_flask_limiter_counts_in() -> None:
     assert storage.window_keys("fixed-window", key) == (f"LIMITS:{key}",)
     assert storage.window_keys("sliding-window-counter", key) == (
         f"LIMITS:{{{key}}}", f"LIMITS:{{{key}}}/-1")
+
+
+def test_a_hit_counts_when_its_transaction_ran_or_may_have() -> None:
+    """The gateway counts a hit itself only for a message refused before its transaction
+    (invalid, a full queue, a broker that could not be reached)."""
+    from integration.broker.submission import (
+        Accepted,
+        InDoubt,
+        RateLimited,
+        Repeated,
+        Unreplicated,
+        hit_counted,
+    )
+    from integration.messages.problems import Conflict, Unavailable, invalid
+
+    accepted = Accepted("m1", "metric")
+    for ran in (accepted, RateLimited(), Repeated("{}"), Conflict("exists"),
+                InDoubt(accepted, 5), Unreplicated(accepted, 5)):
+        assert hit_counted(ran), ran
+    for refused in (Unavailable("queue full"), invalid([], "invalid")):
+        assert not hit_counted(refused), refused
