@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from integration import tracing
 from integration.broker.coalescer import Coalescer
 from integration.broker.publisher import Outgoing, Publisher
-from integration.broker.redis_enqueue import RecordAndEnqueue
+from integration.broker.redis_enqueue import OverLimit, RateHit, RecordAndEnqueue
 from integration.messages.envelope import FIRING_CHANNEL, FIRING_ID_PREFIX, Envelope
 from integration.messages.jsonlimits import JsonLimits
 from integration.messages.ownership import CLIENT_ID_MAX, scoped
@@ -25,6 +25,7 @@ from integration.messages.problems import (
     Forbidden,
     InvalidMessage,
     Problem,
+    TooManyRequests,
     Unavailable,
     invalid,
 )
@@ -89,10 +90,27 @@ class InDoubt(Unavailable):
         self.accepted = accepted
 
 
+class RateLimited(TooManyRequests):
+    """The request's rate-limit hit, counted in its message's transaction, was over the
+    limit: nothing was recorded, enqueued or claimed. The gateway answers it with the 429
+    it gives any request over its limit (with the wait that the limit's window gives)."""
+
+    def __init__(self) -> None:
+        super().__init__("Rate limit exceeded.")
+
+
 #: Recorded and bound to run, but not known to be enqueued or replicated: a 503 all the same.
 Uncertain = Unreplicated | InDoubt
 
 Result = Accepted | Problem
+
+
+def hit_counted(result: Result) -> bool:
+    """Whether the transaction that would count a message's rate-limit hit ran (or may
+    have): not when the message was refused before it (invalid, a full queue, a broker
+    that could not be reached), whose hit the caller counts on its own."""
+    return isinstance(result, Uncertain) or \
+        not isinstance(result, Unavailable | InvalidMessage)
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,7 @@ class _Request:
     owner: str
     channel: str
     answer: IdempotentAnswer | None = None
+    hit: RateHit | None = None
 
 
 class Submitter:
@@ -228,12 +247,16 @@ class Submitter:
         return resolved
 
     def submit(self, envelopes: Sequence[Envelope], *, owner: str, channel: str,
-               answer: IdempotentAnswer | None = None) -> list[Result]:
+               answer: IdempotentAnswer | None = None,
+               hit: RateHit | None = None) -> list[Result]:
         """Record and enqueue, in order; an item is ``Accepted`` only once it is in the broker.
         Types whose queue is over ``max_queue_depth`` are refused with 503 (backpressure).
 
         ``answer`` (one message, and only where ``completes_answers``) completes the request's
-        idempotency key in the same transaction as its message; the caller need not."""
+        idempotency key in the same transaction as its message; the caller need not.
+        ``hit`` (one message, and only where ``counts_limits``) is the request's rate-limit
+        hit, counted first in the same transaction: over the limit, the message is
+        ``RateLimited`` and nothing is written. ``hit_counted`` tells whether it was."""
         full = self._full_queues({self.registry.get(e.type).queue for e in envelopes})
         if full:
             results: list[Result] = []
@@ -245,7 +268,7 @@ class Submitter:
                     f"The {queue!r} queue holds {full[queue]} messages, over its limit; "
                     "retry later.") if queue in full else next(outcomes))
             return results
-        results = self._submit(envelopes, owner=owner, channel=channel, answer=answer)
+        results = self._submit(envelopes, owner=owner, channel=channel, answer=answer, hit=hit)
         for result in results:  # count what was just added until the next fresh reading
             if isinstance(result, Accepted) and result.queue in self._depths:
                 seen, depth = self._depths[result.queue]
@@ -272,8 +295,15 @@ class Submitter:
         """Whether ``submit`` stores a single message's idempotent answer itself."""
         return self.fused
 
+    @property
+    def counts_limits(self) -> bool:
+        """Whether ``submit`` counts a single message's rate-limit hit in its transaction
+        (the budget's keys must be on the store's Redis, as the gateway's limiter's are)."""
+        return self.fused
+
     def _submit(self, envelopes: Sequence[Envelope], *, owner: str, channel: str,
-                answer: IdempotentAnswer | None = None) -> list[Result]:
+                answer: IdempotentAnswer | None = None,
+                hit: RateHit | None = None) -> list[Result]:
         if not envelopes:
             return []
         context = tracing.current()  # taken here: the coalescer's flush may run elsewhere
@@ -282,12 +312,13 @@ class Submitter:
                 envelope.continues(context)
         with tracing.span("enqueue", "producer",
                           attributes={"messaging.batch.message_count": len(envelopes)}):
-            return self._enqueue(envelopes, owner, channel, answer)
+            return self._enqueue(envelopes, owner, channel, answer, hit)
 
     def _enqueue(self, envelopes: Sequence[Envelope], owner: str, channel: str,
-                 answer: IdempotentAnswer | None) -> list[Result]:
-        request = _Request(envelopes, owner, channel,
-                           answer if len(envelopes) == 1 and self.fused else None)
+                 answer: IdempotentAnswer | None, hit: RateHit | None) -> list[Result]:
+        single = len(envelopes) == 1 and self.fused
+        request = _Request(envelopes, owner, channel, answer if single else None,
+                           hit if single else None)
         # A request that fills a flush by itself gains nothing from sharing one; waiting for
         # the flush in progress (through its Redis round trip) would only idle the process.
         if self.coalescer is not None and len(envelopes) < self.coalescer.max_size:
@@ -302,6 +333,7 @@ class Submitter:
         refused: list[Result | None] = []
         records: list[NewRecord] = []
         answers: list[IdempotentAnswer | None] = []
+        hits: list[RateHit | None] = []
         for r in requests:
             for e in r.envelopes:
                 record = self._record(e, r)
@@ -309,7 +341,8 @@ class Submitter:
                 if isinstance(record, NewRecord):
                     records.append(record)
                     answers.append(r.answer)
-        written = iter(self._record_and_enqueue(records, answers))
+                    hits.append(r.hit)
+        written = iter(self._record_and_enqueue(records, answers, hits))
         results = [problem if problem is not None else next(written) for problem in refused]
         grouped, start = [], 0
         for r in requests:
@@ -336,8 +369,9 @@ class Submitter:
         return record
 
     def _record_and_enqueue(self, records: list[NewRecord],
-                            answers: list[IdempotentAnswer | None]) -> list[Result]:
-        results = self._write(records, answers)
+                            answers: list[IdempotentAnswer | None],
+                            hits: list[RateHit | None]) -> list[Result]:
+        results = self._write(records, answers, hits)
         # One wait per flush, after all its writes (WAIT cannot run inside the script).
         if self.replica_wait is not None and \
                 any(isinstance(r, Accepted) for r in results) and \
@@ -346,11 +380,11 @@ class Submitter:
                     for r in results]
         return results
 
-    def _write(self, records: list[NewRecord],
-               answers: list[IdempotentAnswer | None]) -> list[Result]:
+    def _write(self, records: list[NewRecord], answers: list[IdempotentAnswer | None],
+               hits: list[RateHit | None]) -> list[Result]:
         request = uuid.uuid4().hex
         if self.fused:
-            return self._create_queued(records, request, answers)
+            return self._create_queued(records, request, answers, hits)
         try:
             created = self.store.create_many(records, request)
         except Exception:  # noqa: BLE001 - store unreachable: nothing was enqueued
@@ -391,7 +425,8 @@ class Submitter:
         return [r for r in slots if r is not None]
 
     def _create_queued(self, records: list[NewRecord], request: str,
-                       answers: list[IdempotentAnswer | None]) -> list[Result]:
+                       answers: list[IdempotentAnswer | None],
+                       hits: list[RateHit | None]) -> list[Result]:
         """Broker on the store's Redis: each chunk's records and messages in one transaction,
         so a message is accepted exactly when its chunk's ``EXEC`` returned."""
         results: list[Result] = []
@@ -408,7 +443,8 @@ class Submitter:
                     "The message could not be enqueued.")] * (len(records) - start)
             try:
                 created = self.record_and_enqueue.create_queued_many(
-                    chunk, messages, request, answers[start:start + size])
+                    chunk, messages, request, answers[start:start + size],
+                    hits[start:start + size])
             except Exception as exc:  # noqa: BLE001 - this chunk and the rest are refused
                 problem = self._unavailable(
                     "The broker (the status store's Redis) is unreachable; the message was "
@@ -429,6 +465,7 @@ class Submitter:
                 self._discard(records[start:], request, Status.QUEUED)
                 return results + [problem] * (len(records) - start)
             results += [Repeated(ok.value) if isinstance(ok, EarlierAnswer) else
+                        RateLimited() if isinstance(ok, OverLimit) else
                         Accepted(r.id, r.queue) if ok else
                         Conflict("A message with this id already exists.")
                         for r, ok in zip(chunk, created, strict=True)]
@@ -491,5 +528,5 @@ class Submitter:
         return Unavailable(detail, retry_after=self.retry_after, **extensions)
 
 
-__all__ = ["Accepted", "InDoubt", "Repeated", "Result", "Sender", "Submitter", "Uncertain",
-           "Unreplicated"]
+__all__ = ["Accepted", "InDoubt", "RateLimited", "Repeated", "Result", "Sender", "Submitter",
+           "Uncertain", "Unreplicated", "hit_counted"]

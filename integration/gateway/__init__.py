@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     runtime.init_app(app)
     init_auth(app, runtime.verification, runtime.revocations, runtime.policy)
     api = register_blueprints(app)
-    init_limiter(app, settings, api, init_websocket(app))
+    init_limiter(app, settings, api, init_websocket(app),
+                 submit_counts=runtime.submitter.counts_limits)
     register_errorhandlers(app)
     register_metrics(app, settings)
     app.after_request(security_headers)

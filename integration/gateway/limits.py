@@ -1,25 +1,35 @@
 """Abuse limits: per-subject rate limits shared by every gateway process (Flask-Limiter on
-Redis), per-IP limits for unauthenticated routes, and security headers on every response."""
+Redis), per-IP limits for unauthenticated routes, and security headers on every response.
+
+A single submit on the store's Redis has its hit counted in its message's transaction
+instead (decision 0011): Flask-Limiter lets it through uncounted, and the submitting view
+sends the hit that ``SubmitCharge`` gives with the message, the same budget on the same keys.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask_jwt_extended import get_jwt_identity, verify_jwt_in_request
 from flask_limiter import HeaderNames, Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
+from limits import RateLimitItem
 from limits import parse as parse_limit
 
+from integration.broker.redis_enqueue import RateHit, Strategy
 from integration.gateway.auth import current_principal
 from integration.gateway.cloudevents import request_mode
 from integration.gateway.console import policy as console_policy
 from integration.gateway.docs import POLICY as DOCS_POLICY
 from integration.gateway.errors import problem_response
 from integration.gateway.metrics import gateway_metrics
-from integration.gateway.ratelimitstore import coalesced_uri
+from integration.gateway.ratelimitstore import CoalescedStorage, coalesced_uri
+from integration.messages.memo import remember
 from integration.messages.problems import TooManyRequests
 from integration.settings import Settings
 from integration.store.redis_client import limits_storage
@@ -31,6 +41,110 @@ EXTENSION_KEY = "integration_limiter"
 SHARED_SCOPE = "api"
 #: Routes that probes and scrapers call often; a limit there would only cause false alarms.
 UNLIMITED_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "prometheus_metrics"})
+#: Subjects whose hits one process remembers (the oldest go first).
+REMEMBERED = 4096
+#: The route whose single messages carry their own hit (``SubmitCharge``).
+SUBMIT_ENDPOINT = "api.submit_messages"
+
+
+@lru_cache(maxsize=256)  # a handful of limit strings per deployment, parsed once each
+def _item(limit: str) -> RateLimitItem:
+    return parse_limit(limit)
+
+
+@dataclass(frozen=True)
+class SharedBudget:
+    """Each subject's one budget across the API, as Flask-Limiter keeps it in Redis: the
+    key of the shared limit, and its hits made outside a request's own limit check."""
+
+    limiter: Limiter
+    prefix: str
+    strategy: Strategy
+    #: ``hit``'s answers by (subject, limit).
+    _hits: dict[tuple[str, str], RateHit | None] = field(default_factory=dict, compare=False)
+
+    def key(self, subject: str) -> list[str]:
+        """Flask-Limiter's identifiers of the shared limit: [key prefix, key function's
+        value, scope]."""
+        return [self.prefix, f"sub:{subject}", SHARED_SCOPE]
+
+    def charge(self, subject: str, limit: str) -> int | None:
+        """Count one request against ``subject``'s budget as an API call is counted; the
+        seconds to wait when it is spent, else None (also when the store is unreachable,
+        like the HTTP limiter: no store, no limit)."""
+        try:
+            if self.limiter.limiter.hit(_item(limit), *self.key(subject)):
+                return None
+        except Exception:  # noqa: BLE001
+            log.warning("rate-limit store unavailable; request not counted")
+            return None
+        return self.retry_after(subject, limit)
+
+    def retry_after(self, subject: str, limit: str) -> int:
+        """Seconds until ``subject``'s spent budget admits a request again (one read)."""
+        try:
+            reset_at = self.limiter.limiter.get_window_stats(_item(limit),
+                                                             *self.key(subject)).reset_time
+        except Exception:  # noqa: BLE001 - a 429 all the same, with the shortest wait
+            return 1
+        return max(1, math.ceil(reset_at - time.time()))
+
+    def hit(self, subject: str, limit: str) -> RateHit | None:
+        """The hit as the enqueue script counts it (None when the limiter's storage is not
+        the store's Redis): the same for every request of a subject, so made once."""
+        hit = self._hits.get((subject, limit))
+        if hit is None:
+            hit = self._hit(subject, limit)
+            remember(self._hits, (subject, limit), hit, REMEMBERED)
+        return hit
+
+    def _hit(self, subject: str, limit: str) -> RateHit | None:
+        storage = self.limiter.storage
+        if not isinstance(storage, CoalescedStorage):
+            return None
+        item = _item(limit)
+        key = item.key_for(*self.key(subject))
+        return RateHit(self.strategy, storage.window_keys(self.strategy, key), item.amount,
+                       item.get_expiry())
+
+
+@dataclass
+class SubmitCharge:
+    """The hit of a submit that Flask-Limiter let through uncounted: sent with a single
+    message (``hit``), or counted here (``charge``) when the request never reached that
+    transaction (a batch, an invalid message, a full queue); once either way."""
+
+    budget: SharedBudget
+    subject: str
+    limit: str
+    counted: bool = False
+
+    def hit(self) -> RateHit | None:
+        """The hit to send with the message (its sender then reports whether it was)."""
+        return self.budget.hit(self.subject, self.limit)
+
+    def charge(self) -> None:
+        """Count the hit now unless it was; over the limit, raise the 429."""
+        if self.counted:
+            return
+        self.counted = True
+        wait = self.budget.charge(self.subject, self.limit)
+        if wait is not None:
+            raise self._too_many(wait)
+
+    def refused(self) -> TooManyRequests:
+        """The 429 of a hit the message's transaction refused."""
+        self.counted = True
+        return self._too_many(self.budget.retry_after(self.subject, self.limit))
+
+    def _too_many(self, wait: int) -> TooManyRequests:
+        return TooManyRequests(f"Rate limit of {_item(self.limit)} exceeded; retry in "
+                               f"{wait} s.", retry_after=wait)
+
+
+def submit_charge() -> SubmitCharge | None:
+    """This request's uncounted hit, if Flask-Limiter left it to the submitting view."""
+    return g.get("submit_charge")
 
 
 def _authenticated() -> bool:
@@ -60,7 +174,10 @@ def _too_many_requests(limit: RequestLimit) -> Response:
     return problem_response(problem)
 
 
-def init_limiter(app: Flask, settings: Settings, *blueprints: Blueprint) -> Limiter:
+def init_limiter(app: Flask, settings: Settings, *blueprints: Blueprint,
+                 submit_counts: bool = False) -> Limiter:
+    """Flask-Limiter on the store's Redis, one budget per subject over ``blueprints``.
+    ``submit_counts``: the submitter counts a single message's hit in its transaction."""
     uri, options = limits_storage(settings)
     options = {**options, "socket_timeout": settings.publish_timeout_seconds,
                "socket_connect_timeout": settings.publish_timeout_seconds}
@@ -93,7 +210,22 @@ def init_limiter(app: Flask, settings: Settings, *blueprints: Blueprint) -> Limi
                                   key_func=_subject_or_address, on_breach=_too_many_requests)
     for blueprint in blueprints:
         shared(blueprint)
-    app.extensions[EXTENSION_KEY] = (limiter, _key_prefix(settings))
+    budget = SharedBudget(limiter, _key_prefix(settings), settings.rate_limit_strategy)
+    app.extensions[EXTENSION_KEY] = budget
+
+    # The X-RateLimit-* headers come from Flask-Limiter's own check: with them on, it counts.
+    if submit_counts and not settings.rate_limit_headers and \
+            isinstance(limiter.storage, CoalescedStorage):
+        @limiter.request_filter
+        def _counted_by_submit() -> bool:
+            # A token granting nothing is refused before the view: Flask-Limiter counts it.
+            if request.endpoint != SUBMIT_ENDPOINT or not _authenticated() or \
+                    current_principal().grants.nothing:
+                return False
+            g.submit_charge = SubmitCharge(budget, get_jwt_identity(),
+                                           current_principal().grants.rate_limit)
+            return True
+
     return limiter
 
 
@@ -104,18 +236,8 @@ def _key_prefix(settings: Settings) -> str:
 def charge(subject: str, limit: str) -> int | None:
     """Count one request against ``subject``'s shared budget, as an API call would be counted
     (a submit frame on a WebSocket); the seconds to wait when it is spent, else None."""
-    limiter, prefix = current_app.extensions[EXTENSION_KEY]
-    item = parse_limit(limit)
-    # Flask-Limiter's key for the shared limit: [key prefix, key function's value, scope].
-    key = [prefix, f"sub:{subject}", SHARED_SCOPE]
-    try:
-        if limiter.limiter.hit(item, *key):
-            return None
-        reset_at = limiter.limiter.get_window_stats(item, *key).reset_time
-    except Exception:  # noqa: BLE001 - like the HTTP limiter: no store, no limit
-        log.warning("rate-limit store unavailable; WebSocket submit not counted")
-        return None
-    return max(1, math.ceil(reset_at - time.time()))
+    budget: SharedBudget = current_app.extensions[EXTENSION_KEY]
+    return budget.charge(subject, limit)
 
 
 def security_headers(response: Response) -> Response:

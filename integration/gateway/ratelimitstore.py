@@ -74,6 +74,14 @@ class _Coalesced:
         return int(self._calls.run((self.lua_incr_expire, [self.prefixed_key(key)],
                                     [expiry, amount])))
 
+    def window_keys(self, strategy: str, key: str) -> tuple[str, ...]:
+        """Where the hits above count ``key`` (a limit's ``key_for``) under ``strategy``:
+        the current window's Redis key, then for a sliding window the previous one's."""
+        if strategy == "sliding-window-counter":
+            return (self.prefixed_key(self._current_window_key(key)),
+                    self.prefixed_key(self._previous_window_key(key)))
+        return (self.prefixed_key(key),)
+
 
 class CoalescedRedisStorage(_Coalesced, RedisStorage):
     STORAGE_SCHEME = [f"{SCHEME_PREFIX}redis", f"{SCHEME_PREFIX}rediss"]
@@ -83,6 +91,10 @@ class CoalescedRedisSentinelStorage(_Coalesced, RedisSentinelStorage):
     """The same, on the master that the sentinels name."""
 
     STORAGE_SCHEME = [f"{SCHEME_PREFIX}redis+sentinel"]
+
+
+#: A storage whose hits this module sends, and whose keys it can name.
+CoalescedStorage = (CoalescedRedisStorage, CoalescedRedisSentinelStorage)
 
 
 def coalesced_uri(redis_url: str) -> str:

@@ -66,7 +66,7 @@ class Runtime:
     def publisher(self) -> Publisher:
         return self.submitter.publisher
 
-    @property
+    @cached_property
     def idempotency(self) -> IdempotencyKeys:
         return IdempotencyKeys(self.store.client, self.settings.key_prefix,
                                idempotency_ttl(self.settings))

@@ -13,16 +13,19 @@ from spectree import SpecTree
 from integration import tracing
 from integration.broker.submission import (
     Accepted,
+    RateLimited,
     Repeated,
     Result,
     Uncertain,
     Unreplicated,
+    hit_counted,
 )
 from integration.gateway import cloudevents, schemas
 from integration.gateway.auth import current_principal
 from integration.gateway.bodies import parse_json
 from integration.gateway.cloudevents import Mode
 from integration.gateway.idempotency import Attempt, Reply, RequestKey, submit_once
+from integration.gateway.limits import SubmitCharge, submit_charge
 from integration.gateway.metrics import Received, receiving
 from integration.gateway.reads import status_url, status_urls
 from integration.gateway.requestlog import correlation_given, correlation_id, trace_context
@@ -59,24 +62,35 @@ def register(api: Blueprint, spec: SpecTree) -> None:
         its Distributed Tracing extension (an invalid one is ignored); a message that has
         its own ``traceparent`` attribute keeps it (an invalid one is a 422).
         """
-        mode = cloudevents.request_mode()
-        with receiving(mode.channel) as received, tracing.span(
-                "submit", "server", trace_context(),
-                {"http.request.method": "POST", "http.route": "/api/v1/messages",
-                 "integration.channel": mode.channel}):
-            return _submit_request(mode, received)
+        charge = submit_charge()
+        try:
+            mode = cloudevents.request_mode()
+            with receiving(mode.channel) as received, tracing.span(
+                    "submit", "server", trace_context(),
+                    {"http.request.method": "POST", "http.route": "/api/v1/messages",
+                     "integration.channel": mode.channel}):
+                return _submit_request(mode, received, charge)
+        except Exception:
+            # A request refused before its message's transaction counted its hit is
+            # counted now, as Flask-Limiter would have counted it first: over the limit,
+            # the answer is the 429 it would have had.
+            if charge is not None:
+                charge.charge()
+            raise
 
 
-def _submit_request(mode: Mode, received: Received) -> Reply:
+def _submit_request(mode: Mode, received: Received, charge: SubmitCharge | None) -> Reply:
     rt, owner = runtime(), current_principal().subject
     raw = cloudevents.read(mode)
     key = RequestKey.of_request(rt.idempotency, owner, lambda: cloudevents.identity(mode, raw),
                                 rt.settings.retry_after_seconds)
     body = _body(mode, raw)
     if isinstance(body, list):
+        if charge is not None:
+            charge.charge()  # a batch is counted before its messages, as any request is
         return submit_once(key, lambda attempt: _submit_batch(mode, body, attempt, received),
                            in_transaction=False, received=received)
-    return submit_once(key, lambda attempt: _submit(mode, body, attempt, received),
+    return submit_once(key, lambda attempt: _submit(mode, body, attempt, received, charge),
                        in_transaction=rt.submitter.completes_answers, received=received)
 
 
@@ -93,8 +107,10 @@ def _body(mode: Mode, raw: bytes) -> Any:
     return body
 
 
-def _submit(mode: Mode, body: Any, attempt: Attempt, received: Received) -> Reply:
-    """One message: 202 with its status URL, or its problem raised."""
+def _submit(mode: Mode, body: Any, attempt: Attempt, received: Received,
+            charge: SubmitCharge | None) -> Reply:
+    """One message: 202 with its status URL, or its problem raised. ``charge``: the
+    request's rate-limit hit, counted in the message's transaction."""
     rt = runtime()
     principal = current_principal()
     try:
@@ -109,9 +125,18 @@ def _submit(mode: Mode, body: Any, attempt: Attempt, received: Received) -> Repl
         raise
     url = status_url(envelope.id)
     reply = {"id": envelope.id, "type": envelope.type, "status": "queued", "status_url": url}
-    # The idempotency key's answer rides in the message's own transaction, if it can.
+    # The idempotency key's answer and the rate-limit hit ride in the message's own
+    # transaction, if they can.
+    hit = charge.hit() if charge is not None else None
     [result] = rt.submitter.submit([envelope], owner=principal.subject, channel=mode.channel,
-                                   answer=attempt.answer(reply, url) if attempt.answer else None)
+                                   answer=attempt.answer(reply, url) if attempt.answer else None,
+                                   hit=hit)
+    if charge is not None and hit is not None and hit_counted(result):
+        charge.counted = True
+    if isinstance(result, RateLimited) and charge is not None:
+        refused = charge.refused()
+        received.count(body, refused)
+        raise refused
     attempt.enqueued = isinstance(result, Accepted | Uncertain)
     if isinstance(result, Repeated):
         raise result  # the key's path answers as the earlier request was answered

@@ -17,8 +17,9 @@ from typing import Literal
 
 import yaml
 from limits import parse as parse_limit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from integration.messages.memo import remember
 from integration.mistakes import file_problem
 from integration.settings import ConfigurationError
 
@@ -73,9 +74,21 @@ class Policy(BaseModel):
     roles: dict[str, RolePolicy] = Field(default_factory=dict)
 
     _limit = field_validator("default_rate_limit")(_check_limit)
+    #: ``grants``' answers by roles: a caller sends the same roles with every request.
+    _grants: dict[tuple[str, ...], Grants] = PrivateAttr(default_factory=dict)
 
     def grants(self, roles: Iterable[str]) -> Grants:
-        """What a token with these roles may do: the union of its known roles."""
+        """What a token with these roles may do: the union of its known roles (worked out
+        once per set of roles, of which a deployment has few; at most ``_REMEMBERED``
+        are kept)."""
+        key = tuple(roles)
+        grants = self._grants.get(key)
+        if grants is None:
+            grants = self._grants_of(key)
+            remember(self._grants, key, grants, _REMEMBERED)
+        return grants
+
+    def _grants_of(self, roles: tuple[str, ...]) -> Grants:
         known = [self.roles[r] for r in roles if r in self.roles]
         read: ReadScope = max((r.read for r in known), key=_READ_ORDER.__getitem__,
                               default="none")

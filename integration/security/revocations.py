@@ -71,10 +71,32 @@ class Revocations:
 
     def token_revoked(self, claims: TokenClaims) -> bool:
         """Whether a token is revoked, by its id or by its subject (the one check of REST
-        requests, WebSocket frames and open sockets)."""
+        requests, WebSocket frames and open sockets). When both remembered answers are due,
+        both are asked in one round trip."""
+        if claims.token_id is not None and self._both_due(claims):
+            self._ask_both(claims.token_id, claims.subject)
         if claims.token_id is not None and self.is_revoked(claims.token_id):
             return True
         return self.revoked_since(claims.subject, claims.issued_at)
+
+    def _both_due(self, claims: TokenClaims) -> bool:
+        if self.check_interval <= 0 or claims.token_id is None:
+            return False
+        now = time.monotonic()
+        by_id = self._answers.get(claims.token_id)
+        by_subject = self._subjects.get(claims.subject)
+        return (by_id is None or not (by_id[1] or now - by_id[0] < self.check_interval)) and \
+            (by_subject is None or now - by_subject[0] >= self.check_interval)
+
+    def _ask_both(self, jti: str, subject: str) -> None:
+        """Remember the answers for ``jti`` and ``subject`` from one pipelined round trip."""
+        now = time.monotonic()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self._key(jti))
+        pipe.get(self._subject_key(subject))
+        revoked, raw = pipe.execute()
+        remember(self._answers, jti, (now, bool(revoked)), self.REMEMBERED)
+        remember(self._subjects, subject, (now, float(raw) if raw else None), self.REMEMBERED)
 
     def tokens_revoked(self, tokens: list[TokenClaims]) -> list[bool]:
         """``token_revoked`` for many tokens in one round trip, without the remembered

@@ -152,30 +152,41 @@ def test_by_default_a_429_carries_retry_after_and_no_rate_limit_headers(
 @pytest.mark.parametrize("strategy", ["sliding-window-counter", "moving-window",
                                       "fixed-window"])
 def test_simultaneous_requests_share_round_trips_but_each_counts_once(
-        make_app: Callable[..., Flask], policy_file: Path, strategy: str) -> None:
-    """Hits of concurrent requests of one process go to Redis together; the budget still
-    admits exactly its number of requests (5 of 16 at once here), whatever the strategy."""
+        make_app: Callable[..., Flask], policy_file: Path, strategy: str,
+        redis_client: redis.Redis) -> None:
+    """Hits of concurrent requests of one process go to Redis together (Flask-Limiter's, and
+    a single submit's in its message's transaction); the budget still admits exactly its
+    number of requests (5 of 16 at once here), whatever the strategy, and a refused submit
+    enqueues nothing."""
     from integration.gateway.limits import EXTENSION_KEY
     from integration.gateway.ratelimitstore import CoalescedRedisStorage
 
     app = make_app(policy_file=str(policy_file), rate_limit_strategy=strategy,
                    key_prefix=f"rl-{uuid.uuid4().hex[:8]}")
-    limiter, _ = app.extensions[EXTENSION_KEY]
-    storage = limiter.storage
+    storage = app.extensions[EXTENSION_KEY].limiter.storage
     assert isinstance(storage, CoalescedRedisStorage)
     round_trips: list[int] = []
     flush = storage._calls._flush
     storage._calls._flush = lambda calls: round_trips.append(len(calls)) or flush(calls)
-    frank = bearer("frank", "limited")
 
-    def send(_: int) -> int:
+    def read(_: int) -> int:
+        return app.test_client().get("/api/v1/messages",
+                                     headers=bearer("frank", "limited")).status_code
+
+    def submit(_: int) -> int:
         return app.test_client().post("/api/v1/messages", json=METRIC,
-                                      headers=frank).status_code
+                                      headers=bearer("grace", "limited")).status_code
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        codes = list(pool.map(send, range(16)))
-    assert sorted(codes) == [202] * 5 + [429] * 11
+        codes = list(pool.map(read, range(16)))
+    assert sorted(codes) == [200] * 5 + [429] * 11
     assert sum(round_trips) == 16  # every request's hit was sent, once
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(submit, range(16)))
+    assert sorted(codes) == [202] * 5 + [429] * 11
+    assert sum(round_trips) == 16  # the submits' hits went with their messages
+    store = app.extensions["integration"].store
+    assert redis_client.zcard(store.keys.index("owner", "grace")) == 5
 
 
 def test_rate_limit_hits_survive_a_redis_that_forgot_its_scripts(

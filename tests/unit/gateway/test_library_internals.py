@@ -58,3 +58,24 @@ def test_limits_redis_storage_has_the_scripts_and_keys_the_coalesced_storage_cal
     assert "lua_acquire_moving_window" in calls(RedisStorage.acquire_entry)
     assert "lua_acquire_sliding_window" in calls(RedisStorage.acquire_sliding_window_entry)
     assert "lua_incr_expire" in calls(RedisStorage.incr)
+
+
+def test_limits_hit_scripts_are_the_ones_the_enqueue_script_embeds() -> None:
+    """The enqueue script counts a submit's hit with ``RedisStorage``'s script texts
+    (``SCRIPT_*``), called with the ARGV the storage's hit methods give them, and a fixed
+    window is an ``incr`` compared with the limit by ``FixedWindowRateLimiter.hit``."""
+    from limits.storage import RedisStorage
+    from limits.strategies import FixedWindowRateLimiter
+
+    registered = calls(RedisStorage.initialize_storage)
+    for text in ("SCRIPT_INCR_EXPIRE", "SCRIPT_ACQUIRE_MOVING_WINDOW",
+                 "SCRIPT_ACQUIRE_SLIDING_WINDOW"):
+        assert text in registered, text
+    assert b"local amount = tonumber(ARGV[2])" in RedisStorage.SCRIPT_INCR_EXPIRE
+    moving = RedisStorage.SCRIPT_ACQUIRE_MOVING_WINDOW
+    assert b"local timestamp = tonumber(ARGV[1])" in moving
+    assert b"local amount = tonumber(ARGV[4])" in moving
+    sliding = RedisStorage.SCRIPT_ACQUIRE_SLIDING_WINDOW
+    assert b"local limit = tonumber(ARGV[1])" in sliding
+    assert b"local amount = tonumber(ARGV[3])" in sliding
+    assert "incr" in calls(FixedWindowRateLimiter.hit)
