@@ -62,7 +62,9 @@ node)
     (umask 077 && printf '%s' "$RABBITMQ_CLUSTER_COOKIE" > "$cookie")
     chmod 400 "$cookie"
     : > "$dir/rabbitmq-env.conf"
-    cat > "$dir/rabbitmq.conf" <<EOF
+    # It holds the password: readable by its owner only from the moment it exists.
+    rm -f "$dir/rabbitmq.conf"
+    (umask 077 && cat > "$dir/rabbitmq.conf") <<EOF
 listeners.tcp.default = $address:$port
 net_ticktime = ${RABBITMQ_NET_TICKTIME:-60}
 cluster_partition_handling = pause_minority

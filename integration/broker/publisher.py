@@ -12,6 +12,7 @@ Other transports publish through one kombu producer per batch.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -250,6 +251,10 @@ class Publisher:
                     try:
                         depths[queue] = channel.queue_declare(queue, passive=True).message_count
                     except connection.channel_errors:  # not declared yet: nothing waits in it
+                        # The broker closed that channel; close ours too, or each such
+                        # lookup would leave one open on the pooled connection.
+                        with contextlib.suppress(Exception):
+                            channel.close()
                         channel = connection.channel()
                         depths[queue] = 0
                 channel.close()

@@ -122,17 +122,16 @@ class RecordAndEnqueue:
             args += ([answer.key, answer.value, answer.ttl, "claim" if answer.claim else ""]
                      if answer is not None else ["", "", 0, ""])
             args += hit.args() if hit is not None else NO_HIT
+            args.append(store.caused_key(record))  # noted only if the record is created
 
-        commands = [link for record in records for link in store.cause_links(record)]
-        position = len(commands)
-        commands.append(("EVALSHA", self._script.sha, 0, *args))
+        commands: list[tuple[Any, ...]] = [("EVALSHA", self._script.sha, 0, *args)]
         cutoff = f"({store.cutoff(at)}"
         commands += [("ZREMRANGEBYSCORE", index, "-inf", cutoff) for index in sorted(indexes)]
 
         def execute() -> list[Any]:
-            """The script's replies; run again after NOSCRIPT, when only idempotent cause
-            links and trims ran."""
-            return list(self._own.pipeline(commands, transaction=True)[position])
+            """The script's replies; run again after NOSCRIPT, when only the idempotent
+            trims ran."""
+            return list(self._own.pipeline(commands, transaction=True)[0])
 
         replies = execute_loading(store.client, [self._text], execute)
         return [_created_or_earlier(reply) for reply in replies]

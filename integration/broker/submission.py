@@ -77,17 +77,22 @@ class Unreplicated(Unavailable):
 
 class InDoubt(Unavailable):
     """The broker stopped answering while the message was being enqueued: it may hold it.
-    Whatever holds its record keeps it (queued: the broker's copy finds it, or the reconciler
-    sends it again), so a repeat is answered as the message was accepted. ``accepted`` is
-    what the answer would have been."""
+    When its record is known to exist (``recorded``), it stays queued (the broker's copy
+    finds it, or the reconciler sends it again), so a repeat is answered as the message was
+    accepted; when the record was in the lost transaction itself, nobody can say, and a
+    repeat of the request is refused until its key expires. ``accepted`` is what the answer
+    would have been."""
 
-    def __init__(self, accepted: Accepted, retry_after: int) -> None:
+    def __init__(self, accepted: Accepted, retry_after: int, *, recorded: bool) -> None:
         super().__init__(
             "The broker stopped answering while the message was being enqueued: it may have "
             "been. Resubmitting it with the same id or Idempotency-Key is safe: it runs at "
             "most once.",
             retry_after=retry_after, enqueued="unknown", unreachable="broker", id=accepted.id)
         self.accepted = accepted
+        #: Its record is known to exist (RabbitMQ: written before the publish), so it runs
+        #: once either way; False when the record was in the lost transaction itself.
+        self.recorded = recorded
 
 
 class RateLimited(TooManyRequests):
@@ -416,7 +421,8 @@ class Submitter:
         problem = self._unavailable("The broker is unreachable; the message was not enqueued.",
                                     unreachable="broker")
         answers_of_fresh = iter([Accepted(r.id, r.queue) if outcome.sent(i) else
-                                 InDoubt(Accepted(r.id, r.queue), self.retry_after)
+                                 InDoubt(Accepted(r.id, r.queue), self.retry_after,
+                                         recorded=True)
                                  if outcome.in_doubt(i) else problem
                                  for i, r in enumerate(fresh)])
         for index, result in enumerate(slots):
@@ -456,8 +462,8 @@ class Submitter:
                     log.warning("broker lost while %d message(s) were being enqueued; they "
                                 "may have been: %s", len(chunk), exc)
                     self._discard(records[start + size:], request, Status.QUEUED)
-                    return results + [InDoubt(Accepted(r.id, r.queue), self.retry_after)
-                                      for r in chunk] + \
+                    return results + [InDoubt(Accepted(r.id, r.queue), self.retry_after,
+                                              recorded=False) for r in chunk] + \
                         [problem] * (len(records) - start - len(chunk))
                 log.warning("broker unavailable; %d of %d message(s) not enqueued: %s",
                             len(records) - start, len(records), exc)

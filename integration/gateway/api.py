@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint
+from flask import Blueprint, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from spectree import SpecTree
 
@@ -21,6 +21,8 @@ def create_api() -> Blueprint:
 
     @api.before_request
     def _authenticate() -> None:
+        if request.method == "OPTIONS":
+            return  # Flask's own answer (the allowed methods): no token to check, as for CORS
         try:
             get_jwt()  # already verified for this request (by the rate limiter's key)
         except RuntimeError:

@@ -13,6 +13,7 @@ from spectree import SpecTree
 from integration import tracing
 from integration.broker.submission import (
     Accepted,
+    InDoubt,
     RateLimited,
     Repeated,
     Result,
@@ -140,7 +141,7 @@ def _submit(mode: Mode, body: Any, attempt: Attempt, received: Received,
     attempt.enqueued = isinstance(result, Accepted | Uncertain)
     if isinstance(result, Repeated):
         raise result  # the key's path answers as the earlier request was answered
-    if isinstance(result, Uncertain):
+    if _runs(result):
         attempt.answered = (reply, url)  # a repeat gets the 202 (in a transaction, it has)
     received.count(body, result)
     if isinstance(result, Problem):
@@ -180,10 +181,14 @@ def _submit_batch(mode: Mode, items: list[Any], attempt: Attempt, received: Rece
     if uncertain:
         # Recorded, but not known to be enqueued or replicated: a 503; a repeat gets the 202
         # it would be.
-        done = [r.accepted if isinstance(r, Uncertain) else r for r in results]
-        attempt.answered = ({"accepted": accepted + uncertain,
-                             "rejected": len(items) - accepted - uncertain,
-                             "results": [_item(i, r, url) for i, r in enumerate(done)]}, None)
+        if all(_runs(r) for r in results if isinstance(r, Uncertain)):
+            done = [r.accepted if isinstance(r, Uncertain) else r for r in results]
+            attempt.answered = ({"accepted": accepted + uncertain,
+                                 "rejected": len(items) - accepted - uncertain,
+                                 "results": [_item(i, r, url) for i, r in enumerate(done)]},
+                                None)
+        # Otherwise the key stays taken, unanswered, until it expires: a repeat is refused
+        # rather than answered 202 for a message that may not exist, or enqueued twice.
         raise Unavailable(f"{accepted + uncertain} message(s) of the batch were recorded, "
                           f"{uncertain} of them not known to be enqueued or replicated: the "
                           "broker or a failover of the store's Redis may have lost those, and "
@@ -198,6 +203,11 @@ def _submit_batch(mode: Mode, items: list[Any], attempt: Attempt, received: Rece
         raise Unavailable("No message of the batch could be enqueued.",
                           retry_after=rt.settings.retry_after_seconds, results=report)
     raise InvalidMessage("No message of the batch was accepted.", results=report)
+
+
+def _runs(result: Result) -> bool:
+    """Recorded, so it runs once whatever the broker or the replicas say."""
+    return isinstance(result, Unreplicated) or (isinstance(result, InDoubt) and result.recorded)
 
 
 def _item(index: int, result: Result, url: Callable[[str], str]) -> dict[str, Any]:

@@ -62,11 +62,17 @@ class StoreCore:
     def cause_links(self, record: NewRecord) -> list[tuple[Any, ...]]:
         """Who caused whom, for traces that follow a chain (metric -> alert -> ...): the
         commands that note ``record`` under its cause."""
+        caused = self.caused_key(record)
+        if not caused:
+            return []
+        return [("SADD", caused, record.id), ("EXPIRE", caused, self.ttl)]
+
+    def caused_key(self, record: NewRecord) -> str:
+        """The set of what ``record``'s cause caused, or '' when it names none."""
         cause = record.envelope.get("causationid")
         if not isinstance(cause, str) or cause == record.id:
-            return []
-        return [("SADD", self.keys.caused(cause), record.id),
-                ("EXPIRE", self.keys.caused(cause), self.ttl)]
+            return ""
+        return self.keys.caused(cause)
 
     def _take_leased(self, key: str, limit: int, lease_seconds: float) -> tuple[int, list[str]]:
         """Up to ``limit`` members of the due-time set ``key`` whose time has come, leased to

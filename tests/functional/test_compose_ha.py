@@ -243,3 +243,12 @@ def test_every_component_knows_the_three_rabbitmq_nodes_and_uses_quorum_queues(
         if name != "secrets-check":
             for node in RABBITMQ_NODES:
                 assert services[name]["depends_on"][node]["condition"] == "service_healthy"
+
+
+def test_rabbitmq_ha_workers_consume_every_queue_and_the_dead_letters(
+        rabbitmq_ha: dict[str, Any]) -> None:
+    """With quorum queues a message past its delivery limit goes to the dead-letter queue:
+    each worker host consumes it beside every other queue, so it is recorded dead."""
+    for name in WORKERS:
+        queues = set(option_value(rabbitmq_ha["services"][name]["command"], "-Q").split(","))
+        assert queues == declared_queues() | {"integration.dead-letter"}, name

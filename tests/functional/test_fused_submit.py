@@ -99,6 +99,53 @@ def test_a_429_records_enqueues_and_claims_nothing(limited_app: Flask,
     assert records_of(limited_app, "bea") == 5
 
 
+def test_a_429_notes_no_link_under_its_cause(limited_app: Flask) -> None:
+    """A message caused by another is noted under its cause (for traces) only when it is
+    created: an over-limit child leaves the cause's set as it was."""
+    client = limited_app.test_client()
+    headers = bearer("cal", "limited")
+    cause = client.post("/api/v1/messages", json=METRIC, headers=headers).get_json()["id"]
+    codes = [client.post("/api/v1/messages", json={**METRIC, "causationid": cause},
+                         headers=headers).status_code for _ in range(6)]
+    assert codes == [202] * 4 + [429] * 2
+    store = limited_app.extensions["integration"].store
+    assert store.client.scard(store.keys.caused(cause)) == 4
+
+
+def test_a_batch_lost_with_its_reply_is_never_replayed_as_accepted(
+        limited_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's Redis stops answering while a batch's transaction is sent: its items are
+    503 in doubt, and a repeat with the same Idempotency-Key is refused while the key lasts,
+    never answered 202 for messages that may not exist, nor enqueued a second time."""
+    from integration.store.connections import ReplyLost
+
+    submitter = limited_app.extensions["integration"].submitter
+
+    def lost(*_args: object, **_kwargs: object) -> None:
+        raise ReplyLost("no reply after the commands were sent")
+
+    monkeypatch.setattr(submitter.record_and_enqueue, "create_queued_many", lost)
+    client = limited_app.test_client()
+    headers = {**bearer("dee", "twenty"), "Idempotency-Key": "lost-batch"}
+    first = client.post("/api/v1/messages", json=[METRIC, METRIC], headers=headers)
+    assert first.status_code == 503
+    assert first.get_json()["enqueued"] == "unknown"
+    monkeypatch.undo()
+    again = client.post("/api/v1/messages", json=[METRIC, METRIC], headers=headers)
+    assert again.status_code == 409, again.get_json()
+    assert records_of(limited_app, "dee") == 0
+
+
+def test_options_answers_the_allowed_methods_without_a_token(limited_app: Flask) -> None:
+    """OPTIONS (a CORS preflight) carries no token to check: Flask's answer with the allowed
+    methods, with or without one, never a 500."""
+    client = limited_app.test_client()
+    for headers in ({}, bearer("eli", "limited")):
+        response = client.open("/api/v1/messages", method="OPTIONS", headers=headers)
+        assert response.status_code == 200
+        assert "POST" in response.headers["Allow"]
+
+
 def test_an_idempotent_repeat_answers_the_same_202(limited_app: Flask) -> None:
     """A repeat with the same key is answered as the first was, replayed, enqueuing
     nothing; like any request it counts against the budget."""

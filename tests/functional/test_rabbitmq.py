@@ -338,3 +338,21 @@ def test_a_pooled_connection_the_broker_closed_is_replaced_before_the_batch_is_s
     assert [r["status"] for r in results] == [202] * 10
     queued = [m.headers["id"] for m in queued_messages(url, "metric")]
     assert queued[2:] == [r["id"] for r in results] and len(queued) == 12
+
+
+def test_depth_lookups_of_undeclared_queues_leave_no_channel_open(
+    make_app: Callable[..., Flask], quiet_vhost: tuple[str, str]
+) -> None:
+    """Reading the depth of a queue nobody declared closes the channel the broker refused,
+    on the pooled connection that stays open between lookups (metrics scrapes, the
+    reconciler and back-pressure read depths all the time)."""
+    _, url = quiet_vhost
+    app = make_app(broker_url=url)
+    publisher = app.extensions["integration"].submitter.publisher
+    missing = [f"nobody-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    for _ in range(40):
+        assert publisher.queue_depths(missing) == dict.fromkeys(missing, 0)
+    with publisher.app.pool.acquire(block=True) as connection:
+        open_channels = [c for c in connection.connection.channels.values()
+                         if c is not connection.connection and c.is_open]
+    assert len(open_channels) <= 2, len(open_channels)

@@ -45,6 +45,6 @@ def test_a_chain_is_traced_from_the_metric_to_the_action_result(
     assert depth == len(chain) - 1, "the whole loop in one trace"
 
     printed = CliRunner().invoke(cli, ["trace", ids[0]])
-    assert printed.exit_code == 0
+    assert printed.exit_code == 0, printed.output
     assert all(message_id in printed.output for message_id in ids)
     assert client.get("/api/v1/messages/nope/trace", headers=auth).status_code == 404

@@ -5,10 +5,11 @@
 -- request, the status, the key prefixes of records and histories, the keys of the ``all`` and
 -- status indexes, the key prefixes of the type and owner indexes, the time in seconds (for a
 -- moving window) and the number of channels; then, per channel, its name and its ``accepted``
--- history entry; then, per record, 17 ARGV: id, type, queue, owner, channel, envelope, broker
--- message, idempotency key or '', answer, answer TTL, 'claim' or '', and the request's
+-- history entry; then, per record, 18 ARGV: id, type, queue, owner, channel, envelope, broker
+-- message, idempotency key or '', answer, answer TTL, 'claim' or '', the request's
 -- rate-limit hit: strategy or '', its two keys (the second '' but for a sliding window), the
--- limit, the window in seconds and the cost. Keys are named here from their prefixes: like
+-- limit, the window in seconds and the cost; and the key of the set of what its cause
+-- caused, or '' (the link is noted only for a record created here). Keys are named here from their prefixes: like
 -- the worker's scripts, this needs a single Redis.
 --
 -- A record's rate-limit hit is counted first, by the ``limits`` library's own algorithm for
@@ -60,6 +61,11 @@ for r = 1, tonumber(ARGV[1]) do
     local history = histories .. id
     redis.call('RPUSH', history, accepted[channel], queued)
     redis.call('EXPIRE', history, ttl)
+    local caused = ARGV[a + 17]
+    if caused ~= '' then
+      redis.call('SADD', caused, id)
+      redis.call('EXPIRE', caused, ttl)
+    end
     append(scored, all, at, id)
     append(scored, by_status, at, id)
     append(scored, by_type .. kind, at, id)
@@ -71,7 +77,7 @@ for r = 1, tonumber(ARGV[1]) do
     end
   end
   replies[r] = reply
-  a = a + 17
+  a = a + 18
 end
 -- unpack() is bounded by Lua's C stack (8000 values): at most 1000 per command, an even
 -- number, so that a score stays with its member.

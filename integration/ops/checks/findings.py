@@ -57,7 +57,8 @@ def error_once(ctx: Context, check: str, cause: str, consequence: str,
 
 
 def shown(url: str) -> str:
-    """A URL as a report may show it: without its password."""
+    """A URL as a report may show it: without its password (each node's, for a broker URL
+    that names several, ``a;b;c``)."""
     from kombu.utils.url import maybe_sanitize_url
 
-    return str(maybe_sanitize_url(url))
+    return ";".join(str(maybe_sanitize_url(part)) for part in url.split(";"))

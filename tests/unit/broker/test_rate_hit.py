@@ -56,7 +56,7 @@ def test_a_hit_counts_when_its_transaction_ran_or_may_have() -> None:
 
     accepted = Accepted("m1", "metric")
     for ran in (accepted, RateLimited(), Repeated("{}"), Conflict("exists"),
-                InDoubt(accepted, 5), Unreplicated(accepted, 5)):
+                InDoubt(accepted, 5, recorded=False), Unreplicated(accepted, 5)):
         assert hit_counted(ran), ran
     for refused in (Unavailable("queue full"), invalid([], "invalid")):
         assert not hit_counted(refused), refused
