@@ -153,6 +153,20 @@ def _queued_ids(client: redis.Redis) -> list[tuple[str, str]]:
     return found
 
 
+def _answered(connection: socket.socket, request: bytes) -> bytes:
+    """Send ``request`` on a keep-alive connection and read its whole answer."""
+    connection.sendall(request)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += connection.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += connection.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body
+
+
 def test_sigterm_mid_burst_loses_and_duplicates_nothing(
     gateway: Gateway, redis_client: redis.Redis, redis_url: str
 ) -> None:
@@ -164,6 +178,9 @@ def test_sigterm_mid_burst_loses_and_duplicates_nothing(
     slow = _message(0)
     body = json.dumps(slow).encode()
     uploader = socket.create_connection(("127.0.0.1", gateway.port), timeout=30)
+    # A first request on the connection proves a worker accepted it: a connection still in a
+    # listener's backlog when the listener closes is reset by the kernel, never in flight.
+    _answered(uploader, b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
     uploader.sendall(
         f"POST /api/v1/messages HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token}"
         f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
