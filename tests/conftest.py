@@ -105,6 +105,11 @@ def test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
     default_registry.cache_clear()
 
 
+def bearer(subject: str, *roles: str, ttl: int = 600) -> dict[str, str]:
+    """The Authorization header of a token for ``subject`` with ``roles``."""
+    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, subject, list(roles), ttl)}"}
+
+
 def configured(settings: Settings, **overrides: Any) -> Settings:
     """A validated copy of ``settings`` with ``overrides`` (model_copy would not validate)."""
     return Settings(**{**settings.model_dump(), **overrides})

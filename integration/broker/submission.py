@@ -61,38 +61,46 @@ class Repeated(Conflict):
         self.stored = stored
 
 
-class Unreplicated(Unavailable):
+class Uncertain(Unavailable):
+    """Recorded or sent, but not known to be enqueued or replicated: a 503 all the same.
+    ``accepted`` is what the answer would have been; ``runs`` whether its record is known
+    to exist, so that it runs once either way and a repeat may be answered as accepted."""
+
+    runs = True
+
+    def __init__(self, detail: str, accepted: Accepted, retry_after: int,
+                 **extensions: str) -> None:
+        super().__init__(detail, retry_after=retry_after, id=accepted.id, **extensions)
+        self.accepted = accepted
+
+
+class Unreplicated(Uncertain):
     """The message was recorded and enqueued, but the replica wait timed out: the write is
     not known to be on the store's replicas, so a failover may still lose it, and it may
-    still run. ``accepted`` is what the answer would have been."""
+    still run."""
 
     def __init__(self, accepted: Accepted, retry_after: int) -> None:
         super().__init__(
             "The message was recorded and enqueued, but is not known to be replicated: a "
             "failover of the store's Redis may lose it, and it may still run. Retrying with "
             "the same Idempotency-Key (or message id) is safe.",
-            retry_after=retry_after, enqueued="yes", replicated="unknown", id=accepted.id)
-        self.accepted = accepted
+            accepted, retry_after, enqueued="yes", replicated="unknown")
 
 
-class InDoubt(Unavailable):
+class InDoubt(Uncertain):
     """The broker stopped answering while the message was being enqueued: it may hold it.
-    When its record is known to exist (``recorded``), it stays queued (the broker's copy
-    finds it, or the reconciler sends it again), so a repeat is answered as the message was
-    accepted; when the record was in the lost transaction itself, nobody can say, and a
-    repeat of the request is refused until its key expires. ``accepted`` is what the answer
-    would have been."""
+    When its record is known to exist (``recorded``: RabbitMQ, written before the publish),
+    it stays queued (the broker's copy finds it, or the reconciler sends it again); when the
+    record was in the lost transaction itself, nobody can say, and a repeat of the request
+    is refused until its key expires."""
 
     def __init__(self, accepted: Accepted, retry_after: int, *, recorded: bool) -> None:
         super().__init__(
             "The broker stopped answering while the message was being enqueued: it may have "
             "been. Resubmitting it with the same id or Idempotency-Key is safe: it runs at "
             "most once.",
-            retry_after=retry_after, enqueued="unknown", unreachable="broker", id=accepted.id)
-        self.accepted = accepted
-        #: Its record is known to exist (RabbitMQ: written before the publish), so it runs
-        #: once either way; False when the record was in the lost transaction itself.
-        self.recorded = recorded
+            accepted, retry_after, enqueued="unknown", unreachable="broker")
+        self.runs = recorded
 
 
 class RateLimited(TooManyRequests):
@@ -103,9 +111,6 @@ class RateLimited(TooManyRequests):
     def __init__(self) -> None:
         super().__init__("Rate limit exceeded.")
 
-
-#: Recorded and bound to run, but not known to be enqueued or replicated: a 503 all the same.
-Uncertain = Unreplicated | InDoubt
 
 Result = Accepted | Problem
 

@@ -13,7 +13,6 @@ from spectree import SpecTree
 from integration import tracing
 from integration.broker.submission import (
     Accepted,
-    InDoubt,
     RateLimited,
     Repeated,
     Result,
@@ -141,7 +140,7 @@ def _submit(mode: Mode, body: Any, attempt: Attempt, received: Received,
     attempt.enqueued = isinstance(result, Accepted | Uncertain)
     if isinstance(result, Repeated):
         raise result  # the key's path answers as the earlier request was answered
-    if _runs(result):
+    if isinstance(result, Uncertain) and result.runs:
         attempt.answered = (reply, url)  # a repeat gets the 202 (in a transaction, it has)
     received.count(body, result)
     if isinstance(result, Problem):
@@ -181,7 +180,7 @@ def _submit_batch(mode: Mode, items: list[Any], attempt: Attempt, received: Rece
     if uncertain:
         # Recorded, but not known to be enqueued or replicated: a 503; a repeat gets the 202
         # it would be.
-        if all(_runs(r) for r in results if isinstance(r, Uncertain)):
+        if all(r.runs for r in results if isinstance(r, Uncertain)):
             done = [r.accepted if isinstance(r, Uncertain) else r for r in results]
             attempt.answered = ({"accepted": accepted + uncertain,
                                  "rejected": len(items) - accepted - uncertain,
@@ -203,11 +202,6 @@ def _submit_batch(mode: Mode, items: list[Any], attempt: Attempt, received: Rece
         raise Unavailable("No message of the batch could be enqueued.",
                           retry_after=rt.settings.retry_after_seconds, results=report)
     raise InvalidMessage("No message of the batch was accepted.", results=report)
-
-
-def _runs(result: Result) -> bool:
-    """Recorded, so it runs once whatever the broker or the replicas say."""
-    return isinstance(result, Unreplicated) or (isinstance(result, InDoubt) and result.recorded)
 
 
 def _item(index: int, result: Result, url: Callable[[str], str]) -> dict[str, Any]:

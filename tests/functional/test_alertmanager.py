@@ -25,7 +25,7 @@ from integration.loop.alertmanager import RecentAlerts
 from integration.messages.envelope import new_id
 from integration.ops.embedded_redis import free_port
 from integration.security.tokens import issue_token
-from tests.conftest import ROOT, TEST_SECRET, wait_for, wait_status
+from tests.conftest import ROOT, TEST_SECRET, bearer, wait_for, wait_status
 
 URL = "/api/v1/alertmanager"
 EXTERNAL_URL = "http://alertmanager.example.org:9093"
@@ -33,9 +33,6 @@ SAMPLE_CONFIG = ROOT / "deploy" / "alertmanager.yml"
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 AMTOOL = shutil.which("amtool")
 
-
-def bearer(subject: str, *roles: str) -> dict[str, str]:
-    return {"Authorization": "Bearer " + issue_token(TEST_SECRET, subject, roles, 600)}
 
 
 def alert(instance: str, status: str = "firing", severity: str = "critical",

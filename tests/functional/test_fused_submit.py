@@ -23,8 +23,8 @@ from flask import Flask
 from redis.connection import AbstractConnection
 
 from integration.ops.embedded_redis import EmbeddedRedis, free_port
-from integration.security.tokens import issue_token, unverified_claims
-from tests.conftest import ROOT, TEST_SECRET, wait_for
+from integration.security.tokens import unverified_claims
+from tests.conftest import ROOT, TEST_SECRET, bearer, wait_for
 
 METRIC = {"type": "metric", "source": "fused", "data": {"name": "cpu", "value": 1.0}}
 
@@ -40,9 +40,6 @@ def policy_file(tmp_path: Path) -> Path:
     }))
     return path
 
-
-def bearer(subject: str, role: str) -> dict[str, str]:
-    return {"Authorization": "Bearer " + issue_token(TEST_SECRET, subject, [role], 600)}
 
 
 @pytest.fixture

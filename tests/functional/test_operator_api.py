@@ -14,12 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from integration.gateway.runtime import EXTENSION_KEY
-from integration.security.tokens import issue_token
-from tests.conftest import TEST_SECRET, purge_keys
-
-
-def bearer(subject: str, *roles: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, subject, list(roles), 600)}"}
+from tests.conftest import bearer, purge_keys
 
 
 def test_me_says_what_the_callers_roles_grant(client: FlaskClient) -> None:

@@ -20,8 +20,7 @@ import yaml
 from flask import Flask
 
 from integration.ops.embedded_redis import free_port
-from integration.security.tokens import issue_token
-from tests.conftest import ROOT, TEST_SECRET, wait_for
+from tests.conftest import ROOT, TEST_SECRET, bearer, wait_for
 
 METRIC = {"type": "metric", "source": "limits", "data": {"name": "cpu", "value": 1.0}}
 
@@ -37,9 +36,6 @@ def policy_file(tmp_path: Path) -> Path:
     }))
     return path
 
-
-def bearer(subject: str, role: str) -> dict[str, str]:
-    return {"Authorization": "Bearer " + issue_token(TEST_SECRET, subject, [role], 600)}
 
 
 @pytest.fixture

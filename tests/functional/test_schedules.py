@@ -25,10 +25,9 @@ from flask.testing import FlaskClient
 
 from integration.schedules.firing import FIRE_TASK
 from integration.schedules.spec import StoredSchedule
-from integration.security.tokens import issue_token
 from integration.settings import Settings
 from integration.store.records import store_from_settings
-from tests.conftest import ROOT, TEST_SECRET, WorkerProcess, mine, purge_keys, wait_for
+from tests.conftest import ROOT, WorkerProcess, bearer, mine, purge_keys, wait_for
 
 LOOP_SECONDS = 1.0
 LOCK_SECONDS = 5.0
@@ -131,9 +130,6 @@ def received(worker: WorkerProcess, outcome: str) -> float:
     match = re.search(pattern, scrape(worker))
     return float(match.group(1)) if match else 0.0
 
-
-def bearer(subject: str, *roles: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, subject, list(roles), 600)}"}
 
 
 def test_a_file_schedule_fires_ordinary_messages(

@@ -12,8 +12,7 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 
 from integration.ops.cli import main
-from integration.security.tokens import issue_token
-from tests.conftest import TEST_SECRET, purge_keys
+from tests.conftest import bearer, purge_keys
 
 NIGHTLY = {"name": "nightly", "crontab": "0 3 * * *", "type": "event",
            "data": {"kind": "nightly"}, "catch_up": "skip"}
@@ -26,9 +25,6 @@ def clean_schedules(redis_client: redis.Redis) -> Iterator[None]:
     yield
     purge_keys(redis_client, "integration:beat:*")
 
-
-def bearer(subject: str, *roles: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, subject, list(roles), 600)}"}
 
 
 def problem(response: Any) -> dict[str, Any]:
